@@ -1,0 +1,57 @@
+"""The ``fercluster`` command: a thin layer over the library.
+
+Each command group lives in its own module and registers itself on the app; library exceptions
+(``FerclusterError``) become one-line errors with exit code 2 here, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from fercluster.errors import FerclusterError
+
+app = typer.Typer(
+    name="fercluster",
+    help="Sweeps of Khorrami et al. (ICCVW 2015) on SLURM: train, monitor, aggregate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+bench_app = typer.Typer(help="Benchmarks that print rates and ratios measured in one run.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+def _register() -> None:
+    from fercluster.cli import aggregate, data, sweep, train
+
+    for module in (data, train, sweep, aggregate):
+        module.register(app, bench_app)
+
+
+def main() -> None:
+    _register()
+    try:
+        app(standalone_mode=False)
+    except FerclusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click's own usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

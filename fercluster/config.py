@@ -1,0 +1,305 @@
+"""Sweep configs: one strict loader from YAML to a typed, frozen config.
+
+Every problem in a file is reported at once, each naming the key, the value received and what is
+valid. Paths are relative to the current working directory, as with any command-line tool.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from fercluster.errors import ConfigError
+
+NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+VARIANTS = ("none", "D", "A", "AD")
+Variant = Literal["none", "D", "A", "AD"]
+
+
+def _check_name(value: str) -> str:
+    if not NAME_RE.match(value):
+        raise ValueError("must be non-empty and use only letters, digits, '.', '_' and '-'")
+    return value
+
+
+def _check_slurm_value(value: str) -> str:
+    if CONTROL_RE.search(value):
+        raise ValueError("must not contain newlines or other control characters")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_check_name)]
+SlurmStr = Annotated[str, AfterValidator(_check_slurm_value)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class Paths(Strict):
+    jobs: Path = Path("jobs")  # submitit folders, coordinator state and logs: jobs/<sweep>/
+    results: Path = Path("results")  # run directories, tables, report: results/<sweep>/
+    data: Path = Path("data")  # default home of synthetic raw sets and prepared sets
+
+
+class Synthetic(Strict):
+    """Generate the raw set at ``root`` on first use (the embedded default)."""
+
+    subjects: int = Field(40, ge=4, le=2000)  # CK+: subjects; TFD: identities
+    seed: int = Field(0, ge=0)
+    sequences_per_subject: int = Field(3, ge=1, le=20)  # CK+ only
+    images_per_identity: int = Field(8, ge=1, le=200)  # TFD only
+    unlabelled: int = Field(20, ge=0)  # TFD only: extra unlabelled images (-1) like the real file
+
+
+class Dataset(Strict):
+    kind: Literal["ckplus", "tfd"]
+    root: Path  # CK+: the folder holding cohn-kanade-images/; TFD: the TFD_96x96.mat file
+    prepared: Path | None = None  # default: <paths.data>/prepared/<dataset name>
+    classes: Literal[6, 7, 8] = 8  # CK+: 8 or 6; TFD: 7
+    crop: Literal["haar", "landmarks", "none"] = "haar"  # CK+ only
+    synthetic: Synthetic | None = None
+
+    @model_validator(mode="after")
+    def _classes_match_kind(self) -> "Dataset":
+        if self.kind == "tfd" and self.classes != 7:
+            raise ValueError(f"classes: got {self.classes}; TFD has 7 classes")
+        if self.kind == "ckplus" and self.classes not in (6, 8):
+            raise ValueError(f"classes: got {self.classes}; CK+ has 8 or 6 classes")
+        return self
+
+    @property
+    def folds(self) -> int:
+        return 10 if self.kind == "ckplus" else 5
+
+
+class GridEntry(Strict):
+    dataset: Name
+    folds: Literal["all"] | list[Annotated[int, Field(ge=0, le=9)]] = "all"
+    variants: list[Variant] = Field(default_factory=lambda: list(VARIANTS), min_length=1)
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0], min_length=1)
+
+
+K_RE = re.compile(r"^(random|from_tune [A-Za-z0-9._-]+)$")
+
+
+class Train(Strict):
+    iterations: int = Field(31_000, ge=1)
+    eval_every: int = Field(1_000, ge=1)  # evaluate (and keep a selectable checkpoint) this often
+    checkpoint_every: int = Field(1_000, ge=1)  # full resumable checkpoint this often
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-5, ge=0)
+    # k: a number, "random" (U[k_low, k_high) per run, from the job's seed) or "from_tune <sweep>".
+    k: float | str = "random"
+    k_low: float = Field(0.2, gt=0)
+    k_high: float = Field(1.2, gt=0)
+    selection: Literal["2017", "2015"] = "2017"  # 2017: best validation; 2015: best test (optimistic)
+    fc4_init: Literal["code", "fan_in"] = "code"  # code: sigma k/256 (authors' quirk); fan_in: k/32
+    normalize: Literal["mean", "mean_std"] = "mean"  # 5x5 mean subtraction; mean_std also divides
+    dropout: float = Field(0.5, ge=0, lt=1)  # used by variants D and AD
+    width: float = Field(1.0, gt=0, le=4)  # multiplies the 64/128/256 filters and the 300 units
+    image_size: int = Field(96, ge=16, le=96)  # images are resized to this (tests, demo)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    bf16: bool = False
+    compile: bool = False
+    channels_last: bool = True  # on CUDA only
+
+    @field_validator("k")
+    @classmethod
+    def _k(cls, value: float | str) -> float | str:
+        if isinstance(value, str):
+            if not K_RE.match(value):
+                raise ValueError("must be a number, 'random' or 'from_tune <sweep name>'")
+        elif not 0 < value <= 10:
+            raise ValueError("must be in (0, 10]")
+        return value
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "Train":
+        if self.k_low >= self.k_high:
+            raise ValueError(f"k_low ({self.k_low}) must be below k_high ({self.k_high})")
+        if self.image_size % 4:
+            raise ValueError(f"image_size: got {self.image_size}; must be a multiple of 4")
+        return self
+
+
+class Slurm(Strict):
+    partition: SlurmStr | None = None
+    account: SlurmStr | None = None
+    qos: SlurmStr | None = None
+    time_min: int = Field(60, ge=1)  # wall time per job, minutes
+    nodes: int = Field(1, ge=1)
+    gpus_per_node: int = Field(1, ge=0, le=16)  # >1: one task per GPU, DDP
+    cpus_per_task: int = Field(1, ge=1)
+    mem_gb: float | None = Field(None, gt=0)
+    constraint: SlurmStr | None = None
+    array_parallelism: int = Field(64, ge=1)  # the %K of job arrays
+    max_retries: int = Field(2, ge=0, le=20)  # bound for --retry-failed
+    signal_delay_s: int = Field(120, ge=10)  # SIGUSR2 this long before the time limit
+    extra: dict[Name, SlurmStr] = Field(default_factory=dict)  # more sbatch flags, e.g. {mail-type: END}
+
+
+class SearchParam(Strict):
+    type: Literal["uniform", "loguniform", "choice", "grid"] = "uniform"
+    low: float | None = None
+    high: float | None = None
+    values: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> "SearchParam":
+        if self.type in ("uniform", "loguniform"):
+            if self.low is None or self.high is None or self.low >= self.high:
+                raise ValueError(f"{self.type} needs low < high")
+            if self.type == "loguniform" and self.low <= 0:
+                raise ValueError("loguniform needs low > 0")
+        elif not self.values:
+            raise ValueError(f"{self.type} needs a non-empty list of values")
+        return self
+
+
+TUNABLE = ("k", "lr", "weight_decay", "momentum", "dropout")
+
+
+class Tune(Strict):
+    datasets: list[Name] = Field(min_length=1)
+    folds: list[Annotated[int, Field(ge=0, le=9)]] = Field(default_factory=lambda: [0], min_length=1)
+    variant: Variant = "AD"
+    space: dict[Literal["k", "lr", "weight_decay", "momentum", "dropout"], SearchParam] = Field(
+        default_factory=lambda: {"k": SearchParam(type="uniform", low=0.2, high=1.2)}
+    )
+    search: Literal["random", "grid"] = "random"
+    num_samples: int = Field(8, ge=1)
+    metric: Literal["val_acc"] = "val_acc"
+    grace_period: int = Field(2_000, ge=1)  # ASHA, in training iterations
+    reduction_factor: int = Field(2, ge=2)
+    gpus_per_trial: float = Field(0.25, ge=0, le=8)
+    cpus_per_trial: float = Field(1, gt=0)
+    max_concurrent: int = Field(4, ge=1)
+    seed: int = Field(0, ge=0)
+
+
+class Analysis(Strict):
+    top_n: int = Field(10, ge=1, le=100)
+    filters: list[Annotated[int, Field(ge=0)]] | None = None  # None: choose 10 automatically
+    n_filters: int = Field(10, ge=1, le=256)
+    kl_bins: int = Field(20, ge=2, le=1000)
+    kl_eps: float = Field(1e-6, gt=0)
+    min_positive: int = Field(5, ge=1)
+    shuffle_seed: int = Field(0, ge=0)
+    jobs: dict[Name, Annotated[str, AfterValidator(_check_name)]] = Field(default_factory=dict)
+    # jobs: per data set, the variant whose fold-0 job is visualised (default AD)
+
+
+class SweepConfig(Strict):
+    name: Name
+    paths: Paths = Field(default_factory=Paths)
+    datasets: dict[Name, Dataset] = Field(min_length=1)
+    grid: list[GridEntry] = Field(default_factory=list)
+    train: Train = Field(default_factory=Train)
+    train_overrides: dict[Name, dict[str, Any]] = Field(default_factory=dict)
+    slurm: Slurm = Field(default_factory=Slurm)
+    tune: Tune | None = None
+    analysis: Analysis = Field(default_factory=Analysis)
+
+    @model_validator(mode="after")
+    def _references(self) -> "SweepConfig":
+        problems = []
+        for i, entry in enumerate(self.grid):
+            if entry.dataset not in self.datasets:
+                problems.append(
+                    f"grid.{i}.dataset: got {entry.dataset!r}; valid: {sorted(self.datasets)}"
+                )
+            elif entry.folds != "all":
+                n = self.datasets[entry.dataset].folds
+                bad = [f for f in entry.folds if f >= n]
+                if bad:
+                    problems.append(f"grid.{i}.folds: got {bad}; {entry.dataset} has folds 0..{n - 1}")
+        for name in self.train_overrides:
+            if name not in self.datasets:
+                problems.append(f"train_overrides.{name}: not a data set; valid: {sorted(self.datasets)}")
+        if self.tune is not None:
+            for name in self.tune.datasets:
+                if name not in self.datasets:
+                    problems.append(f"tune.datasets: got {name!r}; valid: {sorted(self.datasets)}")
+        if not self.grid and self.tune is None:
+            problems.append("grid: empty and no tune: section; a sweep needs one of them")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def prepared_dir(self, dataset: str) -> Path:
+        ds = self.datasets[dataset]
+        return ds.prepared if ds.prepared is not None else self.paths.data / "prepared" / dataset
+
+    def train_for(self, dataset: str) -> Train:
+        """The training settings of one data set: ``train`` with its ``train_overrides`` applied."""
+        overrides = self.train_overrides.get(dataset)
+        if not overrides:
+            return self.train
+        try:
+            return Train.model_validate({**self.train.model_dump(), **overrides})
+        except ValidationError as exc:
+            raise ConfigError(_format(exc, prefix=f"train_overrides.{dataset}.")) from None
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.paths.jobs / self.name
+
+    @property
+    def results_dir(self) -> Path:
+        return self.paths.results / self.name
+
+
+def _format(exc: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for err in exc.errors():
+        loc = prefix + ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+        value = err.get("input")
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{loc}: unknown key (value {value!r})")
+        elif err["type"] == "missing":
+            lines.append(f"{loc}: missing; {msg.lower()}")
+        else:
+            shown = value if not isinstance(value, dict) else "{...}"
+            lines.append(f"{loc or '(top level)'}: got {shown!r}; {msg}")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def parse_config(data: Any, source: str = "<config>") -> SweepConfig:
+    """Validate a mapping (e.g. parsed YAML) into a frozen ``SweepConfig``."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return SweepConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: " + _format(exc)) from None
+
+
+def load_config(path: str | Path) -> SweepConfig:
+    """Load and validate a sweep config from a YAML file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_config(data, source=str(path))
