@@ -1,0 +1,46 @@
+"""Face crops: by landmarks (detector-free) and by OpenCV's Haar cascade as the authors ran it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+CROP_SIZE = 96
+LANDMARK_SCALE = 1.25  # side of the square crop / larger side of the landmarks' bounding box
+LANDMARK_SHIFT_UP = 0.10  # fraction of the side the crop moves up, so the brows and forehead are in
+
+
+def landmark_box(points: np.ndarray) -> tuple[float, float, float]:
+    """The square crop box ``(x0, y0, side)`` of 68 ``(x, y)`` landmarks.
+
+    The bounding box of the points, squared around its centre with side
+    ``LANDMARK_SCALE * max(w, h)`` and shifted up by ``LANDMARK_SHIFT_UP * side``.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0:
+        raise ValueError(f"landmarks must be an (n, 2) array of x, y; got shape {points.shape}")
+    x_min, y_min = points.min(axis=0)
+    x_max, y_max = points.max(axis=0)
+    side = LANDMARK_SCALE * max(x_max - x_min, y_max - y_min)
+    cx, cy = (x_min + x_max) / 2, (y_min + y_max) / 2 - LANDMARK_SHIFT_UP * side
+    return cx - side / 2, cy - side / 2, side
+
+
+def crop_box(image: np.ndarray, x0: float, y0: float, side: float, size: int = CROP_SIZE) -> np.ndarray:
+    """Crop the square box from a grey uint8 image (zero fill outside it), resized to size x size."""
+    import cv2
+
+    x0i, y0i, s = int(round(x0)), int(round(y0)), max(1, int(round(side)))
+    h, w = image.shape
+    canvas = np.zeros((s, s), dtype=np.uint8)
+    sx0, sy0 = max(0, x0i), max(0, y0i)
+    sx1, sy1 = min(w, x0i + s), min(h, y0i + s)
+    if sx1 > sx0 and sy1 > sy0:
+        canvas[sy0 - y0i : sy1 - y0i, sx0 - x0i : sx1 - x0i] = image[sy0:sy1, sx0:sx1]
+    return cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def to_crop_coords(points: np.ndarray, box: tuple[float, float, float], size: int = CROP_SIZE) -> np.ndarray:
+    """Map (x, y) image coordinates into the size x size crop of ``box``."""
+    x0, y0, side = box
+    scale = size / side
+    return (np.asarray(points, dtype=np.float64) - np.array([x0, y0])) * scale
