@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import numpy as np
 
 CROP_SIZE = 96
@@ -44,3 +47,52 @@ def to_crop_coords(points: np.ndarray, box: tuple[float, float, float], size: in
     x0, y0, side = box
     scale = size / side
     return (np.asarray(points, dtype=np.float64) - np.array([x0, y0])) * scale
+
+
+# The authors' detector settings (their code, not the paper's text).
+HAAR_CASCADE = "haarcascade_frontalface_default.xml"
+HAAR_SCALE_FACTOR = 1.3
+HAAR_MIN_NEIGHBORS = (5, 3)  # first try, then the retry
+HAAR_MIN_FRACTION = 0.5  # minSize = this x the image's shorter side
+HAAR_MAX_FRACTION = 0.8  # maxSize = this x the image's shorter side
+
+
+@functools.lru_cache(maxsize=1)
+def _cascade() -> "object":
+    import cv2
+
+    from fercluster.errors import DataError
+
+    path = Path(getattr(getattr(cv2, "data", None), "haarcascades", "")) / HAAR_CASCADE
+    cascade = cv2.CascadeClassifier(str(path))
+    if cascade.empty():
+        raise DataError(
+            f"cannot load the Haar cascade {path} (OpenCV {cv2.__version__}); OpenCV 5 no longer "
+            "ships it: install opencv-python-headless<5, or use --crop landmarks"
+        )
+    return cascade
+
+
+def haar_box(gray: np.ndarray) -> tuple[float, float, float] | None:
+    """The face box ``(x0, y0, side)`` found by the Haar cascade as the authors ran it, or None.
+
+    detectMultiScale with scaleFactor 1.3, minNeighbors 5 (retried with 3), faces between 0.5 and
+    0.8 of the image's shorter side; the first detection is taken. Boxes are square.
+    """
+    gray = np.ascontiguousarray(gray, dtype=np.uint8)
+    if gray.ndim != 2:
+        raise ValueError(f"haar_box needs a grey (h, w) image; got shape {gray.shape}")
+    shorter = min(gray.shape)
+    min_side, max_side = int(HAAR_MIN_FRACTION * shorter), int(HAAR_MAX_FRACTION * shorter)
+    for neighbours in HAAR_MIN_NEIGHBORS:
+        found = _cascade().detectMultiScale(
+            gray,
+            scaleFactor=HAAR_SCALE_FACTOR,
+            minNeighbors=neighbours,
+            minSize=(min_side, min_side),
+            maxSize=(max_side, max_side),
+        )
+        if len(found):
+            x, y, w, h = (int(v) for v in found[0])
+            return float(x), float(y), float(max(w, h))
+    return None
