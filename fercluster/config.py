@@ -6,6 +6,7 @@ valid. Paths are relative to the current working directory, as with any command-
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -46,7 +47,7 @@ SlurmStr = Annotated[str, AfterValidator(_check_slurm_value)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Paths(Strict):
@@ -239,7 +240,7 @@ class SweepConfig(Strict):
         if not self.grid and self.tune is None:
             problems.append("grid: empty and no tune: section; a sweep needs one of them")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))  # one line each in the error
         return self
 
     def prepared_dir(self, dataset: str) -> Path:
@@ -265,20 +266,43 @@ class SweepConfig(Strict):
         return self.paths.results / self.name
 
 
+# pydantic's location parts that are not keys: union members, validator wrappers, dict-key marker.
+_TAG_RE = re.compile(r"^(literal\[.*\]|[a-z-]+\[.*\]|function-.*)$")
+
+
 def _format(exc: ValidationError, prefix: str = "") -> str:
-    lines = []
+    located = []  # (where, error, bad dict key?, member of a union?)
     for err in exc.errors():
-        loc = prefix + ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
-        value = err.get("input")
-        msg = err["msg"].removeprefix("Value error, ")
+        parts = [str(p) for p in err["loc"]]
+        is_key = parts[-1:] == ["[key]"]  # a bad dict key: the error belongs to the dict
+        if is_key:
+            parts = parts[:-2]
+        tagged = any(_TAG_RE.match(p) for p in parts)
+        parts = [p for p in parts if not _TAG_RE.match(p)]
+        located.append((prefix + ".".join(parts), err, is_key, tagged))
+    lines: dict[str, str] = {}
+    for loc, err, is_key, tagged in located:
+        # A union-typed value gets one error per member: keep the deepest, join the rest with "or".
+        if tagged and any(other.startswith(loc + ".") for other, *_ in located):
+            continue
+        value, msg = err.get("input"), err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            lines.append(f"{loc}: unknown key (value {value!r})")
+            line = f"{loc}: unknown key (value {value!r})"
         elif err["type"] == "missing":
-            lines.append(f"{loc}: missing; {msg.lower()}")
+            line = f"{loc}: missing; {msg.lower()}"
+        elif is_key:
+            line = f"{loc}: bad key {value!r}; {msg}"
+        elif isinstance(value, dict) and err["type"] == "value_error":
+            # A model's own cross-field check: its message names the keys, one line each.
+            for i, part in enumerate(msg.split("\n")):
+                where = f"{loc}." if re.match(r"^[\w.-]+: ", part) else f"{loc}: "
+                lines[f"{loc}#{i}"] = (where if loc else "") + part
+            continue
         else:
-            shown = value if not isinstance(value, dict) else "{...}"
-            lines.append(f"{loc or '(top level)'}: got {shown!r}; {msg}")
-    return "invalid config:\n  " + "\n  ".join(lines)
+            line = f"{loc or '(top level)'}: got {value!r}; {msg}"
+        key = f"{loc}#union" if tagged else f"{loc}#{len(lines)}"
+        lines[key] = f"{lines[key]} or {msg}" if key in lines else line
+    return "invalid config:\n  " + "\n  ".join(lines.values())
 
 
 def parse_config(data: Any, source: str = "<config>") -> SweepConfig:
@@ -286,7 +310,9 @@ def parse_config(data: Any, source: str = "<config>") -> SweepConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
     try:
-        return SweepConfig.model_validate(data)
+        # Validated as JSON in strict mode: no silent coercion (``true`` is not an int, "40" is not
+        # a number), while paths may be written as strings.
+        return SweepConfig.model_validate_json(json.dumps(data, default=str))
     except ValidationError as exc:
         raise ConfigError(f"{source}: " + _format(exc)) from None
 

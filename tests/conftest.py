@@ -1,0 +1,90 @@
+"""Set-up shared by all tests: the rule for tests that need the SLURM test cluster, and a working dir.
+
+Tests marked ``slurm`` need the real single-node cluster of ``slurm/cluster.sh``. When no cluster
+answers they are skipped with the reason, unless ``FERCLUSTER_REQUIRE_SLURM=1`` is set (as in CI and
+the README's test command): then each of them fails, so a missing cluster can never pass silently.
+Test folders add their own fixtures in their own conftest.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REQUIRE_ENV = "FERCLUSTER_REQUIRE_SLURM"
+START_HINT = "start it with: bash slurm/cluster.sh start (as root)"
+USABLE_NODE_STATES = ("idle", "mix", "alloc", "comp")  # sinfo's short states that can run jobs
+
+
+@dataclass(frozen=True)
+class SlurmCluster:
+    """What the tests need to know about the running cluster."""
+
+    partition: str  # the default partition (jobs submitted without --partition land here)
+    nodes: tuple[str, ...]  # node names, e.g. ("localhost",)
+
+
+def slurm_required() -> bool:
+    return os.environ.get(REQUIRE_ENV, "") not in ("", "0")
+
+
+@functools.cache
+def probe_slurm() -> SlurmCluster | str:
+    """The cluster if `sinfo` answers with a usable node, else the reason why not (once per session)."""
+    if shutil.which("sinfo") is None:
+        return "sinfo not found: SLURM is not installed"
+    try:
+        out = subprocess.run(
+            ["sinfo", "--noheader", "--format=%P|%a|%t|%N"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return "sinfo did not answer within 30 s"
+    if out.returncode != 0:
+        return f"sinfo failed (exit {out.returncode}): {out.stderr.strip() or out.stdout.strip()}"
+    partition, nodes, states = None, [], []
+    for line in out.stdout.splitlines():
+        name, avail, state, nodelist = line.split("|")
+        if name.endswith("*"):
+            partition = name.rstrip("*")
+        if avail == "up":
+            nodes.append(nodelist)
+            states.append(state)
+    if partition is None:
+        return f"sinfo shows no default partition: {out.stdout.strip()!r}"
+    if not any(s.rstrip("*~#!%$@^-") in USABLE_NODE_STATES for s in states):
+        return f"no node can run jobs (sinfo: {out.stdout.strip()!r})"
+    return SlurmCluster(partition=partition, nodes=tuple(nodes))
+
+
+def _need_slurm() -> SlurmCluster:
+    found = probe_slurm()
+    if isinstance(found, SlurmCluster):
+        return found
+    if slurm_required():
+        pytest.fail(f"{REQUIRE_ENV}=1 but no SLURM cluster answers: {found}; {START_HINT}", pytrace=False)
+    pytest.skip(f"no SLURM cluster: {found} ({START_HINT})")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("slurm") is not None:
+        _need_slurm()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> SlurmCluster:
+    """The running test cluster (skips, or fails under FERCLUSTER_REQUIRE_SLURM=1, when there is none)."""
+    return _need_slurm()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh folder made the current directory, so a config's relative paths (jobs/, results/) land in it."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
