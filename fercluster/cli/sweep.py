@@ -1,7 +1,291 @@
-"""CLI commands: sweep (placeholder until its issue lands)."""
+"""CLI commands: ``sweep``, ``status``, ``cancel`` and ``bench orchestration``.
+
+A thin layer over ``fercluster.orchestration``: the library plans, submits and reads states; this
+module picks the backend, prints tables and turns options into calls.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Optional
 
 import typer
 
+from fercluster.errors import ConfigError
+
+STATE_STYLE = {"COMPLETED": "green", "RUNNING": "cyan", "PENDING": "yellow", "FAILED": "red", "CANCELLED": "red",
+               "TIMEOUT": "red", "PREEMPTED": "magenta", "NOT_SUBMITTED": "dim"}
+
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
-    pass
+    app.command("sweep")(sweep_cmd)
+    app.command("status")(status_cmd)
+    app.command("cancel")(cancel_cmd)
+    bench.command("orchestration")(bench_cmd)
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+def _console(stderr: bool = False) -> Any:
+    import sys
+
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 160)  # pipes: wide rows, no wrap
+
+
+def _load(config: Optional[Path]) -> tuple[Any, Path]:
+    from fercluster.config import load_config
+    from fercluster.orchestration.state import last_config
+
+    if config is None:
+        config = last_config(Path("jobs"))
+        if config is None:
+            raise ConfigError("no CONFIG given and no sweep recorded in jobs/.last; "
+                              "example: fercluster status configs/smoke.yaml")
+    return load_config(config), config
+
+
+def _backend(cfg: Any) -> Any:
+    from fercluster.orchestration.backend import SlurmBackend
+
+    return SlurmBackend(cfg.jobs_dir / "submitit")
+
+
+def _tune(name: str) -> Any:
+    try:
+        from fercluster.orchestration import tune
+    except ImportError:
+        raise ConfigError("this config has a tune: section but fercluster.orchestration.tune is not "
+                          "installed yet; remove tune: to run the grid") from None
+    return getattr(tune, name)
+
+
+def _fmt_acc(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else "-"
+
+
+def _fmt_secs(v: Any) -> str:
+    if not isinstance(v, (int, float)):
+        return "-"
+    v = int(v)
+    return f"{v // 3600}:{v % 3600 // 60:02d}:{v % 60:02d}" if v >= 3600 else f"{v // 60}:{v % 60:02d}"
+
+
+def jobs_table(rows: list[Any], title: str = "", actions: dict[str, str] | None = None, limit: int = 500) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False, header_style="bold")
+    cols = ["job", "data set", "fold", "variant", "seed", "state", "iter", "val", "test", "elapsed", "node", "SLURM id"]
+    if actions is not None:
+        cols.append("action")
+    for c in cols:
+        table.add_column(c, justify="right" if c in ("fold", "seed", "iter", "val", "test", "elapsed") else "left")
+    for row in rows[:limit]:
+        style = STATE_STYLE.get(row.state, "")
+        it = f"{'-' if row.iteration is None else row.iteration}/{row.iterations or '?'}"
+        cells = [row.job_id, row.dataset, str(row.fold), row.variant, str(row.seed), f"[{style}]{row.state}[/]", it,
+                 _fmt_acc(row.val_acc), _fmt_acc(row.test_acc), _fmt_secs(row.elapsed), row.node or "-",
+                 row.slurm_id or "-"]
+        if actions is not None:
+            cells.append(actions.get(row.job_id, ""))
+        table.add_row(*cells)
+    if len(rows) > limit:
+        table.caption = f"{len(rows) - limit} more rows not shown (use --json)"
+    return table
+
+
+def counts_line(counts: dict[str, int]) -> str:
+    return "  ".join(f"[{STATE_STYLE.get(k, '')}]{k}[/] {v}" for k, v in counts.items())
+
+
+# -- sweep -----------------------------------------------------------------------------------------
+def sweep_cmd(
+    config: Path = typer.Argument(..., help="Sweep config (YAML)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and what would be done; touch nothing."),
+    local: bool = typer.Option(False, "--local", help="Run the jobs here, one at a time (GPU or CPU), then aggregate."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Resubmit failed jobs (at most slurm.max_retries each)."),
+    prune: bool = typer.Option(False, "--prune", help="Cancel jobs no longer in the config."),
+) -> None:
+    """Submit a sweep's missing jobs to SLURM as job arrays (or run them here with --local).
+
+    Re-running submits nothing that is done, queued or running.
+
+    Example: fercluster sweep configs/smoke.yaml --dry-run
+    """
+    from fercluster.config import load_config
+    from fercluster.orchestration.state import record_last
+
+    cfg = load_config(config)
+    console = _console()
+    if not dry_run:
+        record_last(cfg.paths.jobs, config)
+    if cfg.tune is not None:
+        if dry_run:
+            console.print(f"[bold]{cfg.name}[/]: a Ray Tune search (dry run, nothing started):")
+            console.print(cfg.tune.model_dump(mode="json"))
+            return
+        fn = _tune("run_tune_local" if local else "submit_tune_slurm")
+        console.print(fn(cfg, console))
+        return
+    if local:
+        if dry_run or prune or retry_failed:
+            raise ConfigError("--local runs the plan here; it does not combine with --dry-run, --prune or --retry-failed")
+        from fercluster.orchestration.local import run_local
+
+        summary = run_local(cfg, console)
+        console.print(f"[bold]{cfg.name}[/]: ran {summary['ran']}, skipped {summary['skipped']} done, "
+                      f"failed {summary['failed']}, in {summary['total_s']:.1f} s")
+        if summary["failed"]:
+            raise typer.Exit(1)
+        return
+    from fercluster.orchestration.coordinator import run_sweep
+
+    result = run_sweep(cfg, _backend(cfg), dry_run=dry_run, retry_failed=retry_failed, prune=prune)
+    _print_sweep(cfg, result, console)
+
+
+def _print_sweep(cfg: Any, result: Any, console: Any) -> None:
+    d = result.diff
+    if result.dry_run:
+        actions = {s.job_id: "submit" for s in d.submit}
+        actions.update({s.job_id: "retry" for s in d.retry})
+        actions.update({s.job_id: "skip (done)" for s in d.done})
+        actions.update({s.job_id: "leave (queued/running)" for s in d.active})
+        actions.update({s.job_id: "failed: --retry-failed" for s, _ in d.failed})
+        console.print(jobs_table(result.rows, title=f"plan of sweep {cfg.name} (dry run)", actions=actions))
+        verb = "would"
+    else:
+        verb = "did"
+    s = d.summary()
+    console.print(f"[bold]{cfg.name}[/]: {len(result.specs)} jobs; {verb} submit {s['submit']}, retry {s['retry']}; "
+                  f"skip {s['done']} done; leave {s['active']} queued/running; {s['failed']} failed not retried"
+                  + (f"; {s['removed']} removed from the config still active" if s["removed"] else ""))
+    for name in result.adopted:
+        console.print(f"adopted orphan submission {name} (crash between sbatch and recording)")
+    for a in result.arrays:
+        console.print(f"submitted array {a['slurm_id']} ({a['name']}): {a['n']} jobs, at most {a['throttle']} at once")
+    if result.aggregate_id:
+        console.print(f"submitted aggregation job {result.aggregate_id} (afterany the training jobs)")
+    if result.cancelled:
+        console.print(f"cancelled {len(result.cancelled)} jobs no longer in the config")
+    for spec, row in d.failed[:20]:
+        console.print(f"[red]failed[/] {spec.job_id} ({spec.dataset} fold {spec.fold} {spec.variant}): {row.reason}")
+
+
+# -- status ----------------------------------------------------------------------------------------
+def status_cmd(
+    config: Optional[Path] = typer.Argument(None, help="Sweep config (default: the most recent sweep)."),
+    watch: bool = typer.Option(False, "--watch", help="Refresh live until every job has ended."),
+    failed: bool = typer.Option(False, "--failed", help="Show each failed job's reason and the tail of its log."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object with a 'jobs' list."),
+    interval: float = typer.Option(10.0, "--interval", help="Seconds between refreshes with --watch."),
+) -> None:
+    """Show a sweep's jobs: counts by state and one row per job (one SLURM query per refresh).
+
+    Example: fercluster status configs/smoke.yaml --watch
+    """
+    cfg, _ = _load(config)
+    if cfg.tune is not None:
+        snap = _tune("tune_status")(cfg)
+        if as_json:
+            print(json.dumps({"sweep": cfg.name, "tune": snap, "jobs": []}, default=str))
+        else:
+            _console().print(snap if snap is not None else f"no tune run recorded for {cfg.name}")
+        return
+    from fercluster.orchestration.status import snapshot
+
+    backend = _backend(cfg)
+    if as_json:
+        print(json.dumps(snapshot(cfg, backend, failed=failed), default=str))
+        return
+    console = _console()
+    if not watch:
+        console.print(_render(cfg, snapshot(cfg, backend, failed=failed), failed))
+        return
+    from rich.live import Live
+
+    with Live(console=console, auto_refresh=False) as live:
+        while True:
+            snap = snapshot(cfg, backend, failed=failed)
+            live.update(_render(cfg, snap, failed), refresh=True)
+            if not any(k in snap["counts"] for k in ("PENDING", "RUNNING")):
+                break
+            time.sleep(interval)
+
+
+def _render(cfg: Any, snap: dict[str, Any], failed: bool) -> Any:
+    from rich.console import Group
+    from rich.text import Text
+
+    from fercluster.orchestration.monitor import JobRow
+
+    rows = [JobRow(**{k: v for k, v in j.items() if k in JobRow.__dataclass_fields__}) for j in snap["jobs"]]
+    parts: list[Any] = [Text.from_markup(f"[bold]{cfg.name}[/]: {len(rows)} jobs  " + counts_line(snap["counts"])
+                                         + f"  (SLURM via {snap['source'] or '-'}, {time.strftime('%H:%M:%S')})")]
+    agg = snap.get("aggregate")
+    if agg:
+        parts.append(Text(f"aggregation job {agg.get('slurm_id')}: {agg.get('state', '?')}"))
+    if failed:
+        bad = [j for j in snap["jobs"] if j["state"] in ("FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED")]
+        if bad:
+            parts.append(jobs_table([r for r in rows if r.state in ("FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED")],
+                                    title="failed jobs"))
+        for j in bad:
+            parts.append(Text.from_markup(f"[red]{j['job_id']}[/] ({j['dataset']} fold {j['fold']} {j['variant']} "
+                                          f"seed {j['seed']}, SLURM {j['slurm_id']}): {j['reason']}"))
+            if j.get("exception"):
+                parts.append(Text(f"  exception: {j['exception']}"))
+            if j.get("log_tail"):
+                parts.append(Text(f"  log {j.get('log')}:\n" + "\n".join("    " + ln for ln in j["log_tail"].splitlines())))
+        if not bad:
+            parts.append(Text("no failed jobs"))
+    else:
+        parts.append(jobs_table(rows))
+    return Group(*parts)
+
+
+# -- cancel ----------------------------------------------------------------------------------------
+def cancel_cmd(
+    config: Path = typer.Argument(..., help="Sweep config (YAML)."),
+    job: Optional[str] = typer.Option(None, "--job", help="Cancel only this job (fercluster job id or SLURM id)."),
+) -> None:
+    """Cancel a sweep's queued and running jobs on SLURM (and its aggregation job).
+
+    Example: fercluster cancel configs/smoke.yaml --job 3fa2c81d09
+    """
+    from fercluster.orchestration.status import cancel
+
+    cfg, _ = _load(config)
+    ids = cancel(cfg, _backend(cfg), job)
+    _console().print(f"cancelled {len(ids)} SLURM job(s): {' '.join(ids) if ids else '-'}")
+
+
+# -- bench -----------------------------------------------------------------------------------------
+def bench_cmd(
+    jobs: int = typer.Option(10_000, "--jobs", help="Number of jobs in the synthetic sweep."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as one JSON object."),
+) -> None:
+    """Time planning, submission, a status refresh and a no-op re-run over a large synthetic sweep.
+
+    Runs against the in-memory fake SLURM backend (no cluster needed).
+
+    Example: fercluster bench orchestration --jobs 10000
+    """
+    from fercluster.orchestration.bench import run_bench
+
+    report = run_bench(jobs)
+    if as_json:
+        print(json.dumps(report))
+        return
+    console = _console()
+    console.print(f"[bold]orchestration benchmark[/]: {report['jobs']} jobs, backend: {report['backend']}")
+    for t in report["targets"]:
+        mark = "[green]PASS[/]" if t["pass"] else "[red]FAIL[/]"
+        console.print(f"  {mark} {t['name']}: {t['value']} (target {t['target']})")
+    for k, v in report["figures"].items():
+        console.print(f"  {k}: {v}")
+    if not all(t["pass"] for t in report["targets"]):
+        raise typer.Exit(1)

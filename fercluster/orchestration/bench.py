@@ -1,0 +1,118 @@
+"""``fercluster bench orchestration``: the coordinator at scale, against the in-memory fake SLURM.
+
+Measures, for a synthetic sweep of N jobs in a temporary folder: planning and diffing, the number
+of sbatch calls (arrays; MaxArraySize 1001), one status refresh (one accounting query, real sacct
+text parsed), and a re-run once every job is done (no submissions).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from fercluster.config import parse_config
+from fercluster.orchestration.backend import FakeBackend
+from fercluster.orchestration.coordinator import run_sweep
+from fercluster.orchestration.status import snapshot
+
+MAX_ARRAY = 1001
+
+
+def noop_job(spec: Any) -> None:
+    """Stand-in job callable (never run: the fake backend only records submissions)."""
+
+
+def bench_config(root: Path, jobs: int) -> Any:
+    seeds = max(1, math.ceil(jobs / 40))  # CK+: 10 folds x 4 variants per seed
+    return parse_config({
+        "name": "bench",
+        "paths": {"jobs": str(root / "jobs"), "results": str(root / "results"), "data": str(root / "data")},
+        "datasets": {"ckplus": {"kind": "ckplus", "root": str(root / "raw"), "classes": 8}},
+        "grid": [{"dataset": "ckplus", "folds": "all", "variants": ["none", "D", "A", "AD"],
+                  "seeds": list(range(seeds))}],
+        "train": {"iterations": 1000},
+        "slurm": {"array_parallelism": 64},
+    }, source="bench")
+
+
+def run_bench(jobs: int = 10_000) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="fercluster-bench-") as tmp:
+        return _run(Path(tmp), jobs)
+
+
+def _run(root: Path, jobs: int) -> dict[str, Any]:
+    cfg = bench_config(root, jobs)
+    backend = FakeBackend(max_array=MAX_ARRAY)
+    kw = {"fn_for": lambda: noop_job, "aggregate_fn": noop_job, "prepare": False}
+
+    t = time.perf_counter()
+    dry = run_sweep(cfg, backend, dry_run=True, **kw)
+    plan_s = time.perf_counter() - t
+    n = len(dry.specs)
+
+    t = time.perf_counter()
+    sub = run_sweep(cfg, backend, **kw)
+    submit_s = time.perf_counter() - t
+    sbatch = backend.calls["sbatch"]
+    train_arrays = len(sub.arrays)
+
+    _mix_states(backend, sub.specs)
+    before = backend.calls["sacct"]
+    t = time.perf_counter()
+    snap = snapshot(cfg, backend)
+    refresh_s = time.perf_counter() - t
+    queries = backend.calls["sacct"] - before
+
+    for spec in sub.specs:  # every job done (not timed: this is the jobs' work)
+        run_dir = Path(spec.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "job.json").write_text('{"status": "completed", "val_acc": 0.9, "test_acc": 0.9}')
+    before_sbatch = backend.calls["sbatch"]
+    t = time.perf_counter()
+    rerun = run_sweep(cfg, backend, **kw)
+    rerun_s = time.perf_counter() - t
+    rerun_subs = backend.calls["sbatch"] - before_sbatch
+
+    targets = [
+        {"name": "plan + diff", "value": f"{plan_s:.2f} s", "target": "< 10 s", "pass": plan_s < 10},
+        {"name": "sbatch calls (arrays + aggregation)", "value": sbatch, "target": "<= 11", "pass": sbatch <= 11},
+        {"name": "status refresh", "value": f"{refresh_s:.2f} s, {queries} accounting query",
+         "target": "< 2 s, 1 query", "pass": refresh_s < 2 and queries == 1},
+        {"name": "re-run, all done", "value": f"{rerun_s:.2f} s, {rerun_subs} submissions",
+         "target": "< 5 s, 0 submissions", "pass": rerun_s < 5 and rerun_subs == 0 and len(rerun.diff.done) == n},
+    ]
+    figures = {
+        "jobs_planned": n,
+        "plan_diff_s": round(plan_s, 3),
+        "submit_s": round(submit_s, 3),
+        "training_arrays": train_arrays,
+        "sbatch_calls": sbatch,
+        "array_sizes": [a["n"] for a in sub.arrays],
+        "array_throttles": [a["throttle"] for a in sub.arrays],
+        "refresh_s": round(refresh_s, 3),
+        "refresh_queries": queries,
+        "refresh_counts": snap["counts"],
+        "rerun_s": round(rerun_s, 3),
+        "rerun_submissions": rerun_subs,
+        "state_json_mb": round((cfg.jobs_dir / "state.json").stat().st_size / 1e6, 2),
+    }
+    return {"jobs": n, "backend": "fake (in-memory SLURM: sacct text rendered and parsed; no cluster)",
+            "figures": figures, "targets": targets}
+
+
+def _mix_states(backend: FakeBackend, specs: list[Any]) -> None:
+    """A realistic mid-sweep: a fifth running (with progress files), some done, failed, pending."""
+    states = ["RUNNING", "PENDING", "COMPLETED", "FAILED", "PENDING"]
+    ids = sorted(backend.states)
+    for i, sid in enumerate(ids):
+        backend.states[sid] = states[i % len(states)]
+    for spec in specs[::5]:
+        run_dir = Path(spec.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "progress.json").write_text(json.dumps(
+            {"job_id": spec.job_id, "state": "running", "iteration": 500, "iterations": 1000,
+             "best_val_acc": 0.5, "best_test_acc": 0.5}))

@@ -1,0 +1,241 @@
+"""Reconcile a sweep with SLURM: submit what is missing, skip what is done, leave alone what runs.
+
+``reconcile`` is the diff (pure over rows and state); ``run_sweep`` takes the lock, adopts orphans
+of a crash, submits arrays (pending record first, then sbatch, then the id), the aggregation job
+after them (``afterany``), and, with ``prune``, cancels jobs no longer in the config.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from fercluster.config import SweepConfig
+from fercluster.errors import SlurmError
+from fercluster.orchestration import plan as plan_mod
+from fercluster.orchestration.backend import base_id
+from fercluster.orchestration.monitor import JobRow, job_rows
+from fercluster.orchestration.resources import array_throttles, submitit_parameters
+from fercluster.orchestration.state import (
+    SweepState,
+    array_name,
+    ensure_dir,
+    load_state,
+    private_umask,
+    save_state,
+    sweep_lock,
+)
+from fercluster.train.spec import JobSpec
+
+ACTIVE = ("PENDING", "RUNNING")
+ENDED_BADLY = ("FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED")
+
+
+@dataclass
+class Diff:
+    submit: list[JobSpec] = field(default_factory=list)  # never submitted (or local run stopped)
+    retry: list[JobSpec] = field(default_factory=list)  # ended badly, --retry-failed, retries left
+    done: list[JobSpec] = field(default_factory=list)
+    active: list[JobSpec] = field(default_factory=list)  # queued or running: left alone
+    failed: list[tuple[JobSpec, JobRow]] = field(default_factory=list)  # ended badly, not retried
+    removed: list[str] = field(default_factory=list)  # in the state, not in the config, still active
+
+    def summary(self) -> dict[str, int]:
+        return {"submit": len(self.submit), "retry": len(self.retry), "done": len(self.done),
+                "active": len(self.active), "failed": len(self.failed), "removed": len(self.removed)}
+
+
+@dataclass
+class SweepResult:
+    specs: list[JobSpec]
+    rows: list[JobRow]
+    diff: Diff
+    arrays: list[dict[str, Any]] = field(default_factory=list)  # name, slurm_id, n, throttle
+    adopted: list[str] = field(default_factory=list)
+    aggregate_id: str | None = None
+    cancelled: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def reconcile(specs: Sequence[JobSpec], rows: Sequence[JobRow], state: SweepState, *,
+              retry_failed: bool, max_retries: int, removed_rows: Sequence[JobRow] = ()) -> Diff:
+    diff = Diff()
+    for spec, row in zip(specs, rows):
+        if row.state == "COMPLETED":
+            diff.done.append(spec)
+        elif row.state in ACTIVE:
+            diff.active.append(spec)
+        elif row.state == "NOT_SUBMITTED":
+            diff.submit.append(spec)
+        elif retry_failed and row.retries < max_retries:
+            diff.retry.append(spec)
+        else:
+            if retry_failed:
+                row.reason = f"retries exhausted ({row.retries}/{max_retries}); {row.reason}"
+            diff.failed.append((spec, row))
+    diff.removed = [r.job_id for r in removed_rows if r.state in ACTIVE]
+    return diff
+
+
+def removed_specs(specs: Sequence[JobSpec], state: SweepState) -> list[JobSpec]:
+    """Jobs the state knows that the config no longer has (as stand-in specs for the monitor)."""
+    planned = {s.job_id for s in specs}
+    out = []
+    for job_id, rec in state.jobs.items():
+        if job_id not in planned:
+            out.append(JobSpec(sweep=state.sweep, dataset=rec.get("dataset", "?"), kind="?", classes=0,
+                               fold=rec.get("fold", -1), variant=rec.get("variant", "?"), seed=rec.get("seed", -1),
+                               train={}, prepared_dir="", run_dir=rec.get("run_dir", "/nonexistent"), job_id=job_id))
+    return out
+
+
+def adopt_orphans(state: SweepState, backend: Any, fn_for: Callable[[], Any] | None,
+                  specs_by_id: dict[str, JobSpec], timeout_min: int) -> list[str]:
+    """Pending submissions (written before sbatch) whose array SLURM has: record them.
+
+    Pending records SLURM does not know are dropped (sbatch never ran); their jobs are submitted
+    again by the caller. An adopted array gets any submitted pickles it is missing.
+    """
+    if not state.pending:
+        return []
+    found = backend.find_by_name(sorted(state.pending))
+    adopted = []
+    for name, rec in list(state.pending.items()):
+        sid = found.get(name)
+        if sid is None:
+            state.pending.pop(name)
+            continue
+        if rec.get("kind") == "aggregate":
+            state.aggregate = {"name": name, "slurm_id": sid, "submitted": rec.get("created")}
+            state.pending.pop(name)
+        else:
+            job_ids = rec["job_ids"]
+            state.record_array(name, sid, job_ids, set(rec.get("retry", [])), _summaries(specs_by_id, job_ids))
+            args = [specs_by_id[j] for j in job_ids if j in specs_by_id]
+            if fn_for is not None and len(args) == len(job_ids):
+                backend.repair_pickles([state.slurm_id(j) for j in job_ids], fn_for(), args, timeout_min)
+        adopted.append(name)
+    return adopted
+
+
+def _summaries(specs_by_id: dict[str, JobSpec], job_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for j in job_ids:
+        s = specs_by_id.get(j)
+        if s is not None:
+            out[j] = {"dataset": s.dataset, "fold": s.fold, "variant": s.variant, "seed": s.seed, "run_dir": s.run_dir}
+    return out
+
+
+def run_sweep(cfg: SweepConfig, backend: Any, *, dry_run: bool = False, retry_failed: bool = False,
+              prune: bool = False, fn_for: Callable[[], Any] | None = None,
+              aggregate_fn: Callable[..., Any] | None = None, prepare: bool = True) -> SweepResult:
+    """Bring the sweep on SLURM in line with the config. ``fn_for()`` builds the submitted callable."""
+    from fercluster.orchestration import jobs as jobs_mod
+
+    t0 = time.perf_counter()
+    fn_for = fn_for or jobs_mod.training_callable
+    aggregate_fn = aggregate_fn or jobs_mod.aggregate_job
+    specs = plan_mod.expand(cfg)
+    specs_by_id = {s.job_id: s for s in specs}
+    timings = {"plan_s": time.perf_counter() - t0}
+    if dry_run:
+        state = load_state(cfg.jobs_dir, cfg.name)
+        return _diff(cfg, specs, state, backend, retry_failed, timings, dry_run=True)
+    with sweep_lock(cfg.jobs_dir):
+        state = load_state(cfg.jobs_dir, cfg.name)
+        adopted = adopt_orphans(state, backend, fn_for, specs_by_id, cfg.slurm.time_min)
+        if adopted:
+            save_state(cfg.jobs_dir, state)
+        result = _diff(cfg, specs, state, backend, retry_failed, timings, dry_run=False)
+        result.adopted = adopted
+        t1 = time.perf_counter()
+        todo = result.diff.submit + result.diff.retry
+        if todo:
+            if prepare:
+                _prepare(cfg, {s.dataset for s in todo})
+            retry_ids = {s.job_id for s in result.diff.retry}
+            with private_umask():
+                result.arrays = _submit_arrays(cfg, state, backend, fn_for, specs, todo, retry_ids)
+        if todo or any(n in state.arrays for n in adopted):  # new training work: aggregate after it
+            deps = {a["slurm_id"] for a in result.arrays} | {
+                base_id(r.slurm_id) for r in result.rows if r.state in ACTIVE and r.slurm_id}
+            with private_umask():
+                result.aggregate_id = _submit_aggregate(cfg, state, backend, aggregate_fn, sorted(deps, key=int))
+        if prune and result.diff.removed:
+            ids = [state.slurm_id(j) for j in result.diff.removed]
+            backend.cancel([i for i in ids if i])
+            result.cancelled = list(result.diff.removed)
+        if prune:
+            for job_id in [j for j in state.jobs if j not in specs_by_id]:
+                state.removed[job_id] = state.jobs.pop(job_id)
+        save_state(cfg.jobs_dir, state)
+        timings["submit_s"] = time.perf_counter() - t1
+    return result
+
+
+def _diff(cfg: SweepConfig, specs: list[JobSpec], state: SweepState, backend: Any, retry_failed: bool,
+          timings: dict[str, float], dry_run: bool) -> SweepResult:
+    t = time.perf_counter()
+    extra = removed_specs(specs, state)
+    rows = job_rows(list(specs) + extra, state, backend, details=dry_run)
+    rows, removed_rows = rows[: len(specs)], rows[len(specs):]
+    timings["status_s"] = time.perf_counter() - t
+    diff = reconcile(specs, rows, state, retry_failed=retry_failed, max_retries=cfg.slurm.max_retries,
+                     removed_rows=removed_rows)
+    return SweepResult(specs=specs, rows=rows, diff=diff, dry_run=dry_run, timings=timings)
+
+
+def _prepare(cfg: SweepConfig, datasets: set[str]) -> None:
+    """Prepare the data sets on this machine once, before jobs that all need them start."""
+    try:
+        from fercluster.data import ensure_prepared
+    except ImportError:
+        return
+    for name in sorted(datasets):
+        ensure_prepared(cfg, name)
+
+
+def _submit_arrays(cfg: SweepConfig, state: SweepState, backend: Any, fn_for: Callable[[], Any],
+                   specs: list[JobSpec], todo: list[JobSpec], retry_ids: set[str]) -> list[dict[str, Any]]:
+    ensure_dir(cfg.jobs_dir / "submitit")
+    size = max(1, backend.max_array_size())
+    chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
+    throttles = array_throttles(len(chunks), cfg.slurm.array_parallelism)
+    specs_by_id = {s.job_id: s for s in specs}
+    fn = fn_for()
+    arrays = []
+    for chunk, throttle in zip(chunks, throttles):
+        job_ids = [s.job_id for s in chunk]
+        name = array_name(cfg.name, job_ids)
+        state.pending[name] = {"job_ids": job_ids, "created": time.time(), "kind": "train",
+                               "retry": sorted(retry_ids.intersection(job_ids))}
+        save_state(cfg.jobs_dir, state)  # BEFORE sbatch: a crash after it is found by name
+        params = submitit_parameters(cfg.slurm, job_name=name, array_parallelism=throttle)
+        ids = backend.submit_array(fn, list(chunk), params)
+        state.record_array(name, base_id(ids[0]), job_ids, retry_ids, _summaries(specs_by_id, job_ids))
+        save_state(cfg.jobs_dir, state)
+        arrays.append({"name": name, "slurm_id": base_id(ids[0]), "n": len(chunk), "throttle": throttle})
+    return arrays
+
+
+def _submit_aggregate(cfg: SweepConfig, state: SweepState, backend: Any, aggregate_fn: Callable[..., Any],
+                      deps: list[str]) -> str:
+    """The aggregation job, after every queued or running training job (afterany)."""
+    old = state.aggregate
+    if old and old.get("slurm_id"):
+        try:  # superseded: if still pending it would run before the new arrays end
+            backend.cancel([old["slurm_id"]])
+        except SlurmError:
+            pass  # already finished
+    name = array_name(cfg.name + "-aggregate", deps)
+    state.pending[name] = {"job_ids": ["aggregate"], "created": time.time(), "kind": "aggregate"}
+    save_state(cfg.jobs_dir, state)
+    params = submitit_parameters(cfg.slurm, job_name=name, gpus=False,
+                                 dependency="afterany:" + ":".join(deps) if deps else None)
+    sid = backend.submit_one(aggregate_fn, (cfg.model_dump(mode="json"),), params)
+    state.aggregate = {"name": name, "slurm_id": sid, "submitted": time.time(), "after": deps}
+    state.pending.pop(name, None)
+    return sid

@@ -1,0 +1,95 @@
+"""A sweep config expanded into its jobs: pure and ordered.
+
+Order: grid entries as written; inside an entry, fold x variant x seed (fold slowest). A job that
+two entries both name appears once, where it first appears. Job ids hash what changes a job's
+result (``fercluster.train.spec.identity``): SLURM resources and paths never change them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from fercluster.config import SweepConfig
+from fercluster.errors import ConfigError
+from fercluster.train.spec import JobSpec
+
+
+def expand(cfg: SweepConfig) -> list[JobSpec]:
+    """Every job of the sweep's grid, in a stable order, without duplicates."""
+    specs: list[JobSpec] = []
+    seen: set[str] = set()
+    per_dataset: dict[str, tuple[dict[str, Any], str, str]] = {}
+    runs = str(cfg.results_dir / "runs")
+    for entry in cfg.grid:
+        name = entry.dataset
+        if name not in per_dataset:
+            per_dataset[name] = (resolved_train(cfg, name), str(cfg.prepared_dir(name)), runs)
+        folds = range(cfg.datasets[name].folds) if entry.folds == "all" else entry.folds
+        for fold in folds:
+            for variant in entry.variants:
+                for seed in entry.seeds:
+                    spec = _spec(cfg, name, fold, variant, seed, *per_dataset[name])
+                    if spec.job_id not in seen:
+                        seen.add(spec.job_id)
+                        specs.append(spec)
+    return specs
+
+
+def make_spec(cfg: SweepConfig, dataset: str, fold: int, variant: str, seed: int) -> JobSpec:
+    """The ``JobSpec`` of one job of ``cfg`` (whether or not its grid names it)."""
+    return _spec(cfg, dataset, fold, variant, seed, resolved_train(cfg, dataset),
+                 str(cfg.prepared_dir(dataset)), str(cfg.results_dir / "runs"))
+
+
+def _spec(cfg: SweepConfig, dataset: str, fold: int, variant: str, seed: int, train: dict[str, Any],
+          prepared_dir: str, runs: str) -> JobSpec:
+    ds = cfg.datasets[dataset]
+    spec = JobSpec(
+        sweep=cfg.name,
+        dataset=dataset,
+        kind=ds.kind,
+        classes=ds.classes,
+        fold=int(fold),
+        variant=variant,
+        seed=int(seed),
+        train=train,
+        prepared_dir=prepared_dir,
+        run_dir="",
+        crop=ds.crop if ds.kind == "ckplus" else "none",
+    )
+    # run_dir depends on the id, the id does not depend on run_dir: build, then place.
+    return dataclasses.replace(spec, run_dir=os.path.join(runs, spec.job_id))
+
+
+def resolved_train(cfg: SweepConfig, dataset: str) -> dict[str, Any]:
+    """The data set's training settings as a dict, with ``k: from_tune <sweep>`` replaced by a number."""
+    train = cfg.train_for(dataset).model_dump(mode="json")
+    k = train["k"]
+    if isinstance(k, str) and k.startswith("from_tune "):
+        train["k"] = tuned_k(cfg, k.split(" ", 1)[1])
+    return train
+
+
+def tuned_k(cfg: SweepConfig, tune_sweep: str) -> float:
+    """k from ``results/<tune_sweep>/tune/best.json`` (written by the Ray Tune search)."""
+    path = Path(cfg.paths.results) / tune_sweep / "tune" / "best.json"
+    try:
+        best = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"train.k: 'from_tune {tune_sweep}' but {path} does not exist; "
+            f"run the search first (fercluster sweep <config with name: {tune_sweep} and a tune: section>) "
+            "or set k to a number or 'random'"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"train.k: {path} is not valid JSON ({exc}); rerun the search") from None
+    k = best.get("k") if isinstance(best, dict) else None
+    if k is None:
+        k = (best.get("config") or {}).get("k") if isinstance(best, dict) else None
+    if not isinstance(k, (int, float)) or not 0 < k <= 10:
+        raise ConfigError(f"train.k: {path} holds k={k!r}; expected a number in (0, 10] under key 'k'")
+    return float(k)

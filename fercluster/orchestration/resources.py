@@ -1,0 +1,58 @@
+"""SLURM resources of a sweep mapped to submitit's ``SlurmExecutor`` parameters, in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fercluster.config import Slurm
+
+
+def submitit_parameters(
+    slurm: Slurm,
+    *,
+    job_name: str,
+    array_parallelism: int | None = None,
+    dependency: str | None = None,
+    gpus: bool = True,
+) -> dict[str, Any]:
+    """``SlurmExecutor.update_parameters`` keywords for ``slurm`` (the config's ``slurm:`` section).
+
+    A job with several GPUs per node runs one task per GPU (DDP, ranks from ``SLURM_PROCID``).
+    ``gpus=False`` drops GPUs and tasks (the aggregation job). Extra sbatch flags pass through
+    ``additional_parameters`` unchanged, e.g. ``{"mail-type": "END"}``.
+    """
+    params: dict[str, Any] = {
+        "job_name": job_name,
+        "time": slurm.time_min,
+        "nodes": slurm.nodes if gpus else 1,
+        "cpus_per_task": slurm.cpus_per_task,
+        "signal_delay_s": slurm.signal_delay_s,
+        "wckey": None,  # submitit's default "submitit" fails on clusters that enforce wckeys
+    }
+    for key in ("partition", "account", "qos", "constraint"):
+        value = getattr(slurm, key)
+        if value is not None:
+            params[key] = value
+    if gpus and slurm.gpus_per_node > 0:
+        params["gpus_per_node"] = slurm.gpus_per_node
+        params["ntasks_per_node"] = slurm.gpus_per_node
+    if slurm.mem_gb is not None:
+        mem_mb = int(round(slurm.mem_gb * 1024))
+        params["mem"] = f"{mem_mb}MB"
+    if array_parallelism is not None:
+        params["array_parallelism"] = array_parallelism
+    if dependency:
+        params["dependency"] = dependency
+    if slurm.extra:
+        params["additional_parameters"] = dict(slurm.extra)
+    return params
+
+
+def array_throttles(n_arrays: int, parallelism: int) -> list[int]:
+    """Split the sweep's concurrency limit over its arrays so that together they never exceed it.
+
+    (submitit applies ``%K`` per array; a sweep split into several arrays would otherwise run
+    K x arrays at once.) Each array gets at least one slot.
+    """
+    base, extra = divmod(parallelism, n_arrays)
+    return [max(1, base + (i < extra)) for i in range(n_arrays)]

@@ -1,0 +1,209 @@
+"""Text of SLURM commands (sacct, squeue, scontrol) parsed into one shape, ``SlurmInfo``.
+
+Pure functions over strings, so that every format is tested without a cluster. Array task ids
+keep SLURM's spelling ``<array id>_<task>``; a pending range (``123_[4-9%2]``) is expanded.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# fercluster's job states, as shown by ``status`` and written by ``status --json``.
+STATES = ("PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED", "NOT_SUBMITTED")
+
+_SLURM_TO_STATE = {
+    "PENDING": "PENDING",
+    "REQUEUED": "PENDING",  # a requeue (pre-emption, timeout with checkpoint) is not a failure
+    "REQUEUE_HOLD": "PENDING",
+    "REQUEUE_FED": "PENDING",
+    "CONFIGURING": "PENDING",
+    "SUSPENDED": "PENDING",
+    "STOPPED": "PENDING",
+    "RESV_DEL_HOLD": "PENDING",
+    "RUNNING": "RUNNING",
+    "COMPLETING": "RUNNING",
+    "RESIZING": "RUNNING",
+    "SIGNALING": "RUNNING",
+    "STAGE_OUT": "RUNNING",
+    "COMPLETED": "COMPLETED",
+    "CANCELLED": "CANCELLED",
+    "REVOKED": "CANCELLED",
+    "TIMEOUT": "TIMEOUT",
+    "PREEMPTED": "PREEMPTED",
+    "FAILED": "FAILED",
+    "NODE_FAIL": "FAILED",
+    "BOOT_FAIL": "FAILED",
+    "OUT_OF_MEMORY": "FAILED",
+    "DEADLINE": "FAILED",
+    "SPECIAL_EXIT": "FAILED",
+}
+
+_REASONS = {
+    "OUT_OF_MEMORY": "out of memory (OOM): raise slurm.mem_gb",
+    "NODE_FAIL": "node failure",
+    "BOOT_FAIL": "node failed to boot",
+    "TIMEOUT": "time limit reached: raise slurm.time_min",
+    "DEADLINE": "deadline reached",
+    "PREEMPTED": "pre-empted and not requeued",
+    "CANCELLED": "cancelled (scancel or an administrator)",
+    "REVOKED": "revoked by a federated cluster",
+}
+
+_SIGNALS = {9: "SIGKILL", 15: "SIGTERM", 11: "SIGSEGV", 6: "SIGABRT", 2: "SIGINT", 7: "SIGBUS", 12: "SIGUSR2"}
+
+
+@dataclass(frozen=True)
+class SlurmInfo:
+    slurm_id: str  # "123" or "123_4"
+    raw_state: str  # SLURM's word, e.g. "CANCELLED" (the "by 0" suffix dropped)
+    exit_code: str = ""  # "code:signal" as sacct prints it
+    elapsed: str = ""
+    node: str = ""
+    reason: str = ""  # SLURM's Reason column (pending reason), or one we derive
+    source: str = "sacct"  # which command said so
+
+    @property
+    def state(self) -> str:
+        return map_state(self.raw_state)
+
+
+def map_state(raw: str) -> str:
+    """fercluster's state for a SLURM state word (unknown words count as FAILED)."""
+    word = raw.split()[0].rstrip("+").upper() if raw.strip() else "UNKNOWN"
+    return _SLURM_TO_STATE.get(word, "FAILED")
+
+
+def failure_reason(info: SlurmInfo) -> str:
+    """A one-line reason for a job that ended badly, from SLURM's view of it."""
+    word = info.raw_state.split()[0].rstrip("+").upper() if info.raw_state else ""
+    parts = []
+    if word in _REASONS:
+        parts.append(_REASONS[word])
+    code, _, sig = info.exit_code.partition(":")
+    if sig.isdigit() and int(sig):
+        parts.append(f"killed by signal {sig} ({_SIGNALS.get(int(sig), 'signal')})")
+    elif code.isdigit() and int(code):
+        parts.append(f"exit code {code}")
+    if info.reason and info.reason not in ("None", "(null)"):
+        parts.append(info.reason)
+    return "; ".join(parts) or f"SLURM state {info.raw_state}"
+
+
+def expand_task_ids(slurm_id: str) -> list[str]:
+    """``123_[0-3,7%2]`` -> ``123_0 .. 123_3, 123_7``; other ids unchanged."""
+    m = re.fullmatch(r"(\d+)_\[([^\]]+)\]", slurm_id)
+    if not m:
+        return [slurm_id]
+    base, body = m.group(1), m.group(2).split("%")[0]
+    ids = []
+    for part in body.split(","):
+        lo, _, hi = part.partition("-")
+        if not lo.isdigit():
+            continue
+        ids.extend(f"{base}_{i}" for i in range(int(lo), int(hi or lo) + 1))
+    return ids
+
+
+def _with_tasks(info: SlurmInfo) -> list[SlurmInfo]:
+    ids = expand_task_ids(info.slurm_id)
+    if len(ids) == 1 and ids[0] == info.slurm_id:
+        return [info]
+    return [SlurmInfo(i, info.raw_state, info.exit_code, info.elapsed, info.node, info.reason, info.source) for i in ids]
+
+
+SACCT_FORMAT = "JobID,State,ExitCode,Elapsed,NodeList,Reason"
+
+
+def parse_sacct(text: str) -> dict[str, SlurmInfo]:
+    """``sacct --parsable2 --noheader --format=JobID,State,ExitCode,Elapsed,NodeList,Reason``.
+
+    Step lines (``123_4.batch``, ``123_4.0``) are folded into their job: an OOM or a signal seen
+    on a step is kept as the job's exit code or state when the allocation line hides it.
+    """
+    jobs: dict[str, SlurmInfo] = {}
+    steps: dict[str, list[SlurmInfo]] = {}
+    for line in text.splitlines():
+        fields = line.split("|")
+        if len(fields) < 2 or not fields[0].strip():
+            continue
+        fields += [""] * (6 - len(fields))
+        jid, state, exit_code, elapsed, node, reason = (f.strip() for f in fields[:6])
+        state = state.split(" by ")[0]
+        info = SlurmInfo(jid, state, exit_code, elapsed, node if node != "None assigned" else "", reason)
+        if "." in jid:
+            steps.setdefault(jid.split(".")[0], []).append(info)
+            continue
+        for task in _with_tasks(info):
+            jobs[task.slurm_id] = task
+    for jid, step_infos in steps.items():
+        job = jobs.get(jid)
+        if job is None or job.state in ("PENDING", "RUNNING", "COMPLETED"):
+            continue
+        for step in step_infos:
+            word = step.raw_state.upper()
+            if word.startswith("OUT_OF_MEMORY"):
+                job = SlurmInfo(job.slurm_id, "OUT_OF_MEMORY", step.exit_code, job.elapsed, job.node, job.reason)
+            elif step.exit_code.partition(":")[2] not in ("", "0") and job.exit_code.partition(":")[2] in ("", "0"):
+                job = SlurmInfo(job.slurm_id, job.raw_state, step.exit_code, job.elapsed, job.node, job.reason)
+        jobs[jid] = job
+    return jobs
+
+
+SQUEUE_FORMAT = "%i|%T|%M|%N|%r"
+
+
+def parse_squeue(text: str) -> dict[str, SlurmInfo]:
+    """``squeue -t all -r -h -o '%i|%T|%M|%N|%r'`` (the fallback when accounting is off)."""
+    jobs: dict[str, SlurmInfo] = {}
+    for line in text.splitlines():
+        fields = line.split("|")
+        if len(fields) < 2 or not fields[0].strip():
+            continue
+        fields += [""] * (5 - len(fields))
+        jid, state, elapsed, node, reason = (f.strip() for f in fields[:5])
+        info = SlurmInfo(jid, state, "", elapsed, node, reason, source="squeue")
+        for task in _with_tasks(info):
+            jobs[task.slurm_id] = task
+    return jobs
+
+
+def parse_scontrol_jobs(text: str) -> dict[str, SlurmInfo]:
+    """``scontrol show job -o``: one line of ``Key=Value`` pairs per job."""
+    jobs: dict[str, SlurmInfo] = {}
+    for line in text.splitlines():
+        kv = dict(re.findall(r"(\w+)=(\S*)", line))
+        if "JobId" not in kv:
+            continue
+        jid = kv["JobId"]
+        if kv.get("ArrayJobId") and kv.get("ArrayTaskId"):
+            jid = f"{kv['ArrayJobId']}_{kv['ArrayTaskId']}"
+        info = SlurmInfo(
+            jid, kv.get("JobState", "UNKNOWN"), kv.get("ExitCode", ""), kv.get("RunTime", ""),
+            kv.get("NodeList", "") if kv.get("NodeList") != "(null)" else "", kv.get("Reason", ""),
+            source="scontrol",
+        )
+        for task in _with_tasks(info):
+            jobs[task.slurm_id] = task
+    return jobs
+
+
+def parse_max_array_size(text: str, default: int = 1001) -> int:
+    """``MaxArraySize`` from ``scontrol show config`` (SLURM's default is 1001)."""
+    m = re.search(r"^\s*MaxArraySize\s*=\s*(\d+)", text, re.MULTILINE)
+    return int(m.group(1)) if m else default
+
+
+def elapsed_seconds(text: str) -> float | None:
+    """SLURM's ``[D-]HH:MM:SS`` / ``MM:SS`` as seconds."""
+    if not text or text in ("INVALID", "UNLIMITED"):
+        return None
+    days, _, rest = text.rpartition("-")
+    try:
+        parts = [float(p) for p in rest.split(":")]
+    except ValueError:
+        return None
+    secs = 0.0
+    for p in parts:
+        secs = secs * 60 + p
+    return secs + (int(days) * 86400 if days else 0)

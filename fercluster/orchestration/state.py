@@ -1,0 +1,184 @@
+"""The coordinator's state: ``jobs/<sweep>/state.json``; the file system is the database.
+
+Per job: its SLURM id(s) (latest last), submission count, retries, array name and task index.
+Per array: its deterministic job name, SLURM id and job ids (task i runs job_ids[i]).
+``pending``: submissions written BEFORE sbatch; a crash after sbatch leaves one here, and the next
+run finds the array by its job name and adopts it. Writes are atomic; a lock file keeps two
+``sweep`` commands from submitting the same jobs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from fercluster.atomic import write_text
+from fercluster.errors import SlurmError
+
+VERSION = 1
+DIR_MODE = 0o750  # submitit loads pickles from these folders: never world-writable
+
+
+@dataclass
+class SweepState:
+    sweep: str
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    arrays: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pending: dict[str, dict[str, Any]] = field(default_factory=dict)
+    aggregate: dict[str, Any] | None = None
+    removed: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    # -- queries -----------------------------------------------------------------------------
+    def slurm_id(self, job_id: str) -> str | None:
+        rec = self.jobs.get(job_id)
+        ids = rec.get("slurm_ids") if rec else None
+        return ids[-1] if ids else None
+
+    def active_slurm_ids(self) -> list[str]:
+        """The latest SLURM id of every job (the ones worth asking SLURM about)."""
+        return [r["slurm_ids"][-1] for r in self.jobs.values() if r.get("slurm_ids")]
+
+    # -- updates -----------------------------------------------------------------------------
+    def record_array(self, name: str, array_id: str, job_ids: list[str], retry_ids: set[str],
+                     summaries: dict[str, dict[str, Any]] | None = None) -> None:
+        """Jobs ``job_ids`` now run as tasks 0..n-1 of SLURM array ``array_id``.
+
+        ``summaries``: per job, what status needs once the job leaves the config (data set, ...).
+        """
+        now = time.time()
+        self.arrays[name] = {"slurm_id": array_id, "job_ids": list(job_ids), "submitted": now}
+        for task, job_id in enumerate(job_ids):
+            rec = self.jobs.setdefault(job_id, {"slurm_ids": [], "submissions": 0, "retries": 0})
+            rec.update((summaries or {}).get(job_id, {}))
+            rec["slurm_ids"].append(f"{array_id}_{task}" if len(job_ids) > 1 else array_id)
+            rec["submissions"] += 1
+            rec["retries"] += job_id in retry_ids
+            rec["array"] = name
+            rec["task"] = task
+            rec["submitted"] = now
+            rec.pop("local", None)
+        self.pending.pop(name, None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": VERSION,
+            "sweep": self.sweep,
+            "jobs": self.jobs,
+            "arrays": self.arrays,
+            "pending": self.pending,
+            "aggregate": self.aggregate,
+            "removed": self.removed,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SweepState":
+        return cls(
+            sweep=data["sweep"],
+            jobs=data.get("jobs", {}),
+            arrays=data.get("arrays", {}),
+            pending=data.get("pending", {}),
+            aggregate=data.get("aggregate"),
+            removed=data.get("removed", {}),
+        )
+
+
+def array_name(sweep: str, job_ids: list[str]) -> str:
+    """A deterministic SLURM job name for an array: ``fc-<sweep>-<hash of its job ids>``."""
+    digest = hashlib.sha1(",".join(job_ids).encode()).hexdigest()[:10]
+    return f"fc-{sweep}-{digest}"
+
+
+def ensure_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) not world-writable; tighten it if it already exists."""
+    path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o002 or mode & 0o020:
+        os.chmod(path, mode & ~0o022)
+    return path
+
+
+@contextlib.contextmanager
+def private_umask() -> Iterator[None]:
+    """Files and folders made inside (by submitit, and by the jobs: SLURM passes the umask on)
+    are not writable by group or others; the user's stricter bits are kept."""
+    old = os.umask(0o022)
+    os.umask(old | 0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def state_path(jobs_dir: Path) -> Path:
+    return Path(jobs_dir) / "state.json"
+
+
+def load_state(jobs_dir: Path, sweep: str) -> SweepState:
+    path = state_path(jobs_dir)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return SweepState(sweep=sweep)
+    except json.JSONDecodeError as exc:
+        raise SlurmError(f"{path} is not valid JSON ({exc}); it is only written atomically, so it was "
+                         "edited by hand: fix it or move it away (jobs will be found again by name)") from None
+    if data.get("sweep") != sweep:
+        raise SlurmError(f"{path} belongs to sweep {data.get('sweep')!r}, not {sweep!r}")
+    return SweepState.from_dict(data)
+
+
+def save_state(jobs_dir: Path, state: SweepState) -> None:
+    ensure_dir(Path(jobs_dir))
+    # compact: with 10,000 jobs the state is written twice per array and must stay fast
+    write_text(state_path(jobs_dir), json.dumps(state.to_dict(), separators=(",", ":")) + "\n")
+
+
+@contextlib.contextmanager
+def sweep_lock(jobs_dir: Path, timeout_s: float = 600.0) -> Iterator[None]:
+    """Hold ``jobs/<sweep>/.lock`` (fcntl) so that two ``sweep`` commands do not both submit.
+
+    The second waits for the first (up to ``timeout_s``) and then sees its submissions.
+    """
+    ensure_dir(Path(jobs_dir))
+    path = Path(jobs_dir) / ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() > deadline:
+                    raise SlurmError(f"another 'fercluster sweep' holds {path} for over {timeout_s:.0f} s; "
+                                     "wait for it to finish, or check that it is not stuck") from None
+                time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def record_last(jobs_root: Path, config_path: str | Path) -> None:
+    """Remember the config of the most recent sweep (``status`` without CONFIG uses it)."""
+    ensure_dir(Path(jobs_root))
+    write_text(Path(jobs_root) / ".last", str(Path(config_path).resolve()) + "\n")
+
+
+def last_config(jobs_root: Path = Path("jobs")) -> Path | None:
+    try:
+        text = (Path(jobs_root) / ".last").read_text().strip()
+    except FileNotFoundError:
+        return None
+    return Path(text) if text else None

@@ -1,0 +1,160 @@
+"""The coordinator against the fake SLURM backend: arrays, idempotence, lock, orphans, retry, prune."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from orch_helpers import SWEEP_KW, finish, make_config
+
+from fercluster.orchestration.backend import FakeBackend
+from fercluster.orchestration.coordinator import run_sweep
+from fercluster.orchestration.plan import expand
+from fercluster.orchestration.state import load_state, state_path
+
+
+def test_submits_arrays_split_at_max_array_size_then_aggregation(workdir: Path) -> None:
+    cfg = make_config(workdir, grid=[{"dataset": "ckplus", "folds": "all", "variants": ["none"]}])
+    backend = FakeBackend(max_array=4)
+    result = run_sweep(cfg, backend, **SWEEP_KW)
+    assert [a["n"] for a in result.arrays] == [4, 4, 2]
+    assert sum(a["throttle"] for a in result.arrays) <= cfg.slurm.array_parallelism
+    train, agg = backend.submitted[:3], backend.submitted[3]
+    assert [len(s["args"]) for s in train] == [4, 4, 2]
+    assert [s.job_id for sub in train for s in sub["args"]] == [s.job_id for s in expand(cfg)]  # plan order
+    assert agg["params"]["dependency"] == "afterany:" + ":".join(sub["ids"][0].split("_")[0] for sub in train)
+    assert "gpus_per_node" not in agg["params"]
+    state = load_state(cfg.jobs_dir, cfg.name)
+    rec = state.jobs[expand(cfg)[5].job_id]
+    assert rec["slurm_ids"] == [train[1]["ids"][1]] and rec["task"] == 1 and rec["submissions"] == 1
+    assert state.pending == {} and state.aggregate["slurm_id"] == agg["ids"][0]
+    for name in [s["name"] for s in train]:
+        assert name.startswith("fc-t-") and name in state.arrays  # deterministic names
+
+
+def test_rerun_submits_nothing_queued_running_or_done(cfg, workdir: Path) -> None:
+    backend = FakeBackend()
+    first = run_sweep(cfg, backend, **SWEEP_KW)
+    ids = first.arrays[0]
+    backend.set_state([f"{ids['slurm_id']}_0"], "RUNNING")
+    backend.set_state([f"{ids['slurm_id']}_1"], "COMPLETED")
+    finish(first.specs[1])
+    calls = backend.calls["sbatch"]
+    again = run_sweep(cfg, backend, **SWEEP_KW)
+    assert backend.calls["sbatch"] == calls and again.arrays == [] and again.aggregate_id is None
+    assert again.diff.summary() == {"submit": 0, "retry": 0, "done": 1, "active": 3, "failed": 0, "removed": 0}
+
+
+def test_dry_run_touches_nothing(cfg, workdir: Path) -> None:
+    backend = FakeBackend()
+    result = run_sweep(cfg, backend, dry_run=True, **SWEEP_KW)
+    assert len(result.diff.submit) == 4 and backend.calls["sbatch"] == 0
+    assert not state_path(cfg.jobs_dir).exists()
+
+
+def test_done_job_is_completed_whatever_slurm_says(cfg, workdir: Path) -> None:
+    backend = FakeBackend()
+    first = run_sweep(cfg, backend, **SWEEP_KW)
+    backend.set_state(first.arrays and [f"{first.arrays[0]['slurm_id']}_0"], "FAILED")
+    finish(first.specs[0])
+    again = run_sweep(cfg, backend, retry_failed=True, **SWEEP_KW)
+    assert first.specs[0] in again.diff.done and again.diff.retry == []
+
+
+def test_retry_failed_is_explicit_and_bounded(cfg, workdir: Path) -> None:
+    backend = FakeBackend()
+    first = run_sweep(cfg, backend, **SWEEP_KW)
+    base = first.arrays[0]["slurm_id"]
+    backend.set_state([f"{base}_2"], "CANCELLED")
+    backend.set_state([f"{base}_0", f"{base}_1", f"{base}_3"], "RUNNING")
+    plain = run_sweep(cfg, backend, **SWEEP_KW)
+    assert plain.arrays == [] and [s.job_id for s, _ in plain.diff.failed] == [first.specs[2].job_id]
+    assert "cancelled" in plain.diff.failed[0][1].reason
+    retried = run_sweep(cfg, backend, retry_failed=True, **SWEEP_KW)
+    assert [a["n"] for a in retried.arrays] == [1]
+    assert backend.submitted[-2]["args"] == [first.specs[2]]  # only that job; then the aggregation
+    rec = load_state(cfg.jobs_dir, cfg.name).jobs[first.specs[2].job_id]
+    assert rec["retries"] == 1 and rec["submissions"] == 2 and len(rec["slurm_ids"]) == 2
+    backend.set_state([rec["slurm_ids"][-1]], "FAILED")
+    exhausted = run_sweep(cfg, backend, retry_failed=True, **SWEEP_KW)  # max_retries: 1
+    assert exhausted.arrays == [] and "retries exhausted" in exhausted.diff.failed[0][1].reason
+
+
+def test_prune_cancels_jobs_removed_from_the_config(workdir: Path) -> None:
+    backend = FakeBackend()
+    cfg = make_config(workdir)
+    first = run_sweep(cfg, backend, **SWEEP_KW)
+    smaller = make_config(workdir, grid=[{"dataset": "ckplus", "folds": [0], "variants": ["none", "AD"]}])
+    kept = run_sweep(smaller, backend, **SWEEP_KW)
+    assert sorted(kept.diff.removed) == sorted(s.job_id for s in first.specs[2:])
+    assert backend.calls["scancel"] == 0
+    pruned = run_sweep(smaller, backend, prune=True, **SWEEP_KW)
+    assert sorted(pruned.cancelled) == sorted(s.job_id for s in first.specs[2:])
+    base = first.arrays[0]["slurm_id"]
+    assert [backend.states[f"{base}_{i}"] for i in range(4)] == ["PENDING", "PENDING", "CANCELLED", "CANCELLED"]
+    state = load_state(cfg.jobs_dir, cfg.name)
+    assert set(state.removed) == {s.job_id for s in first.specs[2:]} and len(state.jobs) == 2
+
+
+def test_crash_between_sbatch_and_recording_is_adopted(cfg, workdir: Path) -> None:
+    backend = FakeBackend(crash_after_sbatch=True)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(cfg, backend, **SWEEP_KW)
+    state = load_state(cfg.jobs_dir, cfg.name)
+    assert len(state.pending) == 1 and state.jobs == {}  # pending written before sbatch, no id
+    name = next(iter(state.pending))
+    result = run_sweep(cfg, backend, **SWEEP_KW)
+    assert result.adopted == [name]
+    assert backend.calls["sbatch"] == 2  # the orphan array + the aggregation: no second training array
+    state = load_state(cfg.jobs_dir, cfg.name)
+    assert state.pending == {} and state.arrays[name]["slurm_id"] == backend.names[name]
+    assert all(rec["slurm_ids"] for rec in state.jobs.values()) and len(state.jobs) == 4
+
+
+def test_pending_record_without_a_slurm_job_is_dropped_and_resubmitted(cfg, workdir: Path) -> None:
+    backend = FakeBackend(crash_after_sbatch=True)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(cfg, backend, **SWEEP_KW)
+    fresh = FakeBackend()  # SLURM never saw that sbatch
+    result = run_sweep(cfg, fresh, **SWEEP_KW)
+    assert result.adopted == [] and [a["n"] for a in result.arrays] == [4]
+
+
+class SlowBackend(FakeBackend):
+    def submit_array(self, fn, args, params):
+        time.sleep(0.5)
+        return super().submit_array(fn, args, params)
+
+
+def test_two_sweeps_at_once_do_not_double_submit(cfg, workdir: Path) -> None:
+    backend = SlowBackend()
+    errors = []
+
+    def go() -> None:
+        try:
+            run_sweep(cfg, backend, **SWEEP_KW)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len([s for s in backend.submitted if len(s["args"]) == 4]) == 1
+
+
+def test_state_folder_not_world_writable(cfg, workdir: Path) -> None:
+    old = os.umask(0)
+    try:
+        run_sweep(cfg, FakeBackend(), **SWEEP_KW)
+    finally:
+        os.umask(old)
+    for folder in (cfg.jobs_dir, cfg.jobs_dir / "submitit"):
+        assert folder.stat().st_mode & 0o022 == 0
+    assert json.loads(state_path(cfg.jobs_dir).read_text())["sweep"] == "t"

@@ -1,0 +1,83 @@
+"""Job rows: run directory first, then ONE SLURM query; dead jobs are never RUNNING."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+from orch_helpers import SWEEP_KW, finish
+
+from fercluster.orchestration.backend import FakeBackend
+from fercluster.orchestration.coordinator import run_sweep
+from fercluster.orchestration.monitor import job_rows
+from fercluster.orchestration.state import SweepState, load_state
+from fercluster.orchestration.status import snapshot
+
+
+def submitted(cfg):
+    backend = FakeBackend()
+    result = run_sweep(cfg, backend, **SWEEP_KW)
+    return backend, result, load_state(cfg.jobs_dir, cfg.name)
+
+
+def test_one_accounting_query_per_refresh(cfg, workdir: Path) -> None:
+    backend, result, _ = submitted(cfg)
+    before = backend.calls["sacct"]
+    snap = snapshot(cfg, backend)
+    assert backend.calls["sacct"] - before == 1  # the aggregation job rides in the same query
+    assert snap["counts"] == {"PENDING": 4} and snap["aggregate"]["state"] == "PENDING"
+
+
+def test_states_from_slurm_and_run_directory(cfg, workdir: Path) -> None:
+    backend, result, state = submitted(cfg)
+    base = result.arrays[0]["slurm_id"]
+    backend.set_state([f"{base}_0"], "REQUEUED")
+    backend.set_state([f"{base}_1"], "COMPLETED")  # but no job.json: it did not finish its work
+    backend.set_state([f"{base}_2"], "RUNNING")
+    backend.set_state([f"{base}_3"], "FAILED")
+    finish(result.specs[3])  # job.json wins over SLURM's FAILED
+    run = Path(result.specs[2].run_dir)
+    run.mkdir(parents=True)
+    (run / "progress.json").write_text(json.dumps({"state": "running", "iteration": 20, "iterations": 40,
+                                                   "best_val_acc": 0.4, "best_test_acc": 0.3}))
+    rows = job_rows(result.specs, state, backend)
+    assert [r.state for r in rows] == ["PENDING", "FAILED", "RUNNING", "COMPLETED"]
+    assert "no job.json" in rows[1].reason
+    assert (rows[2].iteration, rows[2].iterations, rows[2].val_acc, rows[2].test_acc) == (20, 40, 0.4, 0.3)
+    assert (rows[3].val_acc, rows[3].test_acc, rows[3].iteration) == (0.5, 0.6, 40)
+
+
+def test_job_slurm_forgot_is_failed_lost_not_running(cfg, workdir: Path) -> None:
+    backend, result, state = submitted(cfg)
+    base = result.arrays[0]["slurm_id"]
+    for i in range(4):
+        del backend.states[f"{base}_{i}"]  # e.g. purged, or a wrong state file
+    rows = job_rows(result.specs, state, backend)
+    assert {r.state for r in rows} == {"FAILED"} and all(r.reason.startswith("lost") for r in rows)
+
+
+def test_array_task_cancelled_while_pending_is_cancelled(cfg, workdir: Path) -> None:
+    backend, result, state = submitted(cfg)
+    base = result.arrays[0]["slurm_id"]
+    del backend.states[f"{base}_1"]  # SLURM keeps no record of it; its siblings are known
+    rows = job_rows(result.specs, state, backend)
+    assert rows[1].state == "CANCELLED" and "cancelled while pending" in rows[1].reason
+
+
+def test_fallback_when_accounting_fails(cfg, workdir: Path) -> None:
+    backend, result, _ = submitted(cfg)
+    backend.set_state([f"{result.arrays[0]['slurm_id']}_0"], "FAILED")
+    backend.sacct_ok = False
+    snap = snapshot(cfg, backend)
+    assert snap["source"] == "squeue" and snap["jobs"][0]["state"] == "FAILED"
+
+
+def test_local_runs_use_their_pid(cfg, workdir: Path) -> None:
+    spec = run_sweep(cfg, FakeBackend(), dry_run=True, **SWEEP_KW).specs[0]
+    state = SweepState(sweep=cfg.name)
+    state.jobs[spec.job_id] = {"slurm_ids": [], "local": {"pid": os.getpid(), "host": socket.gethostname()}}
+    assert job_rows([spec], state, None)[0].state == "RUNNING"
+    state.jobs[spec.job_id]["local"]["pid"] = 2**22 + 12345  # no such process
+    assert job_rows([spec], state, None)[0].state == "NOT_SUBMITTED"

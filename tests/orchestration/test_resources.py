@@ -1,0 +1,46 @@
+"""SLURM resources -> submitit parameters (one function), and the split of %K over arrays."""
+
+from __future__ import annotations
+
+from fercluster.config import Slurm
+from fercluster.orchestration.resources import array_throttles, submitit_parameters
+
+
+def test_all_resources_map() -> None:
+    slurm = Slurm(partition="gpu", account="lab", qos="high", time_min=30, gpus_per_node=1, cpus_per_task=4,
+                  mem_gb=16, constraint="a100", extra={"mail-type": "END"})
+    p = submitit_parameters(slurm, job_name="fc-x-1", array_parallelism=8, dependency="afterany:12")
+    assert p["partition"] == "gpu" and p["account"] == "lab" and p["qos"] == "high"
+    assert p["time"] == 30 and p["cpus_per_task"] == 4 and p["mem"] == "16384MB"
+    assert p["gpus_per_node"] == 1 and p["ntasks_per_node"] == 1
+    assert p["constraint"] == "a100" and p["additional_parameters"] == {"mail-type": "END"}
+    assert p["array_parallelism"] == 8 and p["dependency"] == "afterany:12" and p["job_name"] == "fc-x-1"
+    assert p["signal_delay_s"] == slurm.signal_delay_s
+
+
+def test_unset_resources_are_left_to_the_site_and_ddp_gets_a_task_per_gpu() -> None:
+    p = submitit_parameters(Slurm(gpus_per_node=0), job_name="n")
+    assert not {"partition", "account", "qos", "constraint", "mem", "gpus_per_node", "additional_parameters"} & set(p)
+    p = submitit_parameters(Slurm(gpus_per_node=4, mem_gb=1.5), job_name="n")
+    assert p["ntasks_per_node"] == 4 and p["gpus_per_node"] == 4 and p["mem"] == "1536MB"
+    assert "gpus_per_node" not in submitit_parameters(Slurm(gpus_per_node=4), job_name="agg", gpus=False)
+
+
+def test_parameters_are_valid_for_submitit_and_render_sbatch() -> None:
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    p = submitit_parameters(Slurm(partition="gpu", gpus_per_node=2, mem_gb=4, extra={"mail-type": "END"}),
+                            job_name="fc-s-abc", array_parallelism=3)
+    text = _make_sbatch_string(command="python -c 1", folder="/tmp/x/%j", map_count=10, **p)
+    for line in ("#SBATCH --job-name=fc-s-abc", "#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=2",
+                 "#SBATCH --ntasks-per-node=2", "#SBATCH --mem=4096MB", "#SBATCH --array=0-9%3",
+                 "#SBATCH --mail-type=END"):
+        assert line in text
+    assert "wckey" not in text
+
+
+def test_throttles_sum_to_the_sweep_limit() -> None:
+    assert array_throttles(1, 64) == [64]
+    assert array_throttles(10, 64) == [7, 7, 7, 7, 6, 6, 6, 6, 6, 6]
+    assert sum(array_throttles(10, 64)) == 64
+    assert array_throttles(3, 2) == [1, 1, 1]  # every array can run at least one task

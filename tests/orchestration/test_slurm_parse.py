@@ -1,0 +1,93 @@
+"""Parsing sacct / squeue / scontrol text and mapping SLURM states to fercluster's."""
+
+from __future__ import annotations
+
+from fercluster.orchestration.slurm_parse import (
+    SlurmInfo,
+    elapsed_seconds,
+    expand_task_ids,
+    failure_reason,
+    map_state,
+    parse_max_array_size,
+    parse_sacct,
+    parse_scontrol_jobs,
+    parse_squeue,
+)
+
+SACCT = """\
+101_0|COMPLETED|0:0|00:00:12|localhost|None
+101_0.batch|COMPLETED|0:0|00:00:12|localhost|
+101_0.0|COMPLETED|0:0|00:00:11|localhost|
+101_1|RUNNING|0:0|00:00:05|localhost|None
+101_[2-4%2]|PENDING|0:0|00:00:00|None assigned|JobArrayTaskLimit
+102|CANCELLED by 0|0:0|00:00:03|localhost|None
+103_0|FAILED|0:9|00:00:02|localhost|None
+103_1|OUT_OF_MEMORY|0:125|00:00:02|localhost|None
+104_0|FAILED|1:0|00:00:02|localhost|None
+104_0.batch|FAILED|1:0|00:00:02|localhost|
+104_0.0|OUT_OF_MEMORY|0:125|00:00:02|localhost|
+105|REQUEUED|0:0|00:00:07|localhost|None
+106|TIMEOUT|0:0|00:10:00|localhost|None
+107|NODE_FAIL|0:0|00:01:00|localhost|None
+108|PREEMPTED|0:15|00:01:00|localhost|None
+"""
+
+
+def test_sacct_rows_tasks_and_pending_ranges() -> None:
+    jobs = parse_sacct(SACCT)
+    assert jobs["101_0"].state == "COMPLETED"
+    assert jobs["101_1"].state == "RUNNING" and jobs["101_1"].node == "localhost"
+    for i in (2, 3, 4):  # the pending range is expanded per task
+        assert jobs[f"101_{i}"].state == "PENDING" and jobs[f"101_{i}"].reason == "JobArrayTaskLimit"
+        assert jobs[f"101_{i}"].node == ""
+    assert "101_0.batch" not in jobs
+    assert jobs["102"].state == "CANCELLED" and jobs["102"].raw_state == "CANCELLED"
+    assert jobs["105"].state == "PENDING"  # a requeue is not a failure
+    assert [jobs[j].state for j in ("106", "107", "108")] == ["TIMEOUT", "FAILED", "PREEMPTED"]
+
+
+def test_sacct_reasons_signal_oom_timeout() -> None:
+    jobs = parse_sacct(SACCT)
+    assert "killed by signal 9 (SIGKILL)" in failure_reason(jobs["103_0"])
+    assert "out of memory" in failure_reason(jobs["103_1"])
+    assert jobs["104_0"].raw_state == "OUT_OF_MEMORY"  # seen on a step, lifted to the job
+    assert "out of memory" in failure_reason(jobs["104_0"])
+    assert "time limit" in failure_reason(jobs["106"])
+    assert "node failure" in failure_reason(jobs["107"])
+    assert "cancelled" in failure_reason(jobs["102"])
+
+
+def test_state_mapping_covers_slurm_words() -> None:
+    assert map_state("PENDING") == "PENDING"
+    assert map_state("REQUEUE_HOLD") == "PENDING"
+    assert map_state("COMPLETING") == "RUNNING"
+    assert map_state("CANCELLED by 1000") == "CANCELLED"
+    assert map_state("BOOT_FAIL") == "FAILED"
+    assert map_state("SOMETHING_NEW") == "FAILED"
+
+
+def test_squeue_fallback_format() -> None:
+    text = "200_0|RUNNING|0:12|localhost|None\n200_[1-2]|PENDING|0:00||Priority\n201|FAILED|0:01|localhost|NonZeroExitCode\n"
+    jobs = parse_squeue(text)
+    assert jobs["200_0"].state == "RUNNING" and jobs["200_0"].source == "squeue"
+    assert jobs["200_2"].state == "PENDING" and jobs["200_2"].reason == "Priority"
+    assert jobs["201"].state == "FAILED"
+
+
+def test_scontrol_one_line_per_job() -> None:
+    text = ("JobId=301 ArrayJobId=300 ArrayTaskId=1 JobName=fc-x JobState=CANCELLED Reason=None "
+            "ExitCode=0:15 RunTime=00:00:04 NodeList=localhost\n"
+            "JobId=302 JobName=agg JobState=PENDING Reason=Dependency ExitCode=0:0 RunTime=00:00:00 NodeList=(null)\n")
+    jobs = parse_scontrol_jobs(text)
+    assert jobs["300_1"].state == "CANCELLED" and jobs["300_1"].exit_code == "0:15"
+    assert jobs["302"].state == "PENDING" and jobs["302"].node == ""
+
+
+def test_max_array_size_and_helpers() -> None:
+    assert parse_max_array_size("MaxArraySize            = 1001\nMaxJobCount = 10000\n") == 1001
+    assert parse_max_array_size("nothing here") == 1001
+    assert expand_task_ids("7_[0-2,5%3]") == ["7_0", "7_1", "7_2", "7_5"]
+    assert expand_task_ids("7_4") == ["7_4"]
+    assert elapsed_seconds("1-02:03:04") == 93784
+    assert elapsed_seconds("03:04") == 184
+    assert failure_reason(SlurmInfo("1", "FAILED", "2:0")) == "exit code 2"
