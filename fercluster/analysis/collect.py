@@ -1,0 +1,170 @@
+"""Read a sweep's run directories: what is planned, what is complete, what is broken.
+
+A job counts as complete when its ``job.json`` exists (written last by the job). Its
+``metrics.parquet`` and ``predictions.parquet`` are read here; a job whose files are missing or
+unreadable is listed in ``skipped`` with the reason and left out, never fatal. Parquet files are
+read by a thread pool (pyarrow releases the GIL), so 10,000 jobs take seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fercluster.config import SweepConfig
+
+METRIC_COLUMNS = ("iteration", "val_acc", "test_acc", "wall_time")
+PREDICTION_COLUMNS = ("label", "prediction")
+
+
+@dataclass
+class JobResult:
+    """One completed job: its job.json and the columns the tables and curves need."""
+
+    job_id: str
+    run_dir: Path
+    spec: dict[str, Any]  # JobSpec dict
+    info: dict[str, Any]  # job.json
+    metrics: dict[str, np.ndarray]  # iteration, val_acc, test_acc
+    labels: np.ndarray  # test labels of the selected checkpoint
+    predictions: np.ndarray  # its predictions
+
+    @property
+    def key(self) -> tuple[str, int, str, int]:
+        return (self.spec["dataset"], int(self.spec["fold"]), self.spec["variant"], int(self.spec["seed"]))
+
+
+@dataclass
+class PlannedJob:
+    dataset: str
+    fold: int
+    variant: str
+    seed: int
+    job_id: str | None  # None when the plan came from the grid (no orchestration module)
+    run_dir: Path | None
+
+    @property
+    def key(self) -> tuple[str, int, str, int]:
+        return (self.dataset, self.fold, self.variant, self.seed)
+
+
+@dataclass
+class Collection:
+    results: list[JobResult]
+    planned: list[PlannedJob]
+    missing: list[dict[str, Any]]  # planned jobs without job.json
+    skipped: list[dict[str, Any]]  # complete jobs left out: {job_id, run_dir, reason}
+    extra: list[str] = field(default_factory=list)  # complete run dirs not in the plan (ignored)
+    plan_source: str = "expand"  # "expand" (orchestration's plan) or "grid" (derived here)
+
+
+def planned_jobs(cfg: SweepConfig) -> tuple[list[PlannedJob], str]:
+    """The sweep's jobs from ``fercluster.orchestration.plan.expand``; the grid if it is absent."""
+    try:
+        from fercluster.orchestration.plan import expand
+    except ImportError:
+        return _grid_jobs(cfg), "grid"
+    return [
+        PlannedJob(s.dataset, int(s.fold), s.variant, int(s.seed), s.job_id, Path(s.run_dir)) for s in expand(cfg)
+    ], "expand"
+
+
+def _grid_jobs(cfg: SweepConfig) -> list[PlannedJob]:
+    jobs, seen = [], set()
+    for entry in cfg.grid:
+        folds = range(cfg.datasets[entry.dataset].folds) if entry.folds == "all" else entry.folds
+        for fold in folds:
+            for variant in entry.variants:
+                for seed in entry.seeds:
+                    key = (entry.dataset, int(fold), variant, int(seed))
+                    if key not in seen:
+                        seen.add(key)
+                        jobs.append(PlannedJob(*key, job_id=None, run_dir=None))
+    return jobs
+
+
+def read_job(run_dir: Path) -> JobResult:
+    """Read one complete run directory; raises ValueError/OSError with the reason if it is broken."""
+    import pyarrow.parquet as pq
+
+    info = json.loads((run_dir / "job.json").read_text())
+    if not isinstance(info, dict) or not isinstance(info.get("spec"), dict):
+        raise ValueError("job.json has no 'spec' mapping")
+    spec = info["spec"]
+    job_id = str(info.get("job_id", ""))
+    if job_id != run_dir.name or spec.get("job_id", job_id) != job_id:
+        raise ValueError(f"job.json says job {job_id!r} (spec {spec.get('job_id')!r}) but lies in {run_dir.name}")
+    metrics = _read_columns(pq, run_dir / "metrics.parquet", METRIC_COLUMNS)
+    preds = _read_columns(pq, run_dir / "predictions.parquet", PREDICTION_COLUMNS)
+    return JobResult(
+        job_id=job_id,
+        run_dir=run_dir,
+        spec=spec,
+        info=info,
+        metrics={k: metrics[k].astype(np.float64) for k in METRIC_COLUMNS},
+        labels=preds["label"].astype(np.int64),
+        predictions=preds["prediction"].astype(np.int64),
+    )
+
+
+def _read_columns(pq: Any, path: Path, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
+    if not path.exists():
+        raise ValueError(f"{path.name} is missing")
+    try:
+        table = pq.ParquetFile(path).read(columns=list(columns), use_threads=False)
+    except Exception as exc:  # pyarrow raises several types for a corrupt file
+        raise ValueError(f"{path.name} is unreadable ({type(exc).__name__}: {str(exc)[:120]})") from None
+    return {c: table.column(c).to_numpy(zero_copy_only=False) for c in columns}
+
+
+def _try_read(run_dir: Path) -> JobResult | dict[str, Any]:
+    try:
+        return read_job(run_dir)
+    except (ValueError, OSError, KeyError, json.JSONDecodeError) as exc:
+        return {"job_id": run_dir.name, "run_dir": str(run_dir), "reason": str(exc)}
+
+
+def collect(cfg: SweepConfig, workers: int | None = None, plan: tuple[list[PlannedJob], str] | None = None) -> Collection:
+    """Every complete job of the sweep, the planned jobs still missing, the broken ones skipped.
+
+    ``plan``: the result of ``planned_jobs(cfg)`` when the caller already has it.
+    """
+    planned, source = plan if plan is not None else planned_jobs(cfg)
+    runs = cfg.results_dir / "runs"
+    if source == "expand":
+        wanted = {p.job_id for p in planned}
+        candidates = [p.run_dir for p in planned if p.run_dir is not None and (p.run_dir / "job.json").exists()]
+        extra = sorted(
+            d.name for d in runs.glob("*") if d.name not in wanted and (d / "job.json").exists()
+        ) if runs.is_dir() else []
+    else:
+        candidates = sorted(d for d in runs.glob("*") if (d / "job.json").exists()) if runs.is_dir() else []
+        extra = []
+    workers = workers or min(8, os.cpu_count() or 1)  # more threads than cores only adds GIL contention
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        outcomes = list(pool.map(_try_read, candidates))
+    results = [o for o in outcomes if isinstance(o, JobResult)]
+    skipped = [o for o in outcomes if isinstance(o, dict)]
+    if source == "grid":  # keep only jobs of this sweep's grid, one per key
+        keys = {p.key for p in planned}
+        kept: dict[tuple, JobResult] = {}
+        for r in results:
+            if r.key in keys and r.spec.get("sweep", cfg.name) == cfg.name:
+                kept.setdefault(r.key, r)
+            else:
+                extra.append(r.job_id)
+        results = list(kept.values())
+    done_keys = {r.key for r in results}
+    broken = {s["job_id"] for s in skipped}
+    missing = [
+        {"dataset": p.dataset, "fold": p.fold, "variant": p.variant, "seed": p.seed, "job_id": p.job_id}
+        for p in planned
+        if p.key not in done_keys and (p.job_id is None or p.job_id not in broken)
+    ]
+    return Collection(results, planned, missing, skipped, extra, source)

@@ -1,0 +1,187 @@
+"""The per-data-set analysis of one chosen job: FAU rankings (CK+), filter grids, agreement.
+
+The chosen job is fold 0 of the configured variant (``analysis.jobs``, default AD); when it is not
+complete or broken, the next complete job of the data set is used (and the report says so).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from fercluster.atomic import write_parquet, write_text
+from fercluster.config import SweepConfig
+from fercluster.errors import CheckpointError, DataError
+from fercluster.analysis import agreement as agree_mod
+from fercluster.analysis import figures, kl
+from fercluster.analysis.collect import JobResult
+from fercluster.analysis.filters import Activations, activation_matrices, choose_filters, crop_support, load_model
+from fercluster.analysis.filters import pad_square, visualise
+from fercluster.analysis.render import Section
+from fercluster.analysis.tables import markdown_table
+
+TILE = 32  # side of each tile in the filter grids (the conv3 receptive field at any image size)
+
+
+@dataclass
+class DatasetAnalysis:
+    sections: list[Section]
+    summary: dict[str, Any]
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+
+def candidates(results: Sequence[JobResult], dataset: str, variant: str) -> list[JobResult]:
+    """The data set's complete jobs, best first: the configured variant at fold 0, then by fold."""
+    jobs = [r for r in results if r.spec["dataset"] == dataset]
+    return sorted(jobs, key=lambda r: (r.spec["variant"] != variant, r.spec["variant"] != "AD", int(r.spec["fold"]),
+                                        int(r.spec["seed"])))
+
+
+def _load_job(cfg: SweepConfig, job: JobResult):
+    """(prepared set, activations, prepared rows of the activation images, model or reason)."""
+    from fercluster.data.prepared import load_prepared
+
+    prepared_dir = job.spec.get("prepared_dir") or str(cfg.prepared_dir(job.spec["dataset"]))
+    prepared = load_prepared(prepared_dir)
+    path = job.run_dir / "activations.parquet"
+    if not path.exists():
+        raise ValueError("activations.parquet is missing")
+    try:
+        acts = activation_matrices(pd.read_parquet(path))
+    except ValueError:
+        raise
+    except Exception as exc:
+        raise ValueError(f"activations.parquet is unreadable ({type(exc).__name__})") from None
+    index = pd.Index(prepared.manifest["image_id"].astype(str))
+    rows = index.get_indexer(acts.image_ids)
+    if (rows < 0).any():
+        raise ValueError(f"{int((rows < 0).sum())} activation images are not in the prepared set {prepared_dir}")
+    model = load_model(job.run_dir, {"job_id": job.job_id, "spec": job.spec})
+    if model.conv3.out_channels != acts.values.shape[1]:
+        raise CheckpointError(f"model has {model.conv3.out_channels} conv3 filters, activations {acts.values.shape[1]}")
+    return prepared, acts, rows, model
+
+
+def analyse_dataset(cfg: SweepConfig, dataset: str, results: Sequence[JobResult], out: Path,
+                    log=print) -> DatasetAnalysis:
+    a = cfg.analysis
+    variant = a.jobs.get(dataset, "AD")
+    section = Section(f"Filters and action units: {dataset}")
+    skipped: list[dict[str, Any]] = []
+    loaded = None
+    for job in candidates(results, dataset, variant):
+        try:
+            loaded = job, *_load_job(cfg, job)
+            break
+        except (ValueError, OSError, CheckpointError, DataError) as exc:
+            skipped.append({"job_id": job.job_id, "run_dir": str(job.run_dir), "reason": f"analysis: {exc}"})
+            log(f"[yellow]skipping job {job.job_id} for the filter analysis: {exc}[/]")
+    if loaded is None:
+        section.note("No complete job of this data set has usable activations and checkpoint; see Skipped jobs.")
+        return DatasetAnalysis([section], {"dataset": dataset, "job_id": None}, skipped)
+    job, prepared, acts, rows, model = loaded
+    spec = job.spec
+    chosen = f"fold {spec['fold']} of variant {spec['variant']}, seed {spec['seed']} (job `{job.job_id}`)"
+    if spec["variant"] != variant or int(spec["fold"]) != 0:
+        chosen += f"; the configured fold 0 of {variant} is not available"
+    section.text(f"Job analysed: {chosen}; {acts.values.shape[0]} training images, "
+                 f"{acts.values.shape[1]} conv3 filters.")
+    summary: dict[str, Any] = {"dataset": dataset, "job_id": job.job_id, "fold": int(spec["fold"]),
+                               "variant": spec["variant"]}
+    au = _au_labels(prepared, rows, spec["kind"], a.min_positive)
+    kl_values = top = None
+    if au is None:
+        section.note("No KL section: this data set has no AU labels (TFD codes no action units). "
+                     "Filters are chosen by the variance of their activation.")
+    else:
+        matrix, aus = au
+        kl_values = kl.kl_matrix(acts.values, matrix, a.kl_bins, a.kl_eps)
+        top = kl.top_aus(kl_values, aus, prepared.au_regions)
+    filters = choose_filters(acts.values, a.filters, a.n_filters,
+                             None if kl_values is None else kl_values.max(axis=1))
+    summary["filters"] = filters
+    log(f"{dataset}: guided backprop of {len(filters)} filters x {a.top_n} images")
+    views = visualise(model, prepared.images, rows, acts, filters, a.top_n, spec["train"].get("normalize", "mean"))
+    sections = [section]
+    _grids(section, views, filters, top, dataset, out)
+    if kl_values is not None:
+        sections.append(_kl_section(dataset, kl_values, au[1], top, filters, prepared.au_regions, out))
+        summary["top_aus"] = {int(f): int(top.loc[f, "au"]) for f in filters}
+        if prepared.au_regions:
+            sections.append(_agreement_section(cfg, dataset, acts, au, filters, views, prepared.au_regions, out,
+                                               summary))
+        else:
+            section.note("No planted ground truth (real data): agreement not measured.")
+    return DatasetAnalysis(sections, summary, skipped)
+
+
+def _au_labels(prepared, rows: np.ndarray, kind: str, min_positive: int):
+    if kind != "ckplus" or "aus" not in prepared.manifest.columns:
+        return None
+    aus = prepared.manifest["aus"].to_numpy()[rows]
+    matrix, numbers = kl.au_matrix([list(x) if x is not None else [] for x in aus], min_positive)
+    return (matrix, numbers) if numbers else None
+
+
+def _grids(section: Section, views, filters, top, dataset: str, out: Path) -> None:
+    labels = [f"filter {f}" + (f"\nAU{int(top.loc[f, 'au'])}" if top is not None else "") for f in filters]
+    gb_rows = [[pad_square(crop_support(m), TILE) for m in maps] for maps in views.projections]
+    gb = figures.grid(gb_rows, labels, f"{dataset}: guided backprop of the top {len(gb_rows[0])} images",
+                      out / f"filters_{dataset}_guided.png", signed=True)
+    patches = figures.grid(views.patches, labels, f"{dataset}: receptive-field patches of the top images",
+                           out / f"filters_{dataset}_patches.png")
+    section.image(gb, "Guided-backprop projection of each filter's strongest unit on its top training images "
+                      "(one row per filter, strongest image left; cropped to the support; red positive, blue negative).")
+    section.image(patches, "The same images: the 32x32 receptive-field patch around the unit's argmax.")
+
+
+def _kl_section(dataset, kl_values, aus, top, filters, au_regions, out: Path) -> Section:
+    s = Section(f"FAU rankings by KL divergence: {dataset}")
+    ranking = kl.ranking(kl_values, aus)
+    write_parquet(out / f"kl_{dataset}.parquet", ranking)
+    table = kl.paper_comparison(top, filters)
+    write_text(out / f"top_aus_{dataset}.csv", top.to_csv(index=False))
+    rows = [{**r, "kl": f"{r['kl']:.3f}"} for r in table.to_dict("records")]
+    write_text(out / f"top_aus_{dataset}.md", markdown_table(rows))
+    s.text(f"D_KL(Q||R) of the max-activation histograms with vs without each AU, for all {kl_values.shape[0]} "
+           f"filters x {len(aus)} AUs (AUs with enough positive training images). All filters: "
+           f"`kl_{dataset}.parquet` (filter, au, kl, rank); top AU of every filter: `top_aus_{dataset}.csv`.")
+    s.table(rows, "Top AU of the shown filters beside the paper's Table 4 (filter numbers are not comparable "
+                  "between trainings; compare the AUs found).")
+    counts = top["au"].value_counts()
+    s.table([{"AU": f"AU{int(k)}", "name": kl.facs_name(int(k), au_regions), "filters": int(v)}
+             for k, v in counts.items()], "How many of all filters have each AU as their top AU.")
+    for f in filters:
+        s.image(figures.kl_bars(kl_values[f], aus, f, out / f"kl_{dataset}_filter{f}.png"),
+                f"Filter {f}: KL divergence per AU, top AU in red.")
+    return s
+
+
+def _agreement_section(cfg, dataset, acts: Activations, au, filters, views, au_regions, out: Path,
+                       summary: dict) -> Section:
+    a = cfg.analysis
+    res = agree_mod.agreement(acts.values, au[0], au[1], filters, views.projections, au_regions,
+                              views.image_size, a.kl_bins, a.kl_eps, seed=a.shuffle_seed)
+    s = Section(f"Agreement with the planted AU regions: {dataset}")
+    rate = "-" if res.rate is None else f"{100 * res.rate:.0f}%"
+    base = "-" if res.shuffled is None else f"{100 * res.shuffled:.0f}%"
+    s.text(f"**Agreement rate: {rate}** of {res.counted} filters; **with shuffled AU labels: {base}** "
+           f"(mean over {len(res.shuffled_rates)} permutations).\n\nRule: a filter agrees when the share of its "
+           "guided-backprop energy (squared maps summed over its top images) inside the planted box of its top-KL AU "
+           "exceeds the mean share over the boxes of all candidate AUs, i.e. the KL-chosen AU points at the "
+           "filter's region better than an AU drawn at random. Baseline: the AU label sets shuffled across "
+           "training images, KL recomputed.")
+    s.table([{**d, "agrees": {True: "yes", False: "no", None: "-"}[d["agrees"]], "top_au": f"AU{d['top_au']}"}
+             for d in res.details], "Per shown filter: share of energy in its top-AU box vs the mean over AU boxes.")
+    s.image(figures.agreement_plot(np.array(res.top_fraction), np.array(res.shuffled_fraction), res.filters,
+                                   out / f"agreement_{dataset}.png"),
+            "Energy share in the top-AU box: true labels vs shuffled labels.")
+    summary["agreement"] = res.rate
+    summary["agreement_shuffled"] = res.shuffled
+    summary["agreement_rule"] = res.rule
+    summary["agreement_filters"] = res.details
+    return s

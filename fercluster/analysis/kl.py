@@ -1,0 +1,152 @@
+"""FAU rankings (the paper's Figure 5 and Table 4): KL divergence between the max-activation
+histograms of each conv3 filter over training images with and without each action unit.
+
+For filter i and AU j: Q_ij = histogram of F_i(x) over images with AU j, R_ij = the same over
+images without it, both on the filter's shared equal-width bins (over all training images),
+``eps`` added to every bin before normalising; D_KL(Q_ij || R_ij). Everything is vectorised:
+one matrix product gives the positive counts of every (filter, bin, AU).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+# FACS names of the action units (Ekman & Friesen); the ones CK+ codes.
+FACS_NAMES = {
+    1: "Inner brow raiser", 2: "Outer brow raiser", 4: "Brow lowerer", 5: "Upper lid raiser",
+    6: "Cheek raiser", 7: "Lid tightener", 9: "Nose wrinkler", 10: "Upper lip raiser",
+    11: "Nasolabial deepener", 12: "Lip corner puller", 13: "Cheek puffer", 14: "Dimpler",
+    15: "Lip corner depressor", 16: "Lower lip depressor", 17: "Chin raiser", 18: "Lip puckerer",
+    20: "Lip stretcher", 21: "Neck tightener", 22: "Lip funneler", 23: "Lip tightener",
+    24: "Lip pressor", 25: "Lips part", 26: "Jaw drop", 27: "Mouth stretch", 28: "Lip suck",
+    29: "Jaw thrust", 30: "Jaw sideways", 31: "Jaw clencher", 34: "Cheek puff", 38: "Nostril dilator",
+    39: "Nostril compressor", 43: "Eyes closed", 45: "Blink", 54: "Head down", 61: "Eyes turn left",
+    62: "Eyes turn right", 63: "Eyes up", 64: "Eyes down",
+}
+
+# The paper's Table 4: the top AU of CK+ filters 1-10 (their filter numbering, not ours).
+PAPER_TABLE4 = [25, 12, 9, 5, 17, 12, 24, 27, 12, 1]
+
+
+def facs_name(au: int, au_regions: dict | None = None) -> str:
+    """The FACS name of ``au`` (the synthetic set's own name when it has one)."""
+    if au_regions and str(au) in au_regions and au_regions[str(au)].get("name"):
+        return str(au_regions[str(au)]["name"])
+    return FACS_NAMES.get(int(au), f"AU{au}")
+
+
+def au_matrix(aus: Sequence[Sequence[int]], min_positive: int = 5) -> tuple[np.ndarray, list[int]]:
+    """Indicator matrix (N images, J AUs) of the AUs with at least ``min_positive`` positives.
+
+    ``aus`` holds one list of AU numbers per image (empty for neutral frames). Returns the boolean
+    matrix and the AU numbers of its columns, ascending.
+    """
+    counts: dict[int, int] = {}
+    for row in aus:
+        for au in set(int(a) for a in row):
+            counts[au] = counts.get(au, 0) + 1
+    kept = sorted(au for au, c in counts.items() if c >= min_positive)
+    column = {au: j for j, au in enumerate(kept)}
+    matrix = np.zeros((len(aus), len(kept)), dtype=bool)
+    for i, row in enumerate(aus):
+        for au in row:
+            j = column.get(int(au))
+            if j is not None:
+                matrix[i, j] = True
+    return matrix, kept
+
+
+def bin_indices(values: np.ndarray, bins: int) -> np.ndarray:
+    """Bin index (N, F) of each value on its filter's equal-width bins spanning min..max.
+
+    The maximum falls in the last bin; a constant filter puts everything in bin 0.
+    """
+    lo = values.min(axis=0, keepdims=True)
+    width = values.max(axis=0, keepdims=True) - lo
+    scaled = np.divide(values - lo, width, out=np.zeros_like(values, dtype=np.float64), where=width > 0)
+    return np.clip((scaled * bins).astype(np.int64), 0, bins - 1)
+
+
+def kl_matrix(values: np.ndarray, au: np.ndarray, bins: int = 20, eps: float = 1e-6) -> np.ndarray:
+    """D_KL(Q || R) for every filter and AU: an (F, J) array.
+
+    ``values``: (N, F) max activation of each filter on each training image; ``au``: (N, J)
+    boolean indicators. Images without AU j form R_ij, images with it Q_ij.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    n, f = values.shape
+    au = np.asarray(au, dtype=np.float32)
+    if au.shape[0] != n:
+        raise ValueError(f"values has {n} images but the AU matrix has {au.shape[0]}")
+    idx = bin_indices(values, bins)  # (N, F)
+    onehot = np.zeros((n, f * bins), dtype=np.float32)  # (N, F*bins): image n falls in bin b of filter f
+    onehot[np.arange(n)[:, None], np.arange(f)[None, :] * bins + idx] = 1.0
+    pos = (onehot.T @ au).reshape(f, bins, -1)  # (F, bins, J) counts of images with the AU
+    total = onehot.sum(axis=0).reshape(f, bins, 1)  # (F, bins, 1) counts of all images
+    neg = total - pos
+    q = pos.astype(np.float64) + eps
+    r = neg.astype(np.float64) + eps
+    q /= q.sum(axis=1, keepdims=True)
+    r /= r.sum(axis=1, keepdims=True)
+    return (q * np.log(q / r)).sum(axis=1)  # (F, J)
+
+
+def ranking(kl: np.ndarray, aus: Sequence[int], filters: Sequence[int] | None = None) -> pd.DataFrame:
+    """Long table (filter, au, kl, rank): rank 1 is the filter's AU (largest KL)."""
+    f, j = kl.shape
+    filters = np.arange(f) if filters is None else np.asarray(filters)
+    order = np.argsort(-kl, axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    ranks[np.arange(f)[:, None], order] = np.arange(1, j + 1)[None, :]
+    return pd.DataFrame(
+        {
+            "filter": np.repeat(filters, j).astype(np.int64),
+            "au": np.tile(np.asarray(aus, dtype=np.int64), f),
+            "kl": kl.reshape(-1),
+            "rank": ranks.reshape(-1).astype(np.int64),
+        }
+    )
+
+
+def top_aus(kl: np.ndarray, aus: Sequence[int], au_regions: dict | None = None) -> pd.DataFrame:
+    """One row per filter: its top AU, the FACS name, the KL value and the runner-up AU."""
+    order = np.argsort(-kl, axis=1, kind="stable")
+    aus = np.asarray(aus)
+    second = order[:, 1] if kl.shape[1] > 1 else order[:, 0]
+    return pd.DataFrame(
+        {
+            "filter": np.arange(kl.shape[0]),
+            "au": aus[order[:, 0]],
+            "name": [facs_name(a, au_regions) for a in aus[order[:, 0]]],
+            "kl": kl[np.arange(kl.shape[0]), order[:, 0]],
+            "second_au": aus[second],
+            "second_kl": kl[np.arange(kl.shape[0]), second],
+        }
+    )
+
+
+def paper_comparison(top: pd.DataFrame, shown: Sequence[int]) -> pd.DataFrame:
+    """Our shown filters' top AUs beside the paper's Table 4 (position by position).
+
+    The paper numbers its filters 1-10 in the order it shows them; filter identities are not
+    comparable across trainings, so the useful comparison is the set of AUs found.
+    """
+    rows = []
+    for pos, filt in enumerate(shown):
+        row = top[top["filter"] == filt].iloc[0]
+        paper = PAPER_TABLE4[pos] if pos < len(PAPER_TABLE4) else None
+        rows.append(
+            {
+                "position": pos + 1,
+                "filter": int(filt),
+                "au": f"AU{int(row['au'])}",
+                "name": row["name"],
+                "kl": float(row["kl"]),
+                "paper_au": f"AU{paper}" if paper is not None else "",
+                "paper_name": FACS_NAMES.get(paper, "") if paper is not None else "",
+            }
+        )
+    return pd.DataFrame(rows)

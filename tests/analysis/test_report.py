@@ -1,0 +1,148 @@
+"""The report end to end on fabricated run directories (random untrained models), bad input,
+the planted-truth agreement, and the HTML rendered by headless Chromium when it is installed."""
+
+import json
+from html import escape
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import fabricate as fab
+from fercluster.analysis.report import aggregate
+from fercluster.errors import AnalysisError
+from fercluster.orchestration.plan import expand
+
+SECTIONS = ["Accuracy (the paper's Tables 1-3)", "Learning curves and confusion matrices", "Filters and action units",
+            "FAU rankings by KL divergence", "Agreement with the planted AU regions", "What is missing",
+            "How the run was made"]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """Five of six planned jobs complete; the report built once."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    prep = fab.make_prepared(tmp / "prep")
+    cfg = fab.make_config(tmp, prep)
+    specs = expand(cfg)
+    for spec in specs[:-1]:
+        fab.write_run(spec, prep)
+    return cfg, specs, aggregate(cfg)
+
+
+def _png_ok(path: Path) -> None:
+    import matplotlib.image
+
+    assert path.stat().st_size > 2000, path
+    pixels = matplotlib.image.imread(path)
+    assert pixels.shape[0] > 50 and pixels.shape[1] > 50
+    assert float(pixels[..., :3].std()) > 0.02, f"{path} looks blank"
+
+
+def test_report_has_every_section_and_non_blank_pngs(sweep):
+    cfg, specs, summary = sweep
+    out = cfg.results_dir / "report"
+    md, html = (out / "report.md").read_text(), (out / "report.html").read_text()
+    for title in SECTIONS:
+        assert f"## {title}" in md and escape(title) in html
+    pngs = sorted(out.glob("*.png"))
+    names = {p.name for p in pngs}
+    assert {"curves_ckplus.png", "confusion_ckplus_AD.png", "confusion_ckplus_none.png", "filters_ckplus_guided.png",
+            "filters_ckplus_patches.png", "agreement_ckplus.png"} <= names
+    assert len([n for n in names if n.startswith("kl_ckplus_filter")]) == cfg.analysis.n_filters
+    for p in pngs:
+        _png_ok(p)
+        assert f"({p.name})" in md  # the Markdown twin links every PNG
+    assert html.count("data:image/png;base64,") == len(pngs)  # self-contained
+    assert 'src="http' not in html and "<link" not in html
+    for name in ("accuracy.csv", "accuracy.md", "accuracy.tex", "folds.csv", "kl_ckplus.parquet", "top_aus_ckplus.csv"):
+        assert (out / name).is_file()
+
+
+def test_summary_json_and_missing_jobs(sweep):
+    cfg, specs, _ = sweep
+    summary = json.loads((cfg.results_dir / "report" / "summary.json").read_text())
+    rows = {(r["dataset"], r["variant"]): r for r in summary["accuracy"]}
+    assert rows[("ckplus", "none")]["folds_done"] == 3 and rows[("ckplus", "AD")]["folds_done"] == 2
+    assert rows[("ckplus", "AD")]["folds_planned"] == 3 and rows[("ckplus", "AD")]["paper"] == 95.1
+    assert set(rows[("ckplus", "none")]) >= {"dataset", "variant", "mean", "std", "folds_done", "folds_planned", "paper"}
+    assert [m["job_id"] for m in summary["missing"]] == [specs[-1].job_id]
+    assert summary["skipped"] == []
+
+
+def test_kl_parquet_holds_every_filter_and_au(sweep):
+    import pandas as pd
+
+    cfg, _, _ = sweep
+    table = pd.read_parquet(cfg.results_dir / "report" / "kl_ckplus.parquet")
+    assert list(table.columns) == ["filter", "au", "kl", "rank"]
+    assert table["filter"].nunique() == 64 and set(table["au"]) == set(fab.REGIONS)
+    assert (table.groupby("filter")["rank"].min() == 1).all()
+
+
+def test_agreement_on_planted_truth_beats_shuffled_labels(sweep):
+    _, _, summary = sweep
+    assert summary["agreement"] is not None and summary["agreement_shuffled"] is not None
+    assert summary["agreement"] >= 0.8
+    assert summary["agreement"] - summary["agreement_shuffled"] >= 0.25
+
+
+def test_corrupt_parquet_and_foreign_checkpoint_are_listed_and_skipped(tmp_path):
+    prep = fab.make_prepared(tmp_path / "prep", subjects=20)
+    cfg = fab.make_config(tmp_path, prep, folds=(0, 1), variants=("AD",), n_filters=2, top_n=2)
+    a, b = expand(cfg)
+    for spec in (a, b):
+        fab.write_run(spec, prep)
+    (Path(b.run_dir) / "predictions.parquet").write_bytes(b"not parquet")
+    shutil.copy(Path(b.run_dir) / "model.pt", Path(a.run_dir) / "model.pt")  # a's checkpoint belongs to b
+    with pytest.raises(AnalysisError, match="no completed job"):  # b broken, a's model foreign: tables still need a
+        (Path(a.run_dir) / "job.json").rename(Path(a.run_dir) / "job.json.bak")
+        aggregate(cfg)
+    (Path(a.run_dir) / "job.json.bak").rename(Path(a.run_dir) / "job.json")
+    summary = aggregate(cfg)
+    reasons = {s["job_id"]: s["reason"] for s in summary["skipped"]}
+    assert "predictions.parquet is unreadable" in reasons[b.job_id]
+    assert "belongs to job" in reasons[a.job_id]
+    assert summary["accuracy"][0]["folds_done"] == 1
+    md = (cfg.results_dir / "report" / "report.md").read_text()
+    assert b.job_id in md and "No complete job of this data set has usable activations" in md
+
+
+def test_tfd_has_no_kl_section_and_says_so(tmp_path):
+    prep = fab.make_prepared_tfd(tmp_path / "prep")
+    cfg = fab.make_tfd_config(tmp_path, prep)
+    for spec in expand(cfg):
+        fab.write_run(spec, prep)
+    summary = aggregate(cfg)
+    md = (cfg.results_dir / "report" / "report.md").read_text()
+    assert "No KL section" in md and "FAU rankings" not in md
+    assert summary["agreement"] is None and summary["agreement_shuffled"] is None
+    assert (cfg.results_dir / "report" / "filters_tfd_guided.png").is_file()
+
+
+def test_cli_without_completed_jobs_exits_non_zero_with_a_clear_message(tmp_path):
+    prep = fab.make_prepared(tmp_path / "prep", subjects=10)
+    cfg = fab.make_config(tmp_path, prep, folds=(0,), variants=("AD",))
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    proc = subprocess.run([sys.executable, "-m", "fercluster.cli.main", "aggregate", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "error: no completed job for sweep 'fab': 1 planned" in proc.stderr
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="Chromium is not installed")
+def test_html_renders_in_headless_chromium(sweep, tmp_path):
+    import matplotlib.image
+
+    cfg, _, _ = sweep
+    shot = tmp_path / "report.png"
+    html = (cfg.results_dir / "report" / "report.html").resolve()
+    subprocess.run(["/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                    "--window-size=1200,2400", html.as_uri()], capture_output=True, timeout=90)
+    pixels = matplotlib.image.imread(shot)
+    assert pixels.shape[:2] == (2400, 1200)
+    assert float(pixels[..., :3].std()) > 0.05  # text, tables and figures, not a blank page
