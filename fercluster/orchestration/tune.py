@@ -1,0 +1,343 @@
+"""A Ray Tune search over the init scale k (and optionally lr, weight decay, momentum, dropout).
+
+A sweep config with a ``tune:`` section is a search instead of a grid. Each trial is the grid's own
+training job (``fercluster.train.job.run_job``, see ``tune_trial``); ASHA stops weak trials at
+training-iteration milestones (``grace_period``, ``reduction_factor``). Each data set of
+``tune.datasets`` is its own Tuner (ASHA never compares trials of different data sets), run one
+after the other on the same Ray cluster.
+
+Where things go (``<sweep>`` is the config's ``name``):
+
+- ``jobs/<sweep>/ray/<data set>/``: Ray's experiment (trial state, Ray checkpoints); an
+  interrupted search is restored from here (``Tuner.restore``, errored trials resumed), finished
+  trials are not run again.
+- ``jobs/<sweep>/tune/``: ``search.json`` (the search's state, host, pid or SLURM id, and the
+  fingerprint of the settings it ran with), ``status/<data set>.json`` (live, for ``status``),
+  Ray logs, the submitit folder.
+- ``results/<sweep>/tune/``: ``trials/<trial id>/`` (each trial's run directory),
+  ``trials.parquet`` and ``best.json`` (see ``tune_results``).
+
+Entry points: ``run_tune_local`` (a private Ray on this machine), ``submit_tune_slurm`` (one
+allocation, see ``tune_slurm``) and ``tune_status`` (no Ray needed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fercluster.atomic import write_json
+from fercluster.config import SearchParam, SweepConfig
+from fercluster.errors import ConfigError, TrainingError
+from fercluster.orchestration.tune_state import (  # noqa: F401  (tune_status, status_table: this module's API)
+    check_fingerprint,
+    completed,
+    fingerprint,
+    read_search,
+    results_dir,
+    search_lock,
+    state_dir,
+    status_path,
+    status_table,
+    storage_dir,
+    tune_status,
+)
+
+RUNNING_STATES = ("PENDING", "RUNNING", "PAUSED")
+
+
+def _require_tune(cfg: SweepConfig) -> None:
+    if cfg.tune is None:
+        raise ConfigError(f"sweep {cfg.name!r} has no tune: section; add one to run a search")
+    for name in cfg.tune.datasets:
+        train = cfg.train_for(name)
+        if train.selection != "2017":
+            raise ConfigError(
+                f"tune: data set {name!r} has train.selection {train.selection!r}, which has no "
+                "validation split; the search ranks trials by val_acc: set selection: '2017'"
+            )
+
+
+# -- the search space ----------------------------------------------------------------------------
+def param_space(cfg: SweepConfig, dataset: str) -> tuple[dict[str, Any], int]:
+    """Ray's ``param_space`` for one data set and the number of samples to draw from it.
+
+    ``search: random``: uniform/loguniform/choice are sampled ``num_samples`` times, ``grid``
+    values are all crossed with each sample. ``search: grid``: uniform and loguniform become
+    ``num_samples`` evenly spaced (linear or log) values and every combination runs once.
+    Folds are always crossed (``fold`` is a grid dimension).
+    """
+    from ray import tune
+
+    t = cfg.tune
+    assert t is not None
+    grid = t.search == "grid"
+    space: dict[str, Any] = {"fold": tune.grid_search(list(t.folds)) if len(t.folds) > 1 else t.folds[0]}
+    for name, p in t.space.items():
+        space[name] = _dimension(p, grid, t.num_samples)
+    return space, (1 if grid else t.num_samples)
+
+
+def _dimension(p: SearchParam, grid: bool, n: int) -> Any:
+    from ray import tune
+
+    if p.type == "grid" or (grid and p.type == "choice"):
+        return tune.grid_search([float(v) for v in p.values or []])
+    if p.type == "choice":
+        return tune.choice([float(v) for v in p.values or []])
+    if grid:
+        points = np.linspace(p.low, p.high, n) if p.type == "uniform" else np.geomspace(p.low, p.high, n)
+        return tune.grid_search([round(float(v), 6) for v in points])
+    return tune.uniform(p.low, p.high) if p.type == "uniform" else tune.loguniform(p.low, p.high)
+
+
+def base_job(cfg: SweepConfig, dataset: str) -> dict[str, Any]:
+    """What every trial of a data set shares: its JobSpec (before sampling) and where trials go."""
+    from fercluster.orchestration.plan import resolved_train
+    from fercluster.train.spec import JobSpec
+
+    t = cfg.tune
+    assert t is not None
+    if "k" in t.space:  # k is sampled: a 'from_tune' k in train: must not be resolved
+        train = cfg.train_for(dataset).model_dump(mode="json")
+    else:
+        train = resolved_train(cfg, dataset)
+    # a checkpoint at every evaluation: ASHA stops trials right after one, restore resumes there
+    train["checkpoint_every"] = train["eval_every"]
+    ds = cfg.datasets[dataset]
+    spec = JobSpec(
+        sweep=cfg.name, dataset=dataset, kind=ds.kind, classes=ds.classes, fold=t.folds[0],
+        variant=t.variant, seed=t.seed, train=train, run_dir="",
+        prepared_dir=str(Path(cfg.prepared_dir(dataset)).absolute()),
+        crop=ds.crop if ds.kind == "ckplus" else "none",
+    )  # fmt: skip
+    return {"spec": spec.to_dict(), "trials_dir": str(results_dir(cfg) / "trials"), "tunable": sorted(t.space)}
+
+
+# -- the search (on a connected Ray) -------------------------------------------------------------
+def run_search(cfg: SweepConfig, console: Any = None, where: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run (or restore) every data set's Tuner on the connected Ray cluster; write the outputs."""
+    from fercluster.orchestration import tune_results
+
+    t = cfg.tune
+    assert t is not None
+    started = time.time()
+    # Ray warns on every forced experiment snapshot (one per trial checkpoint here): expected, not news
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no tables of Ray's own
+    record = {**read_search(cfg), **(where or {}), "state": "running", "started": started,
+              "fingerprint": fingerprint(cfg), "host": socket.gethostname(), "pid": os.getpid()}  # fmt: skip
+    record.pop("finished", None)
+    write_json(state_dir(cfg) / "search.json", record)
+    tune_results.CONSOLE = console
+    rows: list[dict[str, Any]] = []
+    n_trials = 0
+    interrupted = False
+    try:
+        for name in t.datasets:
+            grid, done = _run_dataset(cfg, name, console)
+            iterations = int(cfg.train_for(name).iterations)
+            rows += tune_results.trial_rows(grid, name, iterations, sorted(t.space), results_dir(cfg) / "trials")
+            n_trials += len(grid)
+            interrupted = interrupted or not done
+            if interrupted:
+                break
+    except BaseException:
+        write_json(state_dir(cfg) / "search.json", {**record, "state": "failed", "finished": time.time()})
+        raise
+    finally:
+        tune_results.CONSOLE = None
+    return _finish(cfg, record, rows, n_trials, interrupted, started)
+
+
+def _finish(cfg: SweepConfig, record: dict, rows: list[dict], n_trials: int, interrupted: bool, started: float) -> dict[str, Any]:
+    from fercluster.orchestration import tune_results
+
+    t = cfg.tune
+    assert t is not None
+    params = sorted(t.space)
+    out = results_dir(cfg)
+    summary: dict[str, Any] = {"sweep": cfg.name, "elapsed_s": time.time() - started}
+    if rows:
+        tune_results.write_trials(out / "trials.parquet", rows, params)
+        summary["best"] = tune_results.write_best(out / "best.json", rows, list(t.datasets), params)
+        summary["trials_path"], summary["best_path"] = str(out / "trials.parquet"), str(out / "best.json")
+    per_trial = {(r["dataset"], r["trial_id"]): r for r in rows}
+    summary["trials"] = n_trials
+    summary["stopped_by_asha"] = sum(1 for r in per_trial.values() if r["stopped_by_asha"])
+    summary["errors"] = n_trials - sum(1 for r in per_trial.values() if r["state"] != "ERROR")
+    summary["iterations_run"] = int(sum(r["iteration"] for r in per_trial.values()))
+    state = "interrupted" if interrupted else "completed"
+    write_json(state_dir(cfg) / "search.json", {**record, "state": state, "finished": time.time(),
+                                                "summary": {k: v for k, v in summary.items() if k != "best"}})  # fmt: skip
+    summary["state"] = state
+    if interrupted:
+        raise KeyboardInterrupt(f"search {cfg.name} interrupted; run the same command again to restore it")
+    if n_trials and summary["errors"] == n_trials:
+        raise TrainingError(f"every trial of search {cfg.name} failed; see {storage_dir(cfg)} for Ray's error files")
+    return summary
+
+
+def _run_dataset(cfg: SweepConfig, dataset: str, console: Any) -> tuple[Any, bool]:
+    """Fit (or restore and finish) one data set's Tuner; returns its ResultGrid and whether it finished."""
+    tuner, restored = _tuner(cfg, dataset)
+    if console is not None:
+        how = "restoring" if restored else "starting"
+        console.print(f"[bold]{dataset}[/bold]: {how} search in {storage_dir(cfg) / dataset}")
+    grid = tuner.fit()
+    # After a Ctrl-C, fit() returns and its in-memory trials all read TERMINATED; the state saved
+    # on disk keeps the unfinished ones PENDING (that is what a restore resumes), so ask the disk.
+    from ray.tune import ExperimentAnalysis
+
+    from fercluster.orchestration.tune_results import write_status
+
+    saved = ExperimentAnalysis(str(storage_dir(cfg) / dataset)).trials
+    done = not any(str(trial.status) in RUNNING_STATES for trial in saved)
+    iterations = int(cfg.train_for(dataset).iterations)
+    write_status(status_path(cfg, dataset), dataset, saved, iterations, sorted(cfg.tune.space), finished=done)
+    return grid, done
+
+
+def _tuner(cfg: SweepConfig, dataset: str) -> tuple[Any, bool]:
+    import ray
+    from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from fercluster.orchestration.tune_results import StatusCallback
+    from fercluster.orchestration.tune_scheduler import PersistentASHA
+    from fercluster.orchestration.tune_trial import run_trial
+
+    t = cfg.tune
+    assert t is not None
+    gpus = t.gpus_per_trial if ray.cluster_resources().get("GPU", 0) > 0 else 0
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if t.cpus_per_trial > cpus:
+        raise ConfigError(f"tune.cpus_per_trial: got {t.cpus_per_trial}; the Ray cluster has {cpus:g} CPUs")
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, base=base_job(cfg, dataset)), {"cpu": t.cpus_per_trial, "gpu": gpus}
+    )
+    path = storage_dir(cfg) / dataset
+    if tune.Tuner.can_restore(str(path)):
+        return tune.Tuner.restore(str(path), trainable, resume_errored=True), True
+    iterations = int(cfg.train_for(dataset).iterations)
+    space, samples = param_space(cfg, dataset)
+    asha_state = path / "fercluster-asha.json"  # inside the experiment: deleted with it
+    asha_state.unlink(missing_ok=True)
+    scheduler = PersistentASHA(asha_state, time_attr="iteration", max_t=iterations,
+                               grace_period=min(t.grace_period, iterations), reduction_factor=t.reduction_factor)  # fmt: skip
+    tune_config = tune.TuneConfig(
+        metric=t.metric, mode="max", scheduler=scheduler, num_samples=samples,
+        search_alg=BasicVariantGenerator(random_state=t.seed, max_concurrent=t.max_concurrent),
+        trial_dirname_creator=_trial_dirname, reuse_actors=True,
+    )  # fmt: skip
+    status = StatusCallback(status_path(cfg, dataset), dataset, iterations, sorted(t.space))
+    run_config = tune.RunConfig(
+        name=dataset, storage_path=str(storage_dir(cfg)), verbose=0, callbacks=[status],
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        failure_config=tune.FailureConfig(max_failures=1),
+    )  # fmt: skip
+    return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config), False
+
+
+def _trial_dirname(trial: Any) -> str:
+    return trial.trial_id
+
+
+# -- local ---------------------------------------------------------------------------------------
+def run_tune_local(cfg: SweepConfig, console: Any = None) -> dict[str, Any]:
+    """Run the search on this machine with a private Ray (its own ports and temp dir).
+
+    Restores an interrupted search, and returns at once (no Ray) when the same search has completed.
+    """
+    _require_tune(cfg)
+    with search_lock(cfg):
+        done = completed(cfg)
+        if done is not None:
+            if console is not None:
+                console.print(f"search {cfg.name}: already completed; best k = {done['best'].get('k')}")
+            return done
+        check_fingerprint(cfg)
+        prepare(cfg, console)
+        from fercluster.orchestration import ray_cluster
+
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        cpus = len(os.sched_getaffinity(0))
+        token = ray_cluster.auth_token(state_dir(cfg))
+        tmp = ray_cluster.temp_dir(hashlib.sha1(str(state_dir(cfg)).encode()).hexdigest()[:8])
+        node = ray_cluster.start_head(cpus, None, state_dir(cfg) / "ray-head.log", token, tmp=tmp, ip="127.0.0.1")
+        try:
+            connect(node.address, token)
+            if console is not None:
+                console.print(f"Ray head at {node.address} ({cpus} CPUs), logs in {state_dir(cfg) / 'ray-head.log'}")
+            return run_search(cfg, console, where={"mode": "local", "ray_address": node.address})
+        finally:
+            disconnect()
+            node.stop()
+
+
+def connect(address: str, token: Path) -> None:
+    import logging
+
+    import ray
+
+    from fercluster.orchestration.ray_cluster import use_auth
+
+    use_auth(token)
+    ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING,
+             configure_logging=True, include_dashboard=False)  # fmt: skip
+
+
+def disconnect() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def prepare(cfg: SweepConfig, console: Any = None) -> None:
+    """Prepare (generate, if synthetic) every data set of the search; a no-op once done."""
+    from fercluster.data import ensure_prepared
+
+    t = cfg.tune
+    assert t is not None
+    for name in t.datasets:
+        if console is not None:
+            console.print(f"data set {name}: {ensure_prepared(cfg, name)}")
+        else:
+            ensure_prepared(cfg, name)
+
+
+# -- SLURM ---------------------------------------------------------------------------------------
+def submit_tune_slurm(cfg: SweepConfig, console: Any = None) -> dict[str, Any]:
+    """Submit the search as ONE allocation (``cfg.slurm``: nodes, CPUs, GPUs, time); see ``tune_slurm``.
+
+    Does nothing when the same search has completed or its allocation is still queued or running.
+    """
+    _require_tune(cfg)
+    done = completed(cfg)
+    if done is not None:
+        return {**done, "submitted": False}
+    check_fingerprint(cfg)
+    from fercluster.orchestration import tune_slurm
+
+    with search_lock(cfg):
+        live = read_search(cfg).get("slurm_id")
+        if tune_slurm.allocation_live(live):
+            if console is not None:
+                console.print(f"search {cfg.name}: allocation {live} is already queued or running")
+            return {"state": "submitted", "slurm_id": live, "submitted": False}
+        prepare(cfg, console)  # once, here, rather than racing on the nodes
+        slurm_id = tune_slurm.submit(cfg, state_dir(cfg))
+        record = {**read_search(cfg), "state": "submitted", "mode": "slurm", "slurm_id": slurm_id,
+                  "submitted": time.time(), "fingerprint": fingerprint(cfg)}  # fmt: skip
+        write_json(state_dir(cfg) / "search.json", record)
+    if console is not None:
+        console.print(f"search {cfg.name}: submitted allocation {slurm_id} "
+                      f"({cfg.slurm.nodes} node(s)); follow it with `fercluster status`")  # fmt: skip
+    return {"state": "submitted", "slurm_id": slurm_id, "submitted": True}

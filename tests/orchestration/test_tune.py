@@ -1,0 +1,350 @@
+"""The Ray Tune search over k: a tiny search on synthetic CK+ with a local Ray, interrupted and
+restored; the same search on the SLURM test cluster (marker ``slurm``); and the pure parts.
+
+The tiny search: 4 trials run one at a time, 40 iterations, evaluated every 10, ASHA rungs at 10,
+20 and 40 (grace 10, factor 2). k is sampled (uniform), the learning rate is a grid of 0.01 and
+1e-9: a trial with lr 1e-9 cannot move from its initial predictions, so at the first rung it is
+behind a trial that learns, and whichever order they run in, ASHA must stop one of the two
+lr = 1e-9 trials (the second is below the median of the first two). (k alone would not do: the
+network is zero-bias and ReLU, so scaling every weight by k leaves its predictions unchanged, and
+on this tiny set the trials' accuracies tie.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from fercluster.config import load_config, parse_config
+from fercluster.errors import ConfigError
+
+ITERATIONS = 40
+TRIALS = 4
+LR_GRID = [0.01, 1e-9]
+
+
+def tiny_config(root: Path, name: str = "ktune-test", **tune: object) -> dict:
+    return {
+        "name": name,
+        "paths": {"jobs": str(root / "jobs"), "results": str(root / "results"), "data": str(root / "data")},
+        "datasets": {
+            "ckplus": {
+                "kind": "ckplus", "root": str(root / "data" / "raw" / "ckplus"), "classes": 8,
+                "crop": "landmarks", "synthetic": {"subjects": 20, "seed": 0, "sequences_per_subject": 2},
+            }
+        },
+        "train": {"iterations": ITERATIONS, "eval_every": 10, "checkpoint_every": 10, "batch_size": 16,
+                  "width": 0.125, "image_size": 32},
+        "tune": {
+            "datasets": ["ckplus"], "folds": [0], "variant": "none",
+            "space": {"k": {"type": "uniform", "low": 0.2, "high": 1.2}, "lr": {"type": "grid", "values": LR_GRID}},
+            "search": "random", "num_samples": 2, "grace_period": 10, "reduction_factor": 2,
+            "gpus_per_trial": 0.25, "cpus_per_trial": 1, "max_concurrent": 1, "seed": 0, **tune,
+        },
+        "slurm": {"time_min": 15, "gpus_per_node": 0, "cpus_per_task": 2, "mem_gb": 4},
+    }  # fmt: skip
+
+
+def write_config(root: Path, data: dict) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"{data['name']}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def read_status(root: Path, name: str) -> dict:
+    try:
+        return json.loads((root / "jobs" / name / "tune" / "status" / "ckplus.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def mid_search(status: dict) -> bool:
+    """At least one trial over and another one running past its first checkpoint."""
+    trials = status.get("trials", [])
+    over = any(t["state"] == "TERMINATED" for t in trials)
+    running = any(t["state"] == "RUNNING" and 10 <= t["iteration"] < ITERATIONS for t in trials)
+    return over and running
+
+
+DRIVER = textwrap.dedent(
+    """
+    import sys
+    from fercluster.config import load_config
+    from fercluster.orchestration.tune import run_tune_local
+    run_tune_local(load_config(sys.argv[1]))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory):
+    """Start the search in a subprocess, Ctrl-C it mid-search, then restore it here."""
+    from fercluster.data import ensure_prepared
+    from fercluster.orchestration.tune import run_tune_local
+
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    root = tmp_path_factory.mktemp("ktune")
+    path = write_config(root, tiny_config(root))
+    cfg = load_config(path)
+    ensure_prepared(cfg, "ckplus")
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 150
+        while not mid_search(read_status(root, cfg.name)) and driver.poll() is None:
+            assert time.monotonic() < deadline, "the search never reached the middle of a trial"
+            time.sleep(0.3)
+        assert driver.poll() is None, f"search ended before the interruption:\n{driver.stdout.read()}"
+        interrupted_at = time.time()
+        driver.send_signal(signal.SIGINT)
+        out, _ = driver.communicate(timeout=90)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    at_interrupt = read_status(root, cfg.name)
+    summary = run_tune_local(cfg)
+    return {"root": root, "cfg": cfg, "summary": summary, "at_interrupt": at_interrupt, "driver_out": out,
+            "driver_rc": driver.returncode, "interrupted_at": interrupted_at}  # fmt: skip
+
+
+def trials_frame(search) -> pd.DataFrame:
+    return pd.read_parquet(search["root"] / "results" / search["cfg"].name / "tune" / "trials.parquet")
+
+
+def attempts(search, trial_id: str) -> list[dict]:
+    path = search["root"] / "results" / search["cfg"].name / "tune" / "trials" / trial_id / "attempts.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_interrupted_search_is_left_restorable(search):
+    assert search["driver_rc"] != 0, search["driver_out"]
+    record = search["at_interrupt"]
+    assert record and not record["finished"]
+    states = {t["state"] for t in record["trials"]}
+    assert states & {"RUNNING", "PENDING", "PAUSED"}, record
+
+
+def test_restored_search_completes_every_trial(search):
+    frame = trials_frame(search)
+    assert search["summary"]["state"] == "completed"
+    per_trial = frame.groupby("trial_id").agg(k=("k", "first"), lr=("lr", "first"), last=("iteration", "max"),
+                                              stopped=("stopped_by_asha", "first"))  # fmt: skip
+    assert len(per_trial) == TRIALS
+    assert sorted(per_trial["lr"]) == sorted(LR_GRID * 2)
+    assert per_trial["k"].between(0.2, 1.2).all() and per_trial["k"].nunique() == TRIALS
+    for trial_id, row in per_trial.iterrows():
+        run_dir = search["root"] / "results" / search["cfg"].name / "tune" / "trials" / trial_id
+        if row["stopped"]:
+            assert row["last"] < ITERATIONS
+        else:
+            assert row["last"] == ITERATIONS
+            assert json.loads((run_dir / "job.json").read_text())["k"] == pytest.approx(row["k"])
+
+
+def test_asha_stops_a_trial_that_cannot_learn(search):
+    frame = trials_frame(search)
+    stopped = frame[frame["stopped_by_asha"]].groupby("trial_id")["iteration"].max()
+    assert len(stopped) >= 1
+    assert (stopped < ITERATIONS).all()
+    assert set(frame[frame["stopped_by_asha"]]["lr"]) == {1e-9}
+
+
+def test_parquet_has_one_row_per_trial_and_evaluation(search):
+    frame = trials_frame(search)
+    for column in ["trial_id", "k", "iteration", "val_acc", "test_acc", "stopped_by_asha", "dataset", "fold"]:
+        assert column in frame.columns
+    assert not frame.duplicated(["trial_id", "iteration"]).any()
+    for _, group in frame.groupby("trial_id"):
+        assert list(group["iteration"]) == list(range(0, int(group["iteration"].max()) + 1, 10))
+    assert set(frame["dataset"]) == {"ckplus"} and set(frame["fold"]) == {0}
+
+
+def test_best_k_is_the_best_validation_trial(search):
+    frame = trials_frame(search)
+    best = json.loads((search["root"] / "results" / search["cfg"].name / "tune" / "best.json").read_text())
+    top = frame.loc[frame["val_acc"].idxmax()]
+    assert best["val_acc"] == pytest.approx(top["val_acc"])
+    assert best["k"] in set(frame[frame["val_acc"] == top["val_acc"]]["k"])
+    assert best["per_dataset"]["ckplus"]["k"] == best["k"]
+    assert best["config"]["k"] == best["k"] and best["config"]["lr"] in LR_GRID
+
+
+def test_restore_does_not_rerun_finished_trials(search):
+    at_interrupt = search["at_interrupt"]["trials"]
+    finished = [t["trial_id"] for t in at_interrupt if t["state"] == "TERMINATED"]
+    assert finished
+    for trial_id in finished:
+        assert len(attempts(search, trial_id)) == 1, trial_id
+
+
+def test_restore_resumes_the_interrupted_trial_from_its_checkpoint(search):
+    unfinished = [t["trial_id"] for t in search["at_interrupt"]["trials"] if t["state"] != "TERMINATED"]
+    started = [t for t in unfinished if attempts(search, t)[0]["time"] < search["interrupted_at"]]
+    assert started, "no trial was running at the interruption"
+    for trial_id in started:
+        runs = attempts(search, trial_id)
+        assert len(runs) == 2 and runs[1]["has_job_checkpoint"], runs
+        metrics = pd.read_parquet(search["root"] / "results" / search["cfg"].name / "tune" / "trials" / trial_id / "metrics.parquet")
+        assert list(metrics["iteration"]) == list(range(0, int(metrics["iteration"].max()) + 1, 10))
+
+
+def test_status_shows_trials_by_state_and_best(search):
+    from fercluster.orchestration.tune import tune_status
+
+    status = tune_status(search["cfg"])
+    assert status["state"] == "COMPLETED"
+    assert sum(status["by_state"].values()) == TRIALS
+    assert status["by_state"].get("STOPPED", 0) >= 1
+    assert status["best"]["ckplus"]["best_val_acc"] == pytest.approx(trials_frame(search)["val_acc"].max())
+
+
+def test_completed_search_is_not_run_again(search):
+    from fercluster.orchestration.tune import run_tune_local
+
+    t0 = time.monotonic()
+    again = run_tune_local(search["cfg"])
+    assert again["skipped"] and again["best"]["k"] == search["summary"]["best"]["k"]
+    assert time.monotonic() - t0 < 5  # no Ray started
+
+
+def test_changed_settings_refuse_to_restore_the_old_search(search):
+    from fercluster.orchestration.tune import run_tune_local
+
+    data = tiny_config(search["root"], grace_period=20)
+    with pytest.raises(ConfigError, match="changed since its search started"):
+        run_tune_local(parse_config(data))
+
+
+def test_report_section_shows_accuracy_against_k_and_best_k(search, tmp_path):
+    from fercluster.analysis.tune_section import tune_section
+
+    fragment = tune_section(search["cfg"], tmp_path)
+    assert [Path(p).name for p, _ in fragment["figures"]] == ["accuracy_vs_k.png", "curves_by_k.png", "asha_budget.png"]
+    assert all(Path(p).stat().st_size > 0 for p, _ in fragment["figures"])
+    best_k = json.loads((search["root"] / "results" / search["cfg"].name / "tune" / "best.json").read_text())["k"]
+    assert f"| ckplus | {best_k:.3f} |" in fragment["markdown"]
+    assert "stopped by ASHA" in fragment["markdown"] and "<table>" in fragment["html"]
+
+
+# -- pure parts (no Ray cluster) ------------------------------------------------------------------
+def test_grid_search_spaces_uniform_params_evenly(tmp_path):
+    from fercluster.orchestration.tune import param_space
+
+    space = {"k": {"type": "uniform", "low": 0.2, "high": 1.2}, "lr": {"type": "loguniform", "low": 1e-3, "high": 1e-1}}
+    cfg = parse_config(tiny_config(tmp_path, search="grid", num_samples=3, space=space, folds=[0, 1]))
+    param, samples = param_space(cfg, "ckplus")
+    assert samples == 1
+    assert param["k"] == {"grid_search": [0.2, 0.7, 1.2]}
+    assert param["lr"] == {"grid_search": [0.001, 0.01, 0.1]}
+    assert param["fold"] == {"grid_search": [0, 1]}
+
+
+def test_random_search_samples_num_samples_times(tmp_path):
+    from ray.tune.search.sample import Float
+
+    from fercluster.orchestration.tune import param_space
+
+    space = {"k": {"type": "uniform", "low": 0.2, "high": 1.2}}
+    cfg = parse_config(tiny_config(tmp_path, num_samples=6, space=space))
+    param, samples = param_space(cfg, "ckplus")
+    assert samples == 6 and isinstance(param["k"], Float) and param["fold"] == 0
+
+
+def test_trial_spec_carries_sampled_k_and_its_run_dir(tmp_path):
+    from fercluster.orchestration.tune import base_job
+    from fercluster.orchestration.tune_trial import trial_spec
+
+    cfg = parse_config(tiny_config(tmp_path))
+    base = base_job(cfg, "ckplus")
+    spec = trial_spec(base, {"k": 0.37, "fold": 0}, tmp_path / "t1")
+    other = trial_spec(base, {"k": 0.38, "fold": 0}, tmp_path / "t2")
+    assert spec.train["k"] == 0.37 and spec.run_dir == str(tmp_path / "t1")
+    assert spec.train["checkpoint_every"] == spec.train["eval_every"]
+    assert spec.job_id != other.job_id
+    assert Path(spec.prepared_dir).is_absolute()
+
+
+def test_2015_selection_is_refused(tmp_path):
+    from fercluster.orchestration.tune import run_tune_local
+
+    data = tiny_config(tmp_path)
+    data["train"]["selection"] = "2015"
+    with pytest.raises(ConfigError, match="selection"):
+        run_tune_local(parse_config(data))
+
+
+def test_status_without_tune_section_is_none(tmp_path):
+    from fercluster.orchestration.tune import tune_status
+
+    data = tiny_config(tmp_path)
+    del data["tune"]
+    data["grid"] = [{"dataset": "ckplus", "folds": [0], "variants": ["none"]}]
+    assert tune_status(parse_config(data)) is None
+    assert tune_status(parse_config(tiny_config(tmp_path)))["state"] == "NOT_STARTED"
+
+
+def test_ports_differ_between_users_and_skip_busy_ones():
+    import socket
+
+    from fercluster.orchestration.ray_cluster import BLOCK, choose_ports
+
+    a, b = choose_ports(uid=1000), choose_ports(uid=1001)
+    assert abs(a.base - b.base) >= BLOCK
+    with socket.socket() as busy:
+        busy.bind(("", a.gcs))
+        busy.listen()
+        assert choose_ports(uid=1000).base != a.base
+
+
+# -- SLURM ----------------------------------------------------------------------------------------
+@pytest.mark.slurm
+@pytest.mark.timeout(900)
+def test_search_on_slurm_completes(tmp_path):
+    from fercluster.orchestration.tune import submit_tune_slurm, tune_status
+
+    root = tmp_path  # the test cluster's node is this machine: it sees the same /tmp
+    cfg = load_config(write_config(root, tiny_config(root, name="ktune-slurm", max_concurrent=2)))
+    submitted = submit_tune_slurm(cfg)
+    assert submitted["submitted"] and submitted["slurm_id"]
+    assert not submit_tune_slurm(cfg)["submitted"]  # queued or running: not submitted twice
+    deadline = time.monotonic() + 840
+    while tune_status(cfg)["state"] not in ("COMPLETED", "FAILED"):
+        state = subprocess.run(["squeue", "-h", "-j", submitted["slurm_id"], "-o", "%T"], capture_output=True,
+                               text=True).stdout.strip()  # fmt: skip
+        if not state and tune_status(cfg)["state"] not in ("COMPLETED", "FAILED"):
+            time.sleep(3)  # the job left the queue: its last status write may still be landing
+            break
+        assert time.monotonic() < deadline, "the search did not finish on SLURM in time"
+        time.sleep(3)
+    status = tune_status(cfg)
+    logs = sorted((root / "jobs" / cfg.name / "tune" / "submitit").glob("*"))
+    assert status["state"] == "COMPLETED", (status, [p.read_text()[-3000:] for p in logs if p.suffix in (".out", ".err")])
+    best = json.loads((root / "results" / cfg.name / "tune" / "best.json").read_text())
+    assert 0.2 <= best["k"] <= 1.2
+    frame = pd.read_parquet(root / "results" / cfg.name / "tune" / "trials.parquet")
+    assert frame["trial_id"].nunique() == TRIALS
+
+
+def test_status_of_a_dead_local_driver_is_interrupted(tmp_path):
+    import socket
+
+    from fercluster.atomic import write_json
+    from fercluster.orchestration.tune import state_dir, tune_status
+
+    cfg = parse_config(tiny_config(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    write_json(state_dir(cfg) / "search.json", {"state": "running", "mode": "local", "host": socket.gethostname(),
+                                                "pid": dead.pid, "started": time.time()})  # fmt: skip
+    assert tune_status(cfg)["state"] == "INTERRUPTED"
