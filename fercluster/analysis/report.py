@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
 from fercluster.atomic import write_json, write_text
@@ -33,21 +34,26 @@ def aggregate(cfg: SweepConfig, console: Any = None) -> dict[str, Any]:
     col = collect(cfg)
     log(f"{len(col.results)} complete jobs of {len(col.planned)} planned; {len(col.missing)} missing, "
         f"{len(col.skipped)} skipped")
-    if not col.results:
+    tune = _tune_section(cfg, out)
+    if not col.results and tune is None:
         raise AnalysisError(_nothing_message(cfg, col))
-    folds = tables.fold_table(col.results)
-    kinds = {n: (d.kind, d.classes) for n, d in cfg.datasets.items()}
-    acc = tables.accuracy_table(folds, col.planned, kinds)
-    paths = tables.write_tables(out, acc, folds)
-    sections = [_accuracy_section(acc, folds), _curves_section(cfg, col, out)]
-    analyses, skipped = [], list(col.skipped)
+    sections: list[Section] = []
+    acc = pd.DataFrame()
+    paths: dict[str, Path] = {}
+    analyses: list[dict] = []
+    skipped = list(col.skipped)
+    if col.results:  # a pure Ray Tune sweep has no grid jobs: its report is the tune section
+        folds = tables.fold_table(col.results)
+        kinds = {n: (d.kind, d.classes) for n, d in cfg.datasets.items()}
+        acc = tables.accuracy_table(folds, col.planned, kinds)
+        paths = tables.write_tables(out, acc, folds)
+        sections += [_accuracy_section(acc, folds), _curves_section(cfg, col, out)]
     for dataset in sorted({r.spec["dataset"] for r in col.results}):
         log(f"analysing {dataset}")
         result = analyse_dataset(cfg, dataset, col.results, out, log)
         sections += result.sections
         analyses.append(result.summary)
         skipped += result.skipped
-    tune = _tune_section(cfg, out)
     if tune is not None:
         sections.append(tune)
     sections += [_missing_section(col, skipped), _provenance_section(cfg, col, time.time() - start)]
@@ -184,7 +190,7 @@ def _summary(cfg, acc, analyses: list[dict], col: Collection, skipped: list[dict
         "accuracy": [
             {k: _clean(r[k]) for k in ("dataset", "variant", "mean", "std", "folds_done", "folds_planned", "paper",
                                        "diff")}
-            for r in acc.to_dict("records")
+            for r in (acc.to_dict("records") if len(acc) else [])
         ],
         "agreement": planted[0]["agreement"] if planted else None,
         "agreement_shuffled": planted[0]["agreement_shuffled"] if planted else None,

@@ -30,7 +30,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         if as_json:
             print(json.dumps(summary, indent=2, default=str))
             return
-        Console().print(accuracy_table(table, cfg.name))
+        if len(table):
+            Console().print(accuracy_table(table, cfg.name))
         print(f"report: {summary['paths']['report_html']}")
         if summary.get("agreement") is not None:
             print(f"agreement with planted AU regions: {summary['agreement']:.2f} "

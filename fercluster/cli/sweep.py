@@ -128,7 +128,14 @@ def sweep_cmd(
             console.print(cfg.tune.model_dump(mode="json"))
             return
         fn = _tune("run_tune_local" if local else "submit_tune_slurm")
-        console.print(fn(cfg, console))
+        result = fn(cfg, console)
+        best = (result or {}).get("best") or {}
+        if best:
+            console.print(f"[bold]{cfg.name}[/]: best k = {best.get('k')} (val acc {best.get('val_acc')})")
+        if local:
+            from fercluster.analysis.report import aggregate
+
+            aggregate(cfg, console)
         return
     if local:
         if dry_run or prune or retry_failed:
@@ -193,7 +200,8 @@ def status_cmd(
         if as_json:
             print(json.dumps({"sweep": cfg.name, "tune": snap, "jobs": []}, default=str))
         else:
-            _console().print(snap if snap is not None else f"no tune run recorded for {cfg.name}")
+            _console().print(_tune("status_table")(snap) if snap is not None
+                             else f"no tune run recorded for {cfg.name}")
         return
     from fercluster.orchestration.status import snapshot
 

@@ -78,7 +78,7 @@ def plan_subject(name: str, index: int, rng: np.random.Generator, sequences: int
                         pose.tx + rng.normal(0, 0.02 * w), pose.ty + rng.normal(0, 0.02 * h))
         seqs.append(Sequence(name, f"{k + 1:03d}", _CODE[emotion] if labelled else None, expr,
                              int(rng.integers(frames[0], frames[1] + 1)), (w, h), (seq_counter + k) % 12 == 5,
-                             seq_pose, Tracking.sample(rng, s, 0.06, 0.05)))
+                             seq_pose, Tracking.sample(rng, s, 0.05, 0.04)))
     return subject, pose, seqs
 
 

@@ -48,8 +48,8 @@ def sample_subject(rng: np.random.Generator) -> Subject:
         hair=rng.uniform(15, 80) if rng.random() < 0.8 else rng.uniform(120, 190),
         hairline=rng.uniform(-1.05, -0.78), brow_dark=rng.uniform(0.35, 0.7),
         brow_thick=rng.uniform(0.045, 0.08), lip_dark=rng.uniform(0.6, 0.85),
-        iris=rng.uniform(25, 110), light_dir=rng.uniform(0, 2 * np.pi), light=rng.uniform(0.0, 0.45),
-        shading=rng.uniform(0.12, 0.35), noise=rng.uniform(1.5, 5.0),
+        iris=rng.uniform(25, 110), light_dir=rng.uniform(0, 2 * np.pi), light=rng.uniform(0.0, 0.3),
+        shading=rng.uniform(0.12, 0.28), noise=rng.uniform(1.5, 5.0),
         chin_dots=np.column_stack([rng.uniform(-0.12, 0.12, 8), rng.uniform(-0.22, -0.08, 8)]),
         gaze=(float(rng.normal(0, 0.015)), float(rng.normal(0, 0.008))),
         clothes=rng.uniform(20, 230), bg_grad=(float(rng.normal(0, 0.05)), float(rng.normal(0, 0.05))),
@@ -117,28 +117,28 @@ def _hair_mask(cv: Canvas, sub: Subject):
 def _paint_cheeks_nose(cv: Canvas, sub: Subject, L: np.ndarray, e: Expression) -> None:
     for side, wing, corner in ((-1, 31, 48), (1, 35, 54)):
         a6, a12 = _amount(e, 6, side), _amount(e, 12, side)
-        cv.blob((side * 0.5, 0.1 - 0.08 * a6 - 0.04 * a12), (0.17, 0.12), 0.1 * a6 + 0.07 * a12)
-        fold = 0.05 + 0.3 * a12 + 0.15 * _amount(e, 9, side) + 0.08 * a6 + 0.08 * _amount(e, 20, side)
+        cv.blob((side * 0.5, 0.1 - 0.08 * a6 - 0.04 * a12), (0.17, 0.12), 0.2 * a6 + 0.12 * a12)
+        fold = 0.05 + 0.45 * a12 + 0.25 * _amount(e, 9, side) + 0.1 * a6 + 0.15 * _amount(e, 20, side)
         w, c = L[wing], L[corner]
         cv.paint([_curve(w + (side * 0.05, -0.03), (w[0] + side * 0.14, (w[1] + c[1]) / 2), c + (side * 0.07, 0.07))],
-                 mul=1 - fold, line=0.018, blur=1.0)
+                 mul=1 - fold, line=0.03, blur=1.2)
     for side, a, b in ((-1, 31, 32), (1, 35, 34)):
         c = (L[a] + L[b]) / 2 + (0, -0.012)
         cv.paint([_ellipse(c, 0.042, 0.02)], mul=0.45, blur=0.6)
         w = L[a]
         cv.paint([np.array([w + (0.0, 0.0), w + (side * 0.03, -0.05), w + (-side * 0.005, -0.11)])],
-                 mul=0.85, line=0.012, blur=0.8)
+                 mul=0.85, line=0.02, blur=1.0)
     ys = [L[28, 1] + 0.05 * k - 0.02 for k in range(3)]
     cv.paint([_curve((-0.1, y + 0.01), (0, y - 0.015), (0.1, y + 0.01)) for y in ys],
-             mul=1 - 0.4 * e.aus.get(9, 0.0), line=0.01, blur=0.8)
+             mul=1 - 0.4 * e.aus.get(9, 0.0), line=0.02, blur=1.0)
 
 
 def _paint_eyes(cv: Canvas, sub: Subject, L: np.ndarray, e: Expression) -> None:
     for side, eye in ((-1, L[36:42]), (1, L[42:48])):
         outer, inner = (eye[0], eye[3]) if side < 0 else (eye[3], eye[0])
         upper = eye[[0, 1, 2, 3]]
-        cv.blob(eye.mean(axis=0) + (0, -0.03), (0.17, 0.08), -0.1 * e.aus.get(4, 0.0))
-        cv.paint([upper + (0, -0.045) * np.array([[0.4], [1], [1], [0.4]])], mul=0.85, line=0.012, blur=0.8)
+        cv.blob(eye.mean(axis=0) + (0, -0.03), (0.17, 0.08), -0.25 * e.aus.get(4, 0.0))
+        cv.paint([upper + (0, -0.045) * np.array([[0.4], [1], [1], [0.4]])], mul=0.85, line=0.02, blur=1.0)
         m_eye, win = cv.mask([eye], margin=2)
         if m_eye is None:
             continue
@@ -152,11 +152,11 @@ def _paint_eyes(cv: Canvas, sub: Subject, L: np.ndarray, e: Expression) -> None:
         cv.paint([upper], mul=0.3, line=0.022)
         cv.paint([eye[[3, 4, 5, 0]]], mul=0.7, line=0.01)
         bulge = 0.15 * _amount(e, 6, side) + 0.22 * e.aus.get(7, 0.0)
-        cv.paint([eye[[4, 5]] + (0, 0.035)], mul=1 - bulge, line=0.014, blur=1.0)
+        cv.paint([eye[[4, 5]] + (0, 0.035)], mul=1 - bulge, line=0.022, blur=1.0)
         start = outer + (side * 0.05, 0.0)
         rays = [np.array([start + d * 0.01, start + d * 0.1])
                 for d in (np.array([np.cos(a) * side, np.sin(a)]) for a in (-0.45, 0.0, 0.45))]
-        cv.paint(rays, mul=1 - 0.4 * _amount(e, 6, side), line=0.009, blur=0.7)
+        cv.paint(rays, mul=1 - 0.4 * _amount(e, 6, side), line=0.018, blur=1.0)
 
 
 def _paint_brows(cv: Canvas, sub: Subject, L: np.ndarray, e: Expression) -> None:
@@ -167,12 +167,12 @@ def _paint_brows(cv: Canvas, sub: Subject, L: np.ndarray, e: Expression) -> None
     a1, a2, a4 = e.aus.get(1, 0.0), e.aus.get(2, 0.0), e.aus.get(4, 0.0)
     top_in = min(L[21, 1], L[22, 1])
     cv.paint([_curve((-0.32, y + 0.01), (0, y - 0.03), (0.32, y + 0.01)) for y in top_in - 0.13 - 0.07 * np.arange(3)],
-             mul=1 - 0.3 * a1, line=0.01, blur=0.8)
+             mul=1 - 0.3 * a1, line=0.02, blur=1.0)
     cv.paint([_curve((side * 0.3, y + 0.02), (side * 0.55, y - 0.03), (side * 0.8, y + 0.03))
               for side, outer in ((-1, L[17]), (1, L[26])) for y in outer[1] - 0.15 - 0.07 * np.arange(3)],
-             mul=1 - 0.3 * a2, line=0.01, blur=0.8)
+             mul=1 - 0.3 * a2, line=0.02, blur=1.0)
     cv.paint([np.array([(x * 1.3, top_in - 0.03), (x, top_in + 0.12)]) for x in (-0.05, 0.05)],
-             mul=1 - 0.45 * a4, line=0.012, blur=0.8)
+             mul=1 - 0.45 * a4, line=0.02, blur=1.0)
 
 
 def _paint_mouth(cv: Canvas, sub: Subject, L: np.ndarray, e: Expression) -> None:
@@ -195,13 +195,13 @@ def _paint_mouth(cv: Canvas, sub: Subject, L: np.ndarray, e: Expression) -> None
         cv.blob(corner, (0.03, 0.03), -0.12)
         a14, a15, a20 = (_amount(e, au, side) for au in (14, 15, 20))
         cv.paint([_curve(corner + out * 0.06 + (0, -0.04), corner + out * 0.085, corner + out * 0.06 + (0, 0.04))],
-                 mul=1 - 0.5 * a14, line=0.012, blur=0.9)
+                 mul=1 - 0.5 * a14, line=0.022, blur=1.0)
         cv.paint([np.array([corner + out * 0.01 + (0, 0.03), corner + out * 0.035 + (0, 0.14)])],
-                 mul=1 - 0.35 * a15, line=0.012, blur=0.9)
+                 mul=1 - 0.35 * a15, line=0.022, blur=1.0)
         cv.paint([np.array([corner + out * 0.03, corner + out * 0.11 + (0, 0.01)])],
-                 mul=1 - 0.3 * a20, line=0.01, blur=0.8)
+                 mul=1 - 0.3 * a20, line=0.02, blur=1.0)
     y = L[57, 1]
-    cv.paint([_curve((-0.14, y + 0.05), (0, y + 0.1), (0.14, y + 0.05))], mul=1 - 0.06 - 0.35 * a17, line=0.014, blur=1.0)
+    cv.paint([_curve((-0.14, y + 0.05), (0, y + 0.1), (0.14, y + 0.05))], mul=1 - 0.06 - 0.35 * a17, line=0.022, blur=1.0)
     cv.blob(L[8] + (0, -0.12), (0.12, 0.07), 0.1 * a17)
     cv.paint([_ellipse(L[8] + d, 0.014, 0.014, 8) for d in sub.chin_dots], mul=1 - 0.35 * a17, blur=1.0)
 

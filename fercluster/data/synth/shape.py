@@ -79,6 +79,9 @@ def sample_shape(rng: np.random.Generator) -> np.ndarray:
     return p + rng.normal(0.0, 0.008, p.shape)
 
 
+DEFORM_GAIN = 1.5  # scales every AU displacement in aus.py (tuned so that expressions read at 32x32)
+
+
 def deform(shape: np.ndarray, expression: Expression) -> np.ndarray:
     """Landmarks of ``shape`` showing ``expression`` (intensities already scaled for the frame)."""
     out = shape.copy()
@@ -88,6 +91,7 @@ def deform(shape: np.ndarray, expression: Expression) -> np.ndarray:
         side_w = np.clip(0.5 + expression.side * shape[:, 0] / 0.1, 0.0, 1.0)
     for au, value in expression.aus.items():
         w = side_w if au in expression.unilateral else 1.0
+        value = value * DEFORM_GAIN
         for idx, dx, dy in ACTION_UNITS[au].moves:
             idx = list(idx)
             out[idx, 0] += (value * dx * outward[idx] * (w if np.isscalar(w) else w[idx]))
