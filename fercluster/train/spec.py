@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 
@@ -66,3 +66,28 @@ def identity(spec: JobSpec) -> dict[str, Any]:
 def make_job_id(spec: JobSpec) -> str:
     blob = json.dumps(identity(spec), sort_keys=True, default=str).encode()
     return hashlib.sha1(blob).hexdigest()[:10]
+
+
+def make_spec(cfg: Any, dataset: str, fold: int, variant: str, seed: int = 0, run_dir: str | None = None) -> JobSpec:
+    """The ``JobSpec`` of one grid cell of a sweep config (pure: reads no file, writes none).
+
+    ``cfg`` is a ``fercluster.config.SweepConfig``. ``run_dir`` defaults to
+    ``cfg.results_dir / "runs" / job_id``; ``prepared_dir`` is ``cfg.prepared_dir(dataset)``
+    (``fercluster.data.ensure_prepared`` makes sure it exists before the job runs).
+    """
+    ds = cfg.datasets[dataset]
+    spec = JobSpec(
+        sweep=cfg.name,
+        dataset=dataset,
+        kind=ds.kind,
+        classes=int(ds.classes),
+        fold=int(fold),
+        variant=variant,
+        seed=int(seed),
+        train=cfg.train_for(dataset).model_dump(mode="json"),
+        prepared_dir=str(cfg.prepared_dir(dataset)),
+        run_dir="",
+        crop=ds.crop if ds.kind == "ckplus" else "none",
+    )
+    target = run_dir if run_dir is not None else str(cfg.results_dir / "runs" / spec.job_id)
+    return replace(spec, run_dir=target)

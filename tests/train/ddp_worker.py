@@ -1,0 +1,60 @@
+"""Run by the distributed tests in each of several processes (WORLD_SIZE/RANK or SLURM variables set).
+
+    python ddp_worker.py job SPEC.json         run_job(spec)
+    python ddp_worker.py step OUT.pt           3 SGD steps on fixed batches split over the ranks
+    python ddp_worker.py both OUT.pt SPEC.json   both, in one start-up (the machine is slow to import)
+"""
+
+import json
+import os
+import sys
+from dataclasses import replace
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import torch  # noqa: E402
+
+import fake_prepared  # noqa: E402
+
+fake_prepared.install()
+torch.set_num_threads(1)
+
+
+def steps(out: str, keep_group: bool = False) -> None:
+    """Three steps on fixed global batches of 16: each rank trains on its share."""
+    from fercluster.train import distributed
+    from fercluster.train.bench import _bench_spec, _synthetic_data
+    from fercluster.train.trainer import Trainer
+
+    device = torch.device("cpu")
+    info = distributed.setup(device)
+    data = _synthetic_data(64, 32, 8, device)
+    spec = replace(_bench_spec(32, 0.125, 16, device), variant="none")
+    trainer = Trainer(spec, data, device, info, k=1.0)
+    g = torch.Generator().manual_seed(5)
+    for _ in range(3):
+        part = torch.randint(0, 64, (16,), generator=g).chunk(info.world_size)[info.rank]
+        trainer.batch_inputs = lambda part=part: (data.train.x[part], data.train.y[part])
+        trainer.step()
+    if info.is_main:
+        torch.save(trainer.model.state_dict(), out)
+    if not keep_group:  # run_job reuses an initialised group (re-initialising on the same port may hang)
+        distributed.teardown(info)
+
+
+def job(spec_path: str) -> None:
+    from fercluster.train.job import run_job
+    from fercluster.train.spec import JobSpec
+
+    with open(spec_path) as f:
+        run_job(JobSpec.from_dict(json.load(f)))
+
+
+if __name__ == "__main__":
+    mode = sys.argv[1]
+    if mode in ("step", "both"):
+        steps(sys.argv[2], keep_group=mode == "both")
+    if mode == "job":
+        job(sys.argv[2])
+    elif mode == "both":
+        job(sys.argv[3])
