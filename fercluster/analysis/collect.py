@@ -2,12 +2,18 @@
 
 A job counts as complete when its ``job.json`` exists (written last by the job). Its
 ``metrics.parquet`` and ``predictions.parquet`` are read here; a job whose files are missing or
-unreadable is listed in ``skipped`` with the reason and left out, never fatal. Parquet files are
-read by a thread pool (pyarrow releases the GIL), so 10,000 jobs take seconds.
+unreadable is listed in ``skipped`` with the reason and left out, never fatal.
+
+Reading 10,000 jobs is bound by the per-file cost, not by the bytes: each file is read whole in one
+call and parsed from memory (about 3x cheaper than pyarrow opening the path), job.json goes
+through orjson when it is installed, only the needed columns are decoded, and opening job.json
+doubles as the completeness test. Anything the fast path rejects is read again the original way,
+so a broken job gets exactly the same reason. Nothing is cached between calls.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -16,11 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as _pa
 
 from fercluster.config import SweepConfig
 
+try:
+    import orjson as _orjson
+except ImportError:  # optional: only faster
+    _orjson = None
+
 METRIC_COLUMNS = ("iteration", "val_acc", "test_acc", "wall_time")
 PREDICTION_COLUMNS = ("label", "prediction")
+CHUNK = 256  # run directories per thread task
 
 
 @dataclass
@@ -91,17 +104,21 @@ def _grid_jobs(cfg: SweepConfig) -> list[PlannedJob]:
 
 def read_job(run_dir: Path) -> JobResult:
     """Read one complete run directory; raises ValueError/OSError with the reason if it is broken."""
+    base = os.fspath(run_dir) + os.sep
+    return _read_job(run_dir, base, _load_json(run_dir, base))
+
+
+def _read_job(run_dir: Path, base: str, info: Any) -> JobResult:
     import pyarrow.parquet as pq
 
-    info = json.loads((run_dir / "job.json").read_text())
     if not isinstance(info, dict) or not isinstance(info.get("spec"), dict):
         raise ValueError("job.json has no 'spec' mapping")
     spec = info["spec"]
     job_id = str(info.get("job_id", ""))
     if job_id != run_dir.name or spec.get("job_id", job_id) != job_id:
         raise ValueError(f"job.json says job {job_id!r} (spec {spec.get('job_id')!r}) but lies in {run_dir.name}")
-    metrics = _read_columns(pq, run_dir / "metrics.parquet", METRIC_COLUMNS)
-    preds = _read_columns(pq, run_dir / "predictions.parquet", PREDICTION_COLUMNS)
+    metrics = _read_columns(pq, run_dir, base, "metrics.parquet", METRIC_COLUMNS)
+    preds = _read_columns(pq, run_dir, base, "predictions.parquet", PREDICTION_COLUMNS)
     return JobResult(
         job_id=job_id,
         run_dir=run_dir,
@@ -113,14 +130,43 @@ def read_job(run_dir: Path) -> JobResult:
     )
 
 
-def _read_columns(pq: Any, path: Path, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
+def _load_json(run_dir: Path, base: str, data: bytes | None = None) -> Any:
+    """``json.loads((run_dir / "job.json").read_text())``, through orjson when it is installed.
+
+    orjson is strict JSON; whatever it rejects (NaN, which ``json.dumps`` writes for a missing
+    validation accuracy, infinities, broken files) and any read error go through the original
+    call, so the values and the error messages are the same either way.
+    """
+    if _orjson is not None:
+        try:
+            if data is None:
+                with open(base + "job.json", "rb") as f:
+                    data = f.read()
+            return _orjson.loads(data)
+        except (OSError, _orjson.JSONDecodeError):
+            pass
+    return json.loads((run_dir / "job.json").read_text())
+
+
+def _read_columns(pq: Any, run_dir: Path, base: str, name: str, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
+    # Fast path: one read() of the whole (small) file, parsed from memory: ParquetFile on a path
+    # costs about three times as much per file (file system resolution, pre-buffered reads).
+    try:
+        with open(base + name, "rb") as f:
+            data = f.read()
+        table = pq.ParquetFile(_pa.py_buffer(data)).read(columns=list(columns), use_threads=False)
+    except Exception:  # missing, a directory, corrupt: the path reader gives the same reasons as ever
+        table = _read_table(pq, run_dir / name, columns)
+    return {c: table.column(c).to_numpy(zero_copy_only=False) for c in columns}
+
+
+def _read_table(pq: Any, path: Path, columns: tuple[str, ...]) -> Any:
     if not path.exists():
         raise ValueError(f"{path.name} is missing")
     try:
-        table = pq.ParquetFile(path).read(columns=list(columns), use_threads=False)
+        return pq.ParquetFile(path).read(columns=list(columns), use_threads=False)
     except Exception as exc:  # pyarrow raises several types for a corrupt file
         raise ValueError(f"{path.name} is unreadable ({type(exc).__name__}: {str(exc)[:120]})") from None
-    return {c: table.column(c).to_numpy(zero_copy_only=False) for c in columns}
 
 
 def _try_read(run_dir: Path) -> JobResult | dict[str, Any]:
@@ -128,6 +174,32 @@ def _try_read(run_dir: Path) -> JobResult | dict[str, Any]:
         return read_job(run_dir)
     except (ValueError, OSError, KeyError, json.JSONDecodeError) as exc:
         return {"job_id": run_dir.name, "run_dir": str(run_dir), "reason": str(exc)}
+
+
+_ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)  # what Path.exists() reads as "no"
+
+
+def _try_read_complete(run_dir: Path) -> JobResult | dict[str, Any] | None:
+    """``_try_read`` for a run directory that holds a job.json; None when it holds none (not complete).
+
+    Opening job.json decides both, one system call fewer per job than ``exists()`` then read.
+    """
+    base = os.fspath(run_dir) + os.sep
+    try:
+        with open(base + "job.json", "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        if exc.errno in _ABSENT:
+            return None
+        data = None  # e.g. a directory named job.json: exists, and the reader reports why it is broken
+    try:
+        return _read_job(run_dir, base, _load_json(run_dir, base, data))
+    except (ValueError, OSError, KeyError, json.JSONDecodeError) as exc:
+        return {"job_id": run_dir.name, "run_dir": str(run_dir), "reason": str(exc)}
+
+
+def _read_chunk(run_dirs: list[Path]) -> list[JobResult | dict[str, Any] | None]:
+    return [_try_read_complete(d) for d in run_dirs]
 
 
 def collect(cfg: SweepConfig, workers: int | None = None, plan: tuple[list[PlannedJob], str] | None = None) -> Collection:
@@ -139,16 +211,14 @@ def collect(cfg: SweepConfig, workers: int | None = None, plan: tuple[list[Plann
     runs = cfg.results_dir / "runs"
     if source == "expand":
         wanted = {p.job_id for p in planned}
-        candidates = [p.run_dir for p in planned if p.run_dir is not None and (p.run_dir / "job.json").exists()]
+        candidates = [p.run_dir for p in planned if p.run_dir is not None]
         extra = sorted(
             d.name for d in runs.glob("*") if d.name not in wanted and (d / "job.json").exists()
         ) if runs.is_dir() else []
     else:
-        candidates = sorted(d for d in runs.glob("*") if (d / "job.json").exists()) if runs.is_dir() else []
+        candidates = sorted(runs.glob("*")) if runs.is_dir() else []
         extra = []
-    workers = workers or min(8, os.cpu_count() or 1)  # more threads than cores only adds GIL contention
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        outcomes = list(pool.map(_try_read, candidates))
+    outcomes = [o for o in _read_all(candidates, workers) if o is not None]
     results = [o for o in outcomes if isinstance(o, JobResult)]
     skipped = [o for o in outcomes if isinstance(o, dict)]
     if source == "grid":  # keep only jobs of this sweep's grid, one per key
@@ -168,3 +238,18 @@ def collect(cfg: SweepConfig, workers: int | None = None, plan: tuple[list[Plann
         if p.key not in done_keys and (p.job_id is None or p.job_id not in broken)
     ]
     return Collection(results, planned, missing, skipped, extra, source)
+
+
+def _read_all(run_dirs: list[Path], workers: int | None) -> list[JobResult | dict[str, Any] | None]:
+    """Read the run directories in order, by a few threads over chunks of them.
+
+    Threads only pay where the files are slow to reach (a network file system): on a local disk
+    the parse holds the GIL and threads only fight over it, so they are few, each given a chunk
+    (not one future per job), and a small sweep is read in this thread.
+    """
+    workers = max(1, workers or min(4, os.cpu_count() or 1))
+    if workers == 1 or len(run_dirs) <= CHUNK:
+        return _read_chunk(run_dirs)
+    chunks = [run_dirs[i:i + CHUNK] for i in range(0, len(run_dirs), CHUNK)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return [o for part in pool.map(_read_chunk, chunks) for o in part]
