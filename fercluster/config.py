@@ -199,7 +199,13 @@ class Analysis(Strict):
     filters: list[Annotated[int, Field(ge=0)]] | None = None  # None: choose 10 automatically
     n_filters: int = Field(10, ge=1, le=256)
     kl_bins: int = Field(20, ge=2, le=1000)
-    kl_eps: float = Field(1e-6, gt=0)
+    # KL smoothing (open in the paper, see fercluster/analysis/kl.py): kl_eps pseudo-counts per bin on
+    # average, spread like the pooled histogram ("pooled", default) or evenly ("uniform"; with a tiny
+    # kl_eps such as 1e-6 this is the spec's literal "add a small epsilon to every bin").
+    kl_eps: float = Field(0.5, gt=0)
+    kl_prior: Literal["pooled", "uniform"] = "pooled"
+    # planted-truth agreement: over all conv3 filters ("all", default) or only the shown ones
+    agreement_filters: Literal["all", "shown"] = "all"
     min_positive: int = Field(5, ge=1)
     shuffle_seed: int = Field(0, ge=0)
     jobs: dict[Name, Annotated[str, AfterValidator(_check_name)]] = Field(default_factory=dict)

@@ -120,16 +120,31 @@ def grid(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str], title:
     return save(fig, path)
 
 
-def agreement_plot(real: np.ndarray, shuffled: np.ndarray, filters: Sequence[int], path: Path) -> Path:
-    """Per shown filter: energy fraction in its top-AU region with true vs shuffled AU labels."""
+def agreement_plot(rate: float | None, shuffled_rates: Sequence[float], real: np.ndarray, shuffled: np.ndarray,
+                   filters: Sequence[int], path: Path) -> Path:
+    """Left: the agreement rate with true labels against the shuffled-label rates. Right: per filter,
+    the energy fraction in its top-AU region with true vs shuffled AU labels (filters sorted by it)."""
     plt = _plt()
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(min(12.0, max(6.0, 0.12 * len(filters) + 4.5)), 2.8),
+                                   gridspec_kw={"width_ratios": [1, 2.5]})
+    if len(shuffled_rates):
+        ax0.hist(shuffled_rates, bins=np.linspace(0, 1, 21), color="#bdc3c7", label="shuffled labels")
+    if rate is not None:
+        ax0.axvline(rate, color="#c0392b", lw=2, label="true labels")
+    ax0.set_xlim(0, 1)
+    ax0.set_xlabel("agreement rate")
+    ax0.set_ylabel("permutations")
+    ax0.legend(fontsize=7)
+    order = np.argsort(-np.asarray(real), kind="stable")
     x = np.arange(len(filters))
-    fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(filters) + 1.5), 2.6))
-    ax.bar(x - 0.2, real, width=0.4, label="true AU labels", color="#2e86c1")
-    ax.bar(x + 0.2, shuffled, width=0.4, label="shuffled labels (mean)", color="#bdc3c7")
-    ax.set_xticks(x, [str(f) for f in filters], fontsize=7)
-    ax.set_xlabel("filter")
-    ax.set_ylabel("energy in top-AU region")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7)
+    ax1.bar(x - 0.2, np.asarray(real)[order], width=0.4, label="true AU labels", color="#2e86c1")
+    ax1.bar(x + 0.2, np.asarray(shuffled)[order], width=0.4, label="shuffled labels (mean)", color="#bdc3c7")
+    if len(filters) <= 20:
+        ax1.set_xticks(x, [str(filters[i]) for i in order], fontsize=7)
+    else:
+        ax1.set_xticks([])
+    ax1.set_xlabel("filter" + (" (sorted)" if len(filters) > 20 else ""))
+    ax1.set_ylabel("energy in top-AU region")
+    ax1.set_ylim(0, 1)
+    ax1.legend(fontsize=7)
     return save(fig, path)

@@ -3,8 +3,20 @@ histograms of each conv3 filter over training images with and without each actio
 
 For filter i and AU j: Q_ij = histogram of F_i(x) over images with AU j, R_ij = the same over
 images without it, both on the filter's shared equal-width bins (over all training images),
-``eps`` added to every bin before normalising; D_KL(Q_ij || R_ij). Everything is vectorised:
+smoothed with pseudo-counts before normalising; D_KL(Q_ij || R_ij). Everything is vectorised:
 one matrix product gives the positive counts of every (filter, bin, AU).
+
+Smoothing (open in the paper; ``analysis.kl_eps`` and ``analysis.kl_prior``): ``eps`` pseudo-counts
+per bin on average (``eps * bins`` in all) are added to the positive and to the negative counts.
+``prior="uniform"`` spreads them evenly (``eps`` in every bin: the spec's literal "add a small epsilon
+to every bin"); ``prior="pooled"`` spreads them like the filter's histogram over all training images,
+i.e. a Dirichlet prior centred on "the AU makes no difference". Why it matters: AUs with few
+positive images (CK+ codes a sequence's AUs on its three near-identical peak frames, so 12 positives
+can be 4 faces) give spiky Q histograms; with a vanishing eps every occupied bin where R is thin adds
+a large term, so the plug-in KL grows as the positive count shrinks, whatever the filter does, and the
+rarest AU wins the ranking for noise filters. Uniform pseudo-counts do not cure it (they pull a small
+Q towards flat, far from a skewed R); pooled ones pull it towards R, so a small sample with no
+association scores near 0 while a large sample keeps its evidence.
 """
 
 from __future__ import annotations
@@ -70,12 +82,20 @@ def bin_indices(values: np.ndarray, bins: int) -> np.ndarray:
     return np.clip((scaled * bins).astype(np.int64), 0, bins - 1)
 
 
-def kl_matrix(values: np.ndarray, au: np.ndarray, bins: int = 20, eps: float = 1e-6) -> np.ndarray:
+PRIORS = ("uniform", "pooled")
+
+
+def kl_matrix(values: np.ndarray, au: np.ndarray, bins: int = 20, eps: float = 1e-6,
+              prior: str = "uniform") -> np.ndarray:
     """D_KL(Q || R) for every filter and AU: an (F, J) array.
 
     ``values``: (N, F) max activation of each filter on each training image; ``au``: (N, J)
-    boolean indicators. Images without AU j form R_ij, images with it Q_ij.
+    boolean indicators. Images without AU j form R_ij, images with it Q_ij. ``eps``: pseudo-counts
+    per bin on average, spread evenly (``prior="uniform"``) or like the filter's pooled histogram
+    (``prior="pooled"``); see the module docstring.
     """
+    if prior not in PRIORS:
+        raise ValueError(f"prior: got {prior!r}; valid: {list(PRIORS)}")
     values = np.asarray(values, dtype=np.float64)
     n, f = values.shape
     au = np.asarray(au, dtype=np.float32)
@@ -87,11 +107,18 @@ def kl_matrix(values: np.ndarray, au: np.ndarray, bins: int = 20, eps: float = 1
     pos = (onehot.T @ au).reshape(f, bins, -1)  # (F, bins, J) counts of images with the AU
     total = onehot.sum(axis=0).reshape(f, bins, 1)  # (F, bins, 1) counts of all images
     neg = total - pos
-    q = pos.astype(np.float64) + eps
-    r = neg.astype(np.float64) + eps
+    if prior == "uniform":
+        pseudo = np.full((f, bins, 1), float(eps))
+    else:  # eps * bins pseudo-counts in all, shaped like the pooled histogram
+        pseudo = eps * bins * total.astype(np.float64) / max(n, 1)
+    q = pos.astype(np.float64) + pseudo
+    r = neg.astype(np.float64) + pseudo
     q /= q.sum(axis=1, keepdims=True)
     r /= r.sum(axis=1, keepdims=True)
-    return (q * np.log(q / r)).sum(axis=1)  # (F, J)
+    # pooled prior: bins no image falls in stay empty in both (0 log 0 = 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(q > 0, q * np.log(q / r), 0.0)
+    return terms.sum(axis=1)  # (F, J)
 
 
 def ranking(kl: np.ndarray, aus: Sequence[int], filters: Sequence[int] | None = None) -> pd.DataFrame:

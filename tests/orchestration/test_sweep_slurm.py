@@ -136,7 +136,7 @@ def test_preempted_and_requeued_job_resumes_with_the_same_metrics(workdir: Path,
     ref_backend = SlurmBackend(ref_cfg.jobs_dir / "submitit")
     backend = SlurmBackend(cfg.jobs_dir / "submitit")
     run_sweep(ref_cfg, ref_backend)
-    result = run_sweep(cfg, backend)
+    result = run_sweep(cfg, backend, fn_for=_paced_training)
     spec = result.specs[0]
     sid = result.arrays[0]["slurm_id"]
     progress = Path(spec.run_dir) / "progress.json"
@@ -163,6 +163,23 @@ def test_preempted_and_requeued_job_resumes_with_the_same_metrics(workdir: Path,
     pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
     ja, jb = (json.loads((d / "job.json").read_text()) for d in (Path(spec.run_dir), ref_dir))
     assert (ja["val_acc"], ja["test_acc"], ja["selected_iteration"]) == (jb["val_acc"], jb["test_acc"], jb["selected_iteration"])
+
+
+def _paced_training() -> Any:
+    """The real training callable (requeue included), slowed to 0.2 s a step so the test can
+    signal the job while it runs, whatever the machine's speed. Built inside a function so that
+    submitit's cloudpickle sends the class by value."""
+    from fercluster.train.requeue import JobCheckpointable
+
+    class Paced(JobCheckpointable):
+        def __call__(self, spec: Any, **kwargs: Any) -> dict:
+            import time
+
+            from fercluster.train.job import run_job
+
+            return run_job(spec, progress=lambda it, total: time.sleep(0.2))
+
+    return Paced()
 
 
 def _requeued(sid: str) -> int:
