@@ -155,7 +155,7 @@ def run_sweep(cfg: SweepConfig, backend: Any, *, dry_run: bool = False, retry_fa
         todo = result.diff.submit + result.diff.retry
         if todo:
             if prepare:
-                _prepare(cfg, {s.dataset for s in todo})
+                prepare_datasets(cfg, {s.dataset for s in todo})
             retry_ids = {s.job_id for s in result.diff.retry}
             with private_umask():
                 result.arrays = _submit_arrays(cfg, state, backend, fn_for, specs, todo, retry_ids)
@@ -188,12 +188,10 @@ def _diff(cfg: SweepConfig, specs: list[JobSpec], state: SweepState, backend: An
     return SweepResult(specs=specs, rows=rows, diff=diff, dry_run=dry_run, timings=timings)
 
 
-def _prepare(cfg: SweepConfig, datasets: set[str]) -> None:
+def prepare_datasets(cfg: SweepConfig, datasets: set[str]) -> None:
     """Prepare the data sets on this machine once, before jobs that all need them start."""
-    try:
-        from fercluster.data import ensure_prepared
-    except ImportError:
-        return
+    from fercluster.data import ensure_prepared
+
     for name in sorted(datasets):
         ensure_prepared(cfg, name)
 

@@ -15,6 +15,7 @@ from typing import Any, Callable
 from fercluster.config import SweepConfig
 from fercluster.errors import FerclusterError, SlurmError
 from fercluster.orchestration import plan as plan_mod
+from fercluster.orchestration.coordinator import prepare_datasets
 from fercluster.orchestration.monitor import job_rows
 from fercluster.orchestration.state import load_state, save_state, sweep_lock
 
@@ -45,7 +46,7 @@ def run_local(cfg: SweepConfig, console: Any = None, runner: Callable[..., Any] 
         console.print(f"[bold]{cfg.name}[/]: {len(specs)} jobs, {summary['skipped']} done, "
                       f"{summary['left_to_slurm']} on SLURM, {len(todo)} to run here")
         if prepare:
-            _prepare(cfg, {s.dataset for s in todo})
+            prepare_datasets(cfg, {s.dataset for s in todo})
         for i, spec in enumerate(todo, 1):
             label = f"[{i}/{len(todo)}] {spec.dataset} fold {spec.fold} {spec.variant} seed {spec.seed} ({spec.job_id})"
             ok = _run_one(cfg, state, spec, runner, console, label)
@@ -70,15 +71,6 @@ def _rows(cfg: SweepConfig, specs: list, state: Any, backend: Any, console: Any)
     except SlurmError as exc:
         console.print(f"[yellow]SLURM not reachable ({exc}); its jobs are left alone[/]")
         return job_rows(specs, state, None)
-
-
-def _prepare(cfg: SweepConfig, datasets: set[str]) -> None:
-    try:
-        from fercluster.data import ensure_prepared
-    except ImportError:
-        return
-    for name in sorted(datasets):
-        ensure_prepared(cfg, name)
 
 
 def _run_one(cfg: SweepConfig, state: Any, spec: Any, runner: Callable[..., Any], console: Any, label: str) -> bool:
