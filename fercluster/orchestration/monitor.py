@@ -105,6 +105,7 @@ def _base_row(spec: JobSpec, state: SweepState, details: bool = True) -> JobRow:
         row.state = "COMPLETED"
         row.iteration = row.iterations
         row.val_acc, row.test_acc = _num(done.get("val_acc")), _num(done.get("test_acc"))
+        row.node = str(done.get("host") or "")
         row.elapsed = _num((done.get("timings") or {}).get("total_s")) if isinstance(done.get("timings"), dict) else None
         return row
     progress = read_json(os.path.join(spec.run_dir, "progress.json"))

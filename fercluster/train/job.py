@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,6 +287,7 @@ class _Run:
             "packages": outputs.packages(),
             "device": outputs.device_name(self.device, self.info.world_size),
             "world_size": self.info.world_size,
+            "host": socket.gethostname(),
             "timings": {**self.timings, "total_s": total, "sec_per_iter": total / max(1, self.iterations)},
             "status": "completed",
         }
