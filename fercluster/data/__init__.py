@@ -45,7 +45,8 @@ def _matches(out: Path, ds: "Dataset", name: str) -> bool:
     if not is_prepared(out):
         return False
     info = read_info(out)
-    wanted = {"kind": ds.kind, "classes": ds.classes}
+    # The source too: two configs may give data sets of one name different raw sets.
+    wanted = {"kind": ds.kind, "classes": ds.classes, "source": str(Path(ds.root).resolve())}
     if ds.kind == "ckplus":
         wanted["crop"] = ds.crop
     wrong = [f"{k}={info.get(k)!r} (config: {v!r})" for k, v in wanted.items() if info.get(k) != v]

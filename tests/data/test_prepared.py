@@ -274,3 +274,27 @@ def test_ensure_prepared_generates_the_synthetic_raw_set(tmp_path):
     assert prepared.info["crop"] == "landmarks" and prepared.au_regions is not None
     assert len(prepared) == 4 * prepared.info["counts"]["labelled sequences"]
     assert not [p for p in root.parent.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_prepared_set_of_another_raw_source_is_refused(tmp_path, monkeypatch):
+    """Two configs may name a data set alike with different raw sets: never train on the wrong one."""
+    import pytest
+
+    from fercluster.config import parse_config
+    from fercluster.data import ensure_prepared
+    from fercluster.errors import DataError
+
+    monkeypatch.chdir(tmp_path)
+
+    def cfg(root: str):
+        return parse_config({
+            "name": "s",
+            "datasets": {"ck": {"kind": "ckplus", "root": root, "crop": "landmarks",
+                                "synthetic": {"subjects": 4, "sequences_per_subject": 1}}},
+            "grid": [{"dataset": "ck"}],
+        })
+
+    out = ensure_prepared(cfg("raw-a"), "ck")
+    with pytest.raises(DataError, match=r"source='.*raw-a' \(config: '.*raw-b'\)"):
+        ensure_prepared(cfg("raw-b"), "ck")
+    assert ensure_prepared(cfg("raw-a"), "ck") == out

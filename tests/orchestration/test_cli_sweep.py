@@ -35,7 +35,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeBackend:
     backend = FakeBackend()
     monkeypatch.setattr("fercluster.cli.sweep._backend", lambda cfg: backend)
     monkeypatch.setattr("fercluster.orchestration.jobs.training_callable", lambda: print)
-    monkeypatch.setattr("fercluster.orchestration.coordinator._prepare", lambda cfg, names: None)
+    monkeypatch.setattr("fercluster.orchestration.coordinator.prepare_datasets", lambda cfg, names: None)
     return backend
 
 
