@@ -29,7 +29,7 @@ def job(
     from fercluster.errors import ConfigError
     from fercluster.train.checkpoint import JobInterrupted
     from fercluster.train.job import run_job
-    from fercluster.train.spec import make_spec
+    from fercluster.orchestration.plan import make_spec
 
     cfg = load_config(config)
     if dataset not in cfg.datasets:
@@ -39,8 +39,9 @@ def job(
     folds = cfg.datasets[dataset].folds
     if not 0 <= fold < folds:
         raise ConfigError(f"--fold: got {fold}; {dataset} has folds 0..{folds - 1}")
-    spec = make_spec(cfg, dataset, fold, variant, seed, run_dir=str(run_dir) if run_dir else None)
-    spec = replace(spec, prepared_dir=str(ensure_prepared(cfg, dataset)))
+    spec = make_spec(cfg, dataset, fold, variant, seed)  # the sweep's job: same id, k from_tune resolved
+    spec = replace(spec, prepared_dir=str(ensure_prepared(cfg, dataset)),
+                   **({"run_dir": str(run_dir)} if run_dir else {}))
     try:
         record = _run_with_progress(spec, run_job)
     except JobInterrupted as exc:

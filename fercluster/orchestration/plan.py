@@ -7,14 +7,13 @@ result (``fercluster.train.spec.identity``): SLURM resources and paths never cha
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from fercluster.config import SweepConfig
 from fercluster.errors import ConfigError
+from fercluster.train import spec as spec_mod
 from fercluster.train.spec import JobSpec
 
 
@@ -22,17 +21,16 @@ def expand(cfg: SweepConfig) -> list[JobSpec]:
     """Every job of the sweep's grid, in a stable order, without duplicates."""
     specs: list[JobSpec] = []
     seen: set[str] = set()
-    per_dataset: dict[str, tuple[dict[str, Any], str, str]] = {}
-    runs = str(cfg.results_dir / "runs")
+    trains: dict[str, dict[str, Any]] = {}
     for entry in cfg.grid:
         name = entry.dataset
-        if name not in per_dataset:
-            per_dataset[name] = (resolved_train(cfg, name), str(cfg.prepared_dir(name)), runs)
+        if name not in trains:
+            trains[name] = resolved_train(cfg, name)
         folds = range(cfg.datasets[name].folds) if entry.folds == "all" else entry.folds
         for fold in folds:
             for variant in entry.variants:
                 for seed in entry.seeds:
-                    spec = _spec(cfg, name, fold, variant, seed, *per_dataset[name])
+                    spec = spec_mod.make_spec(cfg, name, fold, variant, seed, train=trains[name])
                     if spec.job_id not in seen:
                         seen.add(spec.job_id)
                         specs.append(spec)
@@ -40,29 +38,8 @@ def expand(cfg: SweepConfig) -> list[JobSpec]:
 
 
 def make_spec(cfg: SweepConfig, dataset: str, fold: int, variant: str, seed: int) -> JobSpec:
-    """The ``JobSpec`` of one job of ``cfg`` (whether or not its grid names it)."""
-    return _spec(cfg, dataset, fold, variant, seed, resolved_train(cfg, dataset),
-                 str(cfg.prepared_dir(dataset)), str(cfg.results_dir / "runs"))
-
-
-def _spec(cfg: SweepConfig, dataset: str, fold: int, variant: str, seed: int, train: dict[str, Any],
-          prepared_dir: str, runs: str) -> JobSpec:
-    ds = cfg.datasets[dataset]
-    spec = JobSpec(
-        sweep=cfg.name,
-        dataset=dataset,
-        kind=ds.kind,
-        classes=ds.classes,
-        fold=int(fold),
-        variant=variant,
-        seed=int(seed),
-        train=train,
-        prepared_dir=prepared_dir,
-        run_dir="",
-        crop=ds.crop if ds.kind == "ckplus" else "none",
-    )
-    # run_dir depends on the id, the id does not depend on run_dir: build, then place.
-    return dataclasses.replace(spec, run_dir=os.path.join(runs, spec.job_id))
+    """The ``JobSpec`` of one job of ``cfg`` (whether or not its grid names it), ``from_tune`` resolved."""
+    return spec_mod.make_spec(cfg, dataset, fold, variant, seed, train=resolved_train(cfg, dataset))
 
 
 def resolved_train(cfg: SweepConfig, dataset: str) -> dict[str, Any]:

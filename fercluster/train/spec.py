@@ -68,12 +68,15 @@ def make_job_id(spec: JobSpec) -> str:
     return hashlib.sha1(blob).hexdigest()[:10]
 
 
-def make_spec(cfg: Any, dataset: str, fold: int, variant: str, seed: int = 0, run_dir: str | None = None) -> JobSpec:
+def make_spec(cfg: Any, dataset: str, fold: int, variant: str, seed: int = 0, run_dir: str | None = None,
+              train: dict[str, Any] | None = None) -> JobSpec:
     """The ``JobSpec`` of one grid cell of a sweep config (pure: reads no file, writes none).
 
     ``cfg`` is a ``fercluster.config.SweepConfig``. ``run_dir`` defaults to
     ``cfg.results_dir / "runs" / job_id``; ``prepared_dir`` is ``cfg.prepared_dir(dataset)``
-    (``fercluster.data.ensure_prepared`` makes sure it exists before the job runs).
+    (``fercluster.data.ensure_prepared`` makes sure it exists before the job runs). ``train``
+    replaces the data set's training settings (the coordinator passes them with ``k: from_tune``
+    resolved to a number).
     """
     ds = cfg.datasets[dataset]
     spec = JobSpec(
@@ -84,7 +87,7 @@ def make_spec(cfg: Any, dataset: str, fold: int, variant: str, seed: int = 0, ru
         fold=int(fold),
         variant=variant,
         seed=int(seed),
-        train=cfg.train_for(dataset).model_dump(mode="json"),
+        train=train if train is not None else cfg.train_for(dataset).model_dump(mode="json"),
         prepared_dir=str(cfg.prepared_dir(dataset)),
         run_dir="",
         crop=ds.crop if ds.kind == "ckplus" else "none",

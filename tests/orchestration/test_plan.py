@@ -65,7 +65,5 @@ def test_k_from_tune_read_from_best_json(tmp_path: Path) -> None:
 def test_plan_agrees_with_the_training_streams_make_spec(tmp_path: Path) -> None:
     from fercluster.train import spec as spec_mod
 
-    if not hasattr(spec_mod, "make_spec"):
-        pytest.skip("fercluster.train.spec.make_spec not there")
     cfg = make_config(tmp_path)
     assert [spec_mod.make_spec(cfg, s.dataset, s.fold, s.variant, s.seed) for s in expand(cfg)] == expand(cfg)

@@ -51,6 +51,25 @@ def test_job_command_honours_run_dir_and_seed(config, tmp_path):
     assert json.loads((tmp_path / "mine" / "job.json").read_text())["seed"] == 5
 
 
+def test_job_command_runs_the_sweeps_job_with_k_from_tune_resolved(config, tmp_path):
+    """Same job id and run directory as the sweep would use, with the searched k."""
+    from fercluster.config import load_config
+    from fercluster.orchestration.plan import expand
+
+    data = yaml.safe_load(config.read_text())
+    data["train"]["k"] = "from_tune search"
+    config.write_text(yaml.safe_dump(data))
+    best = tmp_path / "results" / "search" / "tune" / "best.json"
+    best.parent.mkdir(parents=True)
+    best.write_text(json.dumps({"k": 0.42}))
+
+    result = runner.invoke(app, ["job", str(config), "--dataset", "ckplus", "--fold", "0", "--variant", "A"])
+    assert result.exit_code == 0, result.output
+    (planned,) = expand(load_config(config))
+    record = json.loads((tmp_path / "results" / "clitest" / "runs" / planned.job_id / "job.json").read_text())
+    assert (record["job_id"], record["k"]) == (planned.job_id, 0.42)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
