@@ -59,8 +59,8 @@ class PlannedJob:
     fold: int
     variant: str
     seed: int
-    job_id: str | None  # None when the plan came from the grid (no orchestration module)
-    run_dir: Path | None
+    job_id: str
+    run_dir: Path
 
     @property
     def key(self) -> tuple[str, int, str, int]:
@@ -74,32 +74,13 @@ class Collection:
     missing: list[dict[str, Any]]  # planned jobs without job.json
     skipped: list[dict[str, Any]]  # complete jobs left out: {job_id, run_dir, reason}
     extra: list[str] = field(default_factory=list)  # complete run dirs not in the plan (ignored)
-    plan_source: str = "expand"  # "expand" (orchestration's plan) or "grid" (derived here)
 
 
-def planned_jobs(cfg: SweepConfig) -> tuple[list[PlannedJob], str]:
-    """The sweep's jobs from ``fercluster.orchestration.plan.expand``; the grid if it is absent."""
-    try:
-        from fercluster.orchestration.plan import expand
-    except ImportError:
-        return _grid_jobs(cfg), "grid"
-    return [
-        PlannedJob(s.dataset, int(s.fold), s.variant, int(s.seed), s.job_id, Path(s.run_dir)) for s in expand(cfg)
-    ], "expand"
+def planned_jobs(cfg: SweepConfig) -> list[PlannedJob]:
+    """The sweep's jobs, from ``fercluster.orchestration.plan.expand``."""
+    from fercluster.orchestration.plan import expand
 
-
-def _grid_jobs(cfg: SweepConfig) -> list[PlannedJob]:
-    jobs, seen = [], set()
-    for entry in cfg.grid:
-        folds = range(cfg.datasets[entry.dataset].folds) if entry.folds == "all" else entry.folds
-        for fold in folds:
-            for variant in entry.variants:
-                for seed in entry.seeds:
-                    key = (entry.dataset, int(fold), variant, int(seed))
-                    if key not in seen:
-                        seen.add(key)
-                        jobs.append(PlannedJob(*key, job_id=None, run_dir=None))
-    return jobs
+    return [PlannedJob(s.dataset, int(s.fold), s.variant, int(s.seed), s.job_id, Path(s.run_dir)) for s in expand(cfg)]
 
 
 def read_job(run_dir: Path) -> JobResult:
@@ -202,42 +183,28 @@ def _read_chunk(run_dirs: list[Path]) -> list[JobResult | dict[str, Any] | None]
     return [_try_read_complete(d) for d in run_dirs]
 
 
-def collect(cfg: SweepConfig, workers: int | None = None, plan: tuple[list[PlannedJob], str] | None = None) -> Collection:
+def collect(cfg: SweepConfig, workers: int | None = None, plan: list[PlannedJob] | None = None) -> Collection:
     """Every complete job of the sweep, the planned jobs still missing, the broken ones skipped.
 
     ``plan``: the result of ``planned_jobs(cfg)`` when the caller already has it.
     """
-    planned, source = plan if plan is not None else planned_jobs(cfg)
+    planned = plan if plan is not None else planned_jobs(cfg)
     runs = cfg.results_dir / "runs"
-    if source == "expand":
-        wanted = {p.job_id for p in planned}
-        candidates = [p.run_dir for p in planned if p.run_dir is not None]
-        extra = sorted(
-            d.name for d in runs.glob("*") if d.name not in wanted and (d / "job.json").exists()
-        ) if runs.is_dir() else []
-    else:
-        candidates = sorted(runs.glob("*")) if runs.is_dir() else []
-        extra = []
-    outcomes = [o for o in _read_all(candidates, workers) if o is not None]
+    wanted = {p.job_id for p in planned}
+    extra = sorted(
+        d.name for d in runs.glob("*") if d.name not in wanted and (d / "job.json").exists()
+    ) if runs.is_dir() else []
+    outcomes = [o for o in _read_all([p.run_dir for p in planned], workers) if o is not None]
     results = [o for o in outcomes if isinstance(o, JobResult)]
     skipped = [o for o in outcomes if isinstance(o, dict)]
-    if source == "grid":  # keep only jobs of this sweep's grid, one per key
-        keys = {p.key for p in planned}
-        kept: dict[tuple, JobResult] = {}
-        for r in results:
-            if r.key in keys and r.spec.get("sweep", cfg.name) == cfg.name:
-                kept.setdefault(r.key, r)
-            else:
-                extra.append(r.job_id)
-        results = list(kept.values())
     done_keys = {r.key for r in results}
     broken = {s["job_id"] for s in skipped}
     missing = [
         {"dataset": p.dataset, "fold": p.fold, "variant": p.variant, "seed": p.seed, "job_id": p.job_id}
         for p in planned
-        if p.key not in done_keys and (p.job_id is None or p.job_id not in broken)
+        if p.key not in done_keys and p.job_id not in broken
     ]
-    return Collection(results, planned, missing, skipped, extra, source)
+    return Collection(results, planned, missing, skipped, extra)
 
 
 def _read_all(run_dirs: list[Path], workers: int | None) -> list[JobResult | dict[str, Any] | None]:

@@ -114,11 +114,9 @@ def _label_names(cfg: SweepConfig) -> dict[str, list[str]]:
 
 
 def _tune_section(cfg: SweepConfig, out: Path) -> Section | None:
-    """The Ray Tune engineer's fragment, if their module exists and has something to say."""
-    try:
-        from fercluster.analysis.tune_section import tune_section
-    except ImportError:
-        return None
+    """The Ray Tune search's section, when the sweep has one with results."""
+    from fercluster.analysis.tune_section import tune_section
+
     try:
         fragment = tune_section(cfg, out)
     except (FerclusterError, OSError, ValueError) as exc:
@@ -148,8 +146,6 @@ def _missing_section(col: Collection, skipped: list[dict]) -> Section:
     if col.extra:
         s.text(f"{len(col.extra)} complete run directories are not in this sweep's plan (ignored): "
                + ", ".join(col.extra[:20]) + (" ..." if len(col.extra) > 20 else ""))
-    if col.plan_source == "grid":
-        s.note("The orchestration plan was not available; planned jobs were derived from the config's grid.")
     return s
 
 

@@ -55,11 +55,8 @@ def _backend(cfg: Any) -> Any:
 
 
 def _tune(name: str) -> Any:
-    try:
-        from fercluster.orchestration import tune
-    except ImportError:
-        raise ConfigError("this config has a tune: section but fercluster.orchestration.tune is not "
-                          "installed yet; remove tune: to run the grid") from None
+    from fercluster.orchestration import tune
+
     return getattr(tune, name)
 
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from fercluster.errors import AnalysisError
-
 
 def training_callable() -> Callable[..., Any]:
     """The training job as submitit's Checkpointable (requeued on pre-emption and time-out)."""
@@ -25,28 +23,10 @@ def local_runner() -> Callable[..., Any]:
     return run_job
 
 
-def find_aggregate() -> Callable[..., Any] | None:
-    """The analysis stream's ``aggregate(cfg, console=None)``, or None while it is not there."""
-    try:
-        from fercluster.analysis.report import aggregate
-
-        return aggregate
-    except ImportError:
-        pass
-    try:
-        from fercluster.analysis import aggregate  # type: ignore[attr-defined]
-
-        return aggregate if callable(aggregate) else None
-    except ImportError:
-        return None
-
-
 def aggregate_job(config: dict[str, Any]) -> dict[str, Any]:
     """The aggregation job (submitted after the training arrays, ``afterany``)."""
     from fercluster.config import parse_config
 
-    cfg = parse_config(config, source="aggregation job")
-    aggregate = find_aggregate()
-    if aggregate is None:
-        raise AnalysisError("fercluster.analysis.report.aggregate is not installed; run 'fercluster aggregate' later")
-    return aggregate(cfg)
+    from fercluster.analysis.report import aggregate
+
+    return aggregate(parse_config(config, source="aggregation job"))

@@ -115,14 +115,7 @@ def _run_one(cfg: SweepConfig, state: Any, spec: Any, runner: Callable[..., Any]
 
 
 def _aggregate(cfg: SweepConfig, console: Any) -> Any:
-    from fercluster.orchestration.jobs import find_aggregate
+    from fercluster.analysis.report import aggregate
 
-    aggregate = find_aggregate()
-    if aggregate is None:
-        console.print("[yellow]aggregation not available yet (fercluster.analysis.report.aggregate); skipped[/]")
-        return None
     console.print("[bold]aggregating[/] ...")
-    try:
-        return aggregate(cfg, console=console)
-    except TypeError:
-        return aggregate(cfg)
+    return aggregate(cfg, console=console)
