@@ -27,6 +27,7 @@ import hashlib
 import os
 import socket
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,7 @@ def _dimension(p: SearchParam, grid: bool, n: int) -> Any:
 def base_job(cfg: SweepConfig, dataset: str) -> dict[str, Any]:
     """What every trial of a data set shares: its JobSpec (before sampling) and where trials go."""
     from fercluster.orchestration.plan import resolved_train
-    from fercluster.train.spec import JobSpec
+    from fercluster.train.spec import make_spec
 
     t = cfg.tune
     assert t is not None
@@ -110,13 +111,8 @@ def base_job(cfg: SweepConfig, dataset: str) -> dict[str, Any]:
         train = resolved_train(cfg, dataset)
     # a checkpoint at every evaluation: ASHA stops trials right after one, restore resumes there
     train["checkpoint_every"] = train["eval_every"]
-    ds = cfg.datasets[dataset]
-    spec = JobSpec(
-        sweep=cfg.name, dataset=dataset, kind=ds.kind, classes=ds.classes, fold=t.folds[0],
-        variant=t.variant, seed=t.seed, train=train, run_dir="",
-        prepared_dir=str(Path(cfg.prepared_dir(dataset)).absolute()),
-        crop=ds.crop if ds.kind == "ckplus" else "none",
-    )  # fmt: skip
+    spec = replace(make_spec(cfg, dataset, t.folds[0], t.variant, t.seed, run_dir="", train=train),
+                   prepared_dir=str(Path(cfg.prepared_dir(dataset)).absolute()))
     return {"spec": spec.to_dict(), "trials_dir": str(results_dir(cfg) / "trials"), "tunable": sorted(t.space)}
 
 
