@@ -6,10 +6,11 @@ valid. Paths are relative to the current working directory, as with any command-
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -17,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -98,6 +100,16 @@ K_RE = re.compile(r"^(random|from_tune [A-Za-z0-9._-]+)$")
 
 
 class Train(Strict):
+    """The training settings of one job: typed once, read as attributes on the job side.
+
+    Every default lives here. A job's id hashes the settings that differ from these defaults
+    (``fercluster.train.spec.identity``), except the ones in ``RESULT_NEUTRAL``, which cannot
+    change what a job computes; so a setting added later with a default keeps every job id.
+    """
+
+    # Settings that change how fast or where a job runs, never what it computes.
+    RESULT_NEUTRAL: ClassVar[frozenset[str]] = frozenset({"device", "checkpoint_every", "channels_last", "compile"})
+
     iterations: int = Field(31_000, ge=1)
     eval_every: int = Field(1_000, ge=1)  # evaluate (and keep a selectable checkpoint) this often
     checkpoint_every: int = Field(1_000, ge=1)  # full resumable checkpoint this often
@@ -105,7 +117,7 @@ class Train(Strict):
     lr: float = Field(0.01, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(1e-5, ge=0)
-    # k: a number, "random" (U[k_low, k_high) per run, from the job's seed) or "from_tune <sweep>".
+    # k: a number, "random" (U[k_low, k_high) per job, drawn from its identity) or "from_tune <sweep>".
     k: float | str = "random"
     k_low: float = Field(0.2, gt=0)
     k_high: float = Field(1.2, gt=0)
@@ -117,6 +129,12 @@ class Train(Strict):
     image_size: int = Field(96, ge=16, le=96)  # images are resized to this (tests, demo)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = False
+    # TF32 for float32 matmuls and cuDNN convolutions on CUDA. False: IEEE fp32 as the original
+    # (Theano) code computed; PyTorch's own default runs cuDNN convolutions in TF32 on recent GPUs.
+    tf32: bool = False
+    # True: every variant of a fold draws the same k and initial weights (a paired design);
+    # False: each job draws its own from its identity (data set, fold, variant, seed), as the paper's runs.
+    pair_variants: bool = False
     compile: bool = False
     channels_last: bool = True  # on CUDA only
 
@@ -137,6 +155,11 @@ class Train(Strict):
         if self.image_size % 4:
             raise ValueError(f"image_size: got {self.image_size}; must be a multiple of 4")
         return self
+
+    def result_settings(self) -> dict[str, Any]:
+        """The settings that differ from their defaults and can change a job's result (JSON values)."""
+        changed = self.model_dump(mode="json", exclude_defaults=True)
+        return {key: value for key, value in sorted(changed.items()) if key not in self.RESULT_NEUTRAL}
 
 
 class Slurm(Strict):
@@ -171,9 +194,6 @@ class SearchParam(Strict):
         elif not self.values:
             raise ValueError(f"{self.type} needs a non-empty list of values")
         return self
-
-
-TUNABLE = ("k", "lr", "weight_decay", "momentum", "dropout")
 
 
 class Tune(Strict):
@@ -222,23 +242,29 @@ class SweepConfig(Strict):
     slurm: Slurm = Field(default_factory=Slurm)
     tune: Tune | None = None
     analysis: Analysis = Field(default_factory=Analysis)
+    _trains: dict[str, Train] = PrivateAttr(default_factory=dict)  # per data set, overrides applied
 
     @model_validator(mode="after")
     def _references(self) -> "SweepConfig":
         problems = []
         for i, entry in enumerate(self.grid):
             if entry.dataset not in self.datasets:
-                problems.append(
-                    f"grid.{i}.dataset: got {entry.dataset!r}; valid: {sorted(self.datasets)}"
-                )
+                problems.append(f"grid.{i}.dataset: got {entry.dataset!r}; valid: {sorted(self.datasets)}")
             elif entry.folds != "all":
                 n = self.datasets[entry.dataset].folds
                 bad = [f for f in entry.folds if f >= n]
                 if bad:
                     problems.append(f"grid.{i}.folds: got {bad}; {entry.dataset} has folds 0..{n - 1}")
-        for name in self.train_overrides:
+        for name, overrides in self.train_overrides.items():
             if name not in self.datasets:
                 problems.append(f"train_overrides.{name}: not a data set; valid: {sorted(self.datasets)}")
+                continue
+            try:  # validated now, as strictly as train: itself, so a bad override fails at load
+                self._trains[name] = Train.model_validate_json(
+                    json.dumps({**self.train.model_dump(mode="json"), **overrides})
+                )
+            except ValidationError as exc:
+                problems += _lines(exc, prefix=f"train_overrides.{name}.")
         if self.tune is not None:
             for name in self.tune.datasets:
                 if name not in self.datasets:
@@ -255,13 +281,22 @@ class SweepConfig(Strict):
 
     def train_for(self, dataset: str) -> Train:
         """The training settings of one data set: ``train`` with its ``train_overrides`` applied."""
-        overrides = self.train_overrides.get(dataset)
-        if not overrides:
-            return self.train
-        try:
-            return Train.model_validate({**self.train.model_dump(), **overrides})
-        except ValidationError as exc:
-            raise ConfigError(_format(exc, prefix=f"train_overrides.{dataset}.")) from None
+        return self._trains.get(dataset, self.train)
+
+    def data_id(self, dataset: str) -> str:
+        """A short fingerprint of what a data set's images are made from: the raw source (its
+        resolved path), the prepared folder and the preparation options. Part of every job id,
+        so the same sweep pointed at other data has other jobs."""
+        ds = self.datasets[dataset]
+        recipe = {
+            "kind": ds.kind,
+            "classes": ds.classes,
+            "crop": ds.crop if ds.kind == "ckplus" else None,
+            "root": str(Path(ds.root).resolve()),
+            "prepared": str(Path(self.prepared_dir(dataset)).resolve()),
+            "synthetic": ds.synthetic.model_dump(mode="json") if ds.synthetic is not None else None,
+        }
+        return hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
 
     @property
     def jobs_dir(self) -> Path:
@@ -277,6 +312,13 @@ _TAG_RE = re.compile(r"^(literal\[.*\]|[a-z-]+\[.*\]|function-.*)$")
 
 
 def _format(exc: ValidationError, prefix: str = "") -> str:
+    """One line for one problem; a head line and one indented line per problem for several."""
+    lines = _lines(exc, prefix)
+    return "invalid config: " + lines[0] if len(lines) == 1 else "invalid config:\n  " + "\n  ".join(lines)
+
+
+def _lines(exc: ValidationError, prefix: str = "") -> list[str]:
+    """One line per problem, each naming the key (with ``prefix``), the value and what is valid."""
     located = []  # (where, error, bad dict key?, member of a union?)
     for err in exc.errors():
         parts = [str(p) for p in err["loc"]]
@@ -308,7 +350,7 @@ def _format(exc: ValidationError, prefix: str = "") -> str:
             line = f"{loc or '(top level)'}: got {value!r}; {msg}"
         key = f"{loc}#union" if tagged else f"{loc}#{len(lines)}"
         lines[key] = f"{lines[key]} or {msg}" if key in lines else line
-    return "invalid config:\n  " + "\n  ".join(lines.values())
+    return list(lines.values())
 
 
 def parse_config(data: Any, source: str = "<config>") -> SweepConfig:

@@ -42,7 +42,10 @@ def probe_slurm() -> SlurmCluster | str:
     try:
         out = subprocess.run(
             ["sinfo", "--noheader", "--format=%P|%a|%t|%N"],
-            capture_output=True, text=True, timeout=30, check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
         )
     except subprocess.TimeoutExpired:
         return "sinfo did not answer within 30 s"

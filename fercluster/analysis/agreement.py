@@ -13,8 +13,8 @@ agreement rate is the share of counted filters that agree.
 Which filters: by default every conv3 filter (``analysis.agreement_filters: all``), not only the
 ten shown: with ten filters the rate moves in steps of 0.1 and its sampling error is about 0.13,
 too coarse to tell two rates apart; guided backprop of 64 filters x 10 images at 32-48 px takes a
-few seconds. The rate over the shown filters is reported too (they are chosen by their top KL
-with the true labels, so the shuffled baseline on them is computed on the same filters).
+few seconds. The rate over the shown filters is reported too (they are chosen by activation
+strength, without labels, and the shuffled baseline on them is computed on the same filters).
 
 Why the energy *share* and not a density (share / box area) or a lift (density > the image's):
 the planted boxes are nested (lips inside mouth stretch inside jaw drop), and guided-backprop
@@ -42,6 +42,7 @@ import numpy as np
 from fercluster.analysis.kl import kl_matrix
 
 REGION_SIZE = 96  # au_regions.json boxes are in 96x96 crop coordinates
+N_SHUFFLES = 20  # label permutations of the baseline
 
 
 def region_boxes(au_regions: dict, aus: Sequence[int], size: int) -> dict[int, tuple[int, int, int, int]]:
@@ -53,8 +54,12 @@ def region_boxes(au_regions: dict, aus: Sequence[int], size: int) -> dict[int, t
         if not entry or "box" not in entry:
             continue
         y0, y1, x0, x1 = (float(v) for v in entry["box"])
-        boxes[int(au)] = (int(np.floor(y0 * scale)), max(int(np.ceil(y1 * scale)), int(np.floor(y0 * scale)) + 1),
-                          int(np.floor(x0 * scale)), max(int(np.ceil(x1 * scale)), int(np.floor(x0 * scale)) + 1))
+        boxes[int(au)] = (
+            int(np.floor(y0 * scale)),
+            max(int(np.ceil(y1 * scale)), int(np.floor(y0 * scale)) + 1),
+            int(np.floor(x0 * scale)),
+            max(int(np.ceil(x1 * scale)), int(np.floor(x0 * scale)) + 1),
+        )
     return boxes
 
 
@@ -107,14 +112,26 @@ class Agreement:
     details: list[dict] = field(default_factory=list)
 
 
-def agreement(values: np.ndarray, au: np.ndarray, aus: Sequence[int], filters: Sequence[int],
-              projections: Sequence[np.ndarray], au_regions: dict, size: int, bins: int, eps: float,
-              n_shuffles: int = 20, seed: int = 0, prior: str = "uniform",
-              shown: Sequence[int] | None = None) -> Agreement:
+def agreement(
+    values: np.ndarray,
+    au: np.ndarray,
+    aus: Sequence[int],
+    filters: Sequence[int],
+    projections: Sequence[np.ndarray],
+    au_regions: dict,
+    size: int,
+    bins: int,
+    eps: float,
+    prior: str,
+    seed: int,
+    n_shuffles: int = N_SHUFFLES,
+    shown: Sequence[int] | None = None,
+) -> Agreement:
     """Agreement of ``filters`` with the planted regions, and the shuffled-label baseline.
 
     ``values`` (N, F) activations, ``au`` (N, J) indicators with columns ``aus``; ``projections[i]``
-    the guided-backprop maps of ``filters[i]``. ``shown``: a subset of ``filters`` whose rates are
+    the guided-backprop maps of ``filters[i]``. ``bins``, ``eps``, ``prior``: the KL smoothing
+    (``analysis.kl_*``); ``seed``: of the label shuffles (``analysis.shuffle_seed``). ``shown``: a subset of ``filters`` whose rates are
     also reported (``rate_shown``, ``shuffled_shown``).
     """
     boxes = region_boxes(au_regions, aus, size)
@@ -138,8 +155,14 @@ def agreement(values: np.ndarray, au: np.ndarray, aus: Sequence[int], filters: S
         shuffled_frac += _fraction_of(fractions, region_aus, top_s) / n_shuffles
     details = [
         {"filter": int(f), "top_au": int(t), "fraction": _round(fr), "mean_fraction": _round(m), "agrees": _flag(a)}
-        for f, t, fr, m, a in zip(filters, top, _fraction_of(fractions, region_aus, top),
-                                  fractions.mean(axis=1) if len(region_aus) else np.zeros(len(filters)), real)
+        for f, t, fr, m, a in zip(
+            filters,
+            top,
+            _fraction_of(fractions, region_aus, top),
+            fractions.mean(axis=1) if len(region_aus) else np.zeros(len(filters)),
+            real,
+            strict=True,
+        )
     ]
     counted = int(np.isfinite(real).sum())
     real_shown = real[in_shown] if len(in_shown) else np.array([])
@@ -155,7 +178,9 @@ def agreement(values: np.ndarray, au: np.ndarray, aus: Sequence[int], filters: S
         rate_shown=float(np.nanmean(real_shown)) if np.isfinite(real_shown).any() else None,
         shuffled_shown=float(np.mean(rates_shown)) if rates_shown else None,
         shown=[int(filters[i]) for i in in_shown],
-        p_value=float(1 + sum(r >= np.nanmean(real) - 1e-12 for r in rates)) / (1 + len(rates)) if counted and rates else None,
+        p_value=float(1 + sum(r >= np.nanmean(real) - 1e-12 for r in rates)) / (1 + len(rates))
+        if counted and rates
+        else None,
         details=details,
     )
 

@@ -27,12 +27,14 @@ BLOBS = 64  # distinct fabricated metrics/predictions files, reused across jobs 
 
 def bench_config(root: Path, jobs: int):
     seeds = max(1, math.ceil(jobs / 40))
-    return parse_config({
-        "name": "bench",
-        "paths": {"jobs": str(root / "jobs"), "results": str(root / "results"), "data": str(root / "data")},
-        "datasets": {"ckplus": {"kind": "ckplus", "root": str(root / "raw"), "classes": 8, "crop": "landmarks"}},
-        "grid": [{"dataset": "ckplus", "folds": "all", "variants": VARIANTS, "seeds": list(range(seeds))}],
-    })
+    return parse_config(
+        {
+            "name": "bench",
+            "paths": {"jobs": str(root / "jobs"), "results": str(root / "results"), "data": str(root / "data")},
+            "datasets": {"ckplus": {"kind": "ckplus", "root": str(root / "raw"), "classes": 8, "crop": "landmarks"}},
+            "grid": [{"dataset": "ckplus", "folds": "all", "variants": VARIANTS, "seeds": list(range(seeds))}],
+        }
+    )
 
 
 def _blobs(rng: np.random.Generator, n_test: int = 130) -> list[tuple[bytes, bytes, float]]:
@@ -45,10 +47,24 @@ def _blobs(rng: np.random.Generator, n_test: int = 130) -> list[tuple[bytes, byt
         pred = np.where(rng.random(n_test) < 0.8, labels, rng.integers(0, 8, n_test))
         it = np.arange(0, 31_000, 1_000)
         curve = np.minimum(0.95, 0.3 + 0.65 * (1 - np.exp(-it / 5000))) + 0.02 * rng.standard_normal(len(it))
-        metrics = pa.table({"iteration": it, "train_loss": 1 - curve, "train_acc": curve, "val_acc": curve,
-                            "test_acc": curve - 0.01, "wall_time": it * 0.002})
-        preds = pa.table({"image_id": [f"img{i}" for i in range(n_test)], "label": labels, "prediction": pred,
-                          "probs": [[0.125] * 8] * n_test})
+        metrics = pa.table(
+            {
+                "iteration": it,
+                "train_loss": 1 - curve,
+                "train_acc": curve,
+                "val_acc": curve,
+                "test_acc": curve - 0.01,
+                "wall_time": it * 0.002,
+            }
+        )
+        preds = pa.table(
+            {
+                "image_id": [f"img{i}" for i in range(n_test)],
+                "label": labels,
+                "prediction": pred,
+                "probs": [[0.125] * 8] * n_test,
+            }
+        )
         bufs = []
         for table in (metrics, preds):
             buf = io.BytesIO()
@@ -71,11 +87,21 @@ def fabricate(root: Path, jobs: int, seed: int = 0):
         run.mkdir(parents=True)
         (run / "metrics.parquet").write_bytes(metrics)
         (run / "predictions.parquet").write_bytes(preds)
-        (run / "job.json").write_text(json.dumps({
-            "job_id": spec.job_id, "spec": spec.to_dict(), "selected_iteration": 30_000, "val_acc": acc,
-            "test_acc": acc, "code_version": "fabricated", "device": "none", "timings": {"total_s": 60.0},
-            "status": "completed",
-        }))
+        (run / "job.json").write_text(
+            json.dumps(
+                {
+                    "job_id": spec.job_id,
+                    "spec": spec.to_dict(),
+                    "selected_iteration": 30_000,
+                    "val_acc": acc,
+                    "test_acc": acc,
+                    "code_version": "fabricated",
+                    "device": "none",
+                    "timings": {"total_s": 60.0},
+                    "status": "completed",
+                }
+            )
+        )
     return cfg
 
 
@@ -94,24 +120,38 @@ def time_tables(cfg) -> dict[str, float]:
     tables.confusion_matrices(col.results)
     tables.write_tables(cfg.results_dir / "report", acc, folds)
     t2 = time.perf_counter()
-    return {"jobs_read": len(col.results), "plan_s": tp - t0, "read_s": t1 - tp, "tables_s": t2 - t1,
-            "total_s": t2 - t0}
+    return {
+        "jobs_read": len(col.results),
+        "plan_s": tp - t0,
+        "read_s": t1 - tp,
+        "tables_s": t2 - t1,
+        "total_s": t2 - t0,
+    }
 
 
 def time_kl(filters: int = 256, aus: int = 30, images: int = 1300, repeats: int = 5, seed: int = 0) -> dict[str, float]:
     from fercluster.analysis.kl import kl_matrix, ranking
+    from fercluster.config import Analysis
 
+    smoothing = Analysis()  # the config's defaults: what a sweep without an analysis: section runs
     rng = np.random.default_rng(seed)
     au = rng.random((images, aus)) < rng.uniform(0.02, 0.3, aus)
-    values = np.maximum(0, rng.standard_normal((images, filters)) + au @ rng.standard_normal((aus, filters))).astype(np.float32)
+    values = np.maximum(0, rng.standard_normal((images, filters)) + au @ rng.standard_normal((aus, filters))).astype(
+        np.float32
+    )
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        kl = kl_matrix(values, au, 20, 1e-6)
+        kl = kl_matrix(values, au, smoothing.kl_bins, smoothing.kl_eps, smoothing.kl_prior)
         ranking(kl, list(range(1, aus + 1)))
         times.append(time.perf_counter() - t0)
-    return {"kl_s": float(np.median(times)), "kl_min_s": float(min(times)), "filters": filters, "aus": aus,
-            "images": images}
+    return {
+        "kl_s": float(np.median(times)),
+        "kl_min_s": float(min(times)),
+        "filters": filters,
+        "aus": aus,
+        "images": images,
+    }
 
 
 def run_bench(jobs: int = 10_000, workdir: str | None = None) -> dict[str, Any]:

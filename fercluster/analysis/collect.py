@@ -22,14 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as _pa
 
 from fercluster.config import SweepConfig
-
-try:
-    import orjson as _orjson
-except ImportError:  # optional: only faster
-    _orjson = None
 
 METRIC_COLUMNS = ("iteration", "val_acc", "test_acc", "wall_time")
 PREDICTION_COLUMNS = ("label", "prediction")
@@ -112,20 +108,19 @@ def _read_job(run_dir: Path, base: str, info: Any) -> JobResult:
 
 
 def _load_json(run_dir: Path, base: str, data: bytes | None = None) -> Any:
-    """``json.loads((run_dir / "job.json").read_text())``, through orjson when it is installed.
+    """``json.loads((run_dir / "job.json").read_text())``, through orjson (several times faster).
 
     orjson is strict JSON; whatever it rejects (NaN, which ``json.dumps`` writes for a missing
     validation accuracy, infinities, broken files) and any read error go through the original
     call, so the values and the error messages are the same either way.
     """
-    if _orjson is not None:
-        try:
-            if data is None:
-                with open(base + "job.json", "rb") as f:
-                    data = f.read()
-            return _orjson.loads(data)
-        except (OSError, _orjson.JSONDecodeError):
-            pass
+    try:
+        if data is None:
+            with open(base + "job.json", "rb") as f:
+                data = f.read()
+        return orjson.loads(data)
+    except (OSError, orjson.JSONDecodeError):
+        pass
     return json.loads((run_dir / "job.json").read_text())
 
 
@@ -150,18 +145,12 @@ def _read_table(pq: Any, path: Path, columns: tuple[str, ...]) -> Any:
         raise ValueError(f"{path.name} is unreadable ({type(exc).__name__}: {str(exc)[:120]})") from None
 
 
-def _try_read(run_dir: Path) -> JobResult | dict[str, Any]:
-    try:
-        return read_job(run_dir)
-    except (ValueError, OSError, KeyError, json.JSONDecodeError) as exc:
-        return {"job_id": run_dir.name, "run_dir": str(run_dir), "reason": str(exc)}
-
-
 _ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)  # what Path.exists() reads as "no"
 
 
 def _try_read_complete(run_dir: Path) -> JobResult | dict[str, Any] | None:
-    """``_try_read`` for a run directory that holds a job.json; None when it holds none (not complete).
+    """The job of a run directory, ``{job_id, run_dir, reason}`` if its files are broken, None if it
+    holds no job.json (not complete).
 
     Opening job.json decides both, one system call fewer per job than ``exists()`` then read.
     """
@@ -191,9 +180,11 @@ def collect(cfg: SweepConfig, workers: int | None = None, plan: list[PlannedJob]
     planned = plan if plan is not None else planned_jobs(cfg)
     runs = cfg.results_dir / "runs"
     wanted = {p.job_id for p in planned}
-    extra = sorted(
-        d.name for d in runs.glob("*") if d.name not in wanted and (d / "job.json").exists()
-    ) if runs.is_dir() else []
+    extra = (
+        sorted(d.name for d in runs.glob("*") if d.name not in wanted and (d / "job.json").exists())
+        if runs.is_dir()
+        else []
+    )
     outcomes = [o for o in _read_all([p.run_dir for p in planned], workers) if o is not None]
     results = [o for o in outcomes if isinstance(o, JobResult)]
     skipped = [o for o in outcomes if isinstance(o, dict)]
@@ -217,6 +208,6 @@ def _read_all(run_dirs: list[Path], workers: int | None) -> list[JobResult | dic
     workers = max(1, workers or min(4, os.cpu_count() or 1))
     if workers == 1 or len(run_dirs) <= CHUNK:
         return _read_chunk(run_dirs)
-    chunks = [run_dirs[i:i + CHUNK] for i in range(0, len(run_dirs), CHUNK)]
+    chunks = [run_dirs[i : i + CHUNK] for i in range(0, len(run_dirs), CHUNK)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return [o for part in pool.map(_read_chunk, chunks) for o in part]

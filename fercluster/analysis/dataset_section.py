@@ -2,6 +2,8 @@
 
 The chosen job is fold 0 of the configured variant (``analysis.jobs``, default AD); when it is not
 complete or broken, the next complete job of the data set is used (and the report says so).
+The shown filters are chosen by activation strength (``filters.choose_filters``), never by KL; the
+KL section ranks AUs under the configured smoothing and the other reading (``kl.other_reading``).
 """
 
 from __future__ import annotations
@@ -13,16 +15,25 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from fercluster.atomic import write_parquet, write_text
-from fercluster.config import SweepConfig
-from fercluster.errors import CheckpointError, DataError
 from fercluster.analysis import agreement as agree_mod
 from fercluster.analysis import figures, kl
 from fercluster.analysis.collect import JobResult
-from fercluster.analysis.filters import Activations, activation_matrices, choose_filters, crop_support, load_model
-from fercluster.analysis.filters import pad_square, visualise
+from fercluster.analysis.filters import (
+    FILTER_RULE,
+    Activations,
+    activation_matrices,
+    choose_filters,
+    crop_support,
+    load_model,
+    pad_square,
+    visualise,
+)
 from fercluster.analysis.render import Section
 from fercluster.analysis.tables import markdown_table
+from fercluster.atomic import write_parquet, write_text
+from fercluster.config import SweepConfig, Train
+from fercluster.errors import CheckpointError, DataError
+from fercluster.fmt import pct
 
 TILE = 32  # side of each tile in the filter grids (the conv3 receptive field at any image size)
 
@@ -37,8 +48,15 @@ class DatasetAnalysis:
 def candidates(results: Sequence[JobResult], dataset: str, variant: str) -> list[JobResult]:
     """The data set's complete jobs, best first: the configured variant at fold 0, then by fold."""
     jobs = [r for r in results if r.spec["dataset"] == dataset]
-    return sorted(jobs, key=lambda r: (r.spec["variant"] != variant, r.spec["variant"] != "AD", int(r.spec["fold"]),
-                                        int(r.spec["seed"])))
+    return sorted(
+        jobs,
+        key=lambda r: (
+            r.spec["variant"] != variant,
+            r.spec["variant"] != "AD",
+            int(r.spec["fold"]),
+            int(r.spec["seed"]),
+        ),
+    )
 
 
 def _load_job(cfg: SweepConfig, job: JobResult):
@@ -66,20 +84,13 @@ def _load_job(cfg: SweepConfig, job: JobResult):
     return prepared, acts, rows, model
 
 
-def analyse_dataset(cfg: SweepConfig, dataset: str, results: Sequence[JobResult], out: Path,
-                    log=print) -> DatasetAnalysis:
+def analyse_dataset(
+    cfg: SweepConfig, dataset: str, results: Sequence[JobResult], out: Path, log=print
+) -> DatasetAnalysis:
     a = cfg.analysis
     variant = a.jobs.get(dataset, "AD")
     section = Section(f"Filters and action units: {dataset}")
-    skipped: list[dict[str, Any]] = []
-    loaded = None
-    for job in candidates(results, dataset, variant):
-        try:
-            loaded = job, *_load_job(cfg, job)
-            break
-        except (ValueError, OSError, CheckpointError, DataError) as exc:
-            skipped.append({"job_id": job.job_id, "run_dir": str(job.run_dir), "reason": f"analysis: {exc}"})
-            log(f"[yellow]skipping job {job.job_id} for the filter analysis: {exc}[/]")
+    loaded, skipped = _first_usable(cfg, candidates(results, dataset, variant), log)
     if loaded is None:
         section.note("No complete job of this data set has usable activations and checkpoint; see Skipped jobs.")
         return DatasetAnalysis([section], {"dataset": dataset, "job_id": None}, skipped)
@@ -88,42 +99,71 @@ def analyse_dataset(cfg: SweepConfig, dataset: str, results: Sequence[JobResult]
     chosen = f"fold {spec['fold']} of variant {spec['variant']}, seed {spec['seed']} (job `{job.job_id}`)"
     if spec["variant"] != variant or int(spec["fold"]) != 0:
         chosen += f"; the configured fold 0 of {variant} is not available"
-    section.text(f"Job analysed: {chosen}; {acts.values.shape[0]} training images, "
-                 f"{acts.values.shape[1]} conv3 filters.")
-    summary: dict[str, Any] = {"dataset": dataset, "job_id": job.job_id, "fold": int(spec["fold"]),
-                               "variant": spec["variant"]}
+    section.text(
+        f"Job analysed: {chosen}; {acts.values.shape[0]} training images, {acts.values.shape[1]} conv3 filters."
+    )
+    summary: dict[str, Any] = {
+        "dataset": dataset,
+        "job_id": job.job_id,
+        "fold": int(spec["fold"]),
+        "variant": spec["variant"],
+    }
+    filters = _shown_filters(section, acts.values, a, summary)
     au = _au_labels(prepared, rows, spec["kind"], a.min_positive)
     kl_values = top = None
     if au is None:
-        section.note("No KL section: this data set has no AU labels (TFD codes no action units). "
-                     "Filters are chosen by the variance of their activation.")
+        section.note("No KL section: this data set has no AU labels (TFD codes no action units).")
     else:
-        matrix, aus = au
-        kl_values = kl.kl_matrix(acts.values, matrix, a.kl_bins, a.kl_eps, a.kl_prior)
-        top = kl.top_aus(kl_values, aus, prepared.au_regions)
-    filters = choose_filters(acts.values, a.filters, a.n_filters,
-                             None if kl_values is None else kl_values.max(axis=1))
-    summary["filters"] = filters
+        kl_values, top = _rankings(acts.values, au, a, prepared.au_regions)
     log(f"{dataset}: guided backprop of {len(filters)} filters x {a.top_n} images")
-    views = visualise(model, prepared.images, rows, acts, filters, a.top_n, spec["train"].get("normalize", "mean"))
+    normalize = spec["train"].get("normalize", Train().normalize)  # a job.json without it ran the default
+    views = visualise(model, prepared.images, rows, acts, filters, a.top_n, normalize)
     sections = [section]
     _grids(section, views, filters, top, dataset, out)
     if kl_values is not None:
-        sections.append(_kl_section(dataset, kl_values, au[1], top, filters, prepared.au_regions, out))
-        summary["top_aus"] = {int(f): int(top.loc[f, "au"]) for f in filters}
+        sections.append(_kl_section(dataset, kl_values, au[1], top, filters, prepared.au_regions, out, summary))
         if prepared.au_regions:
             if a.agreement_filters == "all":
                 log(f"{dataset}: guided backprop of all {acts.values.shape[1]} filters for the agreement check")
                 counted = list(range(acts.values.shape[1]))
-                counted_views = visualise(model, prepared.images, rows, acts, counted, a.top_n,
-                                          spec["train"].get("normalize", "mean"))
+                counted_views = visualise(model, prepared.images, rows, acts, counted, a.top_n, normalize)
             else:
                 counted, counted_views = filters, views
-            sections.append(_agreement_section(cfg, dataset, acts, au, counted, counted_views, filters,
-                                               prepared.au_regions, out, summary))
+            sections.append(
+                _agreement_section(
+                    cfg, dataset, acts, au, counted, counted_views, filters, prepared.au_regions, out, summary
+                )
+            )
         else:
             section.note("No planted ground truth (real data): agreement not measured.")
     return DatasetAnalysis(sections, summary, skipped)
+
+
+def _first_usable(cfg: SweepConfig, jobs: Sequence[JobResult], log) -> tuple[tuple | None, list[dict[str, Any]]]:
+    """The first of ``jobs`` whose files load (job, prepared, activations, rows, model), and the ones skipped."""
+    skipped: list[dict[str, Any]] = []
+    for job in jobs:
+        try:
+            return (job, *_load_job(cfg, job)), skipped
+        except (ValueError, OSError, CheckpointError, DataError) as exc:
+            skipped.append({"job_id": job.job_id, "run_dir": str(job.run_dir), "reason": f"analysis: {exc}"})
+            log(f"[yellow]skipping job {job.job_id} for the filter analysis: {exc}[/]")
+    return None, skipped
+
+
+def _shown_filters(section: Section, values: np.ndarray, a, summary: dict) -> list[int]:
+    """The filters shown (``filters.choose_filters``: activation strength, never KL), said in the report."""
+    filters = choose_filters(values, a.filters, a.n_filters, a.top_n)
+    rule = FILTER_RULE.format(n=a.top_n)
+    section.text(
+        "Filters shown: configured (`analysis.filters`)."
+        if a.filters
+        else f"Filters shown: the {len(filters)} with {rule}, the same rule for every data set; no AU label or KL "
+        "value enters the choice."
+    )
+    summary["filters"] = filters
+    summary["filter_rule"] = "configured" if a.filters else rule
+    return filters
 
 
 def _au_labels(prepared, rows: np.ndarray, kind: str, min_positive: int):
@@ -137,80 +177,185 @@ def _au_labels(prepared, rows: np.ndarray, kind: str, min_positive: int):
 def _grids(section: Section, views, filters, top, dataset: str, out: Path) -> None:
     labels = [f"filter {f}" + (f"\nAU{int(top.loc[f, 'au'])}" if top is not None else "") for f in filters]
     gb_rows = [[pad_square(crop_support(m), TILE) for m in maps] for maps in views.projections]
-    gb = figures.grid(gb_rows, labels, f"{dataset}: guided backprop of the top {len(gb_rows[0])} images",
-                      out / f"filters_{dataset}_guided.png", signed=True)
-    patches = figures.grid(views.patches, labels, f"{dataset}: receptive-field patches of the top images",
-                           out / f"filters_{dataset}_patches.png")
-    section.image(gb, "Guided-backprop projection of each filter's strongest unit on its top training images "
-                      "(one row per filter, strongest image left; cropped to the support; red positive, blue negative).")
+    gb = figures.grid(
+        gb_rows,
+        labels,
+        f"{dataset}: guided backprop of the top {len(gb_rows[0])} images",
+        out / f"filters_{dataset}_guided.png",
+        signed=True,
+    )
+    patches = figures.grid(
+        views.patches,
+        labels,
+        f"{dataset}: receptive-field patches of the top images",
+        out / f"filters_{dataset}_patches.png",
+    )
+    section.image(
+        gb,
+        "Guided-backprop projection of each filter's strongest unit on its top training images "
+        "(one row per filter, strongest image left; cropped to the support; red positive, blue negative).",
+    )
     section.image(patches, "The same images: the 32x32 receptive-field patch around the unit's argmax.")
 
 
-def _kl_section(dataset, kl_values, aus, top, filters, au_regions, out: Path) -> Section:
+def _rankings(values: np.ndarray, au, a, au_regions) -> tuple[np.ndarray, pd.DataFrame]:
+    """KL (F, J) under the configured reading, and every filter's top AU under it and the other reading."""
+    matrix, aus = au
+    reading = kl.Reading(a.kl_prior, a.kl_eps)
+    other = kl.other_reading(reading)
+    kl_values = kl.kl_matrix(values, matrix, a.kl_bins, reading.eps, reading.prior)
+    kl_other = kl.kl_matrix(values, matrix, a.kl_bins, other.eps, other.prior)
+    top = kl.with_other_reading(
+        kl.top_aus(kl_values, aus, au_regions), kl.top_aus(kl_other, aus, au_regions), reading, other
+    )
+    return kl_values, top
+
+
+def _kl_section(dataset, kl_values, aus, top, filters, au_regions, out: Path, summary: dict) -> Section:
     s = Section(f"FAU rankings by KL divergence: {dataset}")
-    ranking = kl.ranking(kl_values, aus)
-    write_parquet(out / f"kl_{dataset}.parquet", ranking)
-    table = kl.paper_comparison(top, filters)
+    write_parquet(out / f"kl_{dataset}.parquet", kl.ranking(kl_values, aus))
     write_text(out / f"top_aus_{dataset}.csv", top.to_csv(index=False))
-    rows = [{**r, "kl": f"{r['kl']:.3f}"} for r in table.to_dict("records")]
+    shown = top.set_index("filter").loc[list(filters)]
+    mine, other = top["reading"].iloc[0], top["other_reading"].iloc[0]
+    rows = _readings_rows(shown, kl.paper_comparison(top, filters), mine, other)
     write_text(out / f"top_aus_{dataset}.md", markdown_table(rows))
-    s.text(f"D_KL(Q||R) of the max-activation histograms with vs without each AU, for all {kl_values.shape[0]} "
-           f"filters x {len(aus)} AUs (AUs with enough positive training images). All filters: "
-           f"`kl_{dataset}.parquet` (filter, au, kl, rank); top AU of every filter: `top_aus_{dataset}.csv`.")
-    s.table(rows, "Top AU of the shown filters beside the paper's Table 4 (filter numbers are not comparable "
-                  "between trainings; compare the AUs found).")
+    s.text(
+        f"D_KL(Q||R) of the max-activation histograms with vs without each AU, for all {kl_values.shape[0]} "
+        f"filters x {len(aus)} AUs (AUs with enough positive training images), under the configured smoothing "
+        f"({mine}) and the other reading ({other}); {kl.LITERAL.label} is the paper's literal \"small epsilon in "
+        f'every bin". All filters: `kl_{dataset}.parquet` (filter, au, kl, rank; '
+        f"configured reading); top AU of every filter under both readings: `top_aus_{dataset}.csv`."
+    )
+    differ = [int(f) for f in shown.index[shown["readings_differ"].to_numpy()]]
+    s.text(
+        f"The two readings give a different top AU for {len(differ)} of the {len(filters)} shown filters"
+        + (f" ({', '.join(map(str, differ))})" if differ else "")
+        + f" and {int(top['readings_differ'].sum())} "
+        f"of all {len(top)}. They can differ where an AU has few positive images: with a vanishing epsilon the "
+        "plug-in KL grows as the positive count shrinks, so rare AUs win; the pooled prior shrinks small samples "
+        'towards "no difference".'
+    )
+    s.table(
+        rows,
+        "Top AU of the shown filters under both readings, beside the paper's Table 4 (filter numbers are "
+        "not comparable between trainings; compare the AUs found).",
+    )
+    _overlap_text(s, shown, aus, mine, other, summary)
     counts = top["au"].value_counts()
-    s.table([{"AU": f"AU{int(k)}", "name": kl.facs_name(int(k), au_regions), "filters": int(v)}
-             for k, v in counts.items()], "How many of all filters have each AU as their top AU.")
+    s.table(
+        [{"AU": f"AU{int(k)}", "name": kl.facs_name(int(k), au_regions), "filters": int(v)} for k, v in counts.items()],
+        f"How many of all filters have each AU as their top AU ({mine}).",
+    )
     for f in filters:
-        s.image(figures.kl_bars(kl_values[f], aus, f, out / f"kl_{dataset}_filter{f}.png"),
-                f"Filter {f}: KL divergence per AU, top AU in red.")
+        s.image(
+            figures.kl_bars(kl_values[f], aus, f, out / f"kl_{dataset}_filter{f}.png"),
+            f"Filter {f}: KL divergence per AU ({mine}), top AU in red.",
+        )
+    summary["top_aus"] = {int(f): int(shown.loc[f, "au"]) for f in filters}
+    summary["top_aus_other"] = {int(f): int(shown.loc[f, "other_au"]) for f in filters}
+    summary["kl_readings"] = {"configured": mine, "other": other}
     return s
 
 
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.0f}%"
+def _overlap_text(s: Section, shown: pd.DataFrame, aus, mine: str, other: str, summary: dict) -> None:
+    """The shown filters' top AUs against the AUs of the paper's Table 4, under each reading."""
+    overlaps = {
+        key: {"reading": label, **kl.table4_overlap(shown[col].tolist(), aus)}
+        for key, label, col in (("configured", mine, "au"), ("other", other, "other_au"))
+    }
+    s.text(
+        "Overlap with the paper's Table 4 (the shown filters are chosen without KL, so this is not circular):\n\n"
+        + "\n\n".join(kl.overlap_sentence(o, o["reading"]) for o in overlaps.values())
+    )
+    summary["table4_overlap"] = overlaps
 
 
-def _agreement_section(cfg, dataset, acts: Activations, au, counted, views, shown, au_regions, out: Path,
-                       summary: dict) -> Section:
+def _readings_rows(shown: pd.DataFrame, paper: pd.DataFrame, mine: str, other: str) -> list[dict[str, str]]:
+    """The shown filters' table: top AU and KL under each reading, whether they differ, Table 4's AU."""
+    return [
+        {
+            "filter": str(f),
+            f"top AU ({mine})": f"AU{int(r['au'])} {r['name']}",
+            f"KL ({mine})": f"{r['kl']:.3f}",
+            f"top AU ({other})": f"AU{int(r['other_au'])} {r['other_name']}",
+            f"KL ({other})": f"{r['other_kl']:.3f}",
+            "readings": "differ" if r["readings_differ"] else "agree",
+            "Table 4 (same position)": f"{p['paper_au']} {p['paper_name']}".strip() or "-",
+        }
+        for (f, r), p in zip(shown.iterrows(), paper.to_dict("records"), strict=True)
+    ]
+
+
+def _agreement_section(
+    cfg, dataset, acts: Activations, au, counted, views, shown, au_regions, out: Path, summary: dict
+) -> Section:
     a = cfg.analysis
-    res = agree_mod.agreement(acts.values, au[0], au[1], counted, views.projections, au_regions,
-                              views.image_size, a.kl_bins, a.kl_eps, seed=a.shuffle_seed, prior=a.kl_prior,
-                              shown=shown)
+    res = agree_mod.agreement(
+        acts.values,
+        au[0],
+        au[1],
+        counted,
+        views.projections,
+        au_regions,
+        views.image_size,
+        a.kl_bins,
+        a.kl_eps,
+        a.kl_prior,
+        a.shuffle_seed,
+        shown=shown,
+    )
     s = Section(f"Agreement with the planted AU regions: {dataset}")
     which = "all conv3 filters" if a.agreement_filters == "all" else "the shown filters"
-    s.text(f"**Agreement rate: {_pct(res.rate)}** of {res.counted} filters ({which}); **with shuffled AU labels: "
-           f"{_pct(res.shuffled)}** (mean over {len(res.shuffled_rates)} permutations, highest {_pct(max(res.shuffled_rates, default=None))}; permutation p = {res.p_value if res.p_value is None else round(res.p_value, 3)}). Over the {len(res.shown)} shown "
-           f"filters: {_pct(res.rate_shown)} vs {_pct(res.shuffled_shown)} shuffled.\n\n"
-           "Rule: a filter agrees when the share of its guided-backprop energy (squared maps summed over its top "
-           f"{a.top_n} images) inside the planted box of its top-KL AU exceeds the mean share over the boxes of all "
-           "candidate AUs, i.e. the KL-chosen AU points at the filter's region better than an AU drawn at random. "
-           "Baseline: the AU label sets shuffled across training images, KL and top AU recomputed with the same "
-           "smoothing, rule applied to the same filters and energy maps. The share favours large boxes (the "
-           "jaw/mouth AUs cover up to a fifth of the crop), which is why only the comparison with the baseline is "
-           "meaningful.\n\n"
-           f"KL smoothing: {a.kl_eps:g} pseudo-counts per bin on average, spread "
-           + ("like the filter's histogram over all training images (a prior centred on 'no association'), so AUs "
-              "with few positive images do not win the ranking by sampling noise."
-              if a.kl_prior == "pooled" else
-              "evenly over the bins (the spec's 'small epsilon'); note that with few positive images this favours "
-              "rare AUs, with true and shuffled labels alike."))
-    s.table([{**d, "agrees": {True: "yes", False: "no", None: "-"}[d["agrees"]], "top_au": f"AU{d['top_au']}"}
-             for d in res.details if d["filter"] in set(res.shown)],
-            "Per shown filter: share of energy in its top-AU box vs the mean over AU boxes "
-            f"(all {len(res.details)} filters in summary.json).")
-    s.image(figures.agreement_plot(res.rate, res.shuffled_rates, np.array(res.top_fraction),
-                                   np.array(res.shuffled_fraction), res.filters, out / f"agreement_{dataset}.png"),
-            "Left: agreement rate with the true labels (red line) against the rates of the label shuffles. "
-            "Right: energy share in the top-AU box per filter, true vs shuffled labels (mean).")
-    summary["agreement"] = res.rate
-    summary["agreement_shuffled"] = res.shuffled
-    summary["agreement_shown"] = res.rate_shown
-    summary["agreement_shuffled_shown"] = res.shuffled_shown
-    summary["agreement_counted"] = res.counted
-    summary["agreement_p_value"] = res.p_value
-    summary["agreement_rule"] = res.rule
-    summary["agreement_smoothing"] = {"kl_eps": a.kl_eps, "kl_prior": a.kl_prior, "kl_bins": a.kl_bins}
-    summary["agreement_filters"] = res.details
+    s.text(
+        f"**Agreement rate: {pct(res.rate, 0)}** of {res.counted} filters ({which}); **with shuffled AU labels: "
+        f"{pct(res.shuffled, 0)}** (mean over {len(res.shuffled_rates)} permutations, highest {pct(max(res.shuffled_rates, default=None), 0)}; permutation p = {res.p_value if res.p_value is None else round(res.p_value, 3)}). Over the {len(res.shown)} shown "
+        f"filters: {pct(res.rate_shown, 0)} vs {pct(res.shuffled_shown, 0)} shuffled.\n\n"
+        "Rule: a filter agrees when the share of its guided-backprop energy (squared maps summed over its top "
+        f"{a.top_n} images) inside the planted box of its top-KL AU exceeds the mean share over the boxes of all "
+        "candidate AUs, i.e. the KL-chosen AU points at the filter's region better than an AU drawn at random. "
+        "Baseline: the AU label sets shuffled across training images, KL and top AU recomputed with the same "
+        "smoothing, rule applied to the same filters and energy maps. The share favours large boxes (the "
+        "jaw/mouth AUs cover up to a fifth of the crop), which is why only the comparison with the baseline is "
+        "meaningful.\n\n"
+        f"KL smoothing: {a.kl_eps:g} pseudo-counts per bin on average, spread "
+        + (
+            "like the filter's histogram over all training images (a prior centred on 'no association'), so AUs "
+            "with few positive images do not win the ranking by sampling noise."
+            if a.kl_prior == "pooled"
+            else "evenly over the bins (the spec's 'small epsilon'); note that with few positive images this favours "
+            "rare AUs, with true and shuffled labels alike."
+        )
+    )
+    s.table(
+        [
+            {**d, "agrees": {True: "yes", False: "no", None: "-"}[d["agrees"]], "top_au": f"AU{d['top_au']}"}
+            for d in res.details
+            if d["filter"] in set(res.shown)
+        ],
+        "Per shown filter: share of energy in its top-AU box vs the mean over AU boxes "
+        f"(all {len(res.details)} filters in summary.json).",
+    )
+    s.image(
+        figures.agreement_plot(
+            res.rate,
+            res.shuffled_rates,
+            np.array(res.top_fraction),
+            np.array(res.shuffled_fraction),
+            res.filters,
+            out / f"agreement_{dataset}.png",
+        ),
+        "Left: agreement rate with the true labels (red line) against the rates of the label shuffles. "
+        "Right: energy share in the top-AU box per filter, true vs shuffled labels (mean).",
+    )
+    summary.update(
+        agreement=res.rate,
+        agreement_shuffled=res.shuffled,
+        agreement_shown=res.rate_shown,
+        agreement_shuffled_shown=res.shuffled_shown,
+        agreement_counted=res.counted,
+        agreement_p_value=res.p_value,
+        agreement_rule=res.rule,
+        agreement_smoothing={"kl_eps": a.kl_eps, "kl_prior": a.kl_prior, "kl_bins": a.kl_bins},
+        agreement_filters=res.details,
+    )
     return s

@@ -10,9 +10,9 @@ from typing import Sequence
 
 import numpy as np
 
-from fercluster.atomic import write_with
 from fercluster.analysis.collect import JobResult
 from fercluster.analysis.tables import VARIANT_ORDER
+from fercluster.atomic import write_with
 
 DPI = 110
 
@@ -44,7 +44,7 @@ def learning_curves(results: Sequence[JobResult], dataset: str, path: Path) -> P
     variants = sorted({r.spec["variant"] for r in jobs}, key=lambda v: VARIANT_ORDER.get(v, 9))
     fig, axes = plt.subplots(1, len(variants), figsize=(3.6 * len(variants), 3.2), squeeze=False, sharey=True)
     cmap = plt.get_cmap("tab10")
-    for ax, variant in zip(axes[0], variants):
+    for ax, variant in zip(axes[0], variants, strict=True):
         for r in sorted((j for j in jobs if j.spec["variant"] == variant), key=lambda j: j.key):
             it, colour = r.metrics["iteration"], cmap(int(r.spec["fold"]) % 10)
             ax.plot(it, 100 * r.metrics["test_acc"], color=colour, lw=1.2, label=f"fold {r.spec['fold']}")
@@ -67,8 +67,15 @@ def confusion(matrix: np.ndarray, labels: Sequence[str], title: str, path: Path)
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     for i in range(c):
         for j in range(c):
-            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if norm[i, j] > 0.6 else "black")
+            ax.text(
+                j,
+                i,
+                str(matrix[i, j]),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if norm[i, j] > 0.6 else "black",
+            )
     names = list(labels)[:c] + [str(k) for k in range(len(labels), c)]
     ax.set_xticks(range(c), names, rotation=45, ha="right", fontsize=7)
     ax.set_yticks(range(c), names, fontsize=7)
@@ -92,8 +99,9 @@ def kl_bars(kl_row: np.ndarray, aus: Sequence[int], filt: int, path: Path) -> Pa
     return save(fig, path)
 
 
-def grid(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str], title: str, path: Path,
-         signed: bool = False) -> Path:
+def grid(
+    rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str], title: str, path: Path, signed: bool = False
+) -> Path:
     """Tile images one row per filter, N per row. ``signed``: diverging colours around zero
     (guided-backprop maps, each tile scaled by its own max |value|); else grey 0..255."""
     plt = _plt()
@@ -120,13 +128,20 @@ def grid(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str], title:
     return save(fig, path)
 
 
-def agreement_plot(rate: float | None, shuffled_rates: Sequence[float], real: np.ndarray, shuffled: np.ndarray,
-                   filters: Sequence[int], path: Path) -> Path:
+def agreement_plot(
+    rate: float | None,
+    shuffled_rates: Sequence[float],
+    real: np.ndarray,
+    shuffled: np.ndarray,
+    filters: Sequence[int],
+    path: Path,
+) -> Path:
     """Left: the agreement rate with true labels against the shuffled-label rates. Right: per filter,
     the energy fraction in its top-AU region with true vs shuffled AU labels (filters sorted by it)."""
     plt = _plt()
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(min(12.0, max(6.0, 0.12 * len(filters) + 4.5)), 2.8),
-                                   gridspec_kw={"width_ratios": [1, 2.5]})
+    fig, (ax0, ax1) = plt.subplots(
+        1, 2, figsize=(min(12.0, max(6.0, 0.12 * len(filters) + 4.5)), 2.8), gridspec_kw={"width_ratios": [1, 2.5]}
+    )
     if len(shuffled_rates):
         ax0.hist(shuffled_rates, bins=np.linspace(0, 1, 21), color="#bdc3c7", label="shuffled labels")
     if rate is not None:

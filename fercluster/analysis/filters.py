@@ -44,7 +44,7 @@ def activation_matrices(frame: pd.DataFrame) -> Activations:
     if len(frame) != n * f:
         raise ValueError(f"activations.parquet has {len(frame)} rows, expected {n} images x {f} filters")
     out = [np.zeros((n, f), dtype=dt) for dt in (np.float32, np.int64, np.int64)]
-    for matrix, name in zip(out, ("value", "y", "x")):
+    for matrix, name in zip(out, ("value", "y", "x"), strict=True):
         matrix[row, col] = frame[name].to_numpy()
     return Activations(ids, *out)
 
@@ -86,14 +86,13 @@ def load_model(run_dir: Path, job: dict[str, Any]) -> Any:
     return model.eval()
 
 
-def network_input(images: np.ndarray, model: Any, normalize: str = "mean") -> Any:
+def network_input(images: np.ndarray, model: Any, normalize: str) -> Any:
     """uint8 (n, 96, 96) -> the network's input (n, 1, S, S), as training preprocessed it."""
     import torch
 
     from fercluster.train.preprocess import preprocess
 
-    return preprocess(torch.from_numpy(np.ascontiguousarray(images)), normalize=normalize,
-                      size=model.config.image_size)
+    return preprocess(torch.from_numpy(np.ascontiguousarray(images)), normalize=normalize, size=model.config.image_size)
 
 
 def guided_backprop(model: Any, x: Any, filt: int, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
@@ -109,15 +108,20 @@ def guided_backprop(model: Any, x: Any, filt: int, ys: np.ndarray, xs: np.ndarra
 
     with warnings.catch_warnings():  # captum announces its (temporary) ReLU hooks on every call
         warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
-        attr = NeuronGuidedBackprop(model, model.conv3).attribute(x.clone().requires_grad_(True),
-                                                                  neuron_selector=selector)
+        attr = NeuronGuidedBackprop(model, model.conv3).attribute(
+            x.clone().requires_grad_(True), neuron_selector=selector
+        )
     return attr.detach()[:, 0].numpy()
 
 
 def rf_box(y: int, x: int, size: int) -> tuple[int, int, int, int]:
     """Receptive field (y0, y1, x0, x1), end-exclusive, of conv3 unit (y, x), clipped to the image."""
-    return (max(0, 4 * y - RF_BEFORE), min(size, 4 * y + RF_AFTER + 1),
-            max(0, 4 * x - RF_BEFORE), min(size, 4 * x + RF_AFTER + 1))
+    return (
+        max(0, 4 * y - RF_BEFORE),
+        min(size, 4 * y + RF_AFTER + 1),
+        max(0, 4 * x - RF_BEFORE),
+        min(size, 4 * x + RF_AFTER + 1),
+    )
 
 
 def patch(image: np.ndarray, y: int, x: int) -> np.ndarray:
@@ -148,15 +152,33 @@ def pad_square(m: np.ndarray, side: int) -> np.ndarray:
     return out
 
 
-def choose_filters(values: np.ndarray, configured: list[int] | None, n: int, top_kl: np.ndarray | None) -> list[int]:
-    """The configured filters; else the n with the largest top-AU KL (CK+) or activation variance."""
+FILTER_RULE = "the largest mean activation over their top {n} training images"
+
+
+def activation_strength(values: np.ndarray, top_n: int) -> np.ndarray:
+    """(F,) mean of each filter's ``top_n`` largest activations over the training images.
+
+    The strength of what a filter's row in the grids shows (its top images); no labels enter it.
+    """
+    n = max(1, min(top_n, values.shape[0]))
+    return np.partition(values, values.shape[0] - n, axis=0)[values.shape[0] - n :].mean(axis=0)
+
+
+def choose_filters(values: np.ndarray, configured: list[int] | None, n: int, top_n: int) -> list[int]:
+    """The configured filters; else the ``n`` with the largest ``activation_strength`` (CK+ and TFD alike).
+
+    Chosen by activation strength over the training images, never by KL or any AU label: the shown
+    filters' top AUs can then be compared with the paper's Table 4 without the choice having looked
+    for AUs. The mean of the top ``top_n`` activations rather than the variance: the shown rows are
+    exactly those images, so the filters shown are the ones whose shown units fire hardest.
+    """
     f = values.shape[1]
     if configured:
         bad = [i for i in configured if i >= f]
         if bad:
             raise ConfigError(f"analysis.filters: got {bad}; this model's conv3 has filters 0..{f - 1}")
         return list(configured)
-    score = top_kl if top_kl is not None else values.var(axis=0)
+    score = activation_strength(values, top_n)
     return [int(i) for i in np.argsort(-score, kind="stable")[: min(n, f)]]
 
 
@@ -169,8 +191,9 @@ class FilterViews:
     image_size: int
 
 
-def visualise(model: Any, images: np.ndarray, rows: np.ndarray, acts: Activations, filters: list[int],
-              top_n: int, normalize: str = "mean") -> FilterViews:
+def visualise(
+    model: Any, images: np.ndarray, rows: np.ndarray, acts: Activations, filters: list[int], top_n: int, normalize: str
+) -> FilterViews:
     """Top images, guided-backprop maps and patches of each filter. ``rows[k]``: the prepared-set
     row of activation image k."""
     top = top_images(acts.values[:, filters], top_n)  # (len(filters), n) activation rows

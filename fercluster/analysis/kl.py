@@ -17,26 +17,62 @@ a large term, so the plug-in KL grows as the positive count shrinks, whatever th
 rarest AU wins the ranking for noise filters. Uniform pseudo-counts do not cure it (they pull a small
 Q towards flat, far from a skewed R); pooled ones pull it towards R, so a small sample with no
 association scores near 0 while a large sample keeps its evidence.
+
+Two readings (``Reading``): ``LITERAL`` (uniform, eps 1e-6: the paper's words) and ``POOLED``
+(pooled, the config's default eps). The report ranks AUs under the configured reading and under the
+other one (``other_reading``) side by side, so a reader sees where the smoothing decides the AU.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
+from fercluster.config import Analysis
+
 # FACS names of the action units (Ekman & Friesen); the ones CK+ codes.
 FACS_NAMES = {
-    1: "Inner brow raiser", 2: "Outer brow raiser", 4: "Brow lowerer", 5: "Upper lid raiser",
-    6: "Cheek raiser", 7: "Lid tightener", 9: "Nose wrinkler", 10: "Upper lip raiser",
-    11: "Nasolabial deepener", 12: "Lip corner puller", 13: "Cheek puffer", 14: "Dimpler",
-    15: "Lip corner depressor", 16: "Lower lip depressor", 17: "Chin raiser", 18: "Lip puckerer",
-    20: "Lip stretcher", 21: "Neck tightener", 22: "Lip funneler", 23: "Lip tightener",
-    24: "Lip pressor", 25: "Lips part", 26: "Jaw drop", 27: "Mouth stretch", 28: "Lip suck",
-    29: "Jaw thrust", 30: "Jaw sideways", 31: "Jaw clencher", 34: "Cheek puff", 38: "Nostril dilator",
-    39: "Nostril compressor", 43: "Eyes closed", 45: "Blink", 54: "Head down", 61: "Eyes turn left",
-    62: "Eyes turn right", 63: "Eyes up", 64: "Eyes down",
+    1: "Inner brow raiser",
+    2: "Outer brow raiser",
+    4: "Brow lowerer",
+    5: "Upper lid raiser",
+    6: "Cheek raiser",
+    7: "Lid tightener",
+    9: "Nose wrinkler",
+    10: "Upper lip raiser",
+    11: "Nasolabial deepener",
+    12: "Lip corner puller",
+    13: "Cheek puffer",
+    14: "Dimpler",
+    15: "Lip corner depressor",
+    16: "Lower lip depressor",
+    17: "Chin raiser",
+    18: "Lip puckerer",
+    20: "Lip stretcher",
+    21: "Neck tightener",
+    22: "Lip funneler",
+    23: "Lip tightener",
+    24: "Lip pressor",
+    25: "Lips part",
+    26: "Jaw drop",
+    27: "Mouth stretch",
+    28: "Lip suck",
+    29: "Jaw thrust",
+    30: "Jaw sideways",
+    31: "Jaw clencher",
+    34: "Cheek puff",
+    38: "Nostril dilator",
+    39: "Nostril compressor",
+    43: "Eyes closed",
+    45: "Blink",
+    54: "Head down",
+    61: "Eyes turn left",
+    62: "Eyes turn right",
+    63: "Eyes up",
+    64: "Eyes down",
 }
 
 # The paper's Table 4: the top AU of CK+ filters 1-10 (their filter numbering, not ours).
@@ -50,11 +86,11 @@ def facs_name(au: int, au_regions: dict | None = None) -> str:
     return FACS_NAMES.get(int(au), f"AU{au}")
 
 
-def au_matrix(aus: Sequence[Sequence[int]], min_positive: int = 5) -> tuple[np.ndarray, list[int]]:
+def au_matrix(aus: Sequence[Sequence[int]], min_positive: int) -> tuple[np.ndarray, list[int]]:
     """Indicator matrix (N images, J AUs) of the AUs with at least ``min_positive`` positives.
 
-    ``aus`` holds one list of AU numbers per image (empty for neutral frames). Returns the boolean
-    matrix and the AU numbers of its columns, ascending.
+    ``aus`` holds one list of AU numbers per image (empty for neutral frames); ``min_positive``:
+    ``analysis.min_positive``. Returns the boolean matrix and the AU numbers of its columns, ascending.
     """
     counts: dict[int, int] = {}
     for row in aus:
@@ -85,14 +121,37 @@ def bin_indices(values: np.ndarray, bins: int) -> np.ndarray:
 PRIORS = ("uniform", "pooled")
 
 
-def kl_matrix(values: np.ndarray, au: np.ndarray, bins: int = 20, eps: float = 1e-6,
-              prior: str = "uniform") -> np.ndarray:
+@dataclass(frozen=True)
+class Reading:
+    """One way to smooth the histograms: ``prior`` and ``eps`` as in ``kl_matrix``."""
+
+    prior: str
+    eps: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.prior}, eps {self.eps:g}"
+
+
+LITERAL = Reading("uniform", 1e-6)  # the paper's "add a small epsilon to every bin", taken literally
+POOLED = Reading("pooled", Analysis().kl_eps)  # the config's default pseudo-counts, spread like the pooled histogram
+
+
+def other_reading(configured: Reading) -> Reading:
+    """The reading shown beside the configured one: the pooled default beside any uniform reading,
+    the literal one beside any pooled reading."""
+    return POOLED if configured.prior == "uniform" else LITERAL
+
+
+def kl_matrix(values: np.ndarray, au: np.ndarray, bins: int, eps: float, prior: str) -> np.ndarray:
     """D_KL(Q || R) for every filter and AU: an (F, J) array.
 
     ``values``: (N, F) max activation of each filter on each training image; ``au``: (N, J)
     boolean indicators. Images without AU j form R_ij, images with it Q_ij. ``eps``: pseudo-counts
     per bin on average, spread evenly (``prior="uniform"``) or like the filter's pooled histogram
-    (``prior="pooled"``); see the module docstring.
+    (``prior="pooled"``); see the module docstring. ``bins``, ``eps`` and ``prior`` are the config's
+    ``analysis.kl_bins``, ``kl_eps`` and ``kl_prior`` (``fercluster.config.Analysis``), where their
+    defaults live.
     """
     if prior not in PRIORS:
         raise ValueError(f"prior: got {prior!r}; valid: {list(PRIORS)}")
@@ -177,3 +236,51 @@ def paper_comparison(top: pd.DataFrame, shown: Sequence[int]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def with_other_reading(
+    top: pd.DataFrame, other: pd.DataFrame, configured: Reading, alternative: Reading
+) -> pd.DataFrame:
+    """``top_aus`` of the configured reading with the other reading's top AU beside it (one row per filter).
+
+    Columns: those of ``top_aus``, ``reading``, then ``other_reading``, ``other_au``, ``other_name``,
+    ``other_kl`` and ``readings_differ`` (the two top AUs are not the same).
+    """
+    out = top.copy()
+    out["reading"] = configured.label
+    out["other_reading"] = alternative.label
+    out["other_au"] = other["au"].to_numpy()
+    out["other_name"] = other["name"].to_numpy()
+    out["other_kl"] = other["kl"].to_numpy()
+    out["readings_differ"] = out["au"].to_numpy() != out["other_au"].to_numpy()
+    return out
+
+
+def table4_overlap(top_au: Sequence[int], candidate_aus: Sequence[int]) -> dict:
+    """How the shown filters' top AUs (``top_au``, one per filter) meet the AUs of the paper's Table 4.
+
+    ``filters_with_table4_au``: shown filters whose top AU is one of Table 4's; ``aus_in_common``: the
+    distinct AUs found in both; ``candidate_aus_in_table4``: how many of the AUs that could be found
+    (enough positives) are Table 4's at all, the share a filter would hit by chance.
+    """
+    table4 = set(PAPER_TABLE4)
+    found = [int(a) for a in top_au]
+    return {
+        "shown": len(found),
+        "filters_with_table4_au": sum(a in table4 for a in found),
+        "aus_in_common": sorted(set(found) & table4),
+        "table4_aus": sorted(table4),
+        "candidate_aus": len(candidate_aus),
+        "candidate_aus_in_table4": sum(int(a) in table4 for a in candidate_aus),
+    }
+
+
+def overlap_sentence(overlap: dict, reading: str) -> str:
+    """One sentence of the report: the overlap under ``reading`` (its label)."""
+    common = ", ".join(f"AU{a}" for a in overlap["aus_in_common"]) or "none"
+    return (
+        f"{reading}: {overlap['filters_with_table4_au']} of our {overlap['shown']} shown filters have a top "
+        f"AU among Table 4's AUs {{{', '.join(str(a) for a in overlap['table4_aus'])}}}; the distinct AUs in "
+        f"common: {common} ({overlap['candidate_aus_in_table4']} of the {overlap['candidate_aus']} candidate AUs "
+        "are Table 4's)."
+    )

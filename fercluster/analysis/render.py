@@ -50,10 +50,6 @@ class Section:
         self.blocks.append(("code", s))
         return self
 
-    def raw(self, markdown: str, html_text: str) -> "Section":
-        self.blocks.append(("raw", markdown, html_text))
-        return self
-
 
 def to_markdown(title: str, sections: list[Section], base: Path) -> str:
     out = [f"# {title}\n"]
@@ -71,8 +67,6 @@ def to_markdown(title: str, sections: list[Section], base: Path) -> str:
                 out.append(f"![{b[2]}]({_rel(b[1], base)})\n\n_{b[2]}_\n")
             elif kind == "code":
                 out.append("```\n" + b[1].rstrip() + "\n```\n")
-            elif kind == "raw":
-                out.append(b[1] + "\n")
     return "\n".join(out)
 
 
@@ -92,10 +86,8 @@ def to_html(title: str, sections: list[Section]) -> str:
                 body.append(_figure(b[1], b[2]))
             elif kind == "code":
                 body.append(f"<pre>{html.escape(b[1])}</pre>")
-            elif kind == "raw":
-                body.append(b[2])
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>\n"
         + "\n".join(body)
         + "\n</body></html>\n"
@@ -127,8 +119,10 @@ def _html_table(rows: list[dict[str, Any]], caption: str) -> str:
 
 def _figure(path: Path, caption: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return (
+        f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
 
 
 def _rel(path: Path, base: Path) -> str:

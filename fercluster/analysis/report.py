@@ -17,13 +17,15 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from fercluster.atomic import write_json, write_text
-from fercluster.config import SweepConfig
-from fercluster.errors import AnalysisError, FerclusterError
 from fercluster.analysis import figures, tables
 from fercluster.analysis.collect import Collection, collect
 from fercluster.analysis.dataset_section import analyse_dataset
 from fercluster.analysis.render import Section, to_html, to_markdown
+from fercluster.analysis.tune_section import TITLE as TUNE_TITLE
+from fercluster.analysis.tune_section import tune_section
+from fercluster.atomic import write_json, write_text
+from fercluster.config import SweepConfig
+from fercluster.errors import AnalysisError, FerclusterError
 
 
 def aggregate(cfg: SweepConfig, console: Any = None) -> dict[str, Any]:
@@ -32,11 +34,13 @@ def aggregate(cfg: SweepConfig, console: Any = None) -> dict[str, Any]:
     log = console.print if console is not None else (lambda *a, **k: None)
     out = cfg.results_dir / "report"
     col = collect(cfg)
-    log(f"{len(col.results)} complete jobs of {len(col.planned)} planned; {len(col.missing)} missing, "
-        f"{len(col.skipped)} skipped")
     tune = _tune_section(cfg, out)
     if not col.results and tune is None:
-        raise AnalysisError(_nothing_message(cfg, col))
+        raise AnalysisError(_nothing_message(cfg, col))  # before any log line: the error is all stderr shows
+    log(
+        f"{len(col.results)} complete jobs of {len(col.planned)} planned; {len(col.missing)} missing, "
+        f"{len(col.skipped)} skipped"
+    )
     sections: list[Section] = []
     acc = pd.DataFrame()
     paths: dict[str, Path] = {}
@@ -62,8 +66,12 @@ def aggregate(cfg: SweepConfig, console: Any = None) -> dict[str, Any]:
     write_text(out / "report.md", to_markdown(title, sections, out))
     write_text(out / "report.html", to_html(title, sections))
     write_json(out / "summary.json", summary)
-    summary["paths"] = {"report_html": str(out / "report.html"), "report_md": str(out / "report.md"),
-                        "summary": str(out / "summary.json"), **{k: str(v) for k, v in paths.items()}}
+    summary["paths"] = {
+        "report_html": str(out / "report.html"),
+        "report_md": str(out / "report.md"),
+        "summary": str(out / "summary.json"),
+        **{k: str(v) for k, v in paths.items()},
+    }
     summary["table"] = acc
     log(f"report written to {out / 'report.html'}")
     return summary
@@ -71,8 +79,10 @@ def aggregate(cfg: SweepConfig, console: Any = None) -> dict[str, Any]:
 
 def _nothing_message(cfg: SweepConfig, col: Collection) -> str:
     runs = cfg.results_dir / "runs"
-    msg = (f"no completed job for sweep {cfg.name!r}: {len(col.planned)} planned, none with a readable job.json "
-           f"under {runs}")
+    msg = (
+        f"no completed job for sweep {cfg.name!r}: {len(col.planned)} planned, none with a readable job.json "
+        f"under {runs}"
+    )
     if col.skipped:
         msg += f"; {len(col.skipped)} broken: " + "; ".join(f"{s['job_id']}: {s['reason']}" for s in col.skipped[:5])
     return msg + f". Run the sweep first (fercluster sweep CONFIG) or check paths.results ({cfg.paths.results})."
@@ -80,24 +90,42 @@ def _nothing_message(cfg: SweepConfig, col: Collection) -> str:
 
 def _accuracy_section(acc, folds) -> Section:
     s = Section("Accuracy (the paper's Tables 1-3)")
-    s.table(tables.display_rows(acc), f"Test accuracy of the selected checkpoint, mean ± std over folds; "
-                                      f"{tables.STD_NOTE}. Paper: Khorrami et al., ICCVW 2015.")
-    s.text("Files: `accuracy.csv`, `accuracy.md`, `accuracy.tex` (LaTeX), `folds.csv`.")
-    s.table(tables.fold_display_rows(folds), "Per fold: test and validation accuracy at the selected iteration.")
+    s.table(
+        tables.display_rows(acc),
+        f"Test accuracy of the selected checkpoint, mean ± std over folds; "
+        f"{tables.STD_NOTE}. Paper: Khorrami et al., ICCVW 2015; {tables.QUOTED_NOTE} "
+        "(their number under 'paper').",
+    )
+    s.text(
+        "Files: `accuracy.csv` (column `source`: ours or quoted), `accuracy.md`, `accuracy.tex` (LaTeX), `folds.csv`."
+    )
+    s.table(
+        tables.fold_display_rows(folds),
+        "Per fold: the init scale k the job drew, test and validation accuracy at the selected iteration.",
+    )
     return s
 
 
 def _curves_section(cfg: SweepConfig, col: Collection, out: Path) -> Section:
     s = Section("Learning curves and confusion matrices")
     for dataset in sorted({r.spec["dataset"] for r in col.results}):
-        s.image(figures.learning_curves(col.results, dataset, out / f"curves_{dataset}.png"),
-                f"{dataset}: test (solid) and validation (dashed) accuracy against iteration, folds overlaid.")
+        s.image(
+            figures.learning_curves(col.results, dataset, out / f"curves_{dataset}.png"),
+            f"{dataset}: test (solid) and validation (dashed) accuracy against iteration, folds overlaid.",
+        )
     names = _label_names(cfg)
-    for (dataset, variant), matrix in sorted(tables.confusion_matrices(col.results).items(),
-                                             key=lambda kv: (kv[0][0], tables.VARIANT_ORDER.get(kv[0][1], 9))):
-        s.image(figures.confusion(matrix, names.get(dataset, []), f"{dataset} {variant} (summed over folds)",
-                                  out / f"confusion_{dataset}_{variant}.png"),
-                f"{dataset} {variant}: confusion matrix summed over folds (rows: true class).")
+    for (dataset, variant), matrix in sorted(
+        tables.confusion_matrices(col.results).items(), key=lambda kv: (kv[0][0], tables.VARIANT_ORDER.get(kv[0][1], 9))
+    ):
+        s.image(
+            figures.confusion(
+                matrix,
+                names.get(dataset, []),
+                f"{dataset} {variant} (summed over folds)",
+                out / f"confusion_{dataset}_{variant}.png",
+            ),
+            f"{dataset} {variant}: confusion matrix summed over folds (rows: true class).",
+        )
     return s
 
 
@@ -115,21 +143,10 @@ def _label_names(cfg: SweepConfig) -> dict[str, list[str]]:
 
 def _tune_section(cfg: SweepConfig, out: Path) -> Section | None:
     """The Ray Tune search's section, when the sweep has one with results."""
-    from fercluster.analysis.tune_section import tune_section
-
     try:
-        fragment = tune_section(cfg, out)
+        return tune_section(cfg, out)
     except (FerclusterError, OSError, ValueError) as exc:
-        return Section("Init-scale search (Ray Tune)").note(f"The tune section could not be built: {exc}")
-    if not fragment:
-        return None
-    s = Section(fragment.get("title", "Init-scale search (Ray Tune)"))
-    s.raw(fragment.get("markdown", ""), fragment.get("html", ""))
-    for fig in fragment.get("figures", []):
-        path, caption = (fig, "") if isinstance(fig, (str, Path)) else (fig[0], fig[1])
-        if Path(path).is_file():
-            s.image(Path(path), caption or Path(path).stem)
-    return s
+        return Section(TUNE_TITLE).note(f"The tune section could not be built: {exc}")
 
 
 def _missing_section(col: Collection, skipped: list[dict]) -> Section:
@@ -137,15 +154,20 @@ def _missing_section(col: Collection, skipped: list[dict]) -> Section:
     if not col.missing and not skipped:
         s.text(f"Nothing: all {len(col.planned)} planned jobs are complete.")
     if col.missing:
-        s.text(f"{len(col.missing)} of {len(col.planned)} planned jobs have no job.json (not complete); "
-               "their numbers are not in the tables.")
+        s.text(
+            f"{len(col.missing)} of {len(col.planned)} planned jobs have no job.json (not complete); "
+            "their numbers are not in the tables."
+        )
         s.table([{k: ("-" if v is None else v) for k, v in m.items()} for m in col.missing])
     if skipped:
         s.text("Complete jobs left out because their files are broken:")
         s.table(skipped)
     if col.extra:
-        s.text(f"{len(col.extra)} complete run directories are not in this sweep's plan (ignored): "
-               + ", ".join(col.extra[:20]) + (" ..." if len(col.extra) > 20 else ""))
+        s.text(
+            f"{len(col.extra)} complete run directories are not in this sweep's plan (ignored): "
+            + ", ".join(col.extra[:20])
+            + (" ..." if len(col.extra) > 20 else "")
+        )
     return s
 
 
@@ -160,8 +182,10 @@ def _provenance_section(cfg: SweepConfig, col: Collection, seconds: float) -> Se
     packages = next((i.get("packages") for i in infos if isinstance(i.get("packages"), dict)), None)
     if packages:
         s.table([{"package": k, "version": str(v)} for k, v in sorted(packages.items())], "Packages of the first job.")
-    s.text(f"Training time: {total / 3600:.2f} h over {len(col.results)} complete jobs "
-           f"({total / max(1, len(col.results)):.0f} s per job on average). Aggregation took {seconds:.1f} s.")
+    s.text(
+        f"Training time: {total / 3600:.2f} h over {len(col.results)} complete jobs "
+        f"({total / max(1, len(col.results)):.0f} s per job on average). Aggregation took {seconds:.1f} s."
+    )
     s.code(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     return s
 
@@ -180,13 +204,22 @@ def _clean(v: Any) -> Any:
 
 def _summary(cfg, acc, analyses: list[dict], col: Collection, skipped: list[dict]) -> dict[str, Any]:
     planted = [a for a in analyses if a.get("agreement") is not None or a.get("agreement_shuffled") is not None]
+    records = acc.to_dict("records") if len(acc) else []
     return {
         "sweep": cfg.name,
         "std": "sample (ddof=1) over folds",
-        "accuracy": [
-            {k: _clean(r[k]) for k in ("dataset", "variant", "mean", "std", "folds_done", "folds_planned", "paper",
-                                       "diff")}
-            for r in (acc.to_dict("records") if len(acc) else [])
+        "accuracy": [  # this sweep's runs only
+            {
+                k: _clean(r[k])
+                for k in ("dataset", "variant", "mean", "std", "folds_done", "folds_planned", "paper", "diff")
+            }
+            for r in records
+            if r["source"] != tables.QUOTED
+        ],
+        "accuracy_quoted": [  # prior art as the paper quotes it, under each matching data set; not ours
+            {"dataset": r["dataset"], "method": r["variant"], "accuracy": r["paper"], "source": tables.QUOTED}
+            for r in records
+            if r["source"] == tables.QUOTED
         ],
         "agreement": planted[0]["agreement"] if planted else None,
         "agreement_shuffled": planted[0]["agreement_shuffled"] if planted else None,

@@ -3,6 +3,10 @@
 Accuracy of a fold = test accuracy of the selected checkpoint (mean over seeds when a fold ran
 several). The std is the **sample** standard deviation over folds (ddof = 1; the paper does not
 say which it used); it is undefined (NaN) with a single fold. Accuracies are in percent.
+
+Beside our rows, each data set whose (kind, classes) the paper reports on carries the prior art the
+paper quotes (``PRIOR_ART``), after its own rows: ``source`` is ``"quoted"`` there (``"ours"``
+otherwise), the quoted number is in ``paper`` and our columns (mean, std, folds) are empty.
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from fercluster.atomic import write_text
 from fercluster.analysis.collect import JobResult, PlannedJob
+from fercluster.atomic import write_text
 
 STD_NOTE = "std: sample standard deviation over folds (ddof = 1)"
 VARIANT_ORDER = {"none": 0, "D": 1, "A": 2, "AD": 3}
@@ -33,9 +37,32 @@ PAPER = {
     ("tfd", 7, "AD"): (88.6, 1.5),
 }
 
+# Prior art as the paper quotes it (method, accuracy in percent, as printed), keyed by (kind, classes).
+PRIOR_ART = {
+    ("tfd", 7): (("Gabor+PCA", "80.2"), ("Deep mPoT", "82.4"), ("CDA", "85.0")),
+    ("ckplus", 8): (("AURF", "92.22"), ("AUDN", "93.70")),
+    ("ckplus", 6): (("CSPL", "89.89"), ("LBPSVM", "95.10"), ("BDBN", "96.70")),
+}
+PRINTED = {method: value for methods in PRIOR_ART.values() for method, value in methods}
+QUOTED = "quoted"  # ``source`` of a prior-art row: the paper's quotation, not a run of ours
+QUOTED_NOTE = "rows marked (quoted): prior art as quoted by the paper, not run here"
+COLUMNS = [
+    "dataset",
+    "variant",
+    "mean",
+    "std",
+    "folds_done",
+    "folds_planned",
+    "runs",
+    "paper",
+    "paper_std",
+    "diff",
+    "source",
+]
+
 
 def fold_table(results: Sequence[JobResult]) -> pd.DataFrame:
-    """One row per completed job: data set, variant, fold, seed, accuracies, selected iteration."""
+    """One row per completed job: data set, variant, fold, seed, init scale k, accuracies, selected iteration."""
     rows = [
         {
             "dataset": r.spec["dataset"],
@@ -44,6 +71,7 @@ def fold_table(results: Sequence[JobResult]) -> pd.DataFrame:
             "variant": r.spec["variant"],
             "fold": int(r.spec["fold"]),
             "seed": int(r.spec["seed"]),
+            "k": _float(r.info.get("k")),  # the init scale the job drew (job.json)
             "job_id": r.job_id,
             "test_acc": 100.0 * _accuracy(r),
             "val_acc": 100.0 * _float(r.info.get("val_acc")),
@@ -51,8 +79,19 @@ def fold_table(results: Sequence[JobResult]) -> pd.DataFrame:
         }
         for r in results
     ]
-    columns = ["dataset", "kind", "classes", "variant", "fold", "seed", "job_id", "test_acc", "val_acc",
-               "selected_iteration"]
+    columns = [
+        "dataset",
+        "kind",
+        "classes",
+        "variant",
+        "fold",
+        "seed",
+        "k",
+        "job_id",
+        "test_acc",
+        "val_acc",
+        "selected_iteration",
+    ]
     frame = pd.DataFrame(rows, columns=columns)
     return _sort(frame, ["dataset", "variant", "fold", "seed"])
 
@@ -65,7 +104,7 @@ def _accuracy(r: JobResult) -> float:
 
 
 def _float(value: Any) -> float:
-    return float(value) if isinstance(value, (int, float)) else float("nan")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else float("nan")
 
 
 def _sort(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
@@ -75,8 +114,12 @@ def _sort(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return frame.assign(_v=order).sort_values(["dataset", "_v", *by[2:]]).drop(columns="_v").reset_index(drop=True)
 
 
-def accuracy_table(folds: pd.DataFrame, planned: Sequence[PlannedJob], kinds: dict[str, tuple[str, int]]) -> pd.DataFrame:
-    """Mean +- sample std over folds per data set x variant, folds done/planned, the paper beside.
+def accuracy_table(
+    folds: pd.DataFrame, planned: Sequence[PlannedJob], kinds: dict[str, tuple[str, int]]
+) -> pd.DataFrame:
+    """Mean +- sample std over folds per data set x variant, folds done/planned, the paper beside;
+    after each data set's rows, the prior art the paper quotes for its (kind, classes) (``source``
+    ``"quoted"``).
 
     ``kinds`` maps a data set name to (kind, classes), for the paper lookup of planned-only rows.
     """
@@ -87,7 +130,7 @@ def accuracy_table(folds: pd.DataFrame, planned: Sequence[PlannedJob], kinds: di
     runs = folds.groupby(["dataset", "variant"], sort=False).size()
     keys = sorted(set(planned_folds) | set(runs.index), key=lambda k: (k[0], VARIANT_ORDER.get(k[1], 9)))
     rows = []
-    for dataset, variant in keys:
+    for i, (dataset, variant) in enumerate(keys):
         acc = per_fold.loc[(dataset, variant)].to_numpy() if (dataset, variant) in runs.index else np.array([])
         kind, classes = kinds.get(dataset, ("", 0))
         paper = PAPER.get((kind, classes, variant))
@@ -104,10 +147,38 @@ def accuracy_table(folds: pd.DataFrame, planned: Sequence[PlannedJob], kinds: di
                 "paper": paper[0] if paper else float("nan"),
                 "paper_std": paper[1] if paper else float("nan"),
                 "diff": mean - paper[0] if paper else float("nan"),
+                "source": "ours",
             }
         )
-    return pd.DataFrame(rows, columns=["dataset", "variant", "mean", "std", "folds_done", "folds_planned", "runs",
-                                       "paper", "paper_std", "diff"])
+        if i + 1 == len(keys) or keys[i + 1][0] != dataset:  # the data set's last row: its quoted rows follow
+            rows += quoted_rows(dataset, kind, classes)
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def quoted_rows(dataset: str, kind: str, classes: int) -> list[dict[str, Any]]:
+    """The prior art the paper quotes for (kind, classes), as rows of ``dataset`` (``source`` quoted)."""
+    nan = float("nan")
+    return [
+        {
+            "dataset": dataset,
+            "variant": method,
+            "mean": nan,
+            "std": nan,
+            "folds_done": 0,
+            "folds_planned": 0,
+            "runs": 0,
+            "paper": float(value),
+            "paper_std": nan,
+            "diff": nan,
+            "source": QUOTED,
+        }
+        for method, value in PRIOR_ART.get((kind, classes), ())
+    ]
+
+
+def own_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The accuracy table without the quoted prior art: the rows of this sweep's runs."""
+    return table[table["source"] != QUOTED] if "source" in table else table
 
 
 def confusion_matrices(results: Sequence[JobResult]) -> dict[tuple[str, str], np.ndarray]:
@@ -135,9 +206,25 @@ def fmt(value: float, digits: int = 1, signed: bool = False) -> str:
 
 
 def display_rows(table: pd.DataFrame) -> list[dict[str, str]]:
-    """The accuracy table as strings: the same cells in Markdown, LaTeX, HTML and the CLI."""
+    """The accuracy table as strings: the same cells in Markdown, LaTeX, HTML and the CLI.
+
+    A quoted prior-art row names its method with "(quoted)", leaves our columns at "-" and puts the
+    paper's quotation, as printed, under "paper (%)".
+    """
     rows = []
     for r in table.itertuples(index=False):
+        if getattr(r, "source", "ours") == QUOTED:
+            rows.append(
+                {
+                    "data set": r.dataset,
+                    "variant": f"{r.variant} (quoted)",
+                    "accuracy (%)": "-",
+                    "folds": "-",
+                    "paper (%)": PRINTED.get(r.variant, fmt(r.paper, 2)),
+                    "difference": "-",
+                }
+            )
+            continue
         rows.append(
             {
                 "data set": r.dataset,
@@ -162,6 +249,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 def latex_table(rows: list[dict[str, str]], caption: str) -> str:
     """A booktabs table a paper can \\input."""
+
     def esc(s: str) -> str:
         return str(s).replace("±", "$\\pm$").replace("%", "\\%").replace("_", "\\_").replace("&", "\\&")
 
@@ -169,16 +257,25 @@ def latex_table(rows: list[dict[str, str]], caption: str) -> str:
     body = [" & ".join(esc(r[h]) for h in head) + r" \\" for r in rows]
     return "\n".join(
         [
-            r"\begin{table}[t]", r"\centering", r"\begin{tabular}{" + "l" * 2 + "r" * (len(head) - 2) + "}",
-            r"\toprule", " & ".join(esc(h) for h in head) + r" \\", r"\midrule", *body, r"\bottomrule",
-            r"\end{tabular}", r"\caption{" + esc(caption) + "}", r"\end{table}", "",
+            r"\begin{table}[t]",
+            r"\centering",
+            r"\begin{tabular}{" + "l" * 2 + "r" * (len(head) - 2) + "}",
+            r"\toprule",
+            " & ".join(esc(h) for h in head) + r" \\",
+            r"\midrule",
+            *body,
+            r"\bottomrule",
+            r"\end{tabular}",
+            r"\caption{" + esc(caption) + "}",
+            r"\end{table}",
+            "",
         ]
     )
 
 
 def write_tables(out: Path, table: pd.DataFrame, folds: pd.DataFrame) -> dict[str, Path]:
     """accuracy.{csv,md,tex} and folds.{csv,md}; returns the paths written."""
-    caption = f"Test accuracy, mean ± std over folds. {STD_NOTE}; paper: Khorrami et al. 2015."
+    caption = f"Test accuracy, mean ± std over folds. {STD_NOTE}; paper: Khorrami et al. 2015; {QUOTED_NOTE}."
     rows = display_rows(table)
     paths = {
         "accuracy_csv": out / "accuracy.csv",
@@ -198,11 +295,20 @@ def write_tables(out: Path, table: pd.DataFrame, folds: pd.DataFrame) -> dict[st
 def fold_display_rows(folds: pd.DataFrame) -> list[dict[str, str]]:
     # Column lists, not itertuples: with 10,000 jobs, iterating the Arrow-backed string columns
     # row by row costs more than the formatting.
-    cols = ("dataset", "variant", "fold", "seed", "test_acc", "val_acc", "selected_iteration", "job_id")
+    cols = ("dataset", "variant", "fold", "seed", "k", "test_acc", "val_acc", "selected_iteration", "job_id")
     return [
         {
-            "data set": dataset, "variant": variant, "fold": str(fold), "seed": str(seed),
-            "test (%)": fmt(test), "val (%)": fmt(val), "iteration": str(iteration), "job": job,
+            "data set": dataset,
+            "variant": variant,
+            "fold": str(fold),
+            "seed": str(seed),
+            "k": fmt(k, 3),
+            "test (%)": fmt(test),
+            "val (%)": fmt(val),
+            "iteration": str(iteration),
+            "job": job,
         }
-        for dataset, variant, fold, seed, test, val, iteration, job in zip(*(folds[c].tolist() for c in cols))
+        for dataset, variant, fold, seed, k, test, val, iteration, job in zip(
+            *(folds[c].tolist() for c in cols), strict=True
+        )
     ]

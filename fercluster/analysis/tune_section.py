@@ -1,13 +1,12 @@
 """The report's section on the Ray Tune search over k: accuracy against k, best k, ASHA's budget.
 
 Reads what the search wrote (``results/<sweep>/tune/trials.parquet`` and ``best.json``); draws
-three PNGs into ``<out>/tune/`` and returns the fragment ``fercluster.analysis.report`` adds:
-``{"title", "markdown", "html", "figures": [(path, caption), ...], "best": {...}}``.
+three PNGs into ``<out>/tune/`` and returns the report ``Section`` (summary lines, the best-k table,
+the three figures).
 """
 
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 from typing import Any
@@ -16,13 +15,15 @@ import numpy as np
 import pandas as pd
 
 from fercluster.analysis.figures import _plt, save
+from fercluster.analysis.render import Section
 from fercluster.config import SweepConfig
+from fercluster.fmt import pct
 
 TITLE = "Init-scale search (Ray Tune)"
 
 
-def tune_section(cfg: SweepConfig, out_dir: Path) -> dict[str, Any] | None:
-    """The fragment, or None when the sweep has no ``tune:`` section or no trial has reported."""
+def tune_section(cfg: SweepConfig, out_dir: Path) -> Section | None:
+    """The section, or None when the sweep has no ``tune:`` section or no trial has reported."""
     if cfg.tune is None:
         return None
     folder = Path(cfg.results_dir) / "tune"
@@ -43,10 +44,16 @@ def tune_section(cfg: SweepConfig, out_dir: Path) -> dict[str, Any] | None:
         (budget(trials, iterations, cfg.tune.grace_period, cfg.tune.reduction_factor, figs / "asha_budget.png"),
          "Iterations each trial trained before it completed or ASHA stopped it; dotted lines: ASHA's rungs"),
     ]  # fmt: skip
+    section = Section(TITLE)
+    for line in summary_lines(trials, iterations):
+        section.text(line)
     best_rows = best_table(trials, best)
-    text = summary_lines(trials, iterations)
-    return {"title": TITLE, "markdown": _markdown(text, best_rows), "html": _html(text, best_rows),
-            "figures": [(str(p), c) for p, c in figures], "best": best}  # fmt: skip
+    if best_rows:
+        section.text("Best k per data set (the grid reads it with `k: from_tune <this sweep>`):")
+        section.table(best_rows)
+    for path, caption in figures:
+        section.image(path, caption)
+    return section
 
 
 def per_trial(rows: pd.DataFrame) -> pd.DataFrame:
@@ -66,22 +73,33 @@ def summary_lines(trials: pd.DataFrame, iterations: dict[str, int]) -> list[str]
         full = iterations[name] * len(group)
         spent = int(group["iterations"].sum())
         stopped = int(group["stopped"].sum())
-        rho = _spearman(group["k"].to_numpy(), group["best_val"].to_numpy())
+        rho = rank_correlation(group["k"].to_numpy(), group["best_val"].to_numpy())
         lines.append(
             f"{name}: {len(group)} trials, {len(group) - stopped} trained to the end, {stopped} stopped by ASHA; "
             f"they trained {spent:,} of the {full:,} iterations that running every trial to the end would take "
             f"({100 * spent / full:.0f}%). Rank correlation of k with the best validation accuracy: "
-            + ("n/a" if rho is None else f"{rho:+.2f}") + "."
+            + ("n/a" if rho is None else f"{rho:+.2f}")
+            + "."
         )
     return lines
+
+
+def rank_correlation(x: np.ndarray, y: np.ndarray) -> float | None:
+    """Spearman's rho over the pairs without NaN; None with fewer than 3 pairs or a constant side."""
+    from scipy.stats import spearmanr
+
+    ok = ~(np.isnan(x) | np.isnan(y))
+    if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
+        return None
+    return float(spearmanr(x[ok], y[ok]).statistic)
 
 
 def best_table(trials: pd.DataFrame, best: dict[str, Any]) -> list[dict[str, str]]:
     out = []
     for name, b in (best.get("per_dataset") or {}).items():
         out.append({
-            "data set": name, "best k": f"{b['k']:.3f}", "validation accuracy": _pct(b.get("val_acc")),
-            "test accuracy (same checkpoint)": _pct(b.get("test_acc")), "at iteration": str(b.get("iteration")),
+            "data set": name, "best k": f"{b['k']:.3f}", "validation accuracy": pct(b.get("val_acc")),
+            "test accuracy (same checkpoint)": pct(b.get("test_acc")), "at iteration": str(b.get("iteration")),
             "trial": str(b.get("trial_id")), "trials": str(int((trials["dataset"] == name).sum())),
         })  # fmt: skip
     return out
@@ -92,7 +110,7 @@ def k_scatter(trials: pd.DataFrame, path: Path) -> Path:
     plt = _plt()
     names = sorted(trials["dataset"].unique())
     fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.6), squeeze=False)
-    for ax, name in zip(axes[0], names):
+    for ax, name in zip(axes[0], names, strict=True):
         group = trials[trials["dataset"] == name]
         colour = np.where(group["stopped"], "0.6", "C0")
         ax.scatter(group["k"], 100 * group["best_val"], c=colour, marker="o", label="best")
@@ -110,7 +128,7 @@ def curves(rows: pd.DataFrame, path: Path) -> Path:
     fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.6), squeeze=False)
     lo, hi = float(rows["k"].min()), float(rows["k"].max())
     cmap = plt.get_cmap("viridis")
-    for ax, name in zip(axes[0], names):
+    for ax, name in zip(axes[0], names, strict=True):
         for _, trial in rows[rows["dataset"] == name].groupby("trial_id"):
             trial = trial.sort_values("iteration")
             shade = (float(trial["k"].iloc[0]) - lo) / (hi - lo) if hi > lo else 0.5
@@ -127,7 +145,7 @@ def budget(trials: pd.DataFrame, iterations: dict[str, int], grace: int, factor:
     names = sorted(trials["dataset"].unique())
     fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 0.9 + 0.3 * trials.groupby("dataset").size().max()),
                              squeeze=False)  # fmt: skip
-    for ax, name in zip(axes[0], names):
+    for ax, name in zip(axes[0], names, strict=True):
         group = trials[trials["dataset"] == name].sort_values("k")
         labels = [f"k={k:.2f}" for k in group["k"]]
         colour = np.where(group["stopped"], "0.6", "C0")
@@ -138,37 +156,3 @@ def budget(trials: pd.DataFrame, iterations: dict[str, int], grace: int, factor:
             rung *= factor
         ax.set(title=name, xlabel="iterations trained", xlim=(0, iterations[name] * 1.02))
     return save(fig, path)
-
-
-# -- text -----------------------------------------------------------------------------------------
-def _markdown(lines: list[str], best_rows: list[dict[str, str]]) -> str:
-    text = "\n\n".join(lines)
-    if best_rows:
-        head = list(best_rows[0])
-        table = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        table += ["| " + " | ".join(r[h] for h in head) + " |" for r in best_rows]
-        text += "\n\nBest k per data set (the grid reads it with `k: from_tune <this sweep>`):\n\n" + "\n".join(table)
-    return text + "\n"
-
-
-def _html(lines: list[str], best_rows: list[dict[str, str]]) -> str:
-    parts = [f"<p>{html.escape(line)}</p>" for line in lines]
-    if best_rows:
-        head = list(best_rows[0])
-        parts.append("<p>Best k per data set (the grid reads it with <code>k: from_tune &lt;this sweep&gt;</code>):</p>")
-        parts.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
-                     + "".join("<tr>" + "".join(f"<td>{html.escape(r[h])}</td>" for h in head) + "</tr>"
-                               for r in best_rows) + "</table>")  # fmt: skip
-    return "\n".join(parts)
-
-
-def _spearman(x: np.ndarray, y: np.ndarray) -> float | None:
-    ok = ~(np.isnan(x) | np.isnan(y))
-    if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
-        return None
-    rx, ry = pd.Series(x[ok]).rank().to_numpy(), pd.Series(y[ok]).rank().to_numpy()
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
-def _pct(value: Any) -> str:
-    return "-" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{100 * float(value):.1f}%"

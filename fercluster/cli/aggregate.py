@@ -34,8 +34,10 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             Console().print(accuracy_table(table, cfg.name))
         print(f"report: {summary['paths']['report_html']}")
         if summary.get("agreement") is not None:
-            print(f"agreement with planted AU regions: {summary['agreement']:.2f} "
-                  f"(shuffled labels: {summary['agreement_shuffled']:.2f})")
+            print(
+                f"agreement with planted AU regions: {summary['agreement']:.2f} "
+                f"(shuffled labels: {summary['agreement_shuffled']:.2f})"
+            )
         if summary["missing"]:
             print(f"{len(summary['missing'])} planned jobs not complete (listed in the report)")
 
@@ -54,24 +56,31 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         if as_json:
             print(json.dumps(r, indent=2))
             return
-        print(f"{r['jobs']} FABRICATED job result sets (random, no training) written in {r['fabricate_s']:.1f} s "
-              "to a temporary folder")
-        print(f"tables: plan (orchestration's expand) {r['plan_s']:.2f} s, read {r['jobs_read']} jobs "
-              f"{r['read_s']:.2f} s, tables + files {r['tables_s']:.2f} s; total {r['total_s']:.2f} s (target < 10 s)")
-        print(f"KL rankings of one job ({r['filters']} filters x {r['aus']} AUs x {r['images']} images): "
-              f"{r['kl_s'] * 1000:.0f} ms median (target < 1 s)")
+        print(
+            f"{r['jobs']} FABRICATED job result sets (random, no training) written in {r['fabricate_s']:.1f} s "
+            "to a temporary folder"
+        )
+        print(
+            f"tables: plan (orchestration's expand) {r['plan_s']:.2f} s, read {r['jobs_read']} jobs "
+            f"{r['read_s']:.2f} s, tables + files {r['tables_s']:.2f} s; total {r['total_s']:.2f} s (target < 10 s)"
+        )
+        print(
+            f"KL rankings of one job ({r['filters']} filters x {r['aus']} AUs x {r['images']} images): "
+            f"{r['kl_s'] * 1000:.0f} ms median (target < 1 s)"
+        )
 
 
 def accuracy_table(table, sweep: str):
     from rich.table import Table
 
-    from fercluster.analysis.tables import STD_NOTE, display_rows
+    from fercluster.analysis.tables import QUOTED, QUOTED_NOTE, STD_NOTE, display_rows
 
-    out = Table(title=f"sweep {sweep}: test accuracy", caption=STD_NOTE)
+    out = Table(title=f"sweep {sweep}: test accuracy", caption=f"{STD_NOTE}; {QUOTED_NOTE}")
     rows = display_rows(table)
-    for col in (rows[0] if rows else {}):
+    for col in rows[0] if rows else {}:
         out.add_column(col, justify="left" if col in ("data set", "variant") else "right")
-    for row, diff in zip(rows, table["diff"]):
-        style = None if not math.isfinite(diff) else ("green" if diff >= 0 else "yellow")
+    for row, diff, source in zip(rows, table["diff"], table["source"], strict=True):
+        quoted = source == QUOTED  # the paper's quotation of prior art: shown, never coloured as ours
+        style = None if quoted or not math.isfinite(diff) else ("green" if diff >= 0 else "yellow")
         out.add_row(*row.values(), style=style)
     return out

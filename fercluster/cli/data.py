@@ -13,7 +13,6 @@ from typing import Any
 import typer
 
 
-
 class CropMode(str, Enum):
     haar = "haar"
     landmarks = "landmarks"

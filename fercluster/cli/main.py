@@ -33,7 +33,7 @@ def _register() -> None:
 def main() -> None:
     _register()
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # a command's typer.Exit(n) comes back as n here
     except FerclusterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -51,6 +51,9 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    if type(code) is int and code:
+        sys.exit(code)
+
 
 if __name__ == "__main__":
     main()

@@ -13,10 +13,21 @@ from typing import Any, Optional
 
 import typer
 
+from fercluster import fmt
 from fercluster.errors import ConfigError
+from fercluster.orchestration.states import ACTIVE, ENDED_BADLY
 
-STATE_STYLE = {"COMPLETED": "green", "RUNNING": "cyan", "PENDING": "yellow", "FAILED": "red", "CANCELLED": "red",
-               "TIMEOUT": "red", "PREEMPTED": "magenta", "NOT_SUBMITTED": "dim"}
+INTERRUPTED_EXIT = 130  # a search stopped before its end (Ctrl-C): running the command again restores it
+STATE_STYLE = {
+    "COMPLETED": "green",
+    "RUNNING": "cyan",
+    "PENDING": "yellow",
+    "FAILED": "red",
+    "CANCELLED": "red",
+    "TIMEOUT": "red",
+    "PREEMPTED": "magenta",
+    "NOT_SUBMITTED": "dim",
+}
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
@@ -37,55 +48,62 @@ def _console(stderr: bool = False) -> Any:
 
 
 def _load(config: Optional[Path]) -> tuple[Any, Path]:
+    """The config given, or the last sweep started from this folder."""
     from fercluster.config import load_config
-    from fercluster.orchestration.state import last_config
+    from fercluster.orchestration.last import last_config
 
     if config is None:
-        config = last_config(Path("jobs"))
+        config = last_config()
         if config is None:
-            raise ConfigError("no CONFIG given and no sweep recorded in jobs/.last; "
-                              "example: fercluster status configs/smoke.yaml")
+            raise ConfigError(
+                "no CONFIG given and no sweep started from this folder; example: fercluster status configs/smoke.yaml"
+            )
     return load_config(config), config
 
 
+def _record_last(config: Path, console: Any) -> None:
+    from fercluster.orchestration.last import record_last
+
+    try:
+        record_last(config)
+    except OSError as exc:  # a read-only home must not stop a sweep
+        console.print(f"[yellow]note: could not record this sweep for `fercluster status` without CONFIG ({exc})[/]")
+
+
 def _backend(cfg: Any) -> Any:
-    from fercluster.orchestration.backend import SlurmBackend
+    from fercluster.orchestration.slurm.backend import SlurmBackend
 
     return SlurmBackend(cfg.jobs_dir / "submitit")
-
-
-def _tune(name: str) -> Any:
-    from fercluster.orchestration import tune
-
-    return getattr(tune, name)
-
-
-def _fmt_acc(v: Any) -> str:
-    return f"{v:.3f}" if isinstance(v, float) else "-"
-
-
-def _fmt_secs(v: Any) -> str:
-    if not isinstance(v, (int, float)):
-        return "-"
-    v = int(v)
-    return f"{v // 3600}:{v % 3600 // 60:02d}:{v % 60:02d}" if v >= 3600 else f"{v // 60}:{v % 60:02d}"
 
 
 def jobs_table(rows: list[Any], title: str = "", actions: dict[str, str] | None = None, limit: int = 500) -> Any:
     from rich.table import Table
 
     table = Table(title=title, show_lines=False, header_style="bold")
-    cols = ["job", "data set", "fold", "variant", "seed", "state", "iter", "val", "test", "elapsed", "node", "SLURM id"]
+    cols = ["job", "data set", "fold", "variant", "seed", "k", "state", "iter", "val", "test", "elapsed", "node",
+            "SLURM id"]  # fmt: skip
     if actions is not None:
         cols.append("action")
     for c in cols:
-        table.add_column(c, justify="right" if c in ("fold", "seed", "iter", "val", "test", "elapsed") else "left")
+        table.add_column(c, justify="right" if c in ("fold", "seed", "k", "iter", "val", "test", "elapsed") else "left")
     for row in rows[:limit]:
         style = STATE_STYLE.get(row.state, "")
         it = f"{'-' if row.iteration is None else row.iteration}/{row.iterations or '?'}"
-        cells = [row.job_id, row.dataset, str(row.fold), row.variant, str(row.seed), f"[{style}]{row.state}[/]", it,
-                 _fmt_acc(row.val_acc), _fmt_acc(row.test_acc), _fmt_secs(row.elapsed), row.node or "-",
-                 row.slurm_id or "-"]
+        cells = [
+            row.job_id,
+            row.dataset,
+            str(row.fold),
+            row.variant,
+            str(row.seed),
+            "-" if row.k is None else f"{row.k:.3f}",
+            f"[{style}]{row.state}[/]",
+            it,
+            fmt.acc(row.val_acc),
+            fmt.acc(row.test_acc),
+            fmt.duration(row.elapsed),
+            row.node or "-",
+            row.slurm_id or "-",
+        ]
         if actions is not None:
             cells.append(actions.get(row.job_id, ""))
         table.add_row(*cells)
@@ -103,70 +121,127 @@ def sweep_cmd(
     config: Path = typer.Argument(..., help="Sweep config (YAML)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and what would be done; touch nothing."),
     local: bool = typer.Option(False, "--local", help="Run the jobs here, one at a time (GPU or CPU), then aggregate."),
-    retry_failed: bool = typer.Option(False, "--retry-failed", help="Resubmit failed jobs (at most slurm.max_retries each)."),
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed", help="Resubmit failed jobs (at most slurm.max_retries each)."
+    ),
     prune: bool = typer.Option(False, "--prune", help="Cancel jobs no longer in the config."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the plan (each job's id, place, k and action) and what was done as JSON."
+    ),
 ) -> None:
     """Submit a sweep's missing jobs to SLURM as job arrays (or run them here with --local).
 
     Re-running submits nothing that is done, queued or running.
 
-    Example: fercluster sweep configs/smoke.yaml --dry-run
+    Example: fercluster sweep configs/smoke.yaml --dry-run --json
     """
     from fercluster.config import load_config
-    from fercluster.orchestration.state import record_last
 
     cfg = load_config(config)
     console = _console()
     if not dry_run:
-        record_last(cfg.paths.jobs, config)
+        _record_last(config, console)
     if cfg.tune is not None:
         if dry_run:
             console.print(f"[bold]{cfg.name}[/]: a Ray Tune search (dry run, nothing started):")
             console.print(cfg.tune.model_dump(mode="json"))
             return
-        fn = _tune("run_tune_local" if local else "submit_tune_slurm")
-        result = fn(cfg, console)
-        best = (result or {}).get("best") or {}
-        if best:
-            console.print(f"[bold]{cfg.name}[/]: best k = {best.get('k')} (val acc {best.get('val_acc')})")
-        if local:
-            from fercluster.analysis.report import aggregate
-
-            aggregate(cfg, console)
+        _search(cfg, local, console)
         return
     if local:
         if dry_run or prune or retry_failed:
-            raise ConfigError("--local runs the plan here; it does not combine with --dry-run, --prune or --retry-failed")
+            raise ConfigError(
+                "--local runs the plan here; it does not combine with --dry-run, --prune or --retry-failed"
+            )
         from fercluster.orchestration.local import run_local
 
         summary = run_local(cfg, console)
-        console.print(f"[bold]{cfg.name}[/]: ran {summary['ran']}, skipped {summary['skipped']} done, "
-                      f"failed {summary['failed']}, in {summary['total_s']:.1f} s")
+        console.print(
+            f"[bold]{cfg.name}[/]: ran {summary['ran']}, skipped {summary['skipped']} done, "
+            f"failed {summary['failed']}, in {summary['total_s']:.1f} s"
+        )
         if summary["failed"]:
             raise typer.Exit(1)
         return
     from fercluster.orchestration.coordinator import run_sweep
 
     result = run_sweep(cfg, _backend(cfg), dry_run=dry_run, retry_failed=retry_failed, prune=prune)
+    if as_json:
+        print(json.dumps(sweep_json(cfg, result), default=str))
+        return
     _print_sweep(cfg, result, console)
+
+
+ACTION_TEXT = {"submit": "submit", "retry": "retry", "skip": "skip (done)", "leave": "leave (queued/running)",
+               "failed": "failed: --retry-failed"}  # fmt: skip
+
+
+def actions(diff: Any) -> dict[str, str]:
+    """What the sweep does (or would do) with each job: submit, retry, skip, leave or failed."""
+    out = {s.job_id: "submit" for s in diff.submit}
+    out.update({s.job_id: "retry" for s in diff.retry})
+    out.update({s.job_id: "skip" for s in diff.done})
+    out.update({s.job_id: "leave" for s in diff.active})
+    out.update({s.job_id: "failed" for s, _ in diff.failed})
+    return out
+
+
+def sweep_json(cfg: Any, result: Any) -> dict[str, Any]:
+    """``sweep --json``: one entry per planned job, and what was submitted."""
+    todo = actions(result.diff)
+    keys = ("job_id", "dataset", "fold", "variant", "seed", "k", "state")
+    return {
+        "sweep": cfg.name,
+        "dry_run": result.dry_run,
+        "summary": result.diff.summary(),
+        "jobs": [
+            {**{key: getattr(row, key) for key in keys}, "action": todo.get(row.job_id, "")} for row in result.rows
+        ],
+        "arrays": result.arrays,
+        "aggregate_id": result.aggregate_id,
+        "adopted": result.adopted,
+        "cancelled": result.cancelled,
+    }
+
+
+def _search(cfg: Any, local: bool, console: Any) -> None:
+    """Run the Ray Tune search here (then aggregate) or submit its allocation."""
+    if local:
+        from fercluster.orchestration.tune.search import run_tune_local
+
+        result = run_tune_local(cfg, console)
+    else:
+        from fercluster.orchestration.tune.allocation import submit_tune_slurm
+
+        result = submit_tune_slurm(cfg, console)
+    if result.get("state") == "interrupted":
+        _console(stderr=True).print(
+            f"[red]interrupted[/]: search {cfg.name} stopped before its end; run the same command again to restore it"
+        )
+        raise typer.Exit(INTERRUPTED_EXIT)
+    best = result.get("best") or {}
+    if best:
+        console.print(f"[bold]{cfg.name}[/]: best k = {best.get('k')} (val acc {best.get('val_acc')})")
+    if local:
+        from fercluster.analysis.report import aggregate
+
+        aggregate(cfg, console)
 
 
 def _print_sweep(cfg: Any, result: Any, console: Any) -> None:
     d = result.diff
     if result.dry_run:
-        actions = {s.job_id: "submit" for s in d.submit}
-        actions.update({s.job_id: "retry" for s in d.retry})
-        actions.update({s.job_id: "skip (done)" for s in d.done})
-        actions.update({s.job_id: "leave (queued/running)" for s in d.active})
-        actions.update({s.job_id: "failed: --retry-failed" for s, _ in d.failed})
-        console.print(jobs_table(result.rows, title=f"plan of sweep {cfg.name} (dry run)", actions=actions))
+        shown = {job_id: ACTION_TEXT[a] for job_id, a in actions(d).items()}
+        console.print(jobs_table(result.rows, title=f"plan of sweep {cfg.name} (dry run)", actions=shown))
         verb = "would"
     else:
         verb = "did"
     s = d.summary()
-    console.print(f"[bold]{cfg.name}[/]: {len(result.specs)} jobs; {verb} submit {s['submit']}, retry {s['retry']}; "
-                  f"skip {s['done']} done; leave {s['active']} queued/running; {s['failed']} failed not retried"
-                  + (f"; {s['removed']} removed from the config still active" if s["removed"] else ""))
+    console.print(
+        f"[bold]{cfg.name}[/]: {len(result.specs)} jobs; {verb} submit {s['submit']}, retry {s['retry']}; "
+        f"skip {s['done']} done; leave {s['active']} queued/running; {s['failed']} failed not retried"
+        + (f"; {s['removed']} removed from the config still active" if s["removed"] else "")
+    )
     for name in result.adopted:
         console.print(f"adopted orphan submission {name} (crash between sbatch and recording)")
     for a in result.arrays:
@@ -193,12 +268,13 @@ def status_cmd(
     """
     cfg, _ = _load(config)
     if cfg.tune is not None:
-        snap = _tune("tune_status")(cfg)
+        from fercluster.orchestration.tune.state import status_table, tune_status
+
+        snap = tune_status(cfg)
         if as_json:
             print(json.dumps({"sweep": cfg.name, "tune": snap, "jobs": []}, default=str))
         else:
-            _console().print(_tune("status_table")(snap) if snap is not None
-                             else f"no tune run recorded for {cfg.name}")
+            _console().print(status_table(snap) if snap is not None else f"no tune run recorded for {cfg.name}")
         return
     from fercluster.orchestration.status import snapshot
 
@@ -216,7 +292,7 @@ def status_cmd(
         while True:
             snap = snapshot(cfg, backend, failed=failed)
             live.update(_render(cfg, snap, failed), refresh=True)
-            if not any(k in snap["counts"] for k in ("PENDING", "RUNNING")):
+            if not any(k in snap["counts"] for k in ACTIVE):
                 break
             time.sleep(interval)
 
@@ -228,23 +304,33 @@ def _render(cfg: Any, snap: dict[str, Any], failed: bool) -> Any:
     from fercluster.orchestration.monitor import JobRow
 
     rows = [JobRow(**{k: v for k, v in j.items() if k in JobRow.__dataclass_fields__}) for j in snap["jobs"]]
-    parts: list[Any] = [Text.from_markup(f"[bold]{cfg.name}[/]: {len(rows)} jobs  " + counts_line(snap["counts"])
-                                         + f"  (SLURM via {snap['source'] or '-'}, {time.strftime('%H:%M:%S')})")]
+    parts: list[Any] = [
+        Text.from_markup(
+            f"[bold]{cfg.name}[/]: {len(rows)} jobs  "
+            + counts_line(snap["counts"])
+            + f"  (SLURM via {snap['source'] or '-'}, {time.strftime('%H:%M:%S')})"
+        )
+    ]
     agg = snap.get("aggregate")
     if agg:
         parts.append(Text(f"aggregation job {agg.get('slurm_id')}: {agg.get('state', '?')}"))
     if failed:
-        bad = [j for j in snap["jobs"] if j["state"] in ("FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED")]
+        bad = [j for j in snap["jobs"] if j["state"] in ENDED_BADLY]
         if bad:
-            parts.append(jobs_table([r for r in rows if r.state in ("FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED")],
-                                    title="failed jobs"))
+            parts.append(jobs_table([r for r in rows if r.state in ENDED_BADLY], title="failed jobs"))
         for j in bad:
-            parts.append(Text.from_markup(f"[red]{j['job_id']}[/] ({j['dataset']} fold {j['fold']} {j['variant']} "
-                                          f"seed {j['seed']}, SLURM {j['slurm_id']}): {j['reason']}"))
+            parts.append(
+                Text.from_markup(
+                    f"[red]{j['job_id']}[/] ({j['dataset']} fold {j['fold']} {j['variant']} "
+                    f"seed {j['seed']}, SLURM {j['slurm_id']}): {j['reason']}"
+                )
+            )
             if j.get("exception"):
                 parts.append(Text(f"  exception: {j['exception']}"))
             if j.get("log_tail"):
-                parts.append(Text(f"  log {j.get('log')}:\n" + "\n".join("    " + ln for ln in j["log_tail"].splitlines())))
+                parts.append(
+                    Text(f"  log {j.get('log')}:\n" + "\n".join("    " + ln for ln in j["log_tail"].splitlines()))
+                )
         if not bad:
             parts.append(Text("no failed jobs"))
     else:

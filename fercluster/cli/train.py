@@ -27,9 +27,9 @@ def job(
     from fercluster.config import VARIANTS, load_config
     from fercluster.data import ensure_prepared
     from fercluster.errors import ConfigError
+    from fercluster.orchestration.plan import make_spec
     from fercluster.train.checkpoint import JobInterrupted
     from fercluster.train.job import run_job
-    from fercluster.orchestration.plan import make_spec
 
     cfg = load_config(config)
     if dataset not in cfg.datasets:
@@ -40,8 +40,9 @@ def job(
     if not 0 <= fold < folds:
         raise ConfigError(f"--fold: got {fold}; {dataset} has folds 0..{folds - 1}")
     spec = make_spec(cfg, dataset, fold, variant, seed)  # the sweep's job: same id, k from_tune resolved
-    spec = replace(spec, prepared_dir=str(ensure_prepared(cfg, dataset)),
-                   **({"run_dir": str(run_dir)} if run_dir else {}))
+    spec = replace(
+        spec, prepared_dir=str(ensure_prepared(cfg, dataset)), **({"run_dir": str(run_dir)} if run_dir else {})
+    )
     try:
         record = _run_with_progress(spec, run_job)
     except JobInterrupted as exc:
@@ -55,19 +56,19 @@ def job(
 
 
 def _run_with_progress(spec, run_job) -> dict:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from fercluster.orchestration.progress import job_progress
 
-    iterations = int(spec.train["iterations"])
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn())  # fmt: skip
-    with Progress(*columns, transient=False) as bar:
+    iterations = spec.train.iterations
+    with job_progress() as bar:
         label = f"{spec.job_id} {spec.dataset} fold {spec.fold} {spec.variant}"
         task = bar.add_task(label, total=iterations)
 
         def reporter(row: dict) -> None:
             val = row["val_acc"]
             val_text = "-" if val != val else f"{val:.3f}"
-            bar.update(task, completed=row["iteration"], description=f"{label} val {val_text} test {row['test_acc']:.3f}")
+            bar.update(
+                task, completed=row["iteration"], description=f"{label} val {val_text} test {row['test_acc']:.3f}"
+            )
 
         def progress(iteration: int, total: int) -> None:
             if iteration % 10 == 0 or iteration == total:
@@ -88,7 +89,8 @@ def bench_train(
     Example: fercluster bench train --device cpu --size 48 --width 0.25 --iterations 100
     """
     from fercluster.errors import ConfigError
-    from fercluster.train.bench import as_dict, bench_train as run_bench
+    from fercluster.train.bench import as_dict
+    from fercluster.train.bench import bench_train as run_bench
 
     if device not in ("cpu", "cuda"):
         raise ConfigError(f"--device: got {device!r}; valid: cpu, cuda")
@@ -96,7 +98,14 @@ def bench_train(
         raise ConfigError(f"--size: got {size}; valid: a multiple of 4 in 16..96")
     result = as_dict(run_bench(device=device, size=size, width=width, iterations=iterations))
     if as_json:
-        typer.echo(json.dumps({k: result[k] for k in ("fercluster_ips", "reference_ips", "ratio", "device", "image_size", "iterations")}))
+        typer.echo(
+            json.dumps(
+                {
+                    k: result[k]
+                    for k in ("fercluster_ips", "reference_ips", "ratio", "device", "image_size", "iterations")
+                }
+            )
+        )
         return
     typer.echo(
         f"train loop, {result['device']}, {size}x{size}, width {width}, batch 64, {result['iterations']} steps each:\n"

@@ -8,14 +8,12 @@ wait, then find the finished set.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import tempfile
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from fercluster.errors import DataError
+from fercluster.lock import file_lock
 
 if TYPE_CHECKING:
     from fercluster.config import Dataset, SweepConfig
@@ -23,19 +21,9 @@ if TYPE_CHECKING:
 __all__ = ["ensure_prepared", "prepare_raw", "generate_synthetic"]
 
 
-@contextlib.contextmanager
-def file_lock(target: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the hidden file ``.<name>.lock`` beside ``target``."""
-    import fcntl
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    lock = target.parent / f".{target.name}.lock"
-    with open(lock, "a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+def _lock(target: Path, what: str) -> AbstractContextManager[None]:
+    """The exclusive lock ``.<name>.lock`` beside ``target``; waits as long as the holder works."""
+    return file_lock(target.parent / f".{target.name}.lock", what=what)
 
 
 def _matches(out: Path, ds: "Dataset", name: str) -> bool:
@@ -66,7 +54,7 @@ def ensure_prepared(cfg: "SweepConfig", name: str) -> Path:
     out = Path(cfg.prepared_dir(name))
     if _matches(out, ds, name):
         return out
-    with file_lock(out):
+    with _lock(out, f"preparing data set {name!r}"):
         if _matches(out, ds, name):  # another process finished it while we waited
             return out
         root = Path(ds.root)
@@ -77,15 +65,18 @@ def ensure_prepared(cfg: "SweepConfig", name: str) -> Path:
                     f"raw data of {name!r} not found at {root}: give the {what} as `root:`, "
                     "or add `synthetic:` to generate a synthetic stand-in"
                 )
-            with file_lock(root):
+            with _lock(root, f"generating the synthetic raw set of {name!r}"):
                 if not root.exists():
                     generate_synthetic(ds, root)
         prepare_raw(ds.kind, root, out, crop=ds.crop, classes=ds.classes)
     return out
 
 
-def prepare_raw(kind: str, root: Path, out: Path, crop: str = "haar", classes: int = 8) -> "object":
-    """Prepare a raw set into ``out`` (atomically); returns the in-memory PreparedData (counts)."""
+def prepare_raw(kind: str, root: Path, out: Path, *, crop: str, classes: int) -> "object":
+    """Prepare a raw set into ``out`` (atomically); returns the in-memory PreparedData (counts).
+
+    ``crop`` and ``classes`` (CK+ only) come from the data set's config, where their defaults live.
+    """
     from fercluster.data.prepared import write_prepared
 
     if kind == "ckplus":
@@ -101,25 +92,23 @@ def prepare_raw(kind: str, root: Path, out: Path, crop: str = "haar", classes: i
 
 
 def generate_synthetic(ds: "Dataset", root: Path) -> None:
-    """Write the synthetic raw set of ``ds`` at ``root``, atomically (built beside, then moved)."""
+    """Write the synthetic raw set of ``ds`` at ``root``, atomically.
+
+    CK+: a folder, built beside and swapped in. TFD: the .mat and its two sidecars
+    (``<stem>.au_regions.json``, ``<stem>.aus.parquet``), each written atomically, the .mat last:
+    its presence is what says the raw set exists.
+    """
     from fercluster.data import synth
 
     syn = ds.synthetic
     assert syn is not None
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{root.name}.", dir=root.parent))
-    try:
-        if ds.kind == "ckplus":
-            synth.synth_ckplus(tmp / "set", subjects=syn.subjects, seed=syn.seed,
-                               sequences_per_subject=syn.sequences_per_subject)  # fmt: skip
-            os.rename(tmp / "set", root)
-        else:
-            synth.synth_tfd(tmp / root.name, identities=syn.subjects, seed=syn.seed,
-                            images_per_identity=syn.images_per_identity, unlabelled=syn.unlabelled)  # fmt: skip
-            # the sidecars (<stem>.au_regions.json, <stem>.aus.parquet) first, the .mat last:
-            # the .mat's presence is what says the raw set exists
-            for sidecar in sorted(p for p in tmp.iterdir() if p.name != root.name):
-                os.replace(sidecar, root.parent / sidecar.name)
-            os.replace(tmp / root.name, root)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    if ds.kind == "ckplus":
+        synth.synth_ckplus(root, subjects=syn.subjects, seed=syn.seed, sequences_per_subject=syn.sequences_per_subject)
+    else:
+        synth.synth_tfd(
+            root,
+            identities=syn.subjects,
+            seed=syn.seed,
+            images_per_identity=syn.images_per_identity,
+            unlabelled=syn.unlabelled,
+        )

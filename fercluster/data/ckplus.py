@@ -19,7 +19,7 @@ from typing import Callable, Literal
 
 import numpy as np
 
-from fercluster.data.crop import CROP_SIZE, crop_box, haar_box, landmark_box
+from fercluster.data.crop import face_crop, haar_box, landmark_box, resize_grey, to_grey, to_uint8
 from fercluster.data.prepared import PreparedData, Skip, read_au_regions
 from fercluster.errors import DataError
 
@@ -214,7 +214,8 @@ def select_frames(seq: Sequence, emotion: int, aus: list[int], classes: int = 8)
 
 
 def read_grey(path: Path) -> np.ndarray | None:
-    """A frame as grey uint8, or None if it cannot be read or decoded (missing, truncated)."""
+    """A frame as float grey in [0, 1] (``crop.to_grey``: scikit-image's weights for colour frames),
+    or None if it cannot be read or decoded (missing, truncated)."""
     import cv2
 
     try:
@@ -222,18 +223,13 @@ def read_grey(path: Path) -> np.ndarray | None:
     except OSError:
         return None
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if image is None:
-        return None
-    if image.dtype == np.uint16:
-        image = (image // 257).astype(np.uint8)
-    elif image.dtype != np.uint8:
+    if image is None or image.dtype not in (np.uint8, np.uint16):
         return None
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
-    elif image.ndim == 3:
-        code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
-        image = cv2.cvtColor(image, code)
-    return image
+    elif image.ndim == 3:  # OpenCV decodes colour as BGR(A)
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    return to_grey(image)
 
 
 def landmarks_file(layout: Layout, frame: Frame) -> Path | None:
@@ -246,22 +242,20 @@ def landmarks_file(layout: Layout, frame: Frame) -> Path | None:
 def crop_frame(
     image: np.ndarray, frame: Frame, layout: Layout, crop: Crop
 ) -> tuple[np.ndarray | None, str, Skip | None]:
-    """``(crop96 or None, how it was cropped, Skip or None)`` for one grey frame."""
-    import cv2
-
+    """``(crop96 or None, how it was cropped, Skip or None)`` for one float grey frame."""
     if crop == "none":
-        return cv2.resize(image, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA), "none", None
+        return resize_grey(image), "none", None
     reason = "no landmarks file"
     if crop == "haar":
-        box = haar_box(image)
+        box = haar_box(to_uint8(image))  # the cascade runs on 8-bit grey
         if box is not None:
-            return crop_box(image, *box), "haar", None
+            return face_crop(image, *box), "haar", None
         reason = "no face found by the Haar cascade"
     points_file = landmarks_file(layout, frame)
     if points_file is None:
         why = reason if crop == "landmarks" else f"{reason} and no landmarks file"
         return None, crop, Skip(str(frame.path), "image", why, "skipped")
-    cropped = crop_box(image, *landmark_box(parse_landmarks(points_file)))
+    cropped = face_crop(image, *landmark_box(parse_landmarks(points_file)))
     note = Skip(str(frame.path), "image", reason, "cropped by landmarks") if crop == "haar" else None
     return cropped, "landmarks", note
 
@@ -269,9 +263,7 @@ def crop_frame(
 # ----------------------------------------------------------------------------- the whole set
 
 
-def _labelled_frames(
-    sequences: list[Sequence], classes: int, skips: list[Skip]
-) -> tuple[list[Frame], int]:
+def _labelled_frames(sequences: list[Sequence], classes: int, skips: list[Skip]) -> tuple[list[Frame], int]:
     """The frames to keep, and how many labelled sequences the class set drops (contempt)."""
     frames, dropped = [], 0
     for seq in sequences:
@@ -399,4 +391,3 @@ def _counts(sequences, labelled, rows, skips, dropped, crop, classes) -> dict[st
         counts["  of which cropped by landmarks"] = sum(s.action == "cropped by landmarks" for s in skips)
     counts["images skipped"] = sum(s.what == "image" and s.action == "skipped" for s in skips)
     return counts
-

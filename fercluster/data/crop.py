@@ -28,18 +28,57 @@ def landmark_box(points: np.ndarray) -> tuple[float, float, float]:
     return cx - side / 2, cy - side / 2, side
 
 
-def crop_box(image: np.ndarray, x0: float, y0: float, side: float, size: int = CROP_SIZE) -> np.ndarray:
-    """Crop the square box from a grey uint8 image (zero fill outside it), resized to size x size."""
-    import cv2
-
+def square(image: np.ndarray, x0: float, y0: float, side: float) -> np.ndarray:
+    """The square box cut from a grey image, zero-filled where it leaves the image (same dtype)."""
     x0i, y0i, s = int(round(x0)), int(round(y0)), max(1, int(round(side)))
     h, w = image.shape
-    canvas = np.zeros((s, s), dtype=np.uint8)
+    canvas = np.zeros((s, s), dtype=image.dtype)
     sx0, sy0 = max(0, x0i), max(0, y0i)
     sx1, sy1 = min(w, x0i + s), min(h, y0i + s)
     if sx1 > sx0 and sy1 > sy0:
         canvas[sy0 - y0i : sy1 - y0i, sx0 - x0i : sx1 - x0i] = image[sy0:sy1, sx0:sx1]
-    return cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA)
+    return canvas
+
+
+def crop_box(image: np.ndarray, x0: float, y0: float, side: float, size: int = CROP_SIZE) -> np.ndarray:
+    """Crop the square box from a grey uint8 image (zero fill outside it), resized to size x size by
+    area averaging (OpenCV). The synthetic sets' own alignment; CK+ is cropped by ``face_crop``."""
+    import cv2
+
+    return cv2.resize(square(image, x0, y0, side), (size, size), interpolation=cv2.INTER_AREA)
+
+
+# The authors' CK+ pipeline ran on scikit-image: rgb2gray (ITU-R BT.709 weights, float in [0, 1]),
+# transform.resize with bilinear interpolation and no anti-aliasing (scikit-image had none then),
+# and a cast of value * 255 to uint8, which truncates.
+def to_grey(image: np.ndarray) -> np.ndarray:
+    """A frame (grey, RGB or RGBA; uint8 or uint16) as float grey in [0, 1], as scikit-image reads
+    it: ``rgb2gray`` (0.2125 R + 0.7154 G + 0.0721 B) for colour, alpha dropped."""
+    from skimage.color import rgb2gray
+
+    image = np.asarray(image, dtype=np.float64) / np.iinfo(image.dtype).max  # exact: v / 255 * 255 == v
+    if image.ndim == 3:
+        image = rgb2gray(image[..., :3])
+    return image
+
+
+def to_uint8(grey: np.ndarray) -> np.ndarray:
+    """Float grey in [0, 1] to uint8 as the authors' code did it: value * 255, truncated."""
+    return (np.clip(grey, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def face_crop(grey: np.ndarray, x0: float, y0: float, side: float, size: int = CROP_SIZE) -> np.ndarray:
+    """The authors' CK+ crop: the square box of a float grey frame (zero fill outside it), resized to
+    size x size with scikit-image's bilinear resize without anti-aliasing, truncated to uint8."""
+    return resize_grey(square(np.asarray(grey, dtype=np.float64), x0, y0, side), size)
+
+
+def resize_grey(grey: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
+    """Float grey in [0, 1] to size x size uint8: bilinear, no anti-aliasing, truncated (the authors')."""
+    from skimage.transform import resize
+
+    out = resize(grey, (size, size), order=1, mode="constant", anti_aliasing=False, preserve_range=True)
+    return to_uint8(out)
 
 
 def to_crop_coords(points: np.ndarray, box: tuple[float, float, float], size: int = CROP_SIZE) -> np.ndarray:

@@ -13,9 +13,6 @@ import csv
 import io
 import json
 import os
-import shutil
-import tempfile
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fercluster.atomic import write_json, write_parquet, write_text, write_with
+from fercluster.atomic import atomic_dir, write_json, write_parquet, write_text, write_with
 from fercluster.errors import DataError
 
 IMAGE_SIZE = 96
@@ -82,15 +79,8 @@ def write_prepared(out: str | os.PathLike[str], data: PreparedData) -> Path:
     """
     out = Path(out)
     _check_replaceable(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         _write_files(tmp, data)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a prepared set is shared like any output
-        _swap_in(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -99,8 +89,7 @@ def _check_replaceable(out: Path) -> None:
         raise DataError(f"--out {out} is a file; give a folder (it is created)")
     if out.is_dir() and any(out.iterdir()) and not (out / "info.json").is_file():
         raise DataError(
-            f"--out {out} exists and is not a prepared set (no info.json); "
-            "choose a new folder or empty this one"
+            f"--out {out} exists and is not a prepared set (no info.json); choose a new folder or empty this one"
         )
 
 
@@ -139,20 +128,6 @@ def skips_csv(skips: list[Skip]) -> str:
     for s in skips:
         writer.writerow([s.path, s.what, s.reason, s.action])
     return buf.getvalue()
-
-
-def _swap_in(tmp: Path, out: Path) -> None:
-    if not out.exists():
-        os.rename(tmp, out)
-        return
-    old = out.parent / f".old-{out.name}.{uuid.uuid4().hex[:8]}"
-    os.rename(out, old)
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        os.rename(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -194,9 +169,7 @@ def load_prepared(path: str | os.PathLike[str], mmap: bool = True) -> Prepared:
     """Load a prepared set; DataError (naming the file) if it is missing or inconsistent."""
     path = Path(path)
     if not path.is_dir():
-        raise DataError(
-            f"prepared set not found: {path}; run `fercluster data prepare ckplus|tfd ... --out {path}`"
-        )
+        raise DataError(f"prepared set not found: {path}; run `fercluster data prepare ckplus|tfd ... --out {path}`")
     missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
     if missing:
         raise DataError(f"{path}: incomplete prepared set, missing {', '.join(missing)}; prepare it again")
@@ -241,13 +214,13 @@ def _check_columns(path: Path, kind: str, manifest: pd.DataFrame) -> None:
         )
 
 
-def split_indices(
-    prepared: Prepared, fold: int, protocol: str = "2017"
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def split_indices(prepared: Prepared, fold: int, protocol: str = "2017") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Row indices ``(train, val, test)`` of one fold.
 
     CK+ 2017: test fold t, validation fold (t+1) % 10, train the other 8. CK+ 2015: test fold t,
-    train the other 9, no validation. TFD: the ``split_t`` column; 2015 trains on train + valid.
+    train the other 9, no validation. TFD: the ``split_t`` column; 2015 trains on the train split
+    only ("we train all of our models using just the training set of each fold", as the authors'
+    2015 TFD scripts did) and has no validation split (the checkpoint is picked on test).
     """
     if protocol not in PROTOCOLS:
         raise DataError(f"protocol: got {protocol!r}; valid: {', '.join(PROTOCOLS)}")
@@ -267,5 +240,5 @@ def split_indices(
         val = split == "valid"
         train = split == "train"
         if protocol == "2015":
-            train, val = train | val, np.zeros_like(val)
+            val = np.zeros_like(val)
     return tuple(np.flatnonzero(m).astype(np.int64) for m in (train, val, test))  # type: ignore[return-value]

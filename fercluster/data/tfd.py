@@ -131,7 +131,7 @@ def read_aus(path: Path) -> dict[int, list[int]] | None:
     index_col = next((c for c in ("index", "image_index", "row") if c in frame.columns), None)
     if index_col is None or "aus" not in frame.columns:
         raise DataError(f"{path}: expected columns 'index' and 'aus', found {list(frame.columns)}")
-    return {int(i): [int(a) for a in aus] for i, aus in zip(frame[index_col], frame["aus"])}
+    return {int(i): [int(a) for a in aus] for i, aus in zip(frame[index_col], frame["aus"], strict=True)}
 
 
 def prepare_tfd(mat_path: str | Path, progress: Progress | None = None) -> PreparedData:
@@ -151,8 +151,7 @@ def prepare_tfd(mat_path: str | Path, progress: Progress | None = None) -> Prepa
         "per class": {name: int((label_col == i).sum()) for i, name in enumerate(LABEL_NAMES)}
     }
     breakdown["per fold"] = {  # type: ignore[assignment]
-        str(k): {name: int((folds[keep, k] == code).sum()) for code, name in SPLITS.items()}
-        for k in range(TFD_FOLDS)
+        str(k): {name: int((folds[keep, k] == code).sum()) for code, name in SPLITS.items()} for k in range(TFD_FOLDS)
     }
     counts = {
         "images in file": int(len(labels)),

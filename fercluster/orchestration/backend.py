@@ -1,25 +1,21 @@
-"""Where jobs go: SLURM through submitit (``SlurmBackend``), or an in-memory stand-in (``FakeBackend``).
+"""What the coordinator, the monitor and ``status`` need from wherever jobs run: ``Backend``.
 
-A backend submits arrays, finds arrays by job name (orphans after a crash), answers one batched
-state query, and cancels. ``calls`` counts the commands it ran (sbatch, sacct, squeue, ...).
+Implementations: ``slurm.backend.SlurmBackend`` (sbatch through submitit, sacct/squeue/scontrol),
+``fake.FakeBackend`` (in memory, for tests and ``fercluster bench orchestration``) and
+``local_backend.LocalBackend`` (jobs run here by ``sweep --local``; the query side only).
+
+Ids are the backend's own: SLURM's ``<array id>_<task>`` (or a plain job id for a single job);
+``base_id`` and ``task_ids`` convert between an array and its tasks.
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections import Counter
-from pathlib import Path
-from typing import Any, Callable, Sequence
-
-from fercluster.errors import SlurmError
-from fercluster.orchestration import slurm_parse
-from fercluster.orchestration.slurm_parse import SlurmInfo
-
-MAX_TIMEOUT_REQUEUES = 3  # submitit requeues a Checkpointable job this often after time-outs
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 
 def base_id(slurm_id: str) -> str:
+    """``"123_4"`` -> ``"123"`` (an array task's array); other ids unchanged."""
     return slurm_id.split("_")[0]
 
 
@@ -28,201 +24,53 @@ def task_ids(base: str, n: int) -> list[str]:
     return [base] if n == 1 else [f"{base}_{i}" for i in range(n)]
 
 
-class SlurmBackend:
-    name = "slurm"
+class JobInfo(Protocol):
+    """One job as its backend sees it (``slurm.parse.SlurmInfo``, ``local_backend.LocalInfo``)."""
 
-    def __init__(self, folder: Path, timeout_s: float = 120.0) -> None:
-        self.folder = Path(folder).absolute()  # jobs/<sweep>/submitit; one sub-folder per job
-        self.timeout_s = timeout_s
-        self.calls: Counter[str] = Counter()
-        self.last_source = ""
+    @property
+    def state(self) -> str: ...  # one of ``states.STATES``
 
-    # -- commands ----------------------------------------------------------------------------
-    def _run(self, argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
-        self.calls[argv[0]] += 1
-        if shutil.which(argv[0]) is None:
-            raise SlurmError(f"{argv[0]} not found on PATH: is this a SLURM login node? (use --local to run here)")
-        try:
-            proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=self.timeout_s)
-        except subprocess.TimeoutExpired:
-            raise SlurmError(f"{' '.join(argv[:3])} ... did not answer within {self.timeout_s:.0f} s") from None
-        if check and proc.returncode != 0:
-            raise SlurmError(f"{' '.join(argv[:3])} ... failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
-        return proc
+    @property
+    def node(self) -> str: ...
 
-    def max_array_size(self) -> int:
-        return slurm_parse.parse_max_array_size(self._run(["scontrol", "show", "config"]).stdout)
+    @property
+    def reason(self) -> str: ...  # why it is pending (SLURM's Reason) or what stopped it
 
-    def _executor(self, params: dict[str, Any]) -> Any:
-        import submitit
+    @property
+    def elapsed_s(self) -> float | None: ...
 
-        ex = submitit.SlurmExecutor(folder=self.folder / "%j", max_num_timeout=MAX_TIMEOUT_REQUEUES)
-        ex.update_parameters(**params)
-        return ex
+    def failure_reason(self) -> str: ...  # one line, for a job that ended badly
+
+
+@runtime_checkable
+class JobQuery(Protocol):
+    """The query side: the state of jobs by id, in ONE call per refresh."""
+
+    name: str
+    calls: Counter[str]  # commands run, by name (sbatch, sacct, squeue, ...)
+    last_source: str  # what answered the last query (sacct, squeue, scontrol, local)
+
+    def query(self, ids: Sequence[str]) -> Mapping[str, JobInfo]: ...
+
+
+@runtime_checkable
+class Backend(JobQuery, Protocol):
+    """A scheduler: submit arrays (and single jobs), find arrays by name after a crash, cancel."""
+
+    def max_array_size(self) -> int: ...
 
     def submit_array(self, fn: Callable[..., Any], args: list[Any], params: dict[str, Any]) -> list[str]:
-        """One sbatch: ``fn(arg)`` for each arg as tasks of one array; returns per-task ids."""
-        ex = self._executor(params)
-        self.calls["sbatch"] += 1
-        try:
-            jobs = ex.map_array(fn, args)
-        except Exception as exc:  # submitit wraps sbatch's failure in its own error types
-            raise SlurmError(f"sbatch failed for {params.get('job_name')}: {exc}") from None
-        return [job.job_id for job in jobs]
+        """One submission running ``fn(arg)`` for each of ``args``; returns the per-task ids."""
+        ...
 
-    def submit_one(self, fn: Callable[..., Any], args: tuple[Any, ...], params: dict[str, Any]) -> str:
-        ex = self._executor(params)
-        self.calls["sbatch"] += 1
-        try:
-            return ex.submit(fn, *args).job_id
-        except Exception as exc:
-            raise SlurmError(f"sbatch failed for {params.get('job_name')}: {exc}") from None
+    def submit_one(self, fn: Callable[..., Any], args: tuple[Any, ...], params: dict[str, Any]) -> str: ...
 
-    def repair_pickles(self, slurm_ids: list[str], fn: Callable[..., Any], args: list[Any], timeout_min: int) -> int:
-        """Write the submitted pickles an adopted orphan array is missing; returns how many."""
-        from submitit.core.utils import DelayedSubmission, JobPaths
-
-        written = 0
-        for sid, arg in zip(slurm_ids, args):
-            paths = JobPaths(self.folder / "%j", job_id=sid)
-            if paths.submitted_pickle.exists():
-                continue
-            paths.folder.mkdir(parents=True, exist_ok=True)
-            delayed = DelayedSubmission(fn, arg)
-            delayed.set_timeout(timeout_min, MAX_TIMEOUT_REQUEUES)
-            delayed.dump(paths.submitted_pickle)
-            written += 1
-        return written
+    def repair_pickles(self, ids: list[str], fn: Callable[..., Any], args: list[Any], timeout_min: int) -> int:
+        """Write what an adopted orphan submission is missing to run ``fn(arg)``; returns how many."""
+        ...
 
     def find_by_name(self, names: Sequence[str]) -> dict[str, str]:
-        """SLURM job id of each array among ``names`` (squeue, then accounting for old ones)."""
-        if not names:
-            return {}
-        found: dict[str, str] = {}
-        proc = self._run(["squeue", "-h", "-t", "all", "--name=" + ",".join(names), "-o", "%F|%j"], check=False)
-        for line in proc.stdout.splitlines():
-            jid, _, name = line.partition("|")
-            if name in names and jid.strip().isdigit():
-                found.setdefault(name, jid.strip())
-        missing = [n for n in names if n not in found]
-        if missing:
-            proc = self._run(["sacct", "-X", "--parsable2", "--noheader", "-S", "2000-01-01",
-                              "--name=" + ",".join(missing), "--format=JobID,JobName"], check=False)
-            if proc.returncode == 0:
-                for line in proc.stdout.splitlines():
-                    jid, _, name = line.partition("|")
-                    if name in missing:
-                        found.setdefault(name, base_id(jid.strip()))
-        return found
+        """The id of each submission among ``names`` (job names) that the scheduler knows."""
+        ...
 
-    def query(self, slurm_ids: Sequence[str]) -> dict[str, SlurmInfo]:
-        """State of ``slurm_ids`` from ONE batched sacct; squeue/scontrol when sacct fails.
-
-        Ids that sacct does not know yet (just submitted) are looked up with one squeue.
-        """
-        if not slurm_ids:
-            return {}
-        bases = sorted({base_id(s) for s in slurm_ids}, key=int)
-        proc = self._run(["sacct", "-j", ",".join(bases), "--parsable2", "--noheader",
-                          f"--format={slurm_parse.SACCT_FORMAT}"], check=False)
-        if proc.returncode == 0:
-            self.last_source = "sacct"
-            infos = slurm_parse.parse_sacct(proc.stdout)
-            if all(s in infos for s in slurm_ids):
-                return infos
-            return {**self._queue(), **infos}
-        self.last_source = "squeue"
-        return self._queue()
-
-    def _queue(self) -> dict[str, SlurmInfo]:
-        proc = self._run(["squeue", "-h", "-r", "-t", "all", "-o", slurm_parse.SQUEUE_FORMAT], check=False)
-        if proc.returncode == 0:
-            return slurm_parse.parse_squeue(proc.stdout)
-        proc = self._run(["scontrol", "show", "job", "-o"], check=False)
-        if proc.returncode == 0:
-            self.last_source = "scontrol"
-            return slurm_parse.parse_scontrol_jobs(proc.stdout)
-        raise SlurmError(f"cannot reach SLURM: sacct, squeue and scontrol all failed ({proc.stderr.strip()[-300:]})")
-
-    def cancel(self, slurm_ids: Sequence[str]) -> None:
-        if slurm_ids:
-            self._run(["scancel", *slurm_ids])
-
-
-class FakeBackend:
-    """In-memory SLURM for tests and the benchmark: ids count up, states are set by hand.
-
-    ``query`` renders sacct's text and parses it, so the parsing cost is real.
-    """
-
-    name = "fake"
-
-    def __init__(self, max_array: int = 1001, crash_after_sbatch: bool = False) -> None:
-        self.max_array = max_array
-        self.crash_after_sbatch = crash_after_sbatch
-        self.calls: Counter[str] = Counter()
-        self.next_id = 1000
-        self.states: dict[str, str] = {}  # per-task id -> SLURM state word
-        self.names: dict[str, str] = {}  # job name -> base id
-        self.submitted: list[dict[str, Any]] = []  # one entry per sbatch: name, ids, params, args
-        self.sacct_ok = True
-        self.last_source = ""
-
-    def max_array_size(self) -> int:
-        self.calls["scontrol"] += 1
-        return self.max_array
-
-    def _sbatch(self, n: int, fn: Any, args: list[Any], params: dict[str, Any]) -> list[str]:
-        self.calls["sbatch"] += 1
-        base = str(self.next_id)
-        self.next_id += 1
-        ids = task_ids(base, n)
-        for sid in ids:
-            self.states[sid] = "PENDING"
-        self.names[params["job_name"]] = base
-        self.submitted.append({"name": params["job_name"], "ids": ids, "params": params, "args": args, "fn": fn})
-        if self.crash_after_sbatch:
-            self.crash_after_sbatch = False
-            raise KeyboardInterrupt("simulated crash between sbatch and recording the job id")
-        return ids
-
-    def submit_array(self, fn: Any, args: list[Any], params: dict[str, Any]) -> list[str]:
-        return self._sbatch(len(args), fn, args, params)
-
-    def submit_one(self, fn: Any, args: tuple[Any, ...], params: dict[str, Any]) -> str:
-        return self._sbatch(1, fn, list(args), params)[0]
-
-    def repair_pickles(self, slurm_ids: list[str], fn: Any, args: list[Any], timeout_min: int) -> int:
-        return 0
-
-    def find_by_name(self, names: Sequence[str]) -> dict[str, str]:
-        self.calls["squeue"] += 1
-        return {n: self.names[n] for n in names if n in self.names}
-
-    def set_state(self, slurm_ids: Sequence[str], state: str) -> None:
-        for sid in slurm_ids:
-            self.states[sid] = state
-
-    def query(self, slurm_ids: Sequence[str]) -> dict[str, SlurmInfo]:
-        if not self.sacct_ok:
-            self.calls["squeue"] += 1
-            self.last_source = "squeue"
-            text = "\n".join(f"{s}|{self.states[s]}|0:01|localhost|None" for s in slurm_ids if s in self.states)
-            return slurm_parse.parse_squeue(text)
-        self.calls["sacct"] += 1
-        self.last_source = "sacct"
-        lines = []
-        for s in slurm_ids:
-            state = self.states.get(s)
-            if state is not None:
-                node = "localhost" if state != "PENDING" else "None assigned"
-                lines.append(f"{s}|{state}|0:0|00:01:00|{node}|None")
-        return slurm_parse.parse_sacct("\n".join(lines))
-
-    def cancel(self, slurm_ids: Sequence[str]) -> None:
-        self.calls["scancel"] += 1
-        for sid in slurm_ids:
-            targets = [s for s in self.states if s == sid or base_id(s) == sid]
-            for t in targets:
-                if self.states[t] in ("PENDING", "RUNNING"):
-                    self.states[t] = "CANCELLED"
+    def cancel(self, ids: Sequence[str]) -> None: ...

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from fercluster.config import parse_config
-from fercluster.orchestration.backend import FakeBackend
 from fercluster.orchestration.coordinator import run_sweep
+from fercluster.orchestration.fake import FakeBackend
 from fercluster.orchestration.status import snapshot
 
 MAX_ARRAY = 1001
@@ -28,15 +28,19 @@ def noop_job(spec: Any) -> None:
 
 def bench_config(root: Path, jobs: int) -> Any:
     seeds = max(1, math.ceil(jobs / 40))  # CK+: 10 folds x 4 variants per seed
-    return parse_config({
-        "name": "bench",
-        "paths": {"jobs": str(root / "jobs"), "results": str(root / "results"), "data": str(root / "data")},
-        "datasets": {"ckplus": {"kind": "ckplus", "root": str(root / "raw"), "classes": 8}},
-        "grid": [{"dataset": "ckplus", "folds": "all", "variants": ["none", "D", "A", "AD"],
-                  "seeds": list(range(seeds))}],
-        "train": {"iterations": 1000},
-        "slurm": {"array_parallelism": 64},
-    }, source="bench")
+    return parse_config(
+        {
+            "name": "bench",
+            "paths": {"jobs": str(root / "jobs"), "results": str(root / "results"), "data": str(root / "data")},
+            "datasets": {"ckplus": {"kind": "ckplus", "root": str(root / "raw"), "classes": 8}},
+            "grid": [
+                {"dataset": "ckplus", "folds": "all", "variants": ["none", "D", "A", "AD"], "seeds": list(range(seeds))}
+            ],
+            "train": {"iterations": 1000},
+            "slurm": {"array_parallelism": 64},
+        },
+        source="bench",
+    )
 
 
 def run_bench(jobs: int = 10_000) -> dict[str, Any]:
@@ -80,10 +84,18 @@ def _run(root: Path, jobs: int) -> dict[str, Any]:
     targets = [
         {"name": "plan + diff", "value": f"{plan_s:.2f} s", "target": "< 10 s", "pass": plan_s < 10},
         {"name": "sbatch calls (arrays + aggregation)", "value": sbatch, "target": "<= 11", "pass": sbatch <= 11},
-        {"name": "status refresh", "value": f"{refresh_s:.2f} s, {queries} accounting query",
-         "target": "< 2 s, 1 query", "pass": refresh_s < 2 and queries == 1},
-        {"name": "re-run, all done", "value": f"{rerun_s:.2f} s, {rerun_subs} submissions",
-         "target": "< 5 s, 0 submissions", "pass": rerun_s < 5 and rerun_subs == 0 and len(rerun.diff.done) == n},
+        {
+            "name": "status refresh",
+            "value": f"{refresh_s:.2f} s, {queries} accounting query",
+            "target": "< 2 s, 1 query",
+            "pass": refresh_s < 2 and queries == 1,
+        },
+        {
+            "name": "re-run, all done",
+            "value": f"{rerun_s:.2f} s, {rerun_subs} submissions",
+            "target": "< 5 s, 0 submissions",
+            "pass": rerun_s < 5 and rerun_subs == 0 and len(rerun.diff.done) == n,
+        },
     ]
     figures = {
         "jobs_planned": n,
@@ -100,8 +112,12 @@ def _run(root: Path, jobs: int) -> dict[str, Any]:
         "rerun_submissions": rerun_subs,
         "state_json_mb": round((cfg.jobs_dir / "state.json").stat().st_size / 1e6, 2),
     }
-    return {"jobs": n, "backend": "fake (in-memory SLURM: sacct text rendered and parsed; no cluster)",
-            "figures": figures, "targets": targets}
+    return {
+        "jobs": n,
+        "backend": "fake (in-memory SLURM: sacct text rendered and parsed; no cluster)",
+        "figures": figures,
+        "targets": targets,
+    }
 
 
 def _mix_states(backend: FakeBackend, specs: list[Any]) -> None:
@@ -113,6 +129,15 @@ def _mix_states(backend: FakeBackend, specs: list[Any]) -> None:
     for spec in specs[::5]:
         run_dir = Path(spec.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "progress.json").write_text(json.dumps(
-            {"job_id": spec.job_id, "state": "running", "iteration": 500, "iterations": 1000,
-             "best_val_acc": 0.5, "best_test_acc": 0.5}))
+        (run_dir / "progress.json").write_text(
+            json.dumps(
+                {
+                    "job_id": spec.job_id,
+                    "state": "running",
+                    "iteration": 500,
+                    "iterations": 1000,
+                    "best_val_acc": 0.5,
+                    "best_test_acc": 0.5,
+                }
+            )
+        )

@@ -8,15 +8,16 @@ after them (``afterany``), and, with ``prune``, cancels jobs no longer in the co
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
-from fercluster.config import SweepConfig
+from fercluster.config import SweepConfig, Train
 from fercluster.errors import SlurmError
+from fercluster.orchestration import jobs as jobs_mod
 from fercluster.orchestration import plan as plan_mod
-from fercluster.orchestration.backend import base_id
+from fercluster.orchestration.backend import Backend, base_id
 from fercluster.orchestration.monitor import JobRow, job_rows
-from fercluster.orchestration.resources import array_throttles, submitit_parameters
+from fercluster.orchestration.slurm.resources import array_throttles, processes, submitit_parameters
 from fercluster.orchestration.state import (
     SweepState,
     array_name,
@@ -26,10 +27,8 @@ from fercluster.orchestration.state import (
     save_state,
     sweep_lock,
 )
+from fercluster.orchestration.states import ACTIVE, COMPLETED, NOT_SUBMITTED
 from fercluster.train.spec import JobSpec
-
-ACTIVE = ("PENDING", "RUNNING")
-ENDED_BADLY = ("FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED")
 
 
 @dataclass
@@ -42,8 +41,14 @@ class Diff:
     removed: list[str] = field(default_factory=list)  # in the state, not in the config, still active
 
     def summary(self) -> dict[str, int]:
-        return {"submit": len(self.submit), "retry": len(self.retry), "done": len(self.done),
-                "active": len(self.active), "failed": len(self.failed), "removed": len(self.removed)}
+        return {
+            "submit": len(self.submit),
+            "retry": len(self.retry),
+            "done": len(self.done),
+            "active": len(self.active),
+            "failed": len(self.failed),
+            "removed": len(self.removed),
+        }
 
 
 @dataclass
@@ -59,15 +64,22 @@ class SweepResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def reconcile(specs: Sequence[JobSpec], rows: Sequence[JobRow], state: SweepState, *,
-              retry_failed: bool, max_retries: int, removed_rows: Sequence[JobRow] = ()) -> Diff:
+def reconcile(
+    specs: Sequence[JobSpec],
+    rows: Sequence[JobRow],
+    state: SweepState,
+    *,
+    retry_failed: bool,
+    max_retries: int,
+    removed_rows: Sequence[JobRow] = (),
+) -> Diff:
     diff = Diff()
-    for spec, row in zip(specs, rows):
-        if row.state == "COMPLETED":
+    for spec, row in zip(specs, rows, strict=True):
+        if row.state == COMPLETED:
             diff.done.append(spec)
         elif row.state in ACTIVE:
             diff.active.append(spec)
-        elif row.state == "NOT_SUBMITTED":
+        elif row.state == NOT_SUBMITTED:
             diff.submit.append(spec)
         elif retry_failed and row.retries < max_retries:
             diff.retry.append(spec)
@@ -82,17 +94,36 @@ def reconcile(specs: Sequence[JobSpec], rows: Sequence[JobRow], state: SweepStat
 def removed_specs(specs: Sequence[JobSpec], state: SweepState) -> list[JobSpec]:
     """Jobs the state knows that the config no longer has (as stand-in specs for the monitor)."""
     planned = {s.job_id for s in specs}
+    # their settings are gone: no iteration count or k to show (k: None is neither a number nor "random")
+    unknown = Train.model_construct(iterations=0, k=None)
     out = []
     for job_id, rec in state.jobs.items():
         if job_id not in planned:
-            out.append(JobSpec(sweep=state.sweep, dataset=rec.get("dataset", "?"), kind="?", classes=0,
-                               fold=rec.get("fold", -1), variant=rec.get("variant", "?"), seed=rec.get("seed", -1),
-                               train={}, prepared_dir="", run_dir=rec.get("run_dir", "/nonexistent"), job_id=job_id))
+            out.append(
+                JobSpec(
+                    sweep=state.sweep,
+                    dataset=rec.get("dataset", "?"),
+                    kind="?",
+                    classes=0,
+                    fold=rec.get("fold", -1),
+                    variant=rec.get("variant", "?"),
+                    seed=rec.get("seed", -1),
+                    train=unknown,
+                    prepared_dir="",
+                    run_dir=rec.get("run_dir", "/nonexistent"),
+                    job_id=job_id,
+                )
+            )
     return out
 
 
-def adopt_orphans(state: SweepState, backend: Any, fn_for: Callable[[], Any] | None,
-                  specs_by_id: dict[str, JobSpec], timeout_min: int) -> list[str]:
+def adopt_orphans(
+    state: SweepState,
+    backend: Backend,
+    fn_for: Callable[[], Any] | None,
+    specs_by_id: dict[str, JobSpec],
+    timeout_min: int,
+) -> list[str]:
     """Pending submissions (written before sbatch) whose array SLURM has: record them.
 
     Pending records SLURM does not know are dropped (sbatch never ran); their jobs are submitted
@@ -113,7 +144,7 @@ def adopt_orphans(state: SweepState, backend: Any, fn_for: Callable[[], Any] | N
         else:
             job_ids = rec["job_ids"]
             state.record_array(name, sid, job_ids, set(rec.get("retry", [])), _summaries(specs_by_id, job_ids))
-            args = [specs_by_id[j] for j in job_ids if j in specs_by_id]
+            args = [specs_by_id[j] for j in job_ids if j in specs_by_id]  # already as submitted (processes)
             if fn_for is not None and len(args) == len(job_ids):
                 backend.repair_pickles([state.slurm_id(j) for j in job_ids], fn_for(), args, timeout_min)
         adopted.append(name)
@@ -129,16 +160,25 @@ def _summaries(specs_by_id: dict[str, JobSpec], job_ids: Sequence[str]) -> dict[
     return out
 
 
-def run_sweep(cfg: SweepConfig, backend: Any, *, dry_run: bool = False, retry_failed: bool = False,
-              prune: bool = False, fn_for: Callable[[], Any] | None = None,
-              aggregate_fn: Callable[..., Any] | None = None, prepare: bool = True) -> SweepResult:
+def run_sweep(
+    cfg: SweepConfig,
+    backend: Backend,
+    *,
+    dry_run: bool = False,
+    retry_failed: bool = False,
+    prune: bool = False,
+    fn_for: Callable[[], Any] | None = None,
+    aggregate_fn: Callable[..., Any] | None = None,
+    prepare: bool = True,
+) -> SweepResult:
     """Bring the sweep on SLURM in line with the config. ``fn_for()`` builds the submitted callable."""
-    from fercluster.orchestration import jobs as jobs_mod
-
     t0 = time.perf_counter()
     fn_for = fn_for or jobs_mod.training_callable
     aggregate_fn = aggregate_fn or jobs_mod.aggregate_job
     specs = plan_mod.expand(cfg)
+    n = processes(cfg.slurm)  # a SLURM job runs as this many processes (DDP when > 1); not in its id
+    if n > 1:
+        specs = [replace(s, processes=n) for s in specs]
     specs_by_id = {s.job_id: s for s in specs}
     timings = {"plan_s": time.perf_counter() - t0}
     if dry_run:
@@ -161,7 +201,8 @@ def run_sweep(cfg: SweepConfig, backend: Any, *, dry_run: bool = False, retry_fa
                 result.arrays = _submit_arrays(cfg, state, backend, fn_for, specs, todo, retry_ids)
         if todo or any(n in state.arrays for n in adopted):  # new training work: aggregate after it
             deps = {a["slurm_id"] for a in result.arrays} | {
-                base_id(r.slurm_id) for r in result.rows if r.state in ACTIVE and r.slurm_id}
+                base_id(r.slurm_id) for r in result.rows if r.state in ACTIVE and r.slurm_id
+            }
             with private_umask():
                 result.aggregate_id = _submit_aggregate(cfg, state, backend, aggregate_fn, sorted(deps, key=int))
         if prune and result.diff.removed:
@@ -176,15 +217,23 @@ def run_sweep(cfg: SweepConfig, backend: Any, *, dry_run: bool = False, retry_fa
     return result
 
 
-def _diff(cfg: SweepConfig, specs: list[JobSpec], state: SweepState, backend: Any, retry_failed: bool,
-          timings: dict[str, float], dry_run: bool) -> SweepResult:
+def _diff(
+    cfg: SweepConfig,
+    specs: list[JobSpec],
+    state: SweepState,
+    backend: Backend,
+    retry_failed: bool,
+    timings: dict[str, float],
+    dry_run: bool,
+) -> SweepResult:
     t = time.perf_counter()
     extra = removed_specs(specs, state)
     rows = job_rows(list(specs) + extra, state, backend, details=dry_run)
-    rows, removed_rows = rows[: len(specs)], rows[len(specs):]
+    rows, removed_rows = rows[: len(specs)], rows[len(specs) :]
     timings["status_s"] = time.perf_counter() - t
-    diff = reconcile(specs, rows, state, retry_failed=retry_failed, max_retries=cfg.slurm.max_retries,
-                     removed_rows=removed_rows)
+    diff = reconcile(
+        specs, rows, state, retry_failed=retry_failed, max_retries=cfg.slurm.max_retries, removed_rows=removed_rows
+    )
     return SweepResult(specs=specs, rows=rows, diff=diff, dry_run=dry_run, timings=timings)
 
 
@@ -196,20 +245,31 @@ def prepare_datasets(cfg: SweepConfig, datasets: set[str]) -> None:
         ensure_prepared(cfg, name)
 
 
-def _submit_arrays(cfg: SweepConfig, state: SweepState, backend: Any, fn_for: Callable[[], Any],
-                   specs: list[JobSpec], todo: list[JobSpec], retry_ids: set[str]) -> list[dict[str, Any]]:
+def _submit_arrays(
+    cfg: SweepConfig,
+    state: SweepState,
+    backend: Backend,
+    fn_for: Callable[[], Any],
+    specs: list[JobSpec],
+    todo: list[JobSpec],
+    retry_ids: set[str],
+) -> list[dict[str, Any]]:
     ensure_dir(cfg.jobs_dir / "submitit")
     size = max(1, backend.max_array_size())
-    chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
+    chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
     throttles = array_throttles(len(chunks), cfg.slurm.array_parallelism)
     specs_by_id = {s.job_id: s for s in specs}
     fn = fn_for()
     arrays = []
-    for chunk, throttle in zip(chunks, throttles):
+    for chunk, throttle in zip(chunks, throttles, strict=True):
         job_ids = [s.job_id for s in chunk]
         name = array_name(cfg.name, job_ids)
-        state.pending[name] = {"job_ids": job_ids, "created": time.time(), "kind": "train",
-                               "retry": sorted(retry_ids.intersection(job_ids))}
+        state.pending[name] = {
+            "job_ids": job_ids,
+            "created": time.time(),
+            "kind": "train",
+            "retry": sorted(retry_ids.intersection(job_ids)),
+        }
         save_state(cfg.jobs_dir, state)  # BEFORE sbatch: a crash after it is found by name
         params = submitit_parameters(cfg.slurm, job_name=name, array_parallelism=throttle)
         ids = backend.submit_array(fn, list(chunk), params)
@@ -219,8 +279,9 @@ def _submit_arrays(cfg: SweepConfig, state: SweepState, backend: Any, fn_for: Ca
     return arrays
 
 
-def _submit_aggregate(cfg: SweepConfig, state: SweepState, backend: Any, aggregate_fn: Callable[..., Any],
-                      deps: list[str]) -> str:
+def _submit_aggregate(
+    cfg: SweepConfig, state: SweepState, backend: Backend, aggregate_fn: Callable[..., Any], deps: list[str]
+) -> str:
     """The aggregation job, after every queued or running training job (afterany)."""
     old = state.aggregate
     if old and old.get("slurm_id"):
@@ -231,8 +292,9 @@ def _submit_aggregate(cfg: SweepConfig, state: SweepState, backend: Any, aggrega
     name = array_name(cfg.name + "-aggregate", deps)
     state.pending[name] = {"job_ids": ["aggregate"], "created": time.time(), "kind": "aggregate"}
     save_state(cfg.jobs_dir, state)
-    params = submitit_parameters(cfg.slurm, job_name=name, gpus=False,
-                                 dependency="afterany:" + ":".join(deps) if deps else None)
+    params = submitit_parameters(
+        cfg.slurm, job_name=name, gpus=False, dependency="afterany:" + ":".join(deps) if deps else None
+    )
     sid = backend.submit_one(aggregate_fn, (cfg.model_dump(mode="json"),), params)
     state.aggregate = {"name": name, "slurm_id": sid, "submitted": time.time(), "after": deps}
     state.pending.pop(name, None)

@@ -1,32 +1,35 @@
-"""The callables the coordinator submits: a training job and the aggregation job.
+"""The callables the coordinator submits (a training job, the aggregation job) and local mode runs.
 
-Both are module-level and take plain data, so submitit pickles them by reference. Imports of the
-training and analysis code happen inside, on the node.
+All are module-level and take plain data, so submitit pickles them by reference. The training
+and analysis code is imported inside, where the job runs. ``aggregate_job`` is the ONE place
+where the orchestration reaches the analysis (``tests/test_layers.py`` names this exception).
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
+from fercluster.config import SweepConfig, parse_config
+
 
 def training_callable() -> Callable[..., Any]:
     """The training job as submitit's Checkpointable (requeued on pre-emption and time-out)."""
-    from fercluster.train.job import JobCheckpointable
+    from fercluster.orchestration.slurm.requeue import JobCheckpointable
 
     return JobCheckpointable()
 
 
 def local_runner() -> Callable[..., Any]:
-    """``run_job(spec, reporter=None)`` for local mode."""
+    """``run_job(spec, reporter=None, progress=None)`` for local mode."""
     from fercluster.train.job import run_job
 
     return run_job
 
 
-def aggregate_job(config: dict[str, Any]) -> dict[str, Any]:
-    """The aggregation job (submitted after the training arrays, ``afterany``)."""
-    from fercluster.config import parse_config
-
+def aggregate_job(config: dict[str, Any] | SweepConfig, console: Any = None) -> dict[str, Any]:
+    """The aggregation: submitted after the training arrays (``afterany``) with the config as a
+    plain dict, or called by local mode with the parsed config and its console."""
     from fercluster.analysis.report import aggregate
 
-    return aggregate(parse_config(config, source="aggregation job"))
+    cfg = config if isinstance(config, SweepConfig) else parse_config(config, source="aggregation job")
+    return aggregate(cfg, console=console)

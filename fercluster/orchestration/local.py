@@ -2,30 +2,42 @@
 
 Same plan, same state file and run directories as on SLURM: completed jobs are skipped, stopped
 ones resume from their checkpoint. Jobs that SLURM holds (queued or running) are left alone.
+Each job's run is recorded in ``state.json`` (``local_backend``), so that ``status`` sees it.
 """
 
 from __future__ import annotations
 
-import inspect
-import os
-import socket
 import time
 from typing import Any, Callable
 
 from fercluster.config import SweepConfig
 from fercluster.errors import FerclusterError, SlurmError
+from fercluster.orchestration import jobs as jobs_mod
 from fercluster.orchestration import plan as plan_mod
+from fercluster.orchestration.backend import JobQuery
 from fercluster.orchestration.coordinator import prepare_datasets
-from fercluster.orchestration.monitor import job_rows
-from fercluster.orchestration.state import load_state, save_state, sweep_lock
+from fercluster.orchestration.local_backend import mark_ended, mark_started
+from fercluster.orchestration.monitor import JobRow, job_rows
+from fercluster.orchestration.progress import accuracy_text, job_progress
+from fercluster.orchestration.slurm.backend import SlurmBackend
+from fercluster.orchestration.state import SweepState, load_state, save_state, sweep_lock
+from fercluster.orchestration.states import ACTIVE, COMPLETED
+from fercluster.train.spec import JobSpec
 
 
-def run_local(cfg: SweepConfig, console: Any = None, runner: Callable[..., Any] | None = None,
-              aggregate: bool = True, slurm_backend: Any = None, prepare: bool = True) -> dict[str, Any]:
-    """Run every job of the plan that is not done; returns counts and the aggregation's result."""
+def run_local(
+    cfg: SweepConfig,
+    console: Any = None,
+    runner: Callable[..., Any] | None = None,
+    aggregate: bool = True,
+    slurm_backend: JobQuery | None = None,
+    prepare: bool = True,
+) -> dict[str, Any]:
+    """Run every job of the plan that is not done; returns counts and the aggregation's result.
+
+    ``runner(spec, reporter=..., progress=...)`` runs one job (default: ``train.job.run_job``).
+    """
     from rich.console import Console
-
-    from fercluster.orchestration import jobs as jobs_mod
 
     console = console or Console()
     runner = runner or jobs_mod.local_runner()
@@ -36,15 +48,17 @@ def run_local(cfg: SweepConfig, console: Any = None, runner: Callable[..., Any] 
         state = load_state(cfg.jobs_dir, cfg.name)
         rows = _rows(cfg, specs, state, slurm_backend, console)
         todo = []
-        for spec, row in zip(specs, rows):
-            if row.state == "COMPLETED":
+        for spec, row in zip(specs, rows, strict=True):
+            if row.state == COMPLETED:
                 summary["skipped"] += 1
-            elif row.state in ("PENDING", "RUNNING"):
+            elif row.state in ACTIVE:
                 summary["left_to_slurm"] += 1
             else:
                 todo.append(spec)
-        console.print(f"[bold]{cfg.name}[/]: {len(specs)} jobs, {summary['skipped']} done, "
-                      f"{summary['left_to_slurm']} on SLURM, {len(todo)} to run here")
+        console.print(
+            f"[bold]{cfg.name}[/]: {len(specs)} jobs, {summary['skipped']} done, "
+            f"{summary['left_to_slurm']} on SLURM, {len(todo)} to run here"
+        )
         if prepare:
             prepare_datasets(cfg, {s.dataset for s in todo})
         for i, spec in enumerate(todo, 1):
@@ -53,19 +67,19 @@ def run_local(cfg: SweepConfig, console: Any = None, runner: Callable[..., Any] 
             summary["ran" if ok else "failed"] += 1
     summary["train_s"] = round(time.perf_counter() - t0, 2)
     if aggregate and summary["failed"] == 0 and (summary["ran"] or not (cfg.results_dir / "report").exists()):
-        summary["aggregate"] = _aggregate(cfg, console)  # nothing new and a report exists: nothing to redo
+        console.print("[bold]aggregating[/] ...")  # nothing new and a report exists: nothing to redo
+        summary["aggregate"] = jobs_mod.aggregate_job(cfg, console=console)
     summary["total_s"] = round(time.perf_counter() - t0, 2)
     return summary
 
 
-def _rows(cfg: SweepConfig, specs: list, state: Any, backend: Any, console: Any) -> list:
+def _rows(
+    cfg: SweepConfig, specs: list[JobSpec], state: SweepState, backend: JobQuery | None, console: Any
+) -> list[JobRow]:
     """Job rows; SLURM is asked only when this sweep has SLURM jobs (so they are not run twice)."""
     if not any(r.get("slurm_ids") for r in state.jobs.values()):
         return job_rows(specs, state, None)
-    if backend is None:
-        from fercluster.orchestration.backend import SlurmBackend
-
-        backend = SlurmBackend(cfg.jobs_dir / "submitit")
+    backend = backend or SlurmBackend(cfg.jobs_dir / "submitit")
     try:
         return job_rows(specs, state, backend)
     except SlurmError as exc:
@@ -73,49 +87,43 @@ def _rows(cfg: SweepConfig, specs: list, state: Any, backend: Any, console: Any)
         return job_rows(specs, state, None)
 
 
-def _run_one(cfg: SweepConfig, state: Any, spec: Any, runner: Callable[..., Any], console: Any, label: str) -> bool:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
+def _run_one(
+    cfg: SweepConfig, state: SweepState, spec: JobSpec, runner: Callable[..., Any], console: Any, label: str
+) -> bool:
     rec = state.jobs.setdefault(spec.job_id, {"slurm_ids": [], "submissions": 0, "retries": 0})
-    rec.update({"dataset": spec.dataset, "fold": spec.fold, "variant": spec.variant, "seed": spec.seed,
-                "run_dir": spec.run_dir, "slurm_ids": [],
-                "local": {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}})
+    rec.update(
+        {
+            "dataset": spec.dataset,
+            "fold": spec.fold,
+            "variant": spec.variant,
+            "seed": spec.seed,
+            "run_dir": spec.run_dir,
+            "slurm_ids": [],
+        }
+    )
+    mark_started(rec)
     rec["submissions"] += 1
     save_state(cfg.jobs_dir, state)
-    total = int(spec.train.get("iterations", 1))
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[acc]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    total = spec.train.iterations
     ok = True
-    with Progress(*columns, console=console, transient=False) as bar:
+    with job_progress(console) as bar:
         task = bar.add_task(label, total=total, acc="")
 
         def reporter(row: dict[str, Any]) -> None:
-            acc = row.get("val_acc")
-            text = f"val {acc:.3f}" if isinstance(acc, float) and acc == acc else f"test {row.get('test_acc', 0):.3f}"
-            bar.update(task, completed=int(row.get("iteration", 0)), acc=text)
+            bar.update(task, completed=int(row.get("iteration", 0)), acc=accuracy_text(row))
 
         def progress(iteration: int, iterations: int) -> None:
             bar.update(task, completed=iteration, total=iterations)
 
-        kwargs: dict[str, Any] = {"reporter": reporter}
-        if "progress" in inspect.signature(runner).parameters:
-            kwargs["progress"] = progress
         try:
-            result = runner(spec, **kwargs)
+            result = runner(spec, reporter=reporter, progress=progress)
             bar.update(task, completed=total)
         except FerclusterError as exc:
             ok = False
             console.print(f"[red]job {spec.job_id} failed: {exc}[/]")
             result = None
-    rec["local"]["ended"] = time.time()
+    mark_ended(rec)
     save_state(cfg.jobs_dir, state)
-    if result is not None and isinstance(result, dict):
+    if isinstance(result, dict):
         console.print(f"  {spec.job_id}: val {result.get('val_acc')}, test {result.get('test_acc')}")
     return ok
-
-
-def _aggregate(cfg: SweepConfig, console: Any) -> Any:
-    from fercluster.analysis.report import aggregate
-
-    console.print("[bold]aggregating[/] ...")
-    return aggregate(cfg, console=console)

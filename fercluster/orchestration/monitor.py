@@ -1,23 +1,26 @@
-"""One row per job: its state from the run directory plus ONE batched SLURM query per refresh.
+"""One row per job: its state from the run directory plus ONE batched query per refresh.
 
-Rules, in order: a job whose ``job.json`` exists is COMPLETED, whatever SLURM says; a job never
-submitted is NOT_SUBMITTED; otherwise SLURM's state (a requeued job is PENDING or RUNNING). A job
-SLURM calls COMPLETED without ``job.json`` is FAILED; a job SLURM no longer knows is FAILED
-('lost'), never RUNNING forever. Local runs record their pid: alive is RUNNING, dead is not.
+Rules, in order: a job whose ``job.json`` exists is COMPLETED, whatever SLURM says; a job with a
+SLURM id gets SLURM's state (a requeued job is PENDING or RUNNING); any other job is asked of
+``LocalBackend`` (alive local run: RUNNING; otherwise NOT_SUBMITTED). A job SLURM calls COMPLETED
+without ``job.json`` is FAILED; a job SLURM no longer knows is FAILED ('lost'), never RUNNING
+forever.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
-from fercluster.orchestration import slurm_parse
-from fercluster.orchestration.slurm_parse import SlurmInfo
+from fercluster.errors import ConfigError
+from fercluster.orchestration.backend import JobInfo, JobQuery, base_id
+from fercluster.orchestration.local_backend import LocalBackend
 from fercluster.orchestration.state import SweepState
+from fercluster.orchestration.states import CANCELLED, COMPLETED, ENDED_BADLY, FAILED, NOT_SUBMITTED, PENDING, STATES
+from fercluster.train.seeds import resolve_k
 from fercluster.train.spec import JobSpec
 
 
@@ -32,6 +35,7 @@ class JobRow:
     slurm_id: str | None = None
     iteration: int | None = None
     iterations: int | None = None
+    k: float | None = None  # the job's init scale (as drawn from its identity, or recorded by the job)
     val_acc: float | None = None  # best validation accuracy so far (the final one when done)
     test_acc: float | None = None
     elapsed: float | None = None  # seconds
@@ -63,19 +67,14 @@ def _num(value: Any) -> float | None:
     return None
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def job_rows(specs: Sequence[JobSpec], state: SweepState, backend: Any | None,
-             extra_ids: Sequence[str] = (), infos_out: dict[str, SlurmInfo] | None = None,
-             details: bool = True) -> list[JobRow]:
+def job_rows(
+    specs: Sequence[JobSpec],
+    state: SweepState,
+    backend: JobQuery | None,
+    extra_ids: Sequence[str] = (),
+    infos_out: dict[str, JobInfo] | None = None,
+    details: bool = True,
+) -> list[JobRow]:
     """Rows for ``specs`` (plan order). ``backend=None``: no SLURM query (local only).
 
     ``extra_ids`` (e.g. the aggregation job) ride along in the same query; their answers land
@@ -83,30 +82,48 @@ def job_rows(specs: Sequence[JobSpec], state: SweepState, backend: Any | None,
     only needs to know they are done).
     """
     rows = [_base_row(spec, state, details) for spec in specs]
-    ask = [r.slurm_id for r in rows if r.state == "" and r.slurm_id] + list(extra_ids)
-    infos: dict[str, SlurmInfo] = backend.query(ask) if (ask and backend is not None) else {}
+    open_rows = [r for r in rows if r.state == ""]
+    ask = [r.slurm_id for r in open_rows if r.slurm_id] + list(extra_ids)
+    infos: Mapping[str, JobInfo] = backend.query(ask) if (ask and backend is not None) else {}
     if infos_out is not None:
         infos_out.update({i: infos[i] for i in extra_ids if i in infos})
-    known_arrays = {sid.split("_")[0] for sid in infos if "_" in sid}
-    for row in rows:
-        if row.state == "":
-            _apply_slurm(row, infos.get(row.slurm_id or ""), backend is not None, known_arrays)
+    here = LocalBackend(state.jobs).query([r.job_id for r in open_rows if not r.slurm_id])
+    known_arrays = {base_id(sid) for sid in infos if "_" in sid}
+    for row in open_rows:
+        if row.slurm_id:
+            _apply_slurm(row, infos.get(row.slurm_id), backend is not None, known_arrays)
+        else:
+            _apply(row, here[row.job_id])
     return rows
 
 
 def _base_row(spec: JobSpec, state: SweepState, details: bool = True) -> JobRow:
+    """The row from the run directory: COMPLETED if ``job.json`` exists, else state "" (ask)."""
     rec = state.jobs.get(spec.job_id, {})
-    row = JobRow(spec.job_id, spec.dataset, spec.fold, spec.variant, spec.seed, state="",
-                 slurm_id=state.slurm_id(spec.job_id), iterations=int(spec.train.get("iterations", 0)) or None,
-                 retries=rec.get("retries", 0), submissions=rec.get("submissions", 0), run_dir=spec.run_dir)
+    row = JobRow(
+        spec.job_id,
+        spec.dataset,
+        spec.fold,
+        spec.variant,
+        spec.seed,
+        state="",
+        slurm_id=state.slurm_id(spec.job_id),
+        iterations=spec.train.iterations or None,
+        retries=rec.get("retries", 0),
+        submissions=rec.get("submissions", 0),
+        run_dir=spec.run_dir,
+    )
     done_path = os.path.join(spec.run_dir, "job.json")
     done = read_json(done_path) if details else ({} if os.path.exists(done_path) else None)
+    row.k = _k(spec, done)
     if done is not None:
-        row.state = "COMPLETED"
+        row.state = COMPLETED
         row.iteration = row.iterations
         row.val_acc, row.test_acc = _num(done.get("val_acc")), _num(done.get("test_acc"))
         row.node = str(done.get("host") or "")
-        row.elapsed = _num((done.get("timings") or {}).get("total_s")) if isinstance(done.get("timings"), dict) else None
+        row.elapsed = (
+            _num((done.get("timings") or {}).get("total_s")) if isinstance(done.get("timings"), dict) else None
+        )
         return row
     progress = read_json(os.path.join(spec.run_dir, "progress.json"))
     if progress is not None:
@@ -115,49 +132,57 @@ def _base_row(spec: JobSpec, state: SweepState, details: bool = True) -> JobRow:
         row.test_acc = _num(progress.get("best_test_acc", progress.get("test_acc")))
         if progress.get("state") == "failed" and progress.get("error"):
             row.reason = str(progress["error"])[:300]
-    local = rec.get("local")
-    if row.slurm_id is None and local:
-        alive = local.get("host") == socket.gethostname() and pid_alive(int(local.get("pid", 0)))
-        row.state = "RUNNING" if alive and not local.get("ended") else "NOT_SUBMITTED"
-        row.node = local.get("host", "") if alive else ""
-        if row.state == "NOT_SUBMITTED" and row.iteration:
-            row.reason = f"local run stopped at iteration {row.iteration}; resumes from its checkpoint"
-    elif row.slurm_id is None:
-        row.state = "NOT_SUBMITTED"
     return row
 
 
-def _apply_slurm(row: JobRow, info: SlurmInfo | None, asked: bool, known_arrays: set[str] = frozenset()) -> None:
+def _k(spec: JobSpec, done: dict[str, Any] | None) -> float | None:
+    """The k the job recorded when it is complete, else the one it draws (None if not known yet)."""
+    recorded = _num((done or {}).get("k"))
+    if recorded is not None:
+        return recorded
+    try:
+        return resolve_k(spec)
+    except ConfigError:  # a removed job's stand-in, whose settings are gone
+        return None
+
+
+def _apply_slurm(row: JobRow, info: JobInfo | None, asked: bool, known_arrays: set[str] = frozenset()) -> None:
     if info is None and not asked:
-        row.state, row.reason = "PENDING", row.reason or "SLURM not queried"
+        row.state, row.reason = PENDING, row.reason or "SLURM not queried"
         return
-    if info is None and "_" in (row.slurm_id or "") and row.slurm_id.split("_")[0] in known_arrays:
+    if info is None and "_" in (row.slurm_id or "") and base_id(row.slurm_id) in known_arrays:
         # SLURM keeps no record of an array task cancelled before it started: its siblings are
         # known, it is not, and it never wrote progress -> it was cancelled while pending.
-        row.state = "CANCELLED" if row.iteration is None else "FAILED"
+        row.state = CANCELLED if row.iteration is None else FAILED
         row.reason = row.reason or "cancelled while pending (SLURM keeps no record of such array tasks)"
         if row.iteration is not None:
             row.reason = f"lost: SLURM no longer knows this task; it stopped at iteration {row.iteration}"
         return
     if info is None:
-        row.state = "FAILED"
+        row.state = FAILED
         row.reason = row.reason or "lost: SLURM no longer knows this job and it left no job.json"
         return
+    _apply(row, info)
+
+
+def _apply(row: JobRow, info: JobInfo) -> None:
     row.state = info.state
     row.node = info.node
-    row.elapsed = slurm_parse.elapsed_seconds(info.elapsed)
-    if row.state == "COMPLETED":  # no job.json (checked before): the function did not finish
-        row.state = "FAILED"
+    row.elapsed = info.elapsed_s
+    if row.state == COMPLETED:  # no job.json (checked before): the function did not finish
+        row.state = FAILED
         row.reason = row.reason or "SLURM says COMPLETED but the job wrote no job.json (see its log)"
-    elif row.state in ("FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED"):
-        why = slurm_parse.failure_reason(info)
+    elif row.state in ENDED_BADLY:
+        why = info.failure_reason()
         row.reason = f"{why}; {row.reason}" if row.reason else why
-    elif row.state == "PENDING" and info.reason not in ("", "None"):
+    elif row.state == PENDING and info.reason not in ("", "None"):
         row.reason = info.reason
+    elif row.state == NOT_SUBMITTED and info.reason and row.iteration:
+        row.reason = f"{info.reason} at iteration {row.iteration}; resumes from its checkpoint"
 
 
 def counts(rows: Sequence[JobRow]) -> dict[str, int]:
-    out = {s: 0 for s in slurm_parse.STATES}
+    out = {s: 0 for s in STATES}
     for r in rows:
         out[r.state] = out.get(r.state, 0) + 1
     return {k: v for k, v in out.items() if v}
@@ -173,7 +198,7 @@ def submitit_paths(submitit_folder: Path, slurm_id: str) -> Any:
 def failure_details(submitit_folder: Path, row: JobRow, tail_lines: int = 20) -> dict[str, str]:
     """The exception (from submitit's result pickle) and the tail of the job's logs."""
     out = {"exception": "", "log_tail": "", "log": ""}
-    if not row.slurm_id or row.slurm_id == "local":
+    if not row.slurm_id:
         return out
     paths = submitit_paths(submitit_folder, row.slurm_id)
     if paths.result_pickle.exists():

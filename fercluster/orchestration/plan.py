@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
-from fercluster.config import SweepConfig
+from fercluster.config import SweepConfig, Train
 from fercluster.errors import ConfigError
 from fercluster.train import spec as spec_mod
 from fercluster.train.spec import JobSpec
@@ -21,7 +20,7 @@ def expand(cfg: SweepConfig) -> list[JobSpec]:
     """Every job of the sweep's grid, in a stable order, without duplicates."""
     specs: list[JobSpec] = []
     seen: set[str] = set()
-    trains: dict[str, dict[str, Any]] = {}
+    trains: dict[str, Train] = {}
     for entry in cfg.grid:
         name = entry.dataset
         if name not in trains:
@@ -42,12 +41,11 @@ def make_spec(cfg: SweepConfig, dataset: str, fold: int, variant: str, seed: int
     return spec_mod.make_spec(cfg, dataset, fold, variant, seed, train=resolved_train(cfg, dataset))
 
 
-def resolved_train(cfg: SweepConfig, dataset: str) -> dict[str, Any]:
-    """The data set's training settings as a dict, with ``k: from_tune <sweep>`` replaced by a number."""
-    train = cfg.train_for(dataset).model_dump(mode="json")
-    k = train["k"]
-    if isinstance(k, str) and k.startswith("from_tune "):
-        train["k"] = tuned_k(cfg, k.split(" ", 1)[1])
+def resolved_train(cfg: SweepConfig, dataset: str) -> Train:
+    """The data set's training settings, with ``k: from_tune <sweep>`` replaced by a number."""
+    train = cfg.train_for(dataset)
+    if isinstance(train.k, str) and train.k.startswith("from_tune "):
+        train = train.model_copy(update={"k": tuned_k(cfg, train.k.split(" ", 1)[1])})
     return train
 
 

@@ -10,8 +10,6 @@ run finds the array by its job name and adopts it. Writes are atomic; a lock fil
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -22,6 +20,7 @@ from typing import Any, Iterator
 
 from fercluster.atomic import write_text
 from fercluster.errors import SlurmError
+from fercluster.lock import file_lock
 
 VERSION = 1
 DIR_MODE = 0o750  # submitit loads pickles from these folders: never world-writable
@@ -42,13 +41,15 @@ class SweepState:
         ids = rec.get("slurm_ids") if rec else None
         return ids[-1] if ids else None
 
-    def active_slurm_ids(self) -> list[str]:
-        """The latest SLURM id of every job (the ones worth asking SLURM about)."""
-        return [r["slurm_ids"][-1] for r in self.jobs.values() if r.get("slurm_ids")]
-
     # -- updates -----------------------------------------------------------------------------
-    def record_array(self, name: str, array_id: str, job_ids: list[str], retry_ids: set[str],
-                     summaries: dict[str, dict[str, Any]] | None = None) -> None:
+    def record_array(
+        self,
+        name: str,
+        array_id: str,
+        job_ids: list[str],
+        retry_ids: set[str],
+        summaries: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         """Jobs ``job_ids`` now run as tasks 0..n-1 of SLURM array ``array_id``.
 
         ``summaries``: per job, what status needs once the job leaves the config (data set, ...).
@@ -128,8 +129,10 @@ def load_state(jobs_dir: Path, sweep: str) -> SweepState:
     except FileNotFoundError:
         return SweepState(sweep=sweep)
     except json.JSONDecodeError as exc:
-        raise SlurmError(f"{path} is not valid JSON ({exc}); it is only written atomically, so it was "
-                         "edited by hand: fix it or move it away (jobs will be found again by name)") from None
+        raise SlurmError(
+            f"{path} is not valid JSON ({exc}); it is only written atomically, so it was "
+            "edited by hand: fix it or move it away (jobs will be found again by name)"
+        ) from None
     if data.get("sweep") != sweep:
         raise SlurmError(f"{path} belongs to sweep {data.get('sweep')!r}, not {sweep!r}")
     return SweepState.from_dict(data)
@@ -143,42 +146,10 @@ def save_state(jobs_dir: Path, state: SweepState) -> None:
 
 @contextlib.contextmanager
 def sweep_lock(jobs_dir: Path, timeout_s: float = 600.0) -> Iterator[None]:
-    """Hold ``jobs/<sweep>/.lock`` (fcntl) so that two ``sweep`` commands do not both submit.
+    """Hold ``jobs/<sweep>/.lock`` so that two ``sweep`` commands do not both submit.
 
     The second waits for the first (up to ``timeout_s``) and then sees its submissions.
     """
     ensure_dir(Path(jobs_dir))
-    path = Path(jobs_dir) / ".lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() > deadline:
-                    raise SlurmError(f"another 'fercluster sweep' holds {path} for over {timeout_s:.0f} s; "
-                                     "wait for it to finish, or check that it is not stuck") from None
-                time.sleep(0.2)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+    with file_lock(Path(jobs_dir) / ".lock", timeout_s=timeout_s, what=f"sweep {Path(jobs_dir).name}"):
         yield
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
-def record_last(jobs_root: Path, config_path: str | Path) -> None:
-    """Remember the config of the most recent sweep (``status`` without CONFIG uses it)."""
-    ensure_dir(Path(jobs_root))
-    write_text(Path(jobs_root) / ".last", str(Path(config_path).resolve()) + "\n")
-
-
-def last_config(jobs_root: Path = Path("jobs")) -> Path | None:
-    try:
-        text = (Path(jobs_root) / ".last").read_text().strip()
-    except FileNotFoundError:
-        return None
-    return Path(text) if text else None

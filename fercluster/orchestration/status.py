@@ -7,15 +7,14 @@ from typing import Any
 from fercluster.config import SweepConfig
 from fercluster.errors import SlurmError
 from fercluster.orchestration import plan as plan_mod
+from fercluster.orchestration.backend import Backend, JobInfo, JobQuery
 from fercluster.orchestration.coordinator import removed_specs
 from fercluster.orchestration.monitor import counts, failure_details, job_rows
-from fercluster.orchestration.slurm_parse import SlurmInfo, failure_reason
 from fercluster.orchestration.state import load_state
+from fercluster.orchestration.states import ACTIVE, ENDED_BADLY
 
-BAD = ("FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED")
 
-
-def snapshot(cfg: SweepConfig, backend: Any, failed: bool = False) -> dict[str, Any]:
+def snapshot(cfg: SweepConfig, backend: JobQuery, failed: bool = False) -> dict[str, Any]:
     """Counts by state, one row per planned job, the aggregation job; ONE SLURM query.
 
     ``failed``: add each failed job's exception (submitit's result pickle) and log tail.
@@ -24,31 +23,31 @@ def snapshot(cfg: SweepConfig, backend: Any, failed: bool = False) -> dict[str, 
     state = load_state(cfg.jobs_dir, cfg.name)
     agg = dict(state.aggregate or {})
     extra = [agg["slurm_id"]] if agg.get("slurm_id") else []
-    infos: dict[str, SlurmInfo] = {}
+    infos: dict[str, JobInfo] = {}
     rows = job_rows(specs, state, backend, extra_ids=extra, infos_out=infos)
     jobs = [r.to_dict() for r in rows]
     if failed:
-        for job, row in zip(jobs, rows):
-            if row.state in BAD:
+        for job, row in zip(jobs, rows, strict=True):
+            if row.state in ENDED_BADLY:
                 job.update(failure_details(cfg.jobs_dir / "submitit", row))
     if extra:
         info = infos.get(extra[0])
         agg["state"] = info.state if info else "UNKNOWN"
-        if info and info.state in BAD:
-            agg["reason"] = failure_reason(info)
+        if info and info.state in ENDED_BADLY:
+            agg["reason"] = info.failure_reason()
     removed = [j for j in removed_specs(specs, state)]
     return {
         "sweep": cfg.name,
         "counts": counts(rows),
         "total": len(rows),
-        "source": getattr(backend, "last_source", ""),
+        "source": backend.last_source,
         "aggregate": agg or None,
         "removed_from_config": [s.job_id for s in removed],
         "jobs": jobs,
     }
 
 
-def cancel(cfg: SweepConfig, backend: Any, job: str | None = None) -> list[str]:
+def cancel(cfg: SweepConfig, backend: Backend, job: str | None = None) -> list[str]:
     """scancel the sweep's queued/running jobs (``job``: one fercluster job id or SLURM id)."""
     specs = plan_mod.expand(cfg)
     state = load_state(cfg.jobs_dir, cfg.name)
@@ -58,7 +57,7 @@ def cancel(cfg: SweepConfig, backend: Any, job: str | None = None) -> list[str]:
         if not chosen:
             raise SlurmError(f"no job {job!r} in sweep {cfg.name}; ids are listed by 'fercluster status'")
         rows = chosen
-    ids = [r.slurm_id for r in rows if r.state in ("PENDING", "RUNNING") and r.slurm_id]
+    ids = [r.slurm_id for r in rows if r.state in ACTIVE and r.slurm_id]
     if job is None and state.aggregate and state.aggregate.get("slurm_id"):
         ids.append(state.aggregate["slurm_id"])
     if ids:

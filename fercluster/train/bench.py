@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fercluster.config import Train
 from fercluster.train import distributed
 from fercluster.train.dataset import JobData, Split
 from fercluster.train.spec import JobSpec
@@ -55,7 +56,9 @@ def _reference_model(classes: int, width: float, dropout: float) -> nn.Sequentia
 class _Reference:
     """The bare loop: draw, augment (flip, rotate, scale, shift, gamma, min-max), normalise, step."""
 
-    def __init__(self, data: JobData, classes: int, width: float, batch: int, device: torch.device, channels_last: bool):
+    def __init__(
+        self, data: JobData, classes: int, width: float, batch: int, device: torch.device, channels_last: bool
+    ):
         self.raw, self.y, self.batch, self.device = data.train_raw, data.train.y, batch, device
         self.model = _reference_model(classes, width, 0.5).to(device)
         if channels_last:
@@ -74,7 +77,8 @@ class _Reference:
         sign = torch.where(u[:, 0] < 0.5, -1.0, 1.0)
         theta = torch.stack(
             [
-                torch.stack([torch.cos(rad) * scale, -torch.sin(rad) * scale, (u[:, 3] - 0.5) * d * 2 / size], 1) * sign[:, None],
+                torch.stack([torch.cos(rad) * scale, -torch.sin(rad) * scale, (u[:, 3] - 0.5) * d * 2 / size], 1)
+                * sign[:, None],
                 torch.stack([torch.sin(rad) * scale, torch.cos(rad) * scale, (u[:, 4] - 0.5) * d * 2 / size], 1),
             ],
             1,
@@ -94,7 +98,7 @@ class _Reference:
 
 
 def _bench_spec(size: int, width: float, batch: int, device: torch.device) -> JobSpec:
-    train = {"image_size": size, "width": width, "batch_size": batch, "k": 0.7, "device": device.type, "iterations": 1}
+    train = Train(image_size=size, width=width, batch_size=batch, k=0.7, device=device.type, iterations=1)
     return JobSpec(sweep="bench", dataset="bench", kind="ckplus", classes=8, fold=0, variant="AD", seed=0,
                    train=train, prepared_dir="", run_dir="")  # fmt: skip
 

@@ -55,7 +55,9 @@ def load_checkpoint(path: Path, job_id: str) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} is unreadable ({type(exc).__name__}: {reason}); {advice}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"{path} is not a fercluster checkpoint (format {found!r}, expected {FORMAT!r}); {advice}")
+        raise CheckpointError(
+            f"{path} is not a fercluster checkpoint (format {found!r}, expected {FORMAT!r}); {advice}"
+        )
     missing = [key for key in REQUIRED if key not in state]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}; {advice}")

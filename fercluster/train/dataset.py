@@ -36,10 +36,6 @@ class JobData:
     label_names: list[str]
 
 
-def protocol(spec: JobSpec) -> str:
-    return str(spec.train.get("selection", "2017"))
-
-
 def check_prepared(prepared, spec: JobSpec) -> None:
     """The prepared set must be the one the spec names: same kind, same classes, 96x96 images."""
     info = prepared.info
@@ -49,7 +45,7 @@ def check_prepared(prepared, spec: JobSpec) -> None:
     if int(info.get("classes", -1)) != spec.classes:
         problems.append(f"{info.get('classes')} classes (spec: {spec.classes})")
     images = prepared.images
-    if images.ndim != 3 or images.shape[1] != images.shape[2] or images.shape[1] < spec.train.get("image_size", 96):
+    if images.ndim != 3 or images.shape[1] != images.shape[2] or images.shape[1] < spec.train.image_size:
         problems.append(f"images of shape {images.shape} (expected (N, 96, 96))")
     labels = prepared.manifest["label"].to_numpy()
     if len(labels) and (labels.min() < 0 or labels.max() >= spec.classes):
@@ -75,19 +71,19 @@ def load_job_data(spec: JobSpec, device: torch.device) -> JobData:
 
     prepared = load_prepared(spec.prepared_dir)
     check_prepared(prepared, spec)
-    train_idx, val_idx, test_idx = split_indices(prepared, spec.fold, protocol=protocol(spec))
+    protocol = spec.train.selection
+    train_idx, val_idx, test_idx = split_indices(prepared, spec.fold, protocol=protocol)
     if len(train_idx) == 0 or len(test_idx) == 0:
         raise DataError(
             f"fold {spec.fold} of {spec.prepared_dir} has {len(train_idx)} training and {len(test_idx)} "
             "test images; both must be non-empty"
         )
-    if protocol(spec) == "2017" and len(val_idx) == 0:
+    if protocol == "2017" and len(val_idx) == 0:
         raise DataError(
             f"fold {spec.fold} of {spec.prepared_dir} has no validation images, which selection 2017 needs; "
             "use selection: '2015' or a data set with a validation split"
         )
-    size = int(spec.train.get("image_size", 96))
-    mode = str(spec.train.get("normalize", "mean"))
+    size, mode = spec.train.image_size, spec.train.normalize
     images = resize(to_float(torch.from_numpy(np.array(prepared.images, dtype=np.uint8))), size)
     labels = prepared.manifest["label"].to_numpy()
     ids = prepared.manifest["image_id"].astype(str).to_numpy()

@@ -1,9 +1,13 @@
 """Several processes per job (submitit tasks, ``srun -n``, torchrun): DistributedDataParallel.
 
-The environment says how many processes there are: torchrun sets WORLD_SIZE/RANK/LOCAL_RANK,
-SLURM sets SLURM_NTASKS/SLURM_PROCID/SLURM_LOCALID. Under SLURM the rendezvous address is the job's
-first node and the port is derived from the job id, so every task computes the same one. nccl on
-GPUs, gloo on CPUs. Only rank 0 writes outputs.
+A job runs as DDP only when fercluster launched it as several processes (``JobSpec.processes``,
+set by the coordinator from the SLURM resources); the environment alone is not trusted, since
+inside an allocation of several tasks (``salloc -n 4``, ``srun --pty``, a Ray worker started by
+``srun``) SLURM's variables describe the allocation, not the job. Rank, world size and local rank
+then come from torchrun's variables (WORLD_SIZE/RANK/LOCAL_RANK) or SLURM's
+(SLURM_NTASKS/SLURM_PROCID/SLURM_LOCALID). The rendezvous is the job's first node, on a port
+derived from the job id. nccl on GPUs (each rank on its own device, passed to the process group),
+gloo on CPUs. Only rank 0 writes outputs.
 """
 
 from __future__ import annotations
@@ -12,11 +16,19 @@ import os
 import re
 import subprocess
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 
-PORT_BASE = 20_000
-PORT_RANGE = 20_000
+from fercluster.errors import TrainingError
+
+# MASTER_PORT = PORT_BASE + job id % PORT_RANGE: 10000-19999, below the blocks Ray's nodes take
+# (20000 and up, fercluster.orchestration.tune.ray_cluster) and Linux's ephemeral ports (32768-60999).
+PORT_BASE = 10_000
+PORT_RANGE = 10_000
+# A collective that waits longer than this fails the job (a rank died or hangs); SLURM's
+# --kill-on-bad-exit usually ends the others long before.
+COLLECTIVE_TIMEOUT = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -34,15 +46,37 @@ class DistInfo:
         return self.rank == 0
 
 
-def detect(env: dict[str, str] | None = None) -> DistInfo:
-    """Rank, world size and local rank from torchrun's or SLURM's variables (1 process if none)."""
+def detect(processes: int = 1, env: dict[str, str] | None = None) -> DistInfo:
+    """This process's place in a job launched as ``processes`` processes (1: a single process,
+    whatever the environment says). TrainingError if the environment disagrees with ``processes``."""
+    if processes <= 1:
+        return DistInfo()
     env = dict(os.environ if env is None else env)
-    if int(env.get("WORLD_SIZE", "1")) > 1:
-        return DistInfo(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", env["RANK"])))
-    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
+    if "WORLD_SIZE" in env and "RANK" in env:
+        info = DistInfo(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", env["RANK"])))
+    elif "SLURM_NTASKS" in env and "SLURM_PROCID" in env:
         procid = int(env["SLURM_PROCID"])
-        return DistInfo(procid, int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", procid)))
-    return DistInfo()
+        info = DistInfo(procid, int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", procid)))
+    else:
+        raise TrainingError(
+            f"the job was launched as {processes} processes, but this process sees neither torchrun's "
+            "(WORLD_SIZE, RANK) nor SLURM's (SLURM_NTASKS, SLURM_PROCID) variables; run it through "
+            "`fercluster sweep` (or srun), or as one process"
+        )
+    if info.world_size != processes:
+        raise TrainingError(
+            f"the job was launched as {processes} processes but the environment has {info.world_size} "
+            f"(rank {info.rank}); check the SLURM resources (nodes x tasks per node) of its submission"
+        )
+    return info
+
+
+def device_index(local_rank: int, visible: int) -> int:
+    """The CUDA device of a rank on its node: its local rank among the devices it sees (a task
+    bound to one GPU sees one, index 0)."""
+    if visible < 1:
+        raise TrainingError("no CUDA device visible to this process")
+    return local_rank % visible
 
 
 def first_node(nodelist: str) -> str:
@@ -71,23 +105,35 @@ def rendezvous_env(env: dict[str, str] | None = None) -> dict[str, str]:
     if "MASTER_ADDR" not in env:
         out["MASTER_ADDR"] = first_node(env.get("SLURM_JOB_NODELIST", env.get("SLURM_NODELIST", "127.0.0.1")))
     if "MASTER_PORT" not in env:
-        job_id = int(re.sub(r"\D", "", env.get("SLURM_JOB_ID", "0")) or 0)
-        out["MASTER_PORT"] = str(PORT_BASE + job_id % PORT_RANGE)
+        out["MASTER_PORT"] = str(master_port(env.get("SLURM_JOB_ID", "0")))
     return out
 
 
-def setup(device: torch.device) -> DistInfo:
-    """Join the job's process group when there are several processes; return this process's place."""
-    info = detect()
+def master_port(slurm_job_id: str | int) -> int:
+    """The rendezvous port of a SLURM job: every task computes the same one (see PORT_BASE)."""
+    job_id = int(re.sub(r"\D", "", str(slurm_job_id)) or 0)
+    return PORT_BASE + job_id % PORT_RANGE
+
+
+def setup(device: torch.device, info: DistInfo) -> None:
+    """Join the job's process group when there are several processes (nothing for one).
+
+    On CUDA the rank's device becomes the current one and is passed to the group, so NCCL and
+    ``all_gather_object`` use it rather than cuda:0 on every rank.
+    """
     if not info.enabled:
-        return info
+        return
     import torch.distributed as dist
 
-    if not dist.is_initialized():
-        os.environ.update(rendezvous_env())
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, rank=info.rank, world_size=info.world_size)
-    return info
+    if dist.is_initialized():
+        return
+    os.environ.update(rendezvous_env())
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", rank=info.rank, world_size=info.world_size, device_id=device,
+                                timeout=COLLECTIVE_TIMEOUT)  # fmt: skip
+    else:
+        dist.init_process_group("gloo", rank=info.rank, world_size=info.world_size, timeout=COLLECTIVE_TIMEOUT)
 
 
 def teardown(info: DistInfo) -> None:

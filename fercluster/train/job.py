@@ -3,8 +3,8 @@
 A module-level function of plain data, so submitit and Ray pickle it by reference. It returns
 the content of ``job.json``; a completed job (``job.json`` present) is skipped; a job with a
 ``checkpoint.pt`` resumes from it. With several processes (DDP) every rank trains and only rank 0
-writes. ``JobCheckpointable`` (the submitit wrapper that requeues on preemption) is imported from
-``fercluster.train.requeue`` on first use, so this module does not import submitit.
+writes. ``JobCheckpointable`` (the submitit wrapper that requeues on preemption) lives in
+``fercluster.orchestration.slurm.requeue``, so this module does not import submitit.
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ import torch
 from fercluster.errors import TrainingError
 from fercluster.train import distributed, outputs
 from fercluster.train.checkpoint import StopSignals, load_checkpoint, save_checkpoint
-from fercluster.train.dataset import load_job_data, protocol
+from fercluster.train.dataset import load_job_data
 from fercluster.train.model import model_config
+from fercluster.train.seeds import resolve_k
 from fercluster.train.spec import JobSpec
-from fercluster.train.trainer import Trainer, resolve_device, resolve_k
+from fercluster.train.trainer import Trainer, resolve_device, set_tf32
 
 Reporter = Callable[[dict[str, Any]], None]
 Progress = Callable[[int, int], None]
@@ -46,15 +47,12 @@ class History:
         key = "val_acc" if self.selection == "2017" else "test_acc"
         if not self.best or row[key] > self.best[key]:  # ties keep the earlier checkpoint
             state = {name: t.detach().to("cpu", copy=True) for name, t in model.state_dict().items()}
-            self.best = {"iteration": row["iteration"], "val_acc": row["val_acc"], "test_acc": row["test_acc"], "state": state}
-
-
-def __getattr__(name: str) -> Any:
-    if name == "JobCheckpointable":
-        from fercluster.train.requeue import JobCheckpointable
-
-        return JobCheckpointable
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+            self.best = {
+                "iteration": row["iteration"],
+                "val_acc": row["val_acc"],
+                "test_acc": row["test_acc"],
+                "state": state,
+            }
 
 
 def run_job(spec: JobSpec | dict, reporter: Reporter | None = None, progress: Progress | None = None) -> dict:
@@ -65,10 +63,11 @@ def run_job(spec: JobSpec | dict, reporter: Reporter | None = None, progress: Pr
     if done.exists():
         return json.loads(done.read_text())
     k = resolve_k(spec)
-    info = distributed.detect()
-    device = resolve_device(str(spec.train.get("device", "auto")), info.local_rank)
+    info = distributed.detect(spec.processes)
+    device = resolve_device(spec.train.device, info.local_rank)
+    set_tf32(spec.train.tf32)
     _limit_threads(device)
-    info = distributed.setup(device)
+    distributed.setup(device, info)
     try:
         return _Run(spec, k, device, info, reporter, progress).run()
     finally:
@@ -91,12 +90,10 @@ class _Run:
         self.run_dir = Path(spec.run_dir)
         self.ckpt_path = self.run_dir / "checkpoint.pt"
         t = spec.train
-        self.iterations = int(t.get("iterations", 31_000))
-        self.eval_every = int(t.get("eval_every", 1_000))
-        self.checkpoint_every = int(t.get("checkpoint_every", 1_000))
+        self.iterations, self.eval_every, self.checkpoint_every = t.iterations, t.eval_every, t.checkpoint_every
         self.timings = {"load_s": 0.0, "eval_s": 0.0, "checkpoint_s": 0.0, "outputs_s": 0.0}
         self.elapsed_before = 0.0
-        self.history = History(protocol(spec))
+        self.history = History(t.selection)
         self.window_start = (time.time(), 0)  # for sec_per_iter: (time, iteration) of the last report
 
     # -- the loop ---------------------------------------------------------------------------
@@ -182,10 +179,9 @@ class _Run:
                 self.reporter(dict(row))
 
     def _fail(self, row: dict) -> None:
-        t = self.spec.train
         message = (
             f"job {self.spec.job_id}: training loss is {row['train_loss']} at iteration {row['iteration']} "
-            f"(k={self.k:.4g}, lr={t.get('lr')}); metrics so far are in {self.run_dir}; "
+            f"(k={self.k:.4g}, lr={self.spec.train.lr}); metrics so far are in {self.run_dir}; "
             "try a smaller k or learning rate"
         )
         if self.info.is_main:
@@ -269,7 +265,9 @@ class _Run:
         probs = torch.softmax(trainer.logits(data.test.x), dim=1).cpu().numpy()
         outputs.write_predictions(self.run_dir, data.test.image_ids, data.test.y.cpu().numpy(), probs)
         outputs.write_activations(self.run_dir, data.train.image_ids, *trainer.conv3_maxima(data.train))
-        outputs.write_model(self.run_dir, best["state"], model_config(trainer.model), self.spec.job_id, best["iteration"])
+        outputs.write_model(
+            self.run_dir, best["state"], model_config(trainer.model), self.spec.job_id, best["iteration"]
+        )
         outputs.write_metrics(self.run_dir, self.history.rows)
         self._write_progress("completed")
         self.timings["outputs_s"] += time.time() - t0

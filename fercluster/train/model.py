@@ -70,7 +70,9 @@ class ZeroBiasCNN(nn.Module):
 
 
 @torch.no_grad()
-def init_weights(model: ZeroBiasCNN, k: float, fc4_init: str = "code", generator: torch.Generator | None = None) -> None:
+def init_weights(
+    model: ZeroBiasCNN, k: float, fc4_init: str = "code", generator: torch.Generator | None = None
+) -> None:
     """Gaussian init with one scale ``k`` for every layer: sigma = k / sqrt(fan_in).
 
     fc4_init="code" reproduces the authors' quirk: sigma = k / sqrt(64 * fan_in) (the batch size

@@ -56,12 +56,24 @@ def write_activations(run_dir: Path, image_ids: list[str], values: np.ndarray, y
 
 def write_model(run_dir: Path, state_dict: dict, model_config: dict, job_id: str, iteration: int) -> None:
     buffer = io.BytesIO()
-    torch.save({"state_dict": state_dict, "model_config": model_config, "job_id": job_id, "iteration": iteration}, buffer)
+    torch.save(
+        {"state_dict": state_dict, "model_config": model_config, "job_id": job_id, "iteration": iteration}, buffer
+    )
     write_bytes(run_dir / "model.pt", buffer.getvalue())
 
 
 def write_progress(run_dir: Path, **fields: Any) -> None:
-    keys = ("job_id", "state", "iteration", "iterations", "val_acc", "test_acc", "best_val_acc", "best_test_acc", "sec_per_iter")
+    keys = (
+        "job_id",
+        "state",
+        "iteration",
+        "iterations",
+        "val_acc",
+        "test_acc",
+        "best_val_acc",
+        "best_test_acc",
+        "sec_per_iter",
+    )
     record = {key: fields.get(key) for key in keys}
     record["updated"] = time.time()
     record["error"] = fields.get("error")
@@ -86,7 +98,10 @@ def code_version() -> str:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):

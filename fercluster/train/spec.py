@@ -1,16 +1,20 @@
 """The description of one job: plain, picklable data that a node needs to run it.
 
 A ``JobSpec`` is what the coordinator hands to ``fercluster.train.job.run_job`` (through submitit,
-Ray or the local runner). Its ``job_id`` is a short hash of the settings that change the job's
-result: not SLURM resources, not paths.
+Ray or the local runner). Its training settings are the typed ``fercluster.config.Train`` of its
+data set, read as attributes. Its ``job_id`` is a short hash of ``identity(spec)``: what changes the
+job's result, and nothing else (not SLURM resources, not where outputs go, not the settings that
+``Train.RESULT_NEUTRAL`` lists).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
+
+from fercluster.config import SweepConfig, Train
 
 
 @dataclass(frozen=True)
@@ -22,10 +26,14 @@ class JobSpec:
     fold: int  # CK+: test fold 0-9; TFD: split 0-4
     variant: str  # none, D, A, AD
     seed: int
-    train: dict[str, Any]  # fercluster.config.Train fields, resolved (k may still be "random")
+    train: Train  # the data set's training settings (k may still be "random")
     prepared_dir: str  # prepared data set folder (manifest.parquet + images.npy)
     run_dir: str  # where the job writes its outputs
-    crop: str = "none"  # CK+ crop method, part of identity (it changes the images)
+    crop: str = "none"  # CK+ crop method (also in data_id; kept for the record)
+    data_id: str = ""  # fingerprint of the data: SweepConfig.data_id
+    # How many processes fercluster launches the job as (DDP when > 1): set by the SLURM
+    # submission; local runs, Ray trials and `fercluster job` run one. Not part of the identity.
+    processes: int = 1
     job_id: str = field(default="")
 
     def __post_init__(self) -> None:
@@ -41,42 +49,54 @@ class JobSpec:
         return "A" in self.variant
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON-able data (``job.json`` records it; ``from_dict`` reads it back)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["train"] = self.train.model_dump(mode="json")
+        return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "JobSpec":
-        return cls(**data)
+    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in data.items() if key in known}
+        values["train"] = Train.model_validate_json(json.dumps(data["train"]))
+        return cls(**values)
 
 
 def identity(spec: JobSpec) -> dict[str, Any]:
-    """The settings that change a job's result (what its id hashes)."""
-    train = {k: v for k, v in spec.train.items() if k not in ("device",)}
+    """What changes a job's result, so what its id hashes: its place in the grid, its data, and
+    the training settings that differ from their defaults (``Train.result_settings``)."""
     return {
         "dataset": spec.dataset,
         "kind": spec.kind,
         "classes": spec.classes,
-        "crop": spec.crop,
         "fold": spec.fold,
         "variant": spec.variant,
         "seed": spec.seed,
-        "train": train,
+        "data": spec.data_id,
+        "train": spec.train.result_settings(),
     }
 
 
 def make_job_id(spec: JobSpec) -> str:
-    blob = json.dumps(identity(spec), sort_keys=True, default=str).encode()
+    blob = json.dumps(identity(spec), sort_keys=True).encode()
     return hashlib.sha1(blob).hexdigest()[:10]
 
 
-def make_spec(cfg: Any, dataset: str, fold: int, variant: str, seed: int = 0, run_dir: str | None = None,
-              train: dict[str, Any] | None = None) -> JobSpec:
+def make_spec(
+    cfg: SweepConfig,
+    dataset: str,
+    fold: int,
+    variant: str,
+    seed: int = 0,
+    run_dir: str | None = None,
+    train: Train | None = None,
+) -> JobSpec:
     """The ``JobSpec`` of one grid cell of a sweep config (pure: reads no file, writes none).
 
-    ``cfg`` is a ``fercluster.config.SweepConfig``. ``run_dir`` defaults to
-    ``cfg.results_dir / "runs" / job_id``; ``prepared_dir`` is ``cfg.prepared_dir(dataset)``
-    (``fercluster.data.ensure_prepared`` makes sure it exists before the job runs). ``train``
-    replaces the data set's training settings (the coordinator passes them with ``k: from_tune``
-    resolved to a number).
+    ``run_dir`` defaults to ``cfg.results_dir / "runs" / job_id``; ``prepared_dir`` is
+    ``cfg.prepared_dir(dataset)`` (``fercluster.data.ensure_prepared`` makes sure it exists before
+    the job runs). ``train`` replaces the data set's training settings (the coordinator passes them
+    with ``k: from_tune`` resolved to a number).
     """
     ds = cfg.datasets[dataset]
     spec = JobSpec(
@@ -87,10 +107,11 @@ def make_spec(cfg: Any, dataset: str, fold: int, variant: str, seed: int = 0, ru
         fold=int(fold),
         variant=variant,
         seed=int(seed),
-        train=train if train is not None else cfg.train_for(dataset).model_dump(mode="json"),
+        train=train if train is not None else cfg.train_for(dataset),
         prepared_dir=str(cfg.prepared_dir(dataset)),
         run_dir="",
         crop=ds.crop if ds.kind == "ckplus" else "none",
+        data_id=cfg.data_id(dataset),
     )
     target = run_dir if run_dir is not None else str(cfg.results_dir / "runs" / spec.job_id)
     return replace(spec, run_dir=target)

@@ -1,7 +1,8 @@
 """The training step and evaluation of one job, with every random stream owned and resumable.
 
-Random streams, each seeded from the job's seed (and the rank, for the per-rank ones):
-``k`` (the init scale when k is "random"), ``init`` (weights), ``batches`` (which images, drawn
+Random streams, each seeded from the job's seed and its place in the sweep (data set, fold,
+variant; see ``stream``), and the rank for the per-rank ones: ``k`` (the init scale when k is
+"random"), ``init`` (weights), ``batches`` (which images, drawn
 uniformly with replacement), ``augment`` (augmentation parameters) and ``dropout`` (torch's global
 generator, which ``nn.Dropout`` uses). The step loop never reads a value back to the host: the
 training loss and accuracy are summed on the device and read at evaluation only.
@@ -10,7 +11,6 @@ training loss and accuracy are summed on the device and read at evaluation only.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 
 import numpy as np
 import torch
@@ -22,37 +22,25 @@ from fercluster.train.augment import augment
 from fercluster.train.dataset import JobData, Split
 from fercluster.train.model import ZeroBiasCNN, build_model
 from fercluster.train.preprocess import local_normalize
+from fercluster.train.seeds import seed_for, stream
 from fercluster.train.spec import JobSpec
 
 EVAL_CHUNK = 512
 
 
-def seed_for(seed: int, stream: str, rank: int = 0) -> int:
-    """A 63-bit seed for one named random stream of a job (independent across streams and ranks)."""
-    digest = hashlib.sha256(f"{seed}:{stream}:{rank}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def resolve_k(spec: JobSpec) -> float:
-    """The init scale of this job: a number, or U[k_low, k_high) drawn from the seed for "random"."""
-    k = spec.train.get("k", "random")
-    if isinstance(k, (int, float)):
-        return float(k)
-    if k == "random":
-        low, high = float(spec.train.get("k_low", 0.2)), float(spec.train.get("k_high", 1.2))
-        u = torch.rand((), generator=torch.Generator().manual_seed(seed_for(spec.seed, "k"))).item()
-        return low + (high - low) * u
-    raise ConfigError(
-        f"job {spec.job_id}: train.k is {k!r}, which the sweep resolves before submitting a job; "
-        "run the tune sweep first (or set train.k to a number or 'random') and submit again"
-    )
+def set_tf32(enabled: bool) -> None:
+    """TF32 on or off for float32 matmuls and cuDNN convolutions (PyTorch's per-backend precision
+    switches; the legacy ``allow_tf32`` flags must not be mixed with them)."""
+    precision = "tf32" if enabled else "ieee"
+    torch.backends.cuda.matmul.fp32_precision = precision
+    torch.backends.cudnn.conv.fp32_precision = precision
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise ConfigError("train.device is 'cuda' but torch finds no CUDA device; use 'auto' or 'cpu'")
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
+        return torch.device("cuda", distributed.device_index(local_rank, torch.cuda.device_count()))
     return torch.device("cpu")
 
 
@@ -63,35 +51,32 @@ class Trainer:
         t = spec.train
         self.spec, self.data, self.device, self.dist = spec, data, device, dist
         self.augment = spec.augment
-        self.normalize = str(t.get("normalize", "mean"))
+        self.normalize = t.normalize
         self.model: ZeroBiasCNN = build_model(
             spec.classes,
-            width=float(t.get("width", 1.0)),
-            image_size=int(t.get("image_size", 96)),
-            dropout=float(t.get("dropout", 0.5)) if spec.dropout else 0.0,
+            width=t.width,
+            image_size=t.image_size,
+            dropout=t.dropout if spec.dropout else 0.0,
             k=k,
-            fc4_init=str(t.get("fc4_init", "code")),
-            seed=seed_for(spec.seed, "init"),
+            fc4_init=t.fc4_init,
+            seed=seed_for(spec.seed, stream(spec, "init")),
         ).to(device)
         self.cuda = device.type == "cuda"
-        self.channels_last = self.cuda and bool(t.get("channels_last", True))
+        self.channels_last = self.cuda and t.channels_last
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.bf16 = self.cuda and bool(t.get("bf16", False))
+        self.bf16 = self.cuda and t.bf16
         self.net = self.model
         if dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
             self.net = DistributedDataParallel(self.model, device_ids=[device.index] if self.cuda else None)
-        if bool(t.get("compile", False)):
+        if t.compile:
             self.net = torch.compile(self.net)
         self.optimizer = torch.optim.SGD(
-            self.model.parameters(),
-            lr=float(t.get("lr", 0.01)),
-            momentum=float(t.get("momentum", 0.9)),
-            weight_decay=float(t.get("weight_decay", 1e-5)),
+            self.model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay
         )
-        global_batch = int(t.get("batch_size", 64))
+        global_batch = t.batch_size
         self.batch = distributed.local_batch(global_batch, dist)
         # DDP averages gradients over ranks: scaling each rank's summed loss by world/global makes
         # the update the mean over the global batch, as with one process.
@@ -104,9 +89,13 @@ class Trainer:
     def _seed_streams(self, salt: int) -> None:
         rank, seed = self.dist.rank, self.spec.seed
         suffix = f":{salt}" if salt else ""
-        self.batch_gen = torch.Generator(self.device).manual_seed(seed_for(seed, "batches" + suffix, rank))
-        self.aug_gen = torch.Generator(self.device).manual_seed(seed_for(seed, "augment" + suffix, rank))
-        torch.manual_seed(seed_for(seed, "dropout" + suffix, rank))
+
+        def seed_of(name: str) -> int:
+            return seed_for(seed, stream(self.spec, name) + suffix, rank)
+
+        self.batch_gen = torch.Generator(self.device).manual_seed(seed_of("batches"))
+        self.aug_gen = torch.Generator(self.device).manual_seed(seed_of("augment"))
+        torch.manual_seed(seed_of("dropout"))
 
     def reset_window(self) -> None:
         self.loss_sum = torch.zeros((), device=self.device)  # summed per-image loss since the last evaluation
@@ -140,7 +129,9 @@ class Trainer:
 
     def window(self) -> tuple[float, float]:
         """Mean training loss and batch accuracy since the last evaluation, over all ranks."""
-        totals = torch.stack([self.loss_sum.float(), self.correct.float(), torch.tensor(float(self.window_images), device=self.device)])
+        totals = torch.stack(
+            [self.loss_sum.float(), self.correct.float(), torch.tensor(float(self.window_images), device=self.device)]
+        )
         if self.dist.enabled:
             import torch.distributed as dist
 

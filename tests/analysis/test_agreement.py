@@ -41,8 +41,21 @@ def test_filters_tied_to_their_region_beat_shuffled_labels():
             maps.append(_blob(BOXES[a], rng))
     values = np.stack(values, axis=1)
     filters = list(range(values.shape[1]))
-    res = agreement(values, au, aus, filters, maps, REGIONS, SIZE, bins=20, eps=0.5, prior="pooled",
-                    n_shuffles=20, seed=0, shown=filters[:5])
+    res = agreement(
+        values,
+        au,
+        aus,
+        filters,
+        maps,
+        REGIONS,
+        SIZE,
+        bins=20,
+        eps=0.5,
+        prior="pooled",
+        n_shuffles=20,
+        seed=0,
+        shown=filters[:5],
+    )
     assert res.counted == len(filters)
     assert res.rate >= 0.9
     assert res.shuffled <= 0.6 and res.rate - res.shuffled >= 0.3
@@ -57,8 +70,20 @@ def test_filters_unrelated_to_aus_do_not_beat_shuffled_labels():
         au, aus = _labels(rng)
         values = rng.gamma(2.0, size=(len(au), 60))  # activations carry no AU information
         maps = [_blob(BOXES[aus[i % len(aus)]], rng) for i in range(60)]
-        res = agreement(values, au, aus, list(range(60)), maps, REGIONS, SIZE, bins=20, eps=0.5, prior="pooled",
-                        n_shuffles=20, seed=0)
+        res = agreement(
+            values,
+            au,
+            aus,
+            list(range(60)),
+            maps,
+            REGIONS,
+            SIZE,
+            bins=20,
+            eps=0.5,
+            prior="pooled",
+            n_shuffles=20,
+            seed=0,
+        )
         assert abs(res.rate - res.shuffled) <= 0.2, seed
 
 
@@ -76,8 +101,10 @@ def test_pooled_prior_removes_the_pull_of_rare_aus():
     frames = rng.gamma(2.0, size=(n_seq, 80))
     values = np.repeat(frames, 4, axis=0) + 0.01 * rng.standard_normal((4 * n_seq, 80))  # near-identical frames
     rare = aus.index(9)
-    share = {(eps, prior): np.mean(kl.kl_matrix(values, au, 20, eps, prior).argmax(axis=1) == rare)
-             for eps, prior in ((1e-6, "uniform"), (0.5, "uniform"), (0.5, "pooled"))}
+    share = {
+        (eps, prior): np.mean(kl.kl_matrix(values, au, 20, eps, prior).argmax(axis=1) == rare)
+        for eps, prior in ((1e-6, "uniform"), (0.5, "uniform"), (0.5, "pooled"))
+    }
     assert share[1e-6, "uniform"] >= 0.9 and share[0.5, "uniform"] >= 0.8
     assert share[0.5, "pooled"] <= 0.75
 

@@ -9,8 +9,15 @@ from fercluster.train.model import build_model
 
 
 def test_activation_matrices_and_top_images():
-    frame = pd.DataFrame({"image_id": np.repeat(["b", "a", "c"], 2), "filter": np.tile([0, 1], 3),
-                          "value": [1.0, 5.0, 3.0, 4.0, 2.0, 6.0], "y": np.arange(6), "x": np.arange(6)})
+    frame = pd.DataFrame(
+        {
+            "image_id": np.repeat(["b", "a", "c"], 2),
+            "filter": np.tile([0, 1], 3),
+            "value": [1.0, 5.0, 3.0, 4.0, 2.0, 6.0],
+            "y": np.arange(6),
+            "x": np.arange(6),
+        }
+    )
     acts = filters.activation_matrices(frame)
     assert acts.image_ids.tolist() == ["a", "b", "c"]
     assert acts.values.tolist() == [[3.0, 4.0], [1.0, 5.0], [2.0, 6.0]]
@@ -43,9 +50,72 @@ def test_patch_is_zero_filled_at_the_border_and_crop_support():
     assert filters.crop_support(m).shape == (2, 4)
 
 
-def test_choose_filters_configured_or_by_score():
+class _GuidedReLU(torch.autograd.Function):
+    """ReLU whose backward passes only where the forward input and the backward signal are positive."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad.clamp(min=0) * (x > 0)
+
+
+def _unit_gradient(model, x, filt, y, xx, relu):
+    """d conv3[filt, y, xx] / d input, with ``relu`` for relu1 and relu2 (the ReLUs below conv3)."""
+    x = x.clone().requires_grad_(True)
+    h = model.pool1(relu(model.conv1(x)))
+    h = model.pool2(relu(model.conv2(h)))
+    unit = model.conv3(h)[:, filt, y, xx].sum()
+    return torch.autograd.grad(unit, x)[0][:, 0].numpy()
+
+
+def test_guided_backprop_is_not_the_plain_gradient():
+    """The projection keeps, at each ReLU, only what is positive both ways: built by hand here, it
+    matches; the plain gradient (negative signals pass) and the deconvnet rule (forward mask dropped)
+    do not. The zero-bias CNN's random conv3 weights make some signals below it negative."""
+    model = build_model(8, width=0.125, image_size=32, k=1.0, seed=0).eval()
+    x = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    filt, y, xx = 3, 4, 4
+    guided = filters.guided_backprop(model, x, filt, np.array([y]), np.array([xx]))[0]
+    by_hand = _unit_gradient(model, x, filt, y, xx, _GuidedReLU.apply)[0]
+    plain = _unit_gradient(model, x, filt, y, xx, torch.relu)[0]
+    deconv = _unit_gradient(model, x, filt, y, xx, lambda t: _Deconv.apply(t))[0]
+    np.testing.assert_allclose(guided, by_hand, rtol=1e-4, atol=1e-6)
+    scale = np.abs(plain).max()
+    assert scale > 0 and np.abs(guided - plain).max() > 0.1 * scale
+    assert np.abs(guided - deconv).max() > 0.1 * np.abs(deconv).max()
+    # the signal reaching relu2's output from the unit is the conv3 filter: negative somewhere, and
+    # guided backprop stops it there (zero gradient into conv2) while the plain gradient passes it
+    h = model.pool1(torch.relu(model.conv1(x))).detach()
+    pre = model.conv2(h).detach().requires_grad_(True)
+    post = torch.relu(pre)
+    signal = torch.autograd.grad(model.conv3(model.pool2(post))[0, filt, y, xx], post)[0]
+    assert (signal < 0).any() and (signal > 0).any()
+    pre2 = model.conv2(h).detach().requires_grad_(True)
+    into_conv2 = torch.autograd.grad(model.conv3(model.pool2(_GuidedReLU.apply(pre2)))[0, filt, y, xx], pre2)[0]
+    assert (into_conv2[signal < 0] == 0).all() and (into_conv2 >= 0).all()
+
+
+class _Deconv(torch.autograd.Function):
+    """The deconvnet rule: pass positive backward signals, whatever the forward input was."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.clamp(min=0)
+
+
+def test_choose_filters_configured_or_by_activation_strength():
     values = np.random.default_rng(0).random((50, 6))
-    assert filters.choose_filters(values, [4, 1], 3, None) == [4, 1]
-    assert filters.choose_filters(values, None, 2, np.array([0.1, 0.9, 0.2, 0.8, 0, 0])) == [1, 3]
-    values[:, 5] *= 10  # largest variance
-    assert filters.choose_filters(values, None, 1, None) == [5]
+    assert filters.choose_filters(values, [4, 1], 3, 10) == [4, 1]
+    values[:3, 2] = 5.0  # three strong images: filter 2 wins on its top 3, not on its variance alone
+    values[:, 5] = np.linspace(0, 4, 50)  # widest spread, but its top 3 are weaker than filter 2's
+    assert filters.choose_filters(values, None, 2, 3) == [2, 5]
+    np.testing.assert_allclose(filters.activation_strength(values, 3)[2], 5.0)

@@ -59,9 +59,7 @@ def test_load_prepared_checks_name_the_file(ck_prepared, tmp_path):
     np.save(images, np.zeros((55, 96, 96), np.uint8))
     with pytest.raises(DataError) as info:
         load_prepared(ck_prepared)
-    assert str(info.value) == (
-        f"{images}: 55 images but manifest.parquet has 56 rows; prepare the set again"
-    )
+    assert str(info.value) == (f"{images}: 55 images but manifest.parquet has 56 rows; prepare the set again")
     np.save(images, np.zeros((56, 48, 48), np.uint8))
     expected = rf"^{re.escape(str(images))}: expected uint8 \(N, 96, 96\), got uint8 \(56, 48, 48\)"
     with pytest.raises(DataError, match=expected):
@@ -98,8 +96,9 @@ def test_tfd_split_indices_both_protocols(tfd_prepared):
         assert set(split[train]) == {"train"} and set(split[val]) == {"valid"} and set(split[test]) == {"test"}
         assert len(train) + len(val) + len(test) == len(split)
         train15, val15, test15 = split_indices(prepared, k, protocol="2015")
-        assert len(val15) == 0 and np.array_equal(test15, test)
-        assert np.array_equal(train15, np.sort(np.concatenate([train, val])))
+        # the paper: "we train all of our models using just the training set of each fold"
+        assert len(val15) == 0 and np.array_equal(test15, test) and np.array_equal(train15, train)
+        assert not set(train15) & set(val)
 
 
 def test_split_indices_rejects_bad_fold_and_protocol(ck_prepared, tfd_prepared):
@@ -287,12 +286,20 @@ def test_prepared_set_of_another_raw_source_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
     def cfg(root: str):
-        return parse_config({
-            "name": "s",
-            "datasets": {"ck": {"kind": "ckplus", "root": root, "crop": "landmarks",
-                                "synthetic": {"subjects": 4, "sequences_per_subject": 1}}},
-            "grid": [{"dataset": "ck"}],
-        })
+        return parse_config(
+            {
+                "name": "s",
+                "datasets": {
+                    "ck": {
+                        "kind": "ckplus",
+                        "root": root,
+                        "crop": "landmarks",
+                        "synthetic": {"subjects": 4, "sequences_per_subject": 1},
+                    }
+                },
+                "grid": [{"dataset": "ck"}],
+            }
+        )
 
     out = ensure_prepared(cfg("raw-a"), "ck")
     with pytest.raises(DataError, match=r"source='.*raw-a' \(config: '.*raw-b'\)"):

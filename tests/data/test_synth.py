@@ -25,8 +25,11 @@ SMALL = dict(subjects=4, seed=0, sequences_per_subject=3, frames=(4, 5), size=(3
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _floats(path: Path) -> list[list[float]]:
@@ -130,7 +133,7 @@ def test_each_au_changes_pixels_inside_its_region_more_than_outside(au):
     diff = np.abs(crop_box(apex, *box).astype(float) - crop_box(neutral, *box).astype(float))
     y0, y1, x0, x1 = (int(round(v)) for v in crop_boxes(sub.shape, pose)[au])
     inside = np.zeros_like(diff, dtype=bool)
-    inside[max(y0, 0):y1, max(x0, 0):x1] = True
+    inside[max(y0, 0) : y1, max(x0, 0) : x1] = True
     assert diff[inside].mean() > 4 * diff[~inside].mean() + 0.05, au
     assert diff[inside].sum() > 0.8 * diff.sum(), au
 

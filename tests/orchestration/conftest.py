@@ -8,6 +8,14 @@ import pytest
 from orch_helpers import make_config
 
 
+@pytest.fixture(autouse=True)
+def user_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`sweep` records the last config per user: in the tests, a folder of their own."""
+    folder = tmp_path_factory.mktemp("xdg-state")
+    monkeypatch.setenv("XDG_STATE_HOME", str(folder))
+    return folder
+
+
 @pytest.fixture
 def cfg(workdir: Path):
     return make_config(workdir)

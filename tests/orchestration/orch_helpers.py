@@ -30,8 +30,9 @@ def finish(spec: Any, val: float = 0.5, test: float = 0.6) -> None:
     """Write what a completed job leaves: job.json (and progress.json)."""
     run = Path(spec.run_dir)
     run.mkdir(parents=True, exist_ok=True)
-    (run / "job.json").write_text(json.dumps({"job_id": spec.job_id, "status": "completed",
-                                              "val_acc": val, "test_acc": test}))
+    (run / "job.json").write_text(
+        json.dumps({"job_id": spec.job_id, "status": "completed", "val_acc": val, "test_acc": test})
+    )
 
 
 def noop(spec: Any) -> None:
@@ -39,5 +40,3 @@ def noop(spec: Any) -> None:
 
 
 SWEEP_KW = {"fn_for": lambda: noop, "aggregate_fn": noop, "prepare": False}
-
-

@@ -12,7 +12,8 @@ import yaml
 from typer.testing import CliRunner
 
 from fercluster.cli.main import _register, app
-from fercluster.orchestration.backend import FakeBackend
+from fercluster.orchestration.fake import FakeBackend
+from fercluster.orchestration.last import last_config
 
 _register()
 runner = CliRunner()
@@ -21,12 +22,16 @@ runner = CliRunner()
 @pytest.fixture
 def config_file(workdir: Path) -> Path:
     path = workdir / "mini.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "mini",
-        "datasets": {"ckplus": {"kind": "ckplus", "root": "raw", "classes": 8}},
-        "grid": [{"dataset": "ckplus", "folds": [0, 1], "variants": ["none"]}],
-        "train": {"iterations": 40, "k": 0.7},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "mini",
+                "datasets": {"ckplus": {"kind": "ckplus", "root": "raw", "classes": 8}},
+                "grid": [{"dataset": "ckplus", "folds": [0, 1], "variants": ["none"]}],
+                "train": {"iterations": 40, "k": 0.7},
+            }
+        )
+    )
     return path
 
 
@@ -51,7 +56,7 @@ def test_sweep_then_status_json(config_file: Path, fake: FakeBackend, workdir: P
     out = runner.invoke(app, ["sweep", str(config_file)])
     assert out.exit_code == 0, out.output
     assert "submitted array 1000" in out.output and "submitted aggregation job 1001" in out.output
-    assert (workdir / "jobs" / ".last").read_text().strip() == str(config_file.resolve())
+    assert last_config(workdir) == config_file.resolve()
     fake.set_state(["1000_0"], "RUNNING")
     status = runner.invoke(app, ["status", "--json"])  # CONFIG: the last sweep
     assert status.exit_code == 0, status.output
@@ -59,8 +64,14 @@ def test_sweep_then_status_json(config_file: Path, fake: FakeBackend, workdir: P
     assert snap["counts"] == {"RUNNING": 1, "PENDING": 1}
     row = snap["jobs"][0]
     assert {k: row[k] for k in ("dataset", "fold", "variant", "seed", "state", "slurm_id", "iterations")} == {
-        "dataset": "ckplus", "fold": 0, "variant": "none", "seed": 0, "state": "RUNNING", "slurm_id": "1000_0",
-        "iterations": 40}
+        "dataset": "ckplus",
+        "fold": 0,
+        "variant": "none",
+        "seed": 0,
+        "state": "RUNNING",
+        "slurm_id": "1000_0",
+        "iterations": 40,
+    }
     assert {"job_id", "iteration", "val_acc", "test_acc"} <= set(row)
     table = runner.invoke(app, ["status", str(config_file)])
     assert "RUNNING 1" in table.output and "1000_0" in table.output
@@ -72,11 +83,13 @@ def test_sweep_then_status_json(config_file: Path, fake: FakeBackend, workdir: P
 
 
 def test_status_without_config_or_history_is_a_one_line_error(workdir: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "fercluster.cli.main", "status"], capture_output=True, text=True,
-                          cwd=workdir)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fercluster.cli.main", "status"], capture_output=True, text=True, cwd=workdir
+    )
     assert proc.returncode == 2
-    assert proc.stderr.strip() == ("error: no CONFIG given and no sweep recorded in jobs/.last; "
-                                   "example: fercluster status configs/smoke.yaml")
+    assert proc.stderr.strip() == (
+        "error: no CONFIG given and no sweep started from this folder; example: fercluster status configs/smoke.yaml"
+    )
 
 
 def test_bench_orchestration_small(workdir: Path) -> None:

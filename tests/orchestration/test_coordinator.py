@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from orch_helpers import SWEEP_KW, finish, make_config
 
-from fercluster.orchestration.backend import FakeBackend
 from fercluster.orchestration.coordinator import run_sweep
+from fercluster.orchestration.fake import FakeBackend
 from fercluster.orchestration.plan import expand
 from fercluster.orchestration.state import load_state, state_path
 
@@ -158,3 +158,12 @@ def test_state_folder_not_world_writable(cfg, workdir: Path) -> None:
     for folder in (cfg.jobs_dir, cfg.jobs_dir / "submitit"):
         assert folder.stat().st_mode & 0o022 == 0
     assert json.loads(state_path(cfg.jobs_dir).read_text())["sweep"] == "t"
+
+
+def test_jobs_with_several_gpus_are_submitted_as_ddp_with_their_plan_ids(workdir: Path) -> None:
+    cfg = make_config(workdir, slurm={"gpus_per_node": 2})
+    backend = FakeBackend()
+    run_sweep(cfg, backend, **SWEEP_KW)
+    submitted = backend.submitted[0]["args"]
+    assert [s.processes for s in submitted] == [2] * 4
+    assert [s.job_id for s in submitted] == [s.job_id for s in expand(cfg)]

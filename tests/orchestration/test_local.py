@@ -59,8 +59,9 @@ def test_failed_job_is_reported_and_the_rest_run(cfg, workdir: Path) -> None:
 
 def test_aggregation_runs_at_the_end(cfg, workdir: Path, monkeypatch) -> None:
     seen = []
-    monkeypatch.setattr("fercluster.analysis.report.aggregate",
-                        lambda c, console=None: seen.append(c.name) or {"ok": True})
+    monkeypatch.setattr(
+        "fercluster.analysis.report.aggregate", lambda c, console=None: seen.append(c.name) or {"ok": True}
+    )
     summary = run_local(cfg, Console(record=True), runner=stand_in([]), aggregate=True, prepare=False)
     assert seen == ["t"] and summary["aggregate"] == {"ok": True}
     assert json.loads((Path(expand(cfg)[0].run_dir) / "job.json").read_text())["status"] == "completed"

@@ -9,9 +9,12 @@ from pathlib import Path
 
 from orch_helpers import SWEEP_KW, finish
 
-from fercluster.orchestration.backend import FakeBackend
+from fercluster.orchestration.backend import Backend, JobQuery
 from fercluster.orchestration.coordinator import run_sweep
+from fercluster.orchestration.fake import FakeBackend
+from fercluster.orchestration.local_backend import LocalBackend
 from fercluster.orchestration.monitor import job_rows
+from fercluster.orchestration.slurm.backend import SlurmBackend
 from fercluster.orchestration.state import SweepState, load_state
 from fercluster.orchestration.status import snapshot
 
@@ -40,8 +43,9 @@ def test_states_from_slurm_and_run_directory(cfg, workdir: Path) -> None:
     finish(result.specs[3])  # job.json wins over SLURM's FAILED
     run = Path(result.specs[2].run_dir)
     run.mkdir(parents=True)
-    (run / "progress.json").write_text(json.dumps({"state": "running", "iteration": 20, "iterations": 40,
-                                                   "best_val_acc": 0.4, "best_test_acc": 0.3}))
+    (run / "progress.json").write_text(
+        json.dumps({"state": "running", "iteration": 20, "iterations": 40, "best_val_acc": 0.4, "best_test_acc": 0.3})
+    )
     rows = job_rows(result.specs, state, backend)
     assert [r.state for r in rows] == ["PENDING", "FAILED", "RUNNING", "COMPLETED"]
     assert "no job.json" in rows[1].reason
@@ -81,3 +85,16 @@ def test_local_runs_use_their_pid(cfg, workdir: Path) -> None:
     assert job_rows([spec], state, None)[0].state == "RUNNING"
     state.jobs[spec.job_id]["local"]["pid"] = 2**22 + 12345  # no such process
     assert job_rows([spec], state, None)[0].state == "NOT_SUBMITTED"
+    run = Path(spec.run_dir)
+    run.mkdir(parents=True)
+    (run / "progress.json").write_text(json.dumps({"state": "running", "iteration": 20, "iterations": 40}))
+    row = job_rows([spec], state, None)[0]
+    assert (row.state, row.iteration) == ("NOT_SUBMITTED", 20)
+    assert row.reason == "local run stopped at iteration 20; resumes from its checkpoint"
+
+
+def test_backends_implement_the_protocol(workdir: Path) -> None:
+    assert isinstance(FakeBackend(), Backend) and isinstance(SlurmBackend(workdir), Backend)
+    local = LocalBackend({})
+    assert isinstance(local, JobQuery) and not isinstance(local, Backend)  # the query side only
+    assert local.query(["never-run"])["never-run"].state == "NOT_SUBMITTED"

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from fercluster.config import Slurm
-from fercluster.orchestration.resources import array_throttles, submitit_parameters
+from fercluster.orchestration.slurm.resources import array_throttles, processes, submitit_parameters
 
 
 def test_all_resources_map() -> None:
-    slurm = Slurm(partition="gpu", account="lab", qos="high", time_min=30, gpus_per_node=1, cpus_per_task=4,
-                  mem_gb=16, constraint="a100", extra={"mail-type": "END"})
+    slurm = Slurm(
+        partition="gpu",
+        account="lab",
+        qos="high",
+        time_min=30,
+        gpus_per_node=1,
+        cpus_per_task=4,
+        mem_gb=16,
+        constraint="a100",
+        extra={"mail-type": "END"},
+    )
     p = submitit_parameters(slurm, job_name="fc-x-1", array_parallelism=8, dependency="afterany:12")
     assert p["partition"] == "gpu" and p["account"] == "lab" and p["qos"] == "high"
     assert p["time"] == 30 and p["cpus_per_task"] == 4 and p["mem"] == "16384MB"
@@ -29,12 +38,21 @@ def test_unset_resources_are_left_to_the_site_and_ddp_gets_a_task_per_gpu() -> N
 def test_parameters_are_valid_for_submitit_and_render_sbatch() -> None:
     from submitit.slurm.slurm import _make_sbatch_string
 
-    p = submitit_parameters(Slurm(partition="gpu", gpus_per_node=2, mem_gb=4, extra={"mail-type": "END"}),
-                            job_name="fc-s-abc", array_parallelism=3)
+    p = submitit_parameters(
+        Slurm(partition="gpu", gpus_per_node=2, mem_gb=4, extra={"mail-type": "END"}),
+        job_name="fc-s-abc",
+        array_parallelism=3,
+    )
     text = _make_sbatch_string(command="python -c 1", folder="/tmp/x/%j", map_count=10, **p)
-    for line in ("#SBATCH --job-name=fc-s-abc", "#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=2",
-                 "#SBATCH --ntasks-per-node=2", "#SBATCH --mem=4096MB", "#SBATCH --array=0-9%3",
-                 "#SBATCH --mail-type=END"):
+    for line in (
+        "#SBATCH --job-name=fc-s-abc",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --gpus-per-node=2",
+        "#SBATCH --ntasks-per-node=2",
+        "#SBATCH --mem=4096MB",
+        "#SBATCH --array=0-9%3",
+        "#SBATCH --mail-type=END",
+    ):
         assert line in text
     assert "wckey" not in text
 
@@ -44,3 +62,11 @@ def test_throttles_sum_to_the_sweep_limit() -> None:
     assert array_throttles(10, 64) == [7, 7, 7, 7, 6, 6, 6, 6, 6, 6]
     assert sum(array_throttles(10, 64)) == 64
     assert array_throttles(3, 2) == [1, 1, 1]  # every array can run at least one task
+
+
+def test_processes_match_the_tasks_submitit_starts() -> None:
+    assert processes(Slurm()) == 1
+    assert processes(Slurm(gpus_per_node=0, nodes=3)) == 3
+    assert processes(Slurm(gpus_per_node=4, nodes=2)) == 8
+    params = submitit_parameters(Slurm(gpus_per_node=4, nodes=2), job_name="x")
+    assert params["nodes"] * params["ntasks_per_node"] == 8

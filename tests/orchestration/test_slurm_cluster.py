@@ -41,7 +41,10 @@ def sacct_state(job_id: str, want: str = "COMPLETED", timeout_s: float = 30) -> 
     while time.monotonic() < deadline:
         out = subprocess.run(
             ["sacct", "-j", job_id, "-X", "--noheader", "--parsable2", "--format=State"],
-            capture_output=True, text=True, check=True, timeout=30,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
         )
         state = out.stdout.strip()
         if state == want:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fercluster.orchestration.slurm_parse import (
+from fercluster.orchestration.slurm.parse import (
     SlurmInfo,
     elapsed_seconds,
     expand_task_ids,
@@ -66,6 +66,14 @@ def test_state_mapping_covers_slurm_words() -> None:
     assert map_state("SOMETHING_NEW") == "FAILED"
 
 
+def test_every_slurm_word_maps_to_a_fercluster_state() -> None:
+    from fercluster.orchestration.slurm.parse import _SLURM_TO_STATE
+    from fercluster.orchestration.states import ACTIVE, ENDED_BADLY, STATES
+
+    assert set(_SLURM_TO_STATE.values()) <= set(STATES)
+    assert set(ACTIVE) | set(ENDED_BADLY) <= set(STATES) and not set(ACTIVE) & set(ENDED_BADLY)
+
+
 def test_squeue_fallback_format() -> None:
     text = "200_0|RUNNING|0:12|localhost|None\n200_[1-2]|PENDING|0:00||Priority\n201|FAILED|0:01|localhost|NonZeroExitCode\n"
     jobs = parse_squeue(text)
@@ -75,9 +83,11 @@ def test_squeue_fallback_format() -> None:
 
 
 def test_scontrol_one_line_per_job() -> None:
-    text = ("JobId=301 ArrayJobId=300 ArrayTaskId=1 JobName=fc-x JobState=CANCELLED Reason=None "
-            "ExitCode=0:15 RunTime=00:00:04 NodeList=localhost\n"
-            "JobId=302 JobName=agg JobState=PENDING Reason=Dependency ExitCode=0:0 RunTime=00:00:00 NodeList=(null)\n")
+    text = (
+        "JobId=301 ArrayJobId=300 ArrayTaskId=1 JobName=fc-x JobState=CANCELLED Reason=None "
+        "ExitCode=0:15 RunTime=00:00:04 NodeList=localhost\n"
+        "JobId=302 JobName=agg JobState=PENDING Reason=Dependency ExitCode=0:0 RunTime=00:00:00 NodeList=(null)\n"
+    )
     jobs = parse_scontrol_jobs(text)
     assert jobs["300_1"].state == "CANCELLED" and jobs["300_1"].exit_code == "0:15"
     assert jobs["302"].state == "PENDING" and jobs["302"].node == ""

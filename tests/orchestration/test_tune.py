@@ -1,5 +1,6 @@
 """The Ray Tune search over k: a tiny search on synthetic CK+ with a local Ray, interrupted and
-restored; the same search on the SLURM test cluster (marker ``slurm``); and the pure parts.
+restored (marker ``slow``); the same search on the SLURM test cluster (markers ``slurm``, ``slow``);
+and the pure parts, the CLI's answer to an interrupted search and the sbatch template's module.
 
 The tiny search: 4 trials run one at a time, 40 iterations, evaluated every 10, ASHA rungs at 10,
 20 and 40 (grace 10, factor 2). k is sampled (uniform), the learning rate is a grid of 0.01 and
@@ -77,29 +78,21 @@ def mid_search(status: dict) -> bool:
     return over and running
 
 
-DRIVER = textwrap.dedent(
-    """
-    import sys
-    from fercluster.config import load_config
-    from fercluster.orchestration.tune import run_tune_local
-    run_tune_local(load_config(sys.argv[1]))
-    """
-)
-
-
 @pytest.fixture(scope="module")
 def search(tmp_path_factory):
-    """Start the search in a subprocess, Ctrl-C it mid-search, then restore it here."""
+    """Start the search with the CLI (`fercluster sweep CONFIG --local`) in a subprocess, Ctrl-C it
+    mid-search, then restore it here."""
     from fercluster.data import ensure_prepared
-    from fercluster.orchestration.tune import run_tune_local
+    from fercluster.orchestration.tune.search import run_tune_local
 
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     root = tmp_path_factory.mktemp("ktune")
     path = write_config(root, tiny_config(root))
     cfg = load_config(path)
     ensure_prepared(cfg, "ckplus")
-    driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(path)], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    env = {**os.environ, "XDG_STATE_HOME": str(root / "state")}  # where `sweep` records the last config
+    driver = subprocess.Popen([sys.executable, "-m", "fercluster.cli.main", "sweep", str(path), "--local"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)  # fmt: skip
     try:
         deadline = time.monotonic() + 150
         while not mid_search(read_status(root, cfg.name)) and driver.poll() is None:
@@ -127,6 +120,7 @@ def attempts(search, trial_id: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_interrupted_search_is_left_restorable(search):
     assert search["driver_rc"] != 0, search["driver_out"]
     record = search["at_interrupt"]
@@ -135,6 +129,7 @@ def test_interrupted_search_is_left_restorable(search):
     assert states & {"RUNNING", "PENDING", "PAUSED"}, record
 
 
+@pytest.mark.slow
 def test_restored_search_completes_every_trial(search):
     frame = trials_frame(search)
     assert search["summary"]["state"] == "completed"
@@ -152,6 +147,7 @@ def test_restored_search_completes_every_trial(search):
             assert json.loads((run_dir / "job.json").read_text())["k"] == pytest.approx(row["k"])
 
 
+@pytest.mark.slow
 def test_asha_stops_a_trial_that_cannot_learn(search):
     frame = trials_frame(search)
     stopped = frame[frame["stopped_by_asha"]].groupby("trial_id")["iteration"].max()
@@ -160,6 +156,7 @@ def test_asha_stops_a_trial_that_cannot_learn(search):
     assert set(frame[frame["stopped_by_asha"]]["lr"]) == {1e-9}
 
 
+@pytest.mark.slow
 def test_parquet_has_one_row_per_trial_and_evaluation(search):
     frame = trials_frame(search)
     for column in ["trial_id", "k", "iteration", "val_acc", "test_acc", "stopped_by_asha", "dataset", "fold"]:
@@ -170,6 +167,7 @@ def test_parquet_has_one_row_per_trial_and_evaluation(search):
     assert set(frame["dataset"]) == {"ckplus"} and set(frame["fold"]) == {0}
 
 
+@pytest.mark.slow
 def test_best_k_is_the_best_validation_trial(search):
     frame = trials_frame(search)
     best = json.loads((search["root"] / "results" / search["cfg"].name / "tune" / "best.json").read_text())
@@ -180,6 +178,7 @@ def test_best_k_is_the_best_validation_trial(search):
     assert best["config"]["k"] == best["k"] and best["config"]["lr"] in LR_GRID
 
 
+@pytest.mark.slow
 def test_restore_does_not_rerun_finished_trials(search):
     at_interrupt = search["at_interrupt"]["trials"]
     finished = [t["trial_id"] for t in at_interrupt if t["state"] == "TERMINATED"]
@@ -188,6 +187,7 @@ def test_restore_does_not_rerun_finished_trials(search):
         assert len(attempts(search, trial_id)) == 1, trial_id
 
 
+@pytest.mark.slow
 def test_restore_resumes_the_interrupted_trial_from_its_checkpoint(search):
     unfinished = [t["trial_id"] for t in search["at_interrupt"]["trials"] if t["state"] != "TERMINATED"]
     started = [t for t in unfinished if attempts(search, t)[0]["time"] < search["interrupted_at"]]
@@ -195,12 +195,15 @@ def test_restore_resumes_the_interrupted_trial_from_its_checkpoint(search):
     for trial_id in started:
         runs = attempts(search, trial_id)
         assert len(runs) == 2 and runs[1]["has_job_checkpoint"], runs
-        metrics = pd.read_parquet(search["root"] / "results" / search["cfg"].name / "tune" / "trials" / trial_id / "metrics.parquet")
+        metrics = pd.read_parquet(
+            search["root"] / "results" / search["cfg"].name / "tune" / "trials" / trial_id / "metrics.parquet"
+        )
         assert list(metrics["iteration"]) == list(range(0, int(metrics["iteration"].max()) + 1, 10))
 
 
+@pytest.mark.slow
 def test_status_shows_trials_by_state_and_best(search):
-    from fercluster.orchestration.tune import tune_status
+    from fercluster.orchestration.tune.state import tune_status
 
     status = tune_status(search["cfg"])
     assert status["state"] == "COMPLETED"
@@ -209,8 +212,9 @@ def test_status_shows_trials_by_state_and_best(search):
     assert status["best"]["ckplus"]["best_val_acc"] == pytest.approx(trials_frame(search)["val_acc"].max())
 
 
+@pytest.mark.slow
 def test_completed_search_is_not_run_again(search):
-    from fercluster.orchestration.tune import run_tune_local
+    from fercluster.orchestration.tune.search import run_tune_local
 
     t0 = time.monotonic()
     again = run_tune_local(search["cfg"])
@@ -218,28 +222,33 @@ def test_completed_search_is_not_run_again(search):
     assert time.monotonic() - t0 < 5  # no Ray started
 
 
+@pytest.mark.slow
 def test_changed_settings_refuse_to_restore_the_old_search(search):
-    from fercluster.orchestration.tune import run_tune_local
+    from fercluster.orchestration.tune.search import run_tune_local
 
     data = tiny_config(search["root"], grace_period=20)
     with pytest.raises(ConfigError, match="changed since its search started"):
         run_tune_local(parse_config(data))
 
 
+@pytest.mark.slow
 def test_report_section_shows_accuracy_against_k_and_best_k(search, tmp_path):
+    from fercluster.analysis.render import to_html, to_markdown
     from fercluster.analysis.tune_section import tune_section
 
-    fragment = tune_section(search["cfg"], tmp_path)
-    assert [Path(p).name for p, _ in fragment["figures"]] == ["accuracy_vs_k.png", "curves_by_k.png", "asha_budget.png"]
-    assert all(Path(p).stat().st_size > 0 for p, _ in fragment["figures"])
+    section = tune_section(search["cfg"], tmp_path)
+    figures = [block[1] for block in section.blocks if block[0] == "image"]
+    markdown, html = to_markdown("r", [section], tmp_path), to_html("r", [section])
+    assert [Path(p).name for p in figures] == ["accuracy_vs_k.png", "curves_by_k.png", "asha_budget.png"]
+    assert all(Path(p).stat().st_size > 0 for p in figures)
     best_k = json.loads((search["root"] / "results" / search["cfg"].name / "tune" / "best.json").read_text())["k"]
-    assert f"| ckplus | {best_k:.3f} |" in fragment["markdown"]
-    assert "stopped by ASHA" in fragment["markdown"] and "<table>" in fragment["html"]
+    assert f"| ckplus | {best_k:.3f} |" in markdown
+    assert "stopped by ASHA" in markdown and "<table>" in html
 
 
 # -- pure parts (no Ray cluster) ------------------------------------------------------------------
 def test_grid_search_spaces_uniform_params_evenly(tmp_path):
-    from fercluster.orchestration.tune import param_space
+    from fercluster.orchestration.tune.search import param_space
 
     space = {"k": {"type": "uniform", "low": 0.2, "high": 1.2}, "lr": {"type": "loguniform", "low": 1e-3, "high": 1e-1}}
     cfg = parse_config(tiny_config(tmp_path, search="grid", num_samples=3, space=space, folds=[0, 1]))
@@ -253,7 +262,7 @@ def test_grid_search_spaces_uniform_params_evenly(tmp_path):
 def test_random_search_samples_num_samples_times(tmp_path):
     from ray.tune.search.sample import Float
 
-    from fercluster.orchestration.tune import param_space
+    from fercluster.orchestration.tune.search import param_space
 
     space = {"k": {"type": "uniform", "low": 0.2, "high": 1.2}}
     cfg = parse_config(tiny_config(tmp_path, num_samples=6, space=space))
@@ -262,21 +271,21 @@ def test_random_search_samples_num_samples_times(tmp_path):
 
 
 def test_trial_spec_carries_sampled_k_and_its_run_dir(tmp_path):
-    from fercluster.orchestration.tune import base_job
-    from fercluster.orchestration.tune_trial import trial_spec
+    from fercluster.orchestration.tune.search import base_job
+    from fercluster.orchestration.tune.trial import trial_spec
 
     cfg = parse_config(tiny_config(tmp_path))
     base = base_job(cfg, "ckplus")
     spec = trial_spec(base, {"k": 0.37, "fold": 0}, tmp_path / "t1")
     other = trial_spec(base, {"k": 0.38, "fold": 0}, tmp_path / "t2")
-    assert spec.train["k"] == 0.37 and spec.run_dir == str(tmp_path / "t1")
-    assert spec.train["checkpoint_every"] == spec.train["eval_every"]
+    assert spec.train.k == 0.37 and spec.run_dir == str(tmp_path / "t1")
+    assert spec.train.checkpoint_every == spec.train.eval_every
     assert spec.job_id != other.job_id
     assert Path(spec.prepared_dir).is_absolute()
 
 
 def test_2015_selection_is_refused(tmp_path):
-    from fercluster.orchestration.tune import run_tune_local
+    from fercluster.orchestration.tune.search import run_tune_local
 
     data = tiny_config(tmp_path)
     data["train"]["selection"] = "2015"
@@ -285,7 +294,7 @@ def test_2015_selection_is_refused(tmp_path):
 
 
 def test_status_without_tune_section_is_none(tmp_path):
-    from fercluster.orchestration.tune import tune_status
+    from fercluster.orchestration.tune.state import tune_status
 
     data = tiny_config(tmp_path)
     del data["tune"]
@@ -294,10 +303,43 @@ def test_status_without_tune_section_is_none(tmp_path):
     assert tune_status(parse_config(tiny_config(tmp_path)))["state"] == "NOT_STARTED"
 
 
+def test_interrupted_search_exits_non_zero_with_a_message(tmp_path):
+    """`fercluster sweep CONFIG --local` on a search that stops before its end: exit 130, a clear line."""
+    path = write_config(tmp_path, tiny_config(tmp_path))
+    code = textwrap.dedent(
+        f"""
+        import sys
+        import fercluster.orchestration.tune.search as search
+        search.run_tune_local = lambda cfg, console=None: {{"state": "interrupted", "sweep": cfg.name}}
+        sys.argv = ["fercluster", "sweep", {str(path)!r}, "--local"]
+        from fercluster.cli.main import main
+        main()
+        """
+    )
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 130, proc.stderr
+    assert (
+        "interrupted: search ktune-test stopped before its end; run the same command again to restore it" in proc.stderr
+    )
+
+
+def test_ray_tune_sbatch_runs_a_module_that_exists():
+    """slurm/ray_tune.sbatch runs `python -m <module> CONFIG`: the module must exist and answer."""
+    import re
+
+    text = (Path(__file__).parents[2] / "slurm" / "ray_tune.sbatch").read_text()
+    modules = re.findall(r"-m\s+(fercluster[\w.]*)", text)
+    assert modules, "no `-m fercluster...` in slurm/ray_tune.sbatch"
+    for module in modules:
+        proc = subprocess.run([sys.executable, "-m", module], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and f"python -m {module} CONFIG" in proc.stderr, (module, proc.stderr)
+
+
 def test_ports_differ_between_users_and_skip_busy_ones():
     import socket
 
-    from fercluster.orchestration.ray_cluster import BLOCK, choose_ports
+    from fercluster.orchestration.tune.ray_cluster import BLOCK, choose_ports
 
     a, b = choose_ports(uid=1000), choose_ports(uid=1001)
     assert abs(a.base - b.base) >= BLOCK
@@ -309,9 +351,11 @@ def test_ports_differ_between_users_and_skip_busy_ones():
 
 # -- SLURM ----------------------------------------------------------------------------------------
 @pytest.mark.slurm
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_search_on_slurm_completes(tmp_path):
-    from fercluster.orchestration.tune import submit_tune_slurm, tune_status
+    from fercluster.orchestration.tune.allocation import submit_tune_slurm
+    from fercluster.orchestration.tune.state import tune_status
 
     root = tmp_path  # the test cluster's node is this machine: it sees the same /tmp
     cfg = load_config(write_config(root, tiny_config(root, name="ktune-slurm", max_concurrent=2)))
@@ -329,7 +373,10 @@ def test_search_on_slurm_completes(tmp_path):
         time.sleep(3)
     status = tune_status(cfg)
     logs = sorted((root / "jobs" / cfg.name / "tune" / "submitit").glob("*"))
-    assert status["state"] == "COMPLETED", (status, [p.read_text()[-3000:] for p in logs if p.suffix in (".out", ".err")])
+    assert status["state"] == "COMPLETED", (
+        status,
+        [p.read_text()[-3000:] for p in logs if p.suffix in (".out", ".err")],
+    )
     best = json.loads((root / "results" / cfg.name / "tune" / "best.json").read_text())
     assert 0.2 <= best["k"] <= 1.2
     frame = pd.read_parquet(root / "results" / cfg.name / "tune" / "trials.parquet")
@@ -340,7 +387,7 @@ def test_status_of_a_dead_local_driver_is_interrupted(tmp_path):
     import socket
 
     from fercluster.atomic import write_json
-    from fercluster.orchestration.tune import state_dir, tune_status
+    from fercluster.orchestration.tune.state import state_dir, tune_status
 
     cfg = parse_config(tiny_config(tmp_path))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -1,8 +1,8 @@
 """Run by the distributed tests in each of several processes (WORLD_SIZE/RANK or SLURM variables set).
 
-    python ddp_worker.py job SPEC.json         run_job(spec)
-    python ddp_worker.py step OUT.pt           3 SGD steps on fixed batches split over the ranks
-    python ddp_worker.py both OUT.pt SPEC.json   both, in one start-up (the machine is slow to import)
+python ddp_worker.py job SPEC.json         run_job(spec)
+python ddp_worker.py step OUT.pt           3 SGD steps on fixed batches split over the ranks
+python ddp_worker.py both OUT.pt SPEC.json   both, in one start-up (the machine is slow to import)
 """
 
 import json
@@ -12,9 +12,8 @@ from dataclasses import replace
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import torch  # noqa: E402
-
 import fake_prepared  # noqa: E402
+import torch  # noqa: E402
 
 fake_prepared.install()
 torch.set_num_threads(1)
@@ -27,7 +26,8 @@ def steps(out: str, keep_group: bool = False) -> None:
     from fercluster.train.trainer import Trainer
 
     device = torch.device("cpu")
-    info = distributed.setup(device)
+    info = distributed.detect(int(os.environ.get("WORLD_SIZE", "1")))  # this test launches the ranks itself
+    distributed.setup(device, info)
     data = _synthetic_data(64, 32, 8, device)
     spec = replace(_bench_spec(32, 0.125, 16, device), variant="none")
     trainer = Trainer(spec, data, device, info, k=1.0)

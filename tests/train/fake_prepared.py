@@ -63,13 +63,18 @@ def install() -> None:
         sys.modules["fercluster.data.prepared"] = module
 
 
-def make_prepared(path: Path, classes: int = 8, subjects: int = 20, per_subject: int = 8, seed: int = 0, size: int = 96) -> Path:
+def make_prepared(
+    path: Path, classes: int = 8, subjects: int = 20, per_subject: int = 8, seed: int = 0, size: int = 96
+) -> Path:
     """A learnable CK+-format prepared set: each class is a bright blob at its own place, plus noise."""
     rng = np.random.default_rng(seed)
     n = subjects * per_subject
     labels = np.arange(n) % classes
     yy, xx = np.mgrid[0:size, 0:size]
-    centres = [(size * (0.25 + 0.5 * (c % 2)), size * (0.2 + 0.6 * (c // 2) / max(1, (classes - 1) // 2))) for c in range(classes)]
+    centres = [
+        (size * (0.25 + 0.5 * (c % 2)), size * (0.2 + 0.6 * (c // 2) / max(1, (classes - 1) // 2)))
+        for c in range(classes)
+    ]
     images = np.empty((n, size, size), np.uint8)
     for i, c in enumerate(labels):
         cx, cy = centres[c]
@@ -93,7 +98,15 @@ def make_prepared(path: Path, classes: int = 8, subjects: int = 20, per_subject:
     path.mkdir(parents=True, exist_ok=True)
     manifest.to_parquet(path / "manifest.parquet", index=False)
     np.save(path / "images.npy", images)
-    info = {"kind": "ckplus", "classes": classes, "label_names": [f"class{c}" for c in range(classes)],
-            "n_images": n, "source": "tests", "crop": "none", "created": "2024-01-01T00:00:00", "au_regions": None}
+    info = {
+        "kind": "ckplus",
+        "classes": classes,
+        "label_names": [f"class{c}" for c in range(classes)],
+        "n_images": n,
+        "source": "tests",
+        "crop": "none",
+        "created": "2024-01-01T00:00:00",
+        "au_regions": None,
+    }
     (path / "info.json").write_text(json.dumps(info))
     return path

@@ -75,7 +75,9 @@ def test_pixel_matrix_is_the_spec_formula():
 def test_intensity_gamma_then_min_max_to_0_2():
     x = torch.rand(5, 1, 8, 8) * 2
     out = intensity(x, torch.full((5,), 2.0))
-    assert torch.allclose(out.amin((1, 2, 3)), torch.zeros(5)) and torch.allclose(out.amax((1, 2, 3)), torch.full((5,), 2.0))
+    assert torch.allclose(out.amin((1, 2, 3)), torch.zeros(5)) and torch.allclose(
+        out.amax((1, 2, 3)), torch.full((5,), 2.0)
+    )
     v = x[0].flatten() ** 2
     assert torch.allclose(out[0].flatten(), (v - v.min()) / (v.max() - v.min()) * 2, atol=1e-5)
 

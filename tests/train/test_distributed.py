@@ -4,32 +4,81 @@ import shutil
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+import ddp_worker
 import pandas as pd
 import pytest
 import torch
 
-import ddp_worker
-from fercluster.train.distributed import DistInfo, detect, first_node, local_batch, rendezvous_env
+from fercluster.errors import TrainingError
+from fercluster.train.distributed import (
+    DistInfo,
+    detect,
+    device_index,
+    first_node,
+    local_batch,
+    master_port,
+    rendezvous_env,
+)
 from fercluster.train.job import run_job
 
 WORKER = Path(ddp_worker.__file__)
 
 
-def test_detect_reads_torchrun_and_slurm_variables():
-    assert detect({}) == DistInfo(0, 1, 0)
-    assert detect({"WORLD_SIZE": "4", "RANK": "2", "LOCAL_RANK": "0"}) == DistInfo(2, 4, 0)
-    assert detect({"SLURM_NTASKS": "2", "SLURM_PROCID": "1", "SLURM_LOCALID": "1"}) == DistInfo(1, 2, 1)
-    assert detect({"SLURM_NTASKS": "1", "SLURM_PROCID": "0"}) == DistInfo(0, 1, 0)
+def test_detect_reads_torchrun_and_slurm_variables_for_a_ddp_job():
+    assert detect(4, {"WORLD_SIZE": "4", "RANK": "2", "LOCAL_RANK": "0"}) == DistInfo(2, 4, 0)
+    assert detect(2, {"SLURM_NTASKS": "2", "SLURM_PROCID": "1", "SLURM_LOCALID": "1"}) == DistInfo(1, 2, 1)
+
+
+def test_a_single_process_job_ignores_the_allocation_around_it():
+    # `salloc -n 4`, `srun --pty`, or a Ray worker started by srun: SLURM's variables describe the
+    # allocation; a job fercluster launched as one process must not join a process group.
+    inside = {"SLURM_NTASKS": "4", "SLURM_PROCID": "3", "SLURM_LOCALID": "1", "SLURM_JOB_ID": "77"}
+    assert detect(1, inside) == DistInfo(0, 1, 0)
+    assert detect(1, {"WORLD_SIZE": "8", "RANK": "5"}) == DistInfo(0, 1, 0)
+    assert detect(1, {}) == DistInfo(0, 1, 0)
+
+
+def test_a_ddp_job_in_the_wrong_environment_fails_clearly():
+    with pytest.raises(TrainingError, match="launched as 2 processes but the environment has 4"):
+        detect(2, {"SLURM_NTASKS": "4", "SLURM_PROCID": "0"})
+    with pytest.raises(TrainingError, match="sees neither torchrun's"):
+        detect(2, {})
+
+
+@pytest.mark.parametrize("nodes, gpus", [(1, 4), (2, 4), (2, 1)])
+def test_rank_and_device_of_every_task_of_an_allocation(nodes, gpus):
+    """srun starts nodes x gpus tasks: SLURM_PROCID 0..n-1 over the nodes, SLURM_LOCALID 0..gpus-1
+    on each; every rank is distinct, and the ranks of one node use distinct devices."""
+    seen = {}
+    for node in range(nodes):
+        for local in range(gpus):
+            env = {"SLURM_NTASKS": str(nodes * gpus), "SLURM_PROCID": str(node * gpus + local),
+                   "SLURM_LOCALID": str(local)}  # fmt: skip
+            info = detect(nodes * gpus, env)
+            seen[info.rank] = (node, device_index(info.local_rank, gpus))
+            assert device_index(info.local_rank, 1) == 0  # a task bound to its own GPU sees one
+    assert sorted(seen) == list(range(nodes * gpus))
+    for node in range(nodes):
+        assert sorted(d for n, d in seen.values() if n == node) == list(range(gpus))
 
 
 def test_rendezvous_from_the_slurm_node_list_and_job_id():
     env = rendezvous_env({"SLURM_JOB_NODELIST": "gpu[07-09,12]", "SLURM_JOB_ID": "123456"})
     assert env["MASTER_ADDR"] in ("gpu07",)  # scontrol or the fallback parser
-    assert env["MASTER_PORT"] == str(20_000 + 123456 % 20_000)
+    assert env["MASTER_PORT"] == str(master_port(123456)) == "13456"
     assert rendezvous_env({"MASTER_ADDR": "a", "MASTER_PORT": "1"}) == {}
     assert first_node("localhost") == "localhost"
+    assert first_node("gpu[01-02,07]") == "gpu01" and first_node("n1,n2") == "n1"
+
+
+def test_master_port_stays_clear_of_ray_and_ephemeral_ports():
+    from fercluster.orchestration.tune.ray_cluster import FIRST
+
+    ports = {master_port(j) for j in range(0, 200_000, 7)}
+    assert min(ports) >= 1024 and max(ports) < FIRST and max(ports) < 32768
 
 
 def test_global_batch_is_split_across_ranks():
@@ -57,7 +106,7 @@ def _launch(args: list[str], world: int = 2, timeout: int = 120) -> None:
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    for p, err in zip(procs, errors):
+    for p, err in zip(procs, errors, strict=True):
         assert p.returncode == 0, err[-3000:]
 
 
@@ -65,13 +114,25 @@ def _launch(args: list[str], world: int = 2, timeout: int = 120) -> None:
 def two_process_run(prepared_dir, tmp_path_factory):
     """One launch of 2 gloo processes: 3 fixed SGD steps, then a whole job (AD, 20 iterations)."""
     from conftest import TINY_TRAIN
+
+    from fercluster.config import Train
     from fercluster.train.spec import JobSpec
 
     tmp = tmp_path_factory.mktemp("ddp")
     specs = {
-        name: JobSpec(sweep="test", dataset="ckplus", kind="ckplus", classes=8, fold=0, variant="AD", seed=3,
-                      train={**TINY_TRAIN, "iterations": 20, "eval_every": 10}, prepared_dir=str(prepared_dir),
-                      run_dir=str(tmp / name))  # fmt: skip
+        name: JobSpec(
+            sweep="test",
+            dataset="ckplus",
+            kind="ckplus",
+            classes=8,
+            fold=0,
+            variant="AD",
+            seed=3,
+            train=Train(**{**TINY_TRAIN, "iterations": 20, "eval_every": 10}),
+            prepared_dir=str(prepared_dir),
+            run_dir=str(tmp / name),
+            processes=2 if name == "two" else 1,
+        )  # fmt: skip
         for name in ("one", "two")
     }
     (tmp / "spec.json").write_text(json.dumps(specs["two"].to_dict()))
@@ -91,10 +152,14 @@ def test_two_gloo_processes_take_the_same_steps_as_one(two_process_run):
 
 
 def _initial_conv1():
-    from fercluster.train.model import build_model
-    from fercluster.train.trainer import seed_for
+    from dataclasses import replace
 
-    return build_model(8, width=0.125, image_size=32, k=1.0, seed=seed_for(0, "init")).conv1.weight
+    from fercluster.train.bench import _bench_spec
+    from fercluster.train.model import build_model
+    from fercluster.train.seeds import seed_for, stream
+
+    spec = replace(_bench_spec(32, 0.125, 16, torch.device("cpu")), variant="none")  # as ddp_worker.steps
+    return build_model(8, width=0.125, image_size=32, k=1.0, seed=seed_for(0, stream(spec, "init"))).conv1.weight
 
 
 def test_two_process_job_agrees_with_one_process(two_process_run):
@@ -119,7 +184,7 @@ def test_job_under_srun_with_two_tasks(make_spec, slurm_cluster):
     base = Path(os.environ.get("FERCLUSTER_SLURM_TMP", "/tmp")) / f"fercluster-srun-{os.getpid()}"
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
-    spec = make_spec("AD", run_dir=base / "run", iterations=20, eval_every=10)
+    spec = replace(make_spec("AD", run_dir=base / "run", iterations=20, eval_every=10), processes=2)
     (base / "spec.json").write_text(json.dumps(spec.to_dict()))
     result = subprocess.run(
         ["srun", "-n", "2", "-N", "1", "--cpus-per-task=1", "--mem=1500", "--time=5", "--kill-on-bad-exit=1",

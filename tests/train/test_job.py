@@ -17,7 +17,9 @@ from fercluster.train.model import build_model
 def _same_results(a: Path, b: Path) -> None:
     ma, mb = (pd.read_parquet(d / "metrics.parquet").drop(columns="wall_time") for d in (a, b))
     pd.testing.assert_frame_equal(ma, mb)
-    pd.testing.assert_frame_equal(pd.read_parquet(a / "predictions.parquet"), pd.read_parquet(b / "predictions.parquet"))
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(a / "predictions.parquet"), pd.read_parquet(b / "predictions.parquet")
+    )
     sa, sb = (torch.load(d / "model.pt")["state_dict"] for d in (a, b))
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     ja, jb = (json.loads((d / "job.json").read_text()) for d in (a, b))

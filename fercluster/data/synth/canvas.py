@@ -33,8 +33,15 @@ class Canvas:
         x1, y1 = min(hi[0], w), min(hi[1], h)
         return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
-    def mask(self, canon_polys: list[np.ndarray], line: float = 0.0, closed: bool = False, blur: float = 0.0,
-             margin: float = 0.0, win=None):
+    def mask(
+        self,
+        canon_polys: list[np.ndarray],
+        line: float = 0.0,
+        closed: bool = False,
+        blur: float = 0.0,
+        margin: float = 0.0,
+        win=None,
+    ):
         """Anti-aliased coverage (0..1) of polygons (line=0) or polylines (line=width in canonical units).
 
         Returns ``(mask, window)``; ``win`` forces the window (x0, y0, x1, y1), e.g. to intersect masks.
@@ -57,8 +64,15 @@ class Canvas:
             out = cv2.GaussianBlur(out, (0, 0), blur)
         return out, win
 
-    def paint(self, canon_polys: list[np.ndarray], value: float | None = None, mul: float | None = None,
-              alpha: float = 1.0, cover: bool = False, **kw) -> None:
+    def paint(
+        self,
+        canon_polys: list[np.ndarray],
+        value: float | None = None,
+        mul: float | None = None,
+        alpha: float = 1.0,
+        cover: bool = False,
+        **kw,
+    ) -> None:
         """Set covered pixels to ``value`` or multiply them by ``mul``, with opacity ``alpha``."""
         if alpha <= 0 or (value is None and mul == 1.0):
             return

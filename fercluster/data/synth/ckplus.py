@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +16,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fercluster.atomic import atomic_dir
 from fercluster.data.synth.aus import (
-    CKPLUS_EMOTIONS, EMOTION_WEIGHTS, Expression, intensity_code, sample_expression, sample_free_expression,
+    CKPLUS_EMOTIONS,
+    EMOTION_WEIGHTS,
+    Expression,
+    intensity_code,
+    sample_expression,
+    sample_free_expression,
 )
 from fercluster.data.synth.faces import Stage, Subject, sample_subject
 from fercluster.data.synth.regions import average_regions, crop_boxes
@@ -62,23 +66,48 @@ def _emotions(rng: np.random.Generator, n: int) -> list[str]:
     return picks
 
 
-def plan_subject(name: str, index: int, rng: np.random.Generator, sequences: int, frames: tuple[int, int],
-                 size: tuple[int, int], seq_counter: int) -> tuple[Subject, Pose, list[Sequence]]:
+def plan_subject(
+    name: str,
+    index: int,
+    rng: np.random.Generator,
+    sequences: int,
+    frames: tuple[int, int],
+    size: tuple[int, int],
+    seq_counter: int,
+) -> tuple[Subject, Pose, list[Sequence]]:
     """A subject, its neutral pose and its sequences (all random draws from ``rng``)."""
     subject = sample_subject(rng)
     w, h = (size[0], 480) if index % 10 == 3 and size == (640, 490) else size
     s = rng.uniform(0.15, 0.21) * min(w, h * 1.3)  # pixels per canonical unit: face 190-270 px wide
-    pose = Pose(s, np.deg2rad(np.clip(rng.normal(0, 4), -10, 10)),
-                w / 2 + rng.uniform(-0.12, 0.12) * w, h / 2 + rng.uniform(-0.06, 0.06) * h)
+    pose = Pose(
+        s,
+        np.deg2rad(np.clip(rng.normal(0, 4), -10, 10)),
+        w / 2 + rng.uniform(-0.12, 0.12) * w,
+        h / 2 + rng.uniform(-0.06, 0.06) * h,
+    )
     seqs = []
     for k, emotion in enumerate(_emotions(rng, sequences)):
         labelled = k == 0 or rng.random() < LABELLED_P
         expr = sample_expression(emotion, rng) if labelled else sample_free_expression(rng)
-        seq_pose = Pose(pose.scale * rng.uniform(0.96, 1.04), pose.angle + np.deg2rad(rng.normal(0, 1.5)),
-                        pose.tx + rng.normal(0, 0.02 * w), pose.ty + rng.normal(0, 0.02 * h))
-        seqs.append(Sequence(name, f"{k + 1:03d}", _CODE[emotion] if labelled else None, expr,
-                             int(rng.integers(frames[0], frames[1] + 1)), (w, h), (seq_counter + k) % 12 == 5,
-                             seq_pose, Tracking.sample(rng, s, 0.05, 0.04)))
+        seq_pose = Pose(
+            pose.scale * rng.uniform(0.96, 1.04),
+            pose.angle + np.deg2rad(rng.normal(0, 1.5)),
+            pose.tx + rng.normal(0, 0.02 * w),
+            pose.ty + rng.normal(0, 0.02 * h),
+        )
+        seqs.append(
+            Sequence(
+                name,
+                f"{k + 1:03d}",
+                _CODE[emotion] if labelled else None,
+                expr,
+                int(rng.integers(frames[0], frames[1] + 1)),
+                (w, h),
+                (seq_counter + k) % 12 == 5,
+                seq_pose,
+                Tracking.sample(rng, s, 0.05, 0.04),
+            )
+        )
     return subject, pose, seqs
 
 
@@ -102,15 +131,15 @@ def _write_sequence(root: Path, sub: Subject, seq: Sequence, rng: np.random.Gene
         if seq.rgb:
             img = np.clip(img[..., None] * np.array([0.93, 1.0, 1.07]) + 0.5, 0, 255).astype(np.uint8)
         frame = f"{stem}_{t + 1:08d}"
-        (folders["cohn-kanade-images"] / f"{frame}.png").write_bytes(
-            cv2.imencode(".png", img, _PNG)[1].tobytes())
+        (folders["cohn-kanade-images"] / f"{frame}.png").write_bytes(cv2.imencode(".png", img, _PNG)[1].tobytes())
         pts = seq.tracking.apply(landmarks, rng)
         (folders["Landmarks"] / f"{frame}_landmarks.txt").write_text("".join(_fmt(x, y) for x, y in pts))
     last = f"{stem}_{seq.frames:08d}"
     facs = root / "FACS" / seq.subject / seq.name
     facs.mkdir(parents=True)
-    (facs / f"{last}_facs.txt").write_text("".join(
-        _fmt(au, intensity_code(v) if facs_coded else 0) for au, v in sorted(seq.expression.aus.items())))
+    (facs / f"{last}_facs.txt").write_text(
+        "".join(_fmt(au, intensity_code(v) if facs_coded else 0) for au, v in sorted(seq.expression.aus.items()))
+    )
     if seq.emotion is not None:
         emo = root / "Emotion" / seq.subject / seq.name
         emo.mkdir(parents=True)
@@ -131,15 +160,21 @@ def _check(subjects: int, sequences_per_subject: int, frames: tuple[int, int], s
         raise DataError("synthetic CK+: bad arguments: " + "; ".join(problems))
 
 
-def _prepare_root(root: Path) -> None:
+def _check_root(root: Path) -> None:
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise DataError(f"synthetic CK+: {root} already exists and is not an empty folder; "
-                        "remove it or choose a new folder")
-    root.parent.mkdir(parents=True, exist_ok=True)
+        raise DataError(
+            f"synthetic CK+: {root} already exists and is not an empty folder; remove it or choose a new folder"
+        )
 
 
-def synth_ckplus(root: str | os.PathLike[str], subjects: int = 40, seed: int = 0, sequences_per_subject: int = 3,
-                 frames: tuple[int, int] = (6, 10), size: tuple[int, int] = (640, 490)) -> dict:
+def synth_ckplus(
+    root: str | os.PathLike[str],
+    subjects: int = 40,
+    seed: int = 0,
+    sequences_per_subject: int = 3,
+    frames: tuple[int, int] = (6, 10),
+    size: tuple[int, int] = (640, 490),
+) -> dict:
     """Write a synthetic CK+ tree at ``root`` (a new or empty folder), atomically; return a summary.
 
     Deterministic: the same arguments give byte-identical files. ``frames``: (min, max) frames per
@@ -148,23 +183,16 @@ def synth_ckplus(root: str | os.PathLike[str], subjects: int = 40, seed: int = 0
     frames, size = tuple(int(v) for v in frames), tuple(int(v) for v in size)
     _check(subjects, sequences_per_subject, frames, size)
     root = Path(root)
-    _prepare_root(root)
+    _check_root(root)
     start = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{root.name}.", dir=root.parent))
-    try:
+    with atomic_dir(root) as tmp:  # an empty folder at root is replaced
         summary = _write_tree(tmp, subjects, seed, sequences_per_subject, frames, size)
-        os.chmod(tmp, 0o755)
-        if root.exists():
-            root.rmdir()
-        os.rename(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {"root": str(root), **summary, "seconds": round(time.perf_counter() - start, 2)}
 
 
-def _write_tree(root: Path, subjects: int, seed: int, sequences: int, frames: tuple[int, int],
-                size: tuple[int, int]) -> dict:
+def _write_tree(
+    root: Path, subjects: int, seed: int, sequences: int, frames: tuple[int, int], size: tuple[int, int]
+) -> dict:
     children = np.random.SeedSequence(seed).spawn(subjects + 1)
     names = subject_names(subjects, np.random.default_rng(children[0]))
     boxes, counts = [], {name: 0 for name in CKPLUS_EMOTIONS.values()}
@@ -182,8 +210,20 @@ def _write_tree(root: Path, subjects: int, seed: int, sequences: int, frames: tu
                 counts[CKPLUS_EMOTIONS[seq.emotion]] += 1
     regions = average_regions(boxes)
     (root / "au_regions.json").write_text(json.dumps(regions, indent=2, sort_keys=True) + "\n")
-    info = {"generator": "fercluster.data.synth", "kind": "ckplus", "seed": seed, "subjects": subjects,
-            "sequences_per_subject": sequences, "frames": list(frames), "size": list(size)}
+    info = {
+        "generator": "fercluster.data.synth",
+        "kind": "ckplus",
+        "seed": seed,
+        "subjects": subjects,
+        "sequences_per_subject": sequences,
+        "frames": list(frames),
+        "size": list(size),
+    }
     (root / "synth.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-    return {"subjects": subjects, "sequences": n_seq, "labelled_sequences": n_labelled, "frames": n_frames,
-            "emotions": counts}
+    return {
+        "subjects": subjects,
+        "sequences": n_seq,
+        "labelled_sequences": n_labelled,
+        "frames": n_frames,
+        "emotions": counts,
+    }

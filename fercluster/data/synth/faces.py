@@ -44,15 +44,23 @@ def sample_subject(rng: np.random.Generator) -> Subject:
     if abs(background - skin) < 30:
         background = skin + (-45 if skin > 125 else 45)
     return Subject(
-        shape=sample_shape(rng), skin=skin, background=background,
+        shape=sample_shape(rng),
+        skin=skin,
+        background=background,
         hair=rng.uniform(15, 80) if rng.random() < 0.8 else rng.uniform(120, 190),
-        hairline=rng.uniform(-1.05, -0.78), brow_dark=rng.uniform(0.35, 0.7),
-        brow_thick=rng.uniform(0.045, 0.08), lip_dark=rng.uniform(0.6, 0.85),
-        iris=rng.uniform(25, 110), light_dir=rng.uniform(0, 2 * np.pi), light=rng.uniform(0.0, 0.3),
-        shading=rng.uniform(0.12, 0.28), noise=rng.uniform(1.5, 5.0),
+        hairline=rng.uniform(-1.05, -0.78),
+        brow_dark=rng.uniform(0.35, 0.7),
+        brow_thick=rng.uniform(0.045, 0.08),
+        lip_dark=rng.uniform(0.6, 0.85),
+        iris=rng.uniform(25, 110),
+        light_dir=rng.uniform(0, 2 * np.pi),
+        light=rng.uniform(0.0, 0.3),
+        shading=rng.uniform(0.12, 0.28),
+        noise=rng.uniform(1.5, 5.0),
         chin_dots=np.column_stack([rng.uniform(-0.12, 0.12, 8), rng.uniform(-0.22, -0.08, 8)]),
         gaze=(float(rng.normal(0, 0.015)), float(rng.normal(0, 0.008))),
-        clothes=rng.uniform(20, 230), bg_grad=(float(rng.normal(0, 0.05)), float(rng.normal(0, 0.05))),
+        clothes=rng.uniform(20, 230),
+        bg_grad=(float(rng.normal(0, 0.05)), float(rng.normal(0, 0.05))),
     )
 
 
@@ -65,7 +73,9 @@ def _amount(expr: Expression, au: int, side: int) -> float:
 
 
 _T8 = np.linspace(0, 1, 8)[:, None]
-_CIRCLES = {n: np.column_stack([np.cos(a), np.sin(a)]) for n in (8, 20) for a in [np.linspace(0, 2 * np.pi, n, endpoint=False)]}
+_CIRCLES = {
+    n: np.column_stack([np.cos(a), np.sin(a)]) for n in (8, 20) for a in [np.linspace(0, 2 * np.pi, n, endpoint=False)]
+}
 
 
 def _curve(p0, p1, p2) -> np.ndarray:
@@ -89,10 +99,18 @@ def head_outline(L: np.ndarray) -> np.ndarray:
 
 def _paint_body(cv: Canvas, sub: Subject) -> None:
     """Clothes and neck (drawn once per sequence, into the base frame)."""
-    cv.paint([np.array([(-1.9, 1.75), (-0.5, 1.3), (0.5, 1.3), (1.9, 1.75), (2.6, 5.0), (-2.6, 5.0)])],
-             value=sub.clothes, blur=1.0, cover=True)
-    cv.paint([np.array([(-0.52, 0.4), (0.52, 0.4), (0.58, 1.55), (0, 1.7), (-0.58, 1.55)])],
-             value=sub.skin * 0.82, blur=1.0, cover=True)
+    cv.paint(
+        [np.array([(-1.9, 1.75), (-0.5, 1.3), (0.5, 1.3), (1.9, 1.75), (2.6, 5.0), (-2.6, 5.0)])],
+        value=sub.clothes,
+        blur=1.0,
+        cover=True,
+    )
+    cv.paint(
+        [np.array([(-0.52, 0.4), (0.52, 0.4), (0.58, 1.55), (0, 1.7), (-0.58, 1.55)])],
+        value=sub.skin * 0.82,
+        blur=1.0,
+        cover=True,
+    )
 
 
 def _paint_head(cv: Canvas, sub: Subject, L: np.ndarray) -> None:
@@ -120,17 +138,29 @@ def _paint_cheeks_nose(cv: Canvas, sub: Subject, L: np.ndarray, e: Expression) -
         cv.blob((side * 0.5, 0.1 - 0.08 * a6 - 0.04 * a12), (0.17, 0.12), 0.2 * a6 + 0.12 * a12)
         fold = 0.05 + 0.45 * a12 + 0.25 * _amount(e, 9, side) + 0.1 * a6 + 0.15 * _amount(e, 20, side)
         w, c = L[wing], L[corner]
-        cv.paint([_curve(w + (side * 0.05, -0.03), (w[0] + side * 0.14, (w[1] + c[1]) / 2), c + (side * 0.07, 0.07))],
-                 mul=1 - fold, line=0.03, blur=1.2)
+        cv.paint(
+            [_curve(w + (side * 0.05, -0.03), (w[0] + side * 0.14, (w[1] + c[1]) / 2), c + (side * 0.07, 0.07))],
+            mul=1 - fold,
+            line=0.03,
+            blur=1.2,
+        )
     for side, a, b in ((-1, 31, 32), (1, 35, 34)):
         c = (L[a] + L[b]) / 2 + (0, -0.012)
         cv.paint([_ellipse(c, 0.042, 0.02)], mul=0.45, blur=0.6)
         w = L[a]
-        cv.paint([np.array([w + (0.0, 0.0), w + (side * 0.03, -0.05), w + (-side * 0.005, -0.11)])],
-                 mul=0.85, line=0.02, blur=1.0)
+        cv.paint(
+            [np.array([w + (0.0, 0.0), w + (side * 0.03, -0.05), w + (-side * 0.005, -0.11)])],
+            mul=0.85,
+            line=0.02,
+            blur=1.0,
+        )
     ys = [L[28, 1] + 0.05 * k - 0.02 for k in range(3)]
-    cv.paint([_curve((-0.1, y + 0.01), (0, y - 0.015), (0.1, y + 0.01)) for y in ys],
-             mul=1 - 0.4 * e.aus.get(9, 0.0), line=0.02, blur=1.0)
+    cv.paint(
+        [_curve((-0.1, y + 0.01), (0, y - 0.015), (0.1, y + 0.01)) for y in ys],
+        mul=1 - 0.4 * e.aus.get(9, 0.0),
+        line=0.02,
+        blur=1.0,
+    )
 
 
 def _paint_eyes(cv: Canvas, sub: Subject, L: np.ndarray, e: Expression) -> None:
@@ -154,8 +184,10 @@ def _paint_eyes(cv: Canvas, sub: Subject, L: np.ndarray, e: Expression) -> None:
         bulge = 0.15 * _amount(e, 6, side) + 0.22 * e.aus.get(7, 0.0)
         cv.paint([eye[[4, 5]] + (0, 0.035)], mul=1 - bulge, line=0.022, blur=1.0)
         start = outer + (side * 0.05, 0.0)
-        rays = [np.array([start + d * 0.01, start + d * 0.1])
-                for d in (np.array([np.cos(a) * side, np.sin(a)]) for a in (-0.45, 0.0, 0.45))]
+        rays = [
+            np.array([start + d * 0.01, start + d * 0.1])
+            for d in (np.array([np.cos(a) * side, np.sin(a)]) for a in (-0.45, 0.0, 0.45))
+        ]
         cv.paint(rays, mul=1 - 0.4 * _amount(e, 6, side), line=0.018, blur=1.0)
 
 
@@ -166,13 +198,28 @@ def _paint_brows(cv: Canvas, sub: Subject, L: np.ndarray, e: Expression) -> None
         cv.paint([np.concatenate([brow - half, (brow + half)[::-1]])], mul=sub.brow_dark, blur=0.8)
     a1, a2, a4 = e.aus.get(1, 0.0), e.aus.get(2, 0.0), e.aus.get(4, 0.0)
     top_in = min(L[21, 1], L[22, 1])
-    cv.paint([_curve((-0.32, y + 0.01), (0, y - 0.03), (0.32, y + 0.01)) for y in top_in - 0.13 - 0.07 * np.arange(3)],
-             mul=1 - 0.3 * a1, line=0.02, blur=1.0)
-    cv.paint([_curve((side * 0.3, y + 0.02), (side * 0.55, y - 0.03), (side * 0.8, y + 0.03))
-              for side, outer in ((-1, L[17]), (1, L[26])) for y in outer[1] - 0.15 - 0.07 * np.arange(3)],
-             mul=1 - 0.3 * a2, line=0.02, blur=1.0)
-    cv.paint([np.array([(x * 1.3, top_in - 0.03), (x, top_in + 0.12)]) for x in (-0.05, 0.05)],
-             mul=1 - 0.45 * a4, line=0.02, blur=1.0)
+    cv.paint(
+        [_curve((-0.32, y + 0.01), (0, y - 0.03), (0.32, y + 0.01)) for y in top_in - 0.13 - 0.07 * np.arange(3)],
+        mul=1 - 0.3 * a1,
+        line=0.02,
+        blur=1.0,
+    )
+    cv.paint(
+        [
+            _curve((side * 0.3, y + 0.02), (side * 0.55, y - 0.03), (side * 0.8, y + 0.03))
+            for side, outer in ((-1, L[17]), (1, L[26]))
+            for y in outer[1] - 0.15 - 0.07 * np.arange(3)
+        ],
+        mul=1 - 0.3 * a2,
+        line=0.02,
+        blur=1.0,
+    )
+    cv.paint(
+        [np.array([(x * 1.3, top_in - 0.03), (x, top_in + 0.12)]) for x in (-0.05, 0.05)],
+        mul=1 - 0.45 * a4,
+        line=0.02,
+        blur=1.0,
+    )
 
 
 def _paint_mouth(cv: Canvas, sub: Subject, L: np.ndarray, e: Expression) -> None:
@@ -194,14 +241,25 @@ def _paint_mouth(cv: Canvas, sub: Subject, L: np.ndarray, e: Expression) -> None
         out = np.array([side, 0.0])
         cv.blob(corner, (0.03, 0.03), -0.12)
         a14, a15, a20 = (_amount(e, au, side) for au in (14, 15, 20))
-        cv.paint([_curve(corner + out * 0.06 + (0, -0.04), corner + out * 0.085, corner + out * 0.06 + (0, 0.04))],
-                 mul=1 - 0.5 * a14, line=0.022, blur=1.0)
-        cv.paint([np.array([corner + out * 0.01 + (0, 0.03), corner + out * 0.035 + (0, 0.14)])],
-                 mul=1 - 0.35 * a15, line=0.022, blur=1.0)
-        cv.paint([np.array([corner + out * 0.03, corner + out * 0.11 + (0, 0.01)])],
-                 mul=1 - 0.3 * a20, line=0.02, blur=1.0)
+        cv.paint(
+            [_curve(corner + out * 0.06 + (0, -0.04), corner + out * 0.085, corner + out * 0.06 + (0, 0.04))],
+            mul=1 - 0.5 * a14,
+            line=0.022,
+            blur=1.0,
+        )
+        cv.paint(
+            [np.array([corner + out * 0.01 + (0, 0.03), corner + out * 0.035 + (0, 0.14)])],
+            mul=1 - 0.35 * a15,
+            line=0.022,
+            blur=1.0,
+        )
+        cv.paint(
+            [np.array([corner + out * 0.03, corner + out * 0.11 + (0, 0.01)])], mul=1 - 0.3 * a20, line=0.02, blur=1.0
+        )
     y = L[57, 1]
-    cv.paint([_curve((-0.14, y + 0.05), (0, y + 0.1), (0.14, y + 0.05))], mul=1 - 0.06 - 0.35 * a17, line=0.022, blur=1.0)
+    cv.paint(
+        [_curve((-0.14, y + 0.05), (0, y + 0.1), (0.14, y + 0.05))], mul=1 - 0.06 - 0.35 * a17, line=0.022, blur=1.0
+    )
     cv.blob(L[8] + (0, -0.12), (0.12, 0.07), 0.1 * a17)
     cv.paint([_ellipse(L[8] + d, 0.014, 0.014, 8) for d in sub.chin_dots], mul=1 - 0.35 * a17, blur=1.0)
 
@@ -211,13 +269,20 @@ def _gain(cv: Canvas, sub: Subject) -> np.ndarray:
     h, w = cv.img.shape
     step = 8
     p = cv.pose
-    coarse = Canvas(np.empty(((h + step - 1) // step + 1, (w + step - 1) // step + 1), np.float32), 0, 0,
-                    Pose(p.scale / step, p.angle, (p.tx - cv.x0) / step, (p.ty - cv.y0) / step))
+    coarse = Canvas(
+        np.empty(((h + step - 1) // step + 1, (w + step - 1) // step + 1), np.float32),
+        0,
+        0,
+        Pose(p.scale / step, p.angle, (p.tx - cv.x0) / step, (p.ty - cv.y0) / step),
+    )
     u, v = coarse.uv()
     grad = sub.light * (u * np.cos(sub.light_dir) + v * np.sin(sub.light_dir)) / 1.4
     r2 = np.minimum(u**2 + ((v + 0.2) / 1.25) ** 2, 1.3)
-    big = cv2.resize((1.0 + grad - sub.shading * r2).astype(np.float32), (coarse.img.shape[1] * step, coarse.img.shape[0] * step),
-                     interpolation=cv2.INTER_LINEAR)
+    big = cv2.resize(
+        (1.0 + grad - sub.shading * r2).astype(np.float32),
+        (coarse.img.shape[1] * step, coarse.img.shape[0] * step),
+        interpolation=cv2.INTER_LINEAR,
+    )
     return big[:h, :w]
 
 
@@ -236,7 +301,7 @@ def _static_shading(gain: Canvas, sub: Subject) -> None:
 def _window(pts: np.ndarray, size: tuple[int, int]) -> tuple[int, int, int, int] | None:
     w, h = size
     x0, y0 = (max(0, int(np.floor(v)) - 2) for v in pts.min(axis=0))
-    x1, y1 = (min(lim, int(np.ceil(v)) + 3) for v, lim in zip(pts.max(axis=0), (w, h)))
+    x1, y1 = (min(lim, int(np.ceil(v)) + 3) for v, lim in zip(pts.max(axis=0), (w, h), strict=True))
     return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
 

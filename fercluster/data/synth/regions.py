@@ -37,18 +37,27 @@ _EXTRA: dict[int, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     1: lambda N, A: _box((-0.34, min(A[21, 1], A[22, 1]) - 0.31), (0.34, A[21, 1])),
     2: lambda N, A: _mirror(_box((0.28, A[26, 1] - 0.34), (0.82, A[26, 1]))),
     4: lambda N, A: np.concatenate([_box((-0.08, A[21, 1] - 0.05), (0.08, A[21, 1] + 0.13)), N[36:48]]),
-    6: lambda N, A: np.concatenate([_mirror(_box((0.3, -0.05), (0.72, 0.2))), _mirror(A[45:46] + [(0.16, -0.06), (0.16, 0.06)])]),
+    6: lambda N, A: np.concatenate(
+        [_mirror(_box((0.3, -0.05), (0.72, 0.2))), _mirror(A[45:46] + [(0.16, -0.06), (0.16, 0.06)])]
+    ),
     7: lambda N, A: A[40:48] + (0, 0.04),
-    9: lambda N, A: np.concatenate([_box((-0.11, N[28, 1] - 0.05), (0.11, N[28, 1] + 0.1)), _mirror(N[35:36] + (0.08, 0.0)),
-                                   _mirror(N[54:55] + (0.07, 0.07))]),  # it deepens the nasolabial folds too
-    12: lambda N, A: np.concatenate([_mirror(A[54:55] + (0.08, 0.08)), _mirror(N[35:36] + (0.06, -0.04)),
-                                    _mirror(np.array([(0.45, 0.05)]))]),
+    9: lambda N, A: np.concatenate(
+        [
+            _box((-0.11, N[28, 1] - 0.05), (0.11, N[28, 1] + 0.1)),
+            _mirror(N[35:36] + (0.08, 0.0)),
+            _mirror(N[54:55] + (0.07, 0.07)),
+        ]
+    ),  # it deepens the nasolabial folds too
+    12: lambda N, A: np.concatenate(
+        [_mirror(A[54:55] + (0.08, 0.08)), _mirror(N[35:36] + (0.06, -0.04)), _mirror(np.array([(0.45, 0.05)]))]
+    ),
     14: lambda N, A: _corner_box(A, 0.1, 0.05, 0.05),
     15: lambda N, A: _corner_box(A, 0.05, 0.02, 0.16),
     17: lambda N, A: np.concatenate([_box((-0.16, A[57, 1]), (0.16, A[8, 1])), A[8:9] + (0, 0.03)]),
     20: lambda N, A: _corner_box(A, 0.12, 0.03, 0.03),
-    24: lambda N, A: np.concatenate([_box((-0.22, A[51, 1] - 0.09), (0.22, A[51, 1])),
-                                    _box((-0.2, A[57, 1]), (0.2, A[57, 1] + 0.09))]),
+    24: lambda N, A: np.concatenate(
+        [_box((-0.22, A[51, 1] - 0.09), (0.22, A[51, 1])), _box((-0.2, A[57, 1]), (0.2, A[57, 1] + 0.09))]
+    ),
     26: lambda N, A: A[8:9] + (0, 0.1),
     27: lambda N, A: A[8:9] + (0, 0.1),
 }

@@ -15,8 +15,16 @@ from fercluster.data.synth.aus import ACTION_UNITS, Expression
 _EYE_L = [(-0.62, -0.25), (-0.52, -0.31), (-0.36, -0.31), (-0.26, -0.245), (-0.36, -0.20), (-0.52, -0.20)]
 _MOUTH_OUTER_L = [(-0.38, 0.58), (-0.24, 0.52), (-0.09, 0.49), (0.0, 0.50)]  # 48..51 (52..54 mirrored)
 _MOUTH_LOWER = [(0.24, 0.66), (0.10, 0.70), (0.0, 0.71), (-0.10, 0.70), (-0.24, 0.66)]  # 55..59
-_MOUTH_INNER = [(-0.33, 0.58), (-0.10, 0.567), (0.0, 0.57), (0.10, 0.567), (0.33, 0.58),
-                (0.10, 0.583), (0.0, 0.585), (-0.10, 0.583)]  # 60..67
+_MOUTH_INNER = [
+    (-0.33, 0.58),
+    (-0.10, 0.567),
+    (0.0, 0.57),
+    (0.10, 0.567),
+    (0.33, 0.58),
+    (0.10, 0.583),
+    (0.0, 0.585),
+    (-0.10, 0.583),
+]  # 60..67
 
 
 def _template() -> np.ndarray:
@@ -94,8 +102,8 @@ def deform(shape: np.ndarray, expression: Expression) -> np.ndarray:
         value = value * DEFORM_GAIN
         for idx, dx, dy in ACTION_UNITS[au].moves:
             idx = list(idx)
-            out[idx, 0] += (value * dx * outward[idx] * (w if np.isscalar(w) else w[idx]))
-            out[idx, 1] += (value * dy * (w if np.isscalar(w) else w[idx]))
+            out[idx, 0] += value * dx * outward[idx] * (w if np.isscalar(w) else w[idx])
+            out[idx, 1] += value * dy * (w if np.isscalar(w) else w[idx])
     return _fix_mouth(out)
 
 
@@ -123,9 +131,6 @@ class Pose:
 
     def apply(self, pts: np.ndarray) -> np.ndarray:
         return np.asarray(pts, dtype=np.float64) @ self.matrix().T + [self.tx, self.ty]
-
-    def invert(self, pts: np.ndarray) -> np.ndarray:
-        return (np.asarray(pts, dtype=np.float64) - [self.tx, self.ty]) @ np.linalg.inv(self.matrix()).T
 
 
 @dataclass(frozen=True)

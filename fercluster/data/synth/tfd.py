@@ -32,8 +32,12 @@ _HEADER = b"MATLAB 5.0 MAT-file, synthetic TFD written by fercluster (determinis
 
 def _face(sub, expr: Expression, rng: np.random.Generator) -> tuple[np.ndarray, Pose]:
     """One aligned 96x96 face: rendered, then cropped by its (imperfect) landmarks."""
-    pose = Pose(_SCALE * rng.uniform(0.96, 1.04), np.deg2rad(rng.normal(0, 2.0)),
-                CANVAS / 2 + rng.normal(0, 3), CANVAS / 2 + 10 + rng.normal(0, 3))
+    pose = Pose(
+        _SCALE * rng.uniform(0.96, 1.04),
+        np.deg2rad(rng.normal(0, 2.0)),
+        CANVAS / 2 + rng.normal(0, 3),
+        CANVAS / 2 + 10 + rng.normal(0, 3),
+    )
     img, landmarks = Stage(sub, pose, (CANVAS, CANVAS), rng).render(expr, rng)
     pts = Tracking.sample(rng, pose.scale, 0.04, 0.03).apply(landmarks, rng)
     return crop_box(img, *landmark_box(pts)), pose
@@ -52,9 +56,14 @@ def _folds(labs_id: np.ndarray, identities: int, rng: np.random.Generator) -> np
 
 def _row(index: int, identity: int, label: int, expr: Expression) -> dict:
     aus = sorted(expr.aus)
-    return {"index": index, "identity": identity, "label": label,
-            "label_name": TFD_EMOTIONS.get(label, "unlabelled"), "aus": aus,
-            "intensities": [round(expr.aus[a], 4) for a in aus]}
+    return {
+        "index": index,
+        "identity": identity,
+        "label": label,
+        "label_name": TFD_EMOTIONS.get(label, "unlabelled"),
+        "aus": aus,
+        "intensities": [round(expr.aus[a], 4) for a in aus],
+    }
 
 
 def _mat_bytes(arrays: dict[str, np.ndarray]) -> bytes:
@@ -67,12 +76,19 @@ def _mat_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return bytes(data)
 
 
-def synth_tfd(mat_path: str | os.PathLike[str], identities: int = 40, seed: int = 0, images_per_identity: int = 8,
-              unlabelled: int = 20) -> dict:
+def synth_tfd(
+    mat_path: str | os.PathLike[str],
+    identities: int = 40,
+    seed: int = 0,
+    images_per_identity: int = 8,
+    unlabelled: int = 20,
+) -> dict:
     """Write a synthetic TFD .mat at ``mat_path`` (and its two sidecar files); return a summary."""
     if identities < 1 or images_per_identity < 1 or unlabelled < 0:
-        raise DataError(f"synthetic TFD: bad arguments identities={identities}, images_per_identity="
-                        f"{images_per_identity}, unlabelled={unlabelled} (need >= 1, >= 1, >= 0)")
+        raise DataError(
+            f"synthetic TFD: bad arguments identities={identities}, images_per_identity="
+            f"{images_per_identity}, unlabelled={unlabelled} (need >= 1, >= 1, >= 0)"
+        )
     path = Path(mat_path)
     if path.suffix != ".mat":
         raise DataError(f"synthetic TFD: {path} does not end in .mat; give a path like data/TFD_96x96.mat")
@@ -96,15 +112,22 @@ def synth_tfd(mat_path: str | os.PathLike[str], identities: int = 40, seed: int 
         rows.append(_row(len(rows), -1, -1, expr))
     table = pd.DataFrame(rows)
     labs_id = table["identity"].to_numpy(np.int64)
-    arrays = {"images": np.stack(images).astype(np.uint8),
-              "labs_ex": table["label"].to_numpy(np.int32)[:, None],
-              "labs_id": labs_id.astype(np.int32)[:, None],
-              "folds": _folds(labs_id, identities, np.random.default_rng(children[identities + 1]))}
+    arrays = {
+        "images": np.stack(images).astype(np.uint8),
+        "labs_ex": table["label"].to_numpy(np.int32)[:, None],
+        "labs_id": labs_id.astype(np.int32)[:, None],
+        "folds": _folds(labs_id, identities, np.random.default_rng(children[identities + 1])),
+    }
     stem = path.with_suffix("")
     write_json(f"{stem}.au_regions.json", average_regions(boxes))
     write_parquet(f"{stem}.aus.parquet", table)
     write_bytes(path, _mat_bytes(arrays))  # last: the .mat's presence means the sidecars are there
-    return {"path": str(path), "identities": identities, "images": len(images),
-            "labelled": int((table["label"] > 0).sum()), "unlabelled": unlabelled,
-            "emotions": {TFD_EMOTIONS[c]: int((table["label"] == c).sum()) for c in TFD_EMOTIONS},
-            "seconds": round(time.perf_counter() - start, 2)}
+    return {
+        "path": str(path),
+        "identities": identities,
+        "images": len(images),
+        "labelled": int((table["label"] > 0).sum()),
+        "unlabelled": unlabelled,
+        "emotions": {TFD_EMOTIONS[c]: int((table["label"] == c).sum()) for c in TFD_EMOTIONS},
+        "seconds": round(time.perf_counter() - start, 2),
+    }

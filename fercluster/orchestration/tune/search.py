@@ -1,7 +1,7 @@
 """A Ray Tune search over the init scale k (and optionally lr, weight decay, momentum, dropout).
 
 A sweep config with a ``tune:`` section is a search instead of a grid. Each trial is the grid's own
-training job (``fercluster.train.job.run_job``, see ``tune_trial``); ASHA stops weak trials at
+training job (``fercluster.train.job.run_job``, see ``trial``); ASHA stops weak trials at
 training-iteration milestones (``grace_period``, ``reduction_factor``). Each data set of
 ``tune.datasets`` is its own Tuner (ASHA never compares trials of different data sets), run one
 after the other on the same Ray cluster.
@@ -15,10 +15,11 @@ Where things go (``<sweep>`` is the config's ``name``):
   fingerprint of the settings it ran with), ``status/<data set>.json`` (live, for ``status``),
   Ray logs, the submitit folder.
 - ``results/<sweep>/tune/``: ``trials/<trial id>/`` (each trial's run directory),
-  ``trials.parquet`` and ``best.json`` (see ``tune_results``).
+  ``trials.parquet`` and ``best.json`` (see ``results``).
 
-Entry points: ``run_tune_local`` (a private Ray on this machine), ``submit_tune_slurm`` (one
-allocation, see ``tune_slurm``) and ``tune_status`` (no Ray needed).
+Entry points: ``run_tune_local`` (a private Ray on this machine) and ``run_search`` (on a connected
+Ray; ``allocation`` runs it inside a SLURM allocation). Both return the search's summary, whose
+``state`` is ``completed`` or ``interrupted`` (Ctrl-C or a signal: run again to restore it).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ import numpy as np
 from fercluster.atomic import write_json
 from fercluster.config import SearchParam, SweepConfig
 from fercluster.errors import ConfigError, TrainingError
-from fercluster.orchestration.tune_state import (  # noqa: F401  (tune_status, status_table: this module's API)
+from fercluster.orchestration.tune import ray_cluster
+from fercluster.orchestration.tune.state import (
     check_fingerprint,
     completed,
     fingerprint,
@@ -45,15 +47,13 @@ from fercluster.orchestration.tune_state import (  # noqa: F401  (tune_status, s
     search_lock,
     state_dir,
     status_path,
-    status_table,
     storage_dir,
-    tune_status,
 )
 
-RUNNING_STATES = ("PENDING", "RUNNING", "PAUSED")
+RAY_UNFINISHED = ("PENDING", "RUNNING", "PAUSED")  # Ray's states of a trial that has not ended
 
 
-def _require_tune(cfg: SweepConfig) -> None:
+def require_tune(cfg: SweepConfig) -> None:
     if cfg.tune is None:
         raise ConfigError(f"sweep {cfg.name!r} has no tune: section; add one to run a search")
     for name in cfg.tune.datasets:
@@ -105,21 +105,25 @@ def base_job(cfg: SweepConfig, dataset: str) -> dict[str, Any]:
 
     t = cfg.tune
     assert t is not None
-    if "k" in t.space:  # k is sampled: a 'from_tune' k in train: must not be resolved
-        train = cfg.train_for(dataset).model_dump(mode="json")
-    else:
-        train = resolved_train(cfg, dataset)
+    # k sampled: a 'from_tune' k in train: must not be resolved
+    train = cfg.train_for(dataset) if "k" in t.space else resolved_train(cfg, dataset)
     # a checkpoint at every evaluation: ASHA stops trials right after one, restore resumes there
-    train["checkpoint_every"] = train["eval_every"]
-    spec = replace(make_spec(cfg, dataset, t.folds[0], t.variant, t.seed, run_dir="", train=train),
-                   prepared_dir=str(Path(cfg.prepared_dir(dataset)).absolute()))
+    train = train.model_copy(update={"checkpoint_every": train.eval_every})
+    spec = replace(
+        make_spec(cfg, dataset, t.folds[0], t.variant, t.seed, run_dir="", train=train),
+        prepared_dir=str(Path(cfg.prepared_dir(dataset)).absolute()),
+    )
     return {"spec": spec.to_dict(), "trials_dir": str(results_dir(cfg) / "trials"), "tunable": sorted(t.space)}
 
 
 # -- the search (on a connected Ray) -------------------------------------------------------------
 def run_search(cfg: SweepConfig, console: Any = None, where: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run (or restore) every data set's Tuner on the connected Ray cluster; write the outputs."""
-    from fercluster.orchestration import tune_results
+    """Run (or restore) every data set's Tuner on the connected Ray cluster; write the outputs.
+
+    ``console`` (a rich Console, or None) prints one line per finished trial. Returns the summary;
+    ``state`` says ``interrupted`` when a Tuner was stopped before its trials ended.
+    """
+    from fercluster.orchestration.tune import results as tune_results
 
     t = cfg.tune
     assert t is not None
@@ -131,7 +135,6 @@ def run_search(cfg: SweepConfig, console: Any = None, where: dict[str, Any] | No
               "fingerprint": fingerprint(cfg), "host": socket.gethostname(), "pid": os.getpid()}  # fmt: skip
     record.pop("finished", None)
     write_json(state_dir(cfg) / "search.json", record)
-    tune_results.CONSOLE = console
     rows: list[dict[str, Any]] = []
     n_trials = 0
     interrupted = False
@@ -147,13 +150,13 @@ def run_search(cfg: SweepConfig, console: Any = None, where: dict[str, Any] | No
     except BaseException:
         write_json(state_dir(cfg) / "search.json", {**record, "state": "failed", "finished": time.time()})
         raise
-    finally:
-        tune_results.CONSOLE = None
     return _finish(cfg, record, rows, n_trials, interrupted, started)
 
 
-def _finish(cfg: SweepConfig, record: dict, rows: list[dict], n_trials: int, interrupted: bool, started: float) -> dict[str, Any]:
-    from fercluster.orchestration import tune_results
+def _finish(
+    cfg: SweepConfig, record: dict, rows: list[dict], n_trials: int, interrupted: bool, started: float
+) -> dict[str, Any]:
+    from fercluster.orchestration.tune import results as tune_results
 
     t = cfg.tune
     assert t is not None
@@ -174,7 +177,7 @@ def _finish(cfg: SweepConfig, record: dict, rows: list[dict], n_trials: int, int
                                                 "summary": {k: v for k, v in summary.items() if k != "best"}})  # fmt: skip
     summary["state"] = state
     if interrupted:
-        raise KeyboardInterrupt(f"search {cfg.name} interrupted; run the same command again to restore it")
+        return summary
     if n_trials and summary["errors"] == n_trials:
         raise TrainingError(f"every trial of search {cfg.name} failed; see {storage_dir(cfg)} for Ray's error files")
     return summary
@@ -182,7 +185,7 @@ def _finish(cfg: SweepConfig, record: dict, rows: list[dict], n_trials: int, int
 
 def _run_dataset(cfg: SweepConfig, dataset: str, console: Any) -> tuple[Any, bool]:
     """Fit (or restore and finish) one data set's Tuner; returns its ResultGrid and whether it finished."""
-    tuner, restored = _tuner(cfg, dataset)
+    tuner, restored = _tuner(cfg, dataset, console)
     if console is not None:
         how = "restoring" if restored else "starting"
         console.print(f"[bold]{dataset}[/bold]: {how} search in {storage_dir(cfg) / dataset}")
@@ -191,23 +194,23 @@ def _run_dataset(cfg: SweepConfig, dataset: str, console: Any) -> tuple[Any, boo
     # on disk keeps the unfinished ones PENDING (that is what a restore resumes), so ask the disk.
     from ray.tune import ExperimentAnalysis
 
-    from fercluster.orchestration.tune_results import write_status
+    from fercluster.orchestration.tune.results import write_status
 
     saved = ExperimentAnalysis(str(storage_dir(cfg) / dataset)).trials
-    done = not any(str(trial.status) in RUNNING_STATES for trial in saved)
+    done = not any(str(trial.status) in RAY_UNFINISHED for trial in saved)
     iterations = int(cfg.train_for(dataset).iterations)
     write_status(status_path(cfg, dataset), dataset, saved, iterations, sorted(cfg.tune.space), finished=done)
     return grid, done
 
 
-def _tuner(cfg: SweepConfig, dataset: str) -> tuple[Any, bool]:
+def _tuner(cfg: SweepConfig, dataset: str, console: Any) -> tuple[Any, bool]:
     import ray
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from fercluster.orchestration.tune_results import StatusCallback
-    from fercluster.orchestration.tune_scheduler import PersistentASHA
-    from fercluster.orchestration.tune_trial import run_trial
+    from fercluster.orchestration.tune.results import StatusCallback
+    from fercluster.orchestration.tune.scheduler import PersistentASHA
+    from fercluster.orchestration.tune.trial import run_trial
 
     t = cfg.tune
     assert t is not None
@@ -220,7 +223,11 @@ def _tuner(cfg: SweepConfig, dataset: str) -> tuple[Any, bool]:
     )
     path = storage_dir(cfg) / dataset
     if tune.Tuner.can_restore(str(path)):
-        return tune.Tuner.restore(str(path), trainable, resume_errored=True), True
+        tuner = tune.Tuner.restore(str(path), trainable, resume_errored=True)
+        for callback in _callbacks(tuner):  # restored from the pickle, without a printer
+            if isinstance(callback, StatusCallback):
+                callback.printer = console
+        return tuner, True
     iterations = int(cfg.train_for(dataset).iterations)
     space, samples = param_space(cfg, dataset)
     asha_state = path / "fercluster-asha.json"  # inside the experiment: deleted with it
@@ -232,7 +239,7 @@ def _tuner(cfg: SweepConfig, dataset: str) -> tuple[Any, bool]:
         search_alg=BasicVariantGenerator(random_state=t.seed, max_concurrent=t.max_concurrent),
         trial_dirname_creator=_trial_dirname, reuse_actors=True,
     )  # fmt: skip
-    status = StatusCallback(status_path(cfg, dataset), dataset, iterations, sorted(t.space))
+    status = StatusCallback(status_path(cfg, dataset), dataset, iterations, sorted(t.space), printer=console)
     run_config = tune.RunConfig(
         name=dataset, storage_path=str(storage_dir(cfg)), verbose=0, callbacks=[status],
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
@@ -245,13 +252,20 @@ def _trial_dirname(trial: Any) -> str:
     return trial.trial_id
 
 
+def _callbacks(tuner: Any) -> list[Any]:
+    """The callbacks of a restored Tuner's run config (Ray has no public accessor: empty if it moved)."""
+    local = getattr(tuner, "_local_tuner", None)
+    run_config = local.get_run_config() if local is not None and hasattr(local, "get_run_config") else None
+    return list(getattr(run_config, "callbacks", None) or [])
+
+
 # -- local ---------------------------------------------------------------------------------------
 def run_tune_local(cfg: SweepConfig, console: Any = None) -> dict[str, Any]:
     """Run the search on this machine with a private Ray (its own ports and temp dir).
 
     Restores an interrupted search, and returns at once (no Ray) when the same search has completed.
     """
-    _require_tune(cfg)
+    require_tune(cfg)
     with search_lock(cfg):
         done = completed(cfg)
         if done is not None:
@@ -260,8 +274,6 @@ def run_tune_local(cfg: SweepConfig, console: Any = None) -> dict[str, Any]:
             return done
         check_fingerprint(cfg)
         prepare(cfg, console)
-        from fercluster.orchestration import ray_cluster
-
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         cpus = len(os.sched_getaffinity(0))
         token = ray_cluster.auth_token(state_dir(cfg))
@@ -282,9 +294,7 @@ def connect(address: str, token: Path) -> None:
 
     import ray
 
-    from fercluster.orchestration.ray_cluster import use_auth
-
-    use_auth(token)
+    ray_cluster.use_auth(token)
     ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING,
              configure_logging=True, include_dashboard=False)  # fmt: skip
 
@@ -307,33 +317,3 @@ def prepare(cfg: SweepConfig, console: Any = None) -> None:
             console.print(f"data set {name}: {ensure_prepared(cfg, name)}")
         else:
             ensure_prepared(cfg, name)
-
-
-# -- SLURM ---------------------------------------------------------------------------------------
-def submit_tune_slurm(cfg: SweepConfig, console: Any = None) -> dict[str, Any]:
-    """Submit the search as ONE allocation (``cfg.slurm``: nodes, CPUs, GPUs, time); see ``tune_slurm``.
-
-    Does nothing when the same search has completed or its allocation is still queued or running.
-    """
-    _require_tune(cfg)
-    done = completed(cfg)
-    if done is not None:
-        return {**done, "submitted": False}
-    check_fingerprint(cfg)
-    from fercluster.orchestration import tune_slurm
-
-    with search_lock(cfg):
-        live = read_search(cfg).get("slurm_id")
-        if tune_slurm.allocation_live(live):
-            if console is not None:
-                console.print(f"search {cfg.name}: allocation {live} is already queued or running")
-            return {"state": "submitted", "slurm_id": live, "submitted": False}
-        prepare(cfg, console)  # once, here, rather than racing on the nodes
-        slurm_id = tune_slurm.submit(cfg, state_dir(cfg))
-        record = {**read_search(cfg), "state": "submitted", "mode": "slurm", "slurm_id": slurm_id,
-                  "submitted": time.time(), "fingerprint": fingerprint(cfg)}  # fmt: skip
-        write_json(state_dir(cfg) / "search.json", record)
-    if console is not None:
-        console.print(f"search {cfg.name}: submitted allocation {slurm_id} "
-                      f"({cfg.slurm.nodes} node(s)); follow it with `fercluster status`")  # fmt: skip
-    return {"state": "submitted", "slurm_id": slurm_id, "submitted": True}

@@ -46,7 +46,7 @@ def run_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     _record_attempt(run_dir, trial_id, restored)
     spec = trial_spec(base, config, run_dir)
     extra = {"trial_id": trial_id, "dataset": spec.dataset, "fold": spec.fold, "job_id": spec.job_id}
-    reporter = Reporter(run_dir, int(spec.train["iterations"]), extra)
+    reporter = Reporter(run_dir, spec.train.iterations, extra)
 
     from fercluster.train.job import run_job
 
@@ -100,8 +100,14 @@ def _restore_checkpoint(checkpoint: Any, run_dir: Path) -> int | None:
 
 
 def _record_attempt(run_dir: Path, trial_id: str, restored: int | None) -> None:
-    line = {"trial_id": trial_id, "time": time.time(), "host": socket.gethostname(), "pid": os.getpid(),
-            "ray_checkpoint_iteration": restored, "has_job_checkpoint": (run_dir / "checkpoint.pt").exists()}
+    line = {
+        "trial_id": trial_id,
+        "time": time.time(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "ray_checkpoint_iteration": restored,
+        "has_job_checkpoint": (run_dir / "checkpoint.pt").exists(),
+    }
     with open(run_dir / ATTEMPTS, "a") as f:
         f.write(json.dumps(line) + "\n")
 

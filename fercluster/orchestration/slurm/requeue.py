@@ -1,7 +1,7 @@
-"""The submitit wrapper of ``run_job`` that requeues a preempted or timed-out job.
+"""The submitit wrapper of ``run_job`` that requeues a pre-empted or timed-out job.
 
-Kept apart from ``fercluster.train.job`` so that the job side imports submitit only when this
-wrapper is used (``fercluster.train.job.JobCheckpointable`` resolves to it lazily).
+It lives on the SLURM side of the code, not in ``fercluster.train``, so that the job side
+imports without submitit; ``run_job`` itself is imported when the job runs (on the node).
 """
 
 from __future__ import annotations

@@ -19,14 +19,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fercluster.atomic import write_json, write_parquet
-
 # Ray's Callback is the base class; imported here because only the driver imports this module.
 from ray.tune import Callback
 
+from fercluster import fmt
+from fercluster.atomic import write_json, write_parquet
+
 TRIAL_COLUMNS = ["dataset", "fold", "trial_id", "iteration", "val_acc", "test_acc", "train_loss",
                  "train_acc", "wall_time", "state", "stopped_by_asha", "job_id"]  # fmt: skip
-CONSOLE: Any = None  # the rich Console of the command running the search (not pickled with the Tuner)
 
 
 class StatusCallback(Callback):
@@ -34,12 +34,20 @@ class StatusCallback(Callback):
 
     Its state is derived from the trials Ray passes to every hook, so it stays right after
     ``Tuner.restore`` (the callback itself comes back from the pickled Tuner, empty).
+    ``printer`` (anything with ``print``, e.g. a rich Console; None: silent) is left out of that
+    pickle: after a restore the driver attaches its own again.
     """
 
-    def __init__(self, path: Path, dataset: str, iterations: int, params: list[str], every_s: float = 1.0):
+    def __init__(
+        self, path: Path, dataset: str, iterations: int, params: list[str], every_s: float = 1.0, printer: Any = None
+    ):
         self.path, self.dataset, self.iterations = Path(path), dataset, iterations
         self.params, self.every_s = params, every_s
+        self.printer = printer
         self._last = 0.0
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "printer": None}
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         if time.monotonic() - self._last >= self.every_s:
@@ -61,7 +69,7 @@ class StatusCallback(Callback):
         write_status(self.path, self.dataset, trials, self.iterations, self.params, finished=False)
 
     def _say(self, trial: Any, failed: bool) -> None:
-        if CONSOLE is None:
+        if self.printer is None:
             return
         row = trial_summary(trial, self.iterations, self.params)
         params = " ".join(f"{p}={row[p]:.4g}" for p in self.params if isinstance(row.get(p), float))
@@ -71,7 +79,9 @@ class StatusCallback(Callback):
             what = f"stopped by ASHA at {row['iteration']}/{self.iterations}"
         else:
             what = f"completed {row['iteration']}/{self.iterations}"
-        CONSOLE.print(f"  {self.dataset} trial {row['trial_id']} {params}: {what}, best val {_pct(row['best_val_acc'])}")
+        self.printer.print(
+            f"  {self.dataset} trial {row['trial_id']} {params}: {what}, best val {fmt.pct(row['best_val_acc'])}"
+        )
 
 
 def write_status(path: Path, dataset: str, trials: list, iterations: int, params: list[str], finished: bool) -> None:
@@ -110,7 +120,9 @@ def status_document(dataset: str, rows: list[dict[str, Any]], iterations: int, f
             "by_state": by_state, "best": best, "trials": rows}  # fmt: skip
 
 
-def trial_rows(result_grid: Any, dataset: str, iterations: int, params: list[str], trials_dir: Path) -> list[dict[str, Any]]:
+def trial_rows(
+    result_grid: Any, dataset: str, iterations: int, params: list[str], trials_dir: Path
+) -> list[dict[str, Any]]:
     """Every evaluation of every trial of one Tuner's ``ResultGrid``.
 
     Ray gives the trials, their sampled parameters and errors; the evaluations come from each
@@ -216,7 +228,3 @@ def _num(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return None if math.isnan(value) else value
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"

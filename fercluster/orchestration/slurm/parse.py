@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# fercluster's job states, as shown by ``status`` and written by ``status --json``.
-STATES = ("PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED", "NOT_SUBMITTED")
+from fercluster.orchestration.states import ACTIVE, COMPLETED
 
+# SLURM's state words -> fercluster's states (``fercluster.orchestration.states``).
 _SLURM_TO_STATE = {
     "PENDING": "PENDING",
     "REQUEUED": "PENDING",  # a requeue (pre-emption, timeout with checkpoint) is not a failure
@@ -67,6 +67,13 @@ class SlurmInfo:
     def state(self) -> str:
         return map_state(self.raw_state)
 
+    @property
+    def elapsed_s(self) -> float | None:
+        return elapsed_seconds(self.elapsed)
+
+    def failure_reason(self) -> str:
+        return failure_reason(self)
+
 
 def map_state(raw: str) -> str:
     """fercluster's state for a SLURM state word (unknown words count as FAILED)."""
@@ -109,7 +116,9 @@ def _with_tasks(info: SlurmInfo) -> list[SlurmInfo]:
     ids = expand_task_ids(info.slurm_id)
     if len(ids) == 1 and ids[0] == info.slurm_id:
         return [info]
-    return [SlurmInfo(i, info.raw_state, info.exit_code, info.elapsed, info.node, info.reason, info.source) for i in ids]
+    return [
+        SlurmInfo(i, info.raw_state, info.exit_code, info.elapsed, info.node, info.reason, info.source) for i in ids
+    ]
 
 
 SACCT_FORMAT = "JobID,State,ExitCode,Elapsed,NodeList,Reason"
@@ -138,7 +147,7 @@ def parse_sacct(text: str) -> dict[str, SlurmInfo]:
             jobs[task.slurm_id] = task
     for jid, step_infos in steps.items():
         job = jobs.get(jid)
-        if job is None or job.state in ("PENDING", "RUNNING", "COMPLETED"):
+        if job is None or job.state in (*ACTIVE, COMPLETED):
             continue
         for step in step_infos:
             word = step.raw_state.upper()
@@ -179,8 +188,12 @@ def parse_scontrol_jobs(text: str) -> dict[str, SlurmInfo]:
         if kv.get("ArrayJobId") and kv.get("ArrayTaskId"):
             jid = f"{kv['ArrayJobId']}_{kv['ArrayTaskId']}"
         info = SlurmInfo(
-            jid, kv.get("JobState", "UNKNOWN"), kv.get("ExitCode", ""), kv.get("RunTime", ""),
-            kv.get("NodeList", "") if kv.get("NodeList") != "(null)" else "", kv.get("Reason", ""),
+            jid,
+            kv.get("JobState", "UNKNOWN"),
+            kv.get("ExitCode", ""),
+            kv.get("RunTime", ""),
+            kv.get("NodeList", "") if kv.get("NodeList") != "(null)" else "",
+            kv.get("Reason", ""),
             source="scontrol",
         )
         for task in _with_tasks(info):

@@ -3,36 +3,54 @@
 The allocation has ``slurm.nodes`` nodes and one task per node; every task runs
 ``TuneSearchJob``. Task 0 starts the Ray head on its node, writes the head's address to
 ``jobs/<sweep>/tune/head-<job>-<restart>.json``, waits for the other nodes, runs the search
-(``tune.run_search``) and finally touches ``done-<job>-<restart>``. Every other task waits for the
+(``search.run_search``) and finally touches ``done-<job>-<restart>``. Every other task waits for the
 address, joins its node to the head (``ray start --block``) and leaves when the done file appears
 (or its Ray node dies with the head). Ports and temp dir come from ``ray_cluster``, so two
 searches sharing a node do not collide. On pre-emption or time-out submitit requeues the job
 (``Checkpointable``); the new run restores the search from ``jobs/<sweep>/ray``.
 
-``slurm/ray_tune.sbatch`` does the same without submitit, for sites that prefer sbatch: it runs
-``python -m fercluster.orchestration.tune_slurm CONFIG`` on every task through ``srun``.
+``submit_tune_slurm`` submits the allocation (what ``fercluster sweep CONFIG`` does with a
+``tune:`` section). ``slurm/ray_tune.sbatch`` does the same without submitit, for sites that prefer
+sbatch: it runs ``python -m fercluster.orchestration.tune.allocation CONFIG`` on every task
+through ``srun`` (``main``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import submitit
 
-from fercluster.config import SweepConfig, parse_config
+from fercluster.atomic import write_json
+from fercluster.config import SweepConfig, load_config, parse_config
+from fercluster.errors import TrainingError
+from fercluster.orchestration.slurm.backend import allocation_live
+from fercluster.orchestration.slurm.resources import submitit_parameters
+from fercluster.orchestration.state import ensure_dir
+from fercluster.orchestration.tune import ray_cluster, search
+from fercluster.orchestration.tune.state import (
+    check_fingerprint,
+    completed,
+    fingerprint,
+    read_search,
+    search_lock,
+    state_dir,
+)
 
 WAIT_HEAD_S = 300  # how long a worker task waits for the head's address
-LIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD",
-               "REQUEUE_FED", "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING"}  # fmt: skip
+INTERRUPTED_EXIT = 130  # ``main``'s exit status when the search stopped before its end (as after Ctrl-C)
 
 
 class TuneSearchJob(submitit.helpers.Checkpointable):
-    """What every task of the allocation runs; requeued as is (the search restores itself)."""
+    """What every task of the allocation runs; requeued as is (the search restores itself).
+
+    A search that stops before its end (interrupted) fails the task with a ``TrainingError``, so
+    SLURM and submitit see that it did not complete.
+    """
 
     def __call__(self, cfg_data: dict[str, Any], cwd: str) -> dict[str, Any] | None:
         os.chdir(cwd)  # the config's paths are relative to where `fercluster sweep` ran
@@ -40,12 +58,16 @@ class TuneSearchJob(submitit.helpers.Checkpointable):
         cfg = parse_config(cfg_data)
         env = submitit.JobEnvironment()
         tag = f"{env.job_id}-{os.environ.get('SLURM_RESTART_COUNT', '0')}"
-        return run_task(cfg, env.global_rank, env.num_nodes, tag)
+        summary = run_task(cfg, env.global_rank, env.num_nodes, tag)
+        if summary is not None and summary.get("state") == "interrupted":
+            raise TrainingError(
+                f"search {cfg.name} was interrupted; it restores itself when requeued or submitted again"
+            )
+        return summary
 
 
 def run_task(cfg: SweepConfig, rank: int, nodes: int, tag: str) -> dict[str, Any] | None:
-    from fercluster.orchestration.tune import state_dir
-
+    """One task of the allocation: rank 0 runs the Ray head and the search, the others join it."""
     folder = state_dir(cfg)
     cpus = _cpus()
     if rank == 0:
@@ -57,31 +79,26 @@ def run_task(cfg: SweepConfig, rank: int, nodes: int, tag: str) -> dict[str, Any
 def _head_task(cfg: SweepConfig, folder: Path, nodes: int, cpus: int, tag: str) -> dict[str, Any]:
     from rich.console import Console
 
-    from fercluster.atomic import write_json
-    from fercluster.orchestration import ray_cluster, tune
-
     console = Console(highlight=False, soft_wrap=True)
-    tune.prepare(cfg, console)  # done already when submitted by `fercluster sweep`; not with sbatch
+    search.prepare(cfg, console)  # done already when submitted by `fercluster sweep`; not with sbatch
     token = ray_cluster.auth_token(folder)
     node = ray_cluster.start_head(cpus, None, folder / f"ray-head-{tag}.log", token, tmp=ray_cluster.temp_dir(tag))
     try:
         write_json(folder / f"head-{tag}.json", {"address": node.address, "time": time.time()})
-        tune.connect(node.address, token)
+        search.connect(node.address, token)
         seen = ray_cluster.wait_for_nodes(nodes)
         console.print(f"Ray head at {node.address}: {seen}/{nodes} nodes, {cpus} CPUs on the head node")
-        with tune.search_lock(cfg):
+        with search_lock(cfg):
             slurm_id = os.environ.get("SLURM_JOB_ID", tag)
-            return tune.run_search(cfg, console, where={"mode": "slurm", "slurm_id": slurm_id,
+            return search.run_search(cfg, console, where={"mode": "slurm", "slurm_id": slurm_id,
                                                         "ray_address": node.address})  # fmt: skip
     finally:
         (folder / f"done-{tag}").touch()
-        tune.disconnect()
+        search.disconnect()
         node.stop()
 
 
 def _worker_task(folder: Path, cpus: int, tag: str) -> None:
-    from fercluster.orchestration import ray_cluster
-
     head_file, done = folder / f"head-{tag}.json", folder / f"done-{tag}"
     deadline = time.monotonic() + WAIT_HEAD_S
     while not head_file.exists():
@@ -108,9 +125,7 @@ def _cpus() -> int:
 
 # -- the submitting side -------------------------------------------------------------------------
 def slurm_parameters(cfg: SweepConfig) -> dict[str, Any]:
-    """submitit parameters: the sweep's resources (``resources.submitit_parameters``), one task per node."""
-    from fercluster.orchestration.resources import submitit_parameters
-
+    """submitit parameters: the sweep's resources (``slurm.resources.submitit_parameters``), one task per node."""
     params = submitit_parameters(cfg.slurm, job_name=f"fercluster-{cfg.name}-tune")
     params["nodes"] = cfg.slurm.nodes
     params["ntasks_per_node"] = 1  # one Ray node per SLURM node; Ray shares the node's GPUs among trials
@@ -119,40 +134,46 @@ def slurm_parameters(cfg: SweepConfig) -> dict[str, Any]:
 
 def submit(cfg: SweepConfig, folder: Path) -> str:
     """Submit the allocation; returns its SLURM job id."""
-    from fercluster.orchestration.state import ensure_dir
-
     executor = submitit.SlurmExecutor(folder=str(ensure_dir(folder / "submitit")))
     executor.update_parameters(**slurm_parameters(cfg))
     job = executor.submit(TuneSearchJob(), cfg.model_dump(mode="json"), str(Path.cwd()))
     return str(job.job_id)
 
 
-def allocation_live(slurm_id: str | None) -> bool | None:
-    """Whether SLURM still has the allocation queued or running (one ``squeue`` call).
+def submit_tune_slurm(cfg: SweepConfig, console: Any = None) -> dict[str, Any]:
+    """Submit the search as ONE allocation (``cfg.slurm``: nodes, CPUs, GPUs, time).
 
-    None when it cannot tell (no id, or ``squeue`` does not answer): callers then trust their files.
+    Does nothing when the same search has completed or its allocation is still queued or running.
     """
-    if not slurm_id:
-        return None
-    try:
-        out = subprocess.run(["squeue", "-h", "-t", "all", "-j", str(slurm_id), "-o", "%T"],
-                             capture_output=True, text=True, timeout=30)  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if out.returncode != 0 and "Invalid job id" not in out.stderr:
-        return None
-    states = {line.strip() for line in out.stdout.splitlines() if line.strip()}
-    return bool(states & LIVE_STATES)
+    search.require_tune(cfg)
+    done = completed(cfg)
+    if done is not None:
+        return {**done, "submitted": False}
+    check_fingerprint(cfg)
+    with search_lock(cfg):
+        live = read_search(cfg).get("slurm_id")
+        if allocation_live(live):
+            if console is not None:
+                console.print(f"search {cfg.name}: allocation {live} is already queued or running")
+            return {"state": "submitted", "slurm_id": live, "submitted": False}
+        search.prepare(cfg, console)  # once, here, rather than racing on the nodes
+        slurm_id = submit(cfg, state_dir(cfg))
+        record = {**read_search(cfg), "state": "submitted", "mode": "slurm", "slurm_id": slurm_id,
+                  "submitted": time.time(), "fingerprint": fingerprint(cfg)}  # fmt: skip
+        write_json(state_dir(cfg) / "search.json", record)
+    if console is not None:
+        console.print(f"search {cfg.name}: submitted allocation {slurm_id} "
+                      f"({cfg.slurm.nodes} node(s)); follow it with `fercluster status`")  # fmt: skip
+    return {"state": "submitted", "slurm_id": slurm_id, "submitted": True}
+
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m fercluster.orchestration.tune_slurm CONFIG``: one task of an sbatch allocation."""
+    """``python -m fercluster.orchestration.tune.allocation CONFIG``: one task of an sbatch allocation."""
     import sys
-
-    from fercluster.config import load_config
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: srun python -m fercluster.orchestration.tune_slurm CONFIG", file=sys.stderr)
+        print(f"usage: srun python -m {__spec__.name if __spec__ else __name__} CONFIG", file=sys.stderr)
         return 2
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     env = os.environ
@@ -168,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = run_task(load_config(args[0]), rank, nodes, tag)
     if summary is not None:
         print(json.dumps({k: v for k, v in summary.items() if k != "best"}, default=str))
+        if summary.get("state") == "interrupted":
+            print("search interrupted: sbatch the same script again to restore it", file=sys.stderr)
+            return INTERRUPTED_EXIT
         print(f"best k: {(summary.get('best') or {}).get('k')}")
     return 0
 

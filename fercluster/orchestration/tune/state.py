@@ -9,8 +9,6 @@ the driver while the Tuner runs; ``jobs/<sweep>/ray/``: Ray's own experiment fol
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -18,8 +16,11 @@ import socket
 from pathlib import Path
 from typing import Any, Iterator
 
+from fercluster import fmt
 from fercluster.config import SweepConfig
-from fercluster.errors import ConfigError, FerclusterError
+from fercluster.errors import ConfigError
+from fercluster.lock import file_lock
+from fercluster.orchestration.slurm.backend import allocation_live
 
 
 # -- places --------------------------------------------------------------------------------------
@@ -80,24 +81,11 @@ def check_fingerprint(cfg: SweepConfig) -> None:
 
 @contextlib.contextmanager
 def search_lock(cfg: SweepConfig) -> Iterator[None]:
+    """Hold the search's lock: one driver per search (a second one fails at once, naming the first)."""
     from fercluster.orchestration.state import ensure_dir
 
-    path = ensure_dir(state_dir(cfg)) / ".lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            holder = Path(path).read_text().strip() or "?"
-            raise FerclusterError(f"search {cfg.name} is already running here (pid {holder}, lock {path}); "
-                                  "wait for it, or stop it with Ctrl-C") from None  # fmt: skip
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+    with file_lock(ensure_dir(state_dir(cfg)) / ".lock", timeout_s=0, what=f"search {cfg.name}"):
         yield
-    finally:
-        os.close(fd)
 
 
 # -- status ---------------------------------------------------------------------------------------
@@ -138,8 +126,6 @@ def tune_status(cfg: SweepConfig) -> dict[str, Any] | None:
 
 def _alive(record: dict[str, Any]) -> bool:
     if record.get("mode") == "slurm":
-        from fercluster.orchestration.tune_slurm import allocation_live
-
         return allocation_live(record.get("slurm_id")) is not False
     return _driver_alive(record)
 
@@ -168,9 +154,11 @@ def status_table(status: dict[str, Any]) -> Any:
     from rich.table import Table
 
     counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(status["by_state"].items())) or "no trials yet"
-    best = "; ".join(f"{d}: k={b.get('k'):.3g} ({_pct(b.get('best_val_acc'))} val)"
+    best = "; ".join(f"{d}: k={b.get('k'):.3g} ({fmt.pct(b.get('best_val_acc'))} val)"
                      for d, b in status["best"].items() if b.get("k") is not None)  # fmt: skip
-    title = f"search {status['sweep']}: {status['state']}" + (f" (SLURM {status['slurm_id']})" if status["slurm_id"] else "")
+    title = f"search {status['sweep']}: {status['state']}" + (
+        f" (SLURM {status['slurm_id']})" if status["slurm_id"] else ""
+    )
     table = Table(title=title, caption=f"{counts}" + (f"; best so far: {best}" if best else ""))
     for col in ("data set", "trial", "k", "state", "iteration", "val acc", "best val", "test acc"):
         table.add_column(col, justify="right" if col in ("k", "iteration") or "acc" in col or "val" in col else "left")
@@ -179,9 +167,5 @@ def status_table(status: dict[str, Any]) -> Any:
         state = "STOPPED" if r.get("stopped_by_asha") else ("COMPLETED" if r["state"] == "TERMINATED" else r["state"])
         k = r.get("k")
         table.add_row(r["dataset"], r["trial_id"], "-" if k is None else f"{k:.3g}", state, str(r.get("iteration", 0)),
-                      _pct(r.get("val_acc")), _pct(r.get("best_val_acc")), _pct(r.get("test_acc")))  # fmt: skip
+                      fmt.pct(r.get("val_acc")), fmt.pct(r.get("best_val_acc")), fmt.pct(r.get("test_acc")))  # fmt: skip
     return table
-
-
-def _pct(value: Any) -> str:
-    return "-" if value is None else f"{100 * float(value):.1f}%"

@@ -48,6 +48,12 @@ def submitit_parameters(
     return params
 
 
+def processes(slurm: Slurm) -> int:
+    """How many processes a training job runs as under ``slurm`` (``JobSpec.processes``; DDP when > 1):
+    one task per GPU of each node, or one per node without GPUs (as ``submitit_parameters`` asks)."""
+    return slurm.nodes * (slurm.gpus_per_node if slurm.gpus_per_node > 0 else 1)
+
+
 def array_throttles(n_arrays: int, parallelism: int) -> list[int]:
     """Split the sweep's concurrency limit over its arrays so that together they never exceed it.
 

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from fercluster.atomic import write_text
 from fercluster.errors import FerclusterError
 
 BLOCK = 200  # ports per Ray node: 10 named services, the rest for worker processes
@@ -117,12 +118,7 @@ def auth_token(folder: Path) -> Path:
     """
     path = Path(folder) / "ray_auth_token"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
-        os.replace(tmp, path)
+        write_text(path, secrets.token_hex(32), mode=0o600)  # private from its first byte
     return path
 
 
@@ -192,8 +188,13 @@ def _spawn(args: list[str], log: Path, token: Path) -> subprocess.Popen:
         # a session of its own: a Ctrl-C at the terminal reaches the driver (which then stops
         # this node in order) and not the node directly
         return subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=_env(token), start_new_session=True, preexec_fn=_die_with_parent,
+            args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=_env(token),
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
 
 
@@ -208,9 +209,18 @@ def start_head(
     ports = choose_ports()
     tmp = tmp or temp_dir()
     args = [
-        _ray_executable(), "start", "--head", "--block", "--disable-usage-stats",
-        f"--node-ip-address={ip}", f"--port={ports.gcs}", f"--temp-dir={tmp}",
-        f"--num-cpus={num_cpus}", "--include-dashboard=false", *_gpu_flag(num_gpus), *ports.flags(),
+        _ray_executable(),
+        "start",
+        "--head",
+        "--block",
+        "--disable-usage-stats",
+        f"--node-ip-address={ip}",
+        f"--port={ports.gcs}",
+        f"--temp-dir={tmp}",
+        f"--num-cpus={num_cpus}",
+        "--include-dashboard=false",
+        *_gpu_flag(num_gpus),
+        *ports.flags(),
     ]
     node = RayNode(_spawn(args, log, token), f"{ip}:{ports.gcs}", log)
     _wait_listening(node, ip, ports.gcs)
@@ -224,8 +234,15 @@ def start_worker(
     ip = ip or node_ip()
     ports = choose_ports(salt=1)
     args = [
-        _ray_executable(), "start", "--block", "--disable-usage-stats", f"--address={address}",
-        f"--node-ip-address={ip}", f"--num-cpus={num_cpus}", *_gpu_flag(num_gpus), *ports.flags(),
+        _ray_executable(),
+        "start",
+        "--block",
+        "--disable-usage-stats",
+        f"--address={address}",
+        f"--node-ip-address={ip}",
+        f"--num-cpus={num_cpus}",
+        *_gpu_flag(num_gpus),
+        *ports.flags(),
     ]
     return RayNode(_spawn(args, log, token), address, log)
 
@@ -238,16 +255,18 @@ def _wait_listening(node: RayNode, ip: str, port: int) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if not node.alive():
-            raise RayStartError(f"ray head exited with code {node.process.returncode}; "
-                                f"see {node.log}:\n{_tail(node.log)}")
+            raise RayStartError(
+                f"ray head exited with code {node.process.returncode}; see {node.log}:\n{_tail(node.log)}"
+            )
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.settimeout(1)
             if sock.connect_ex((ip, port)) == 0:
                 return
         time.sleep(0.5)
     node.stop()
-    raise RayStartError(f"ray head at {ip}:{port} not listening after {START_TIMEOUT_S} s; "
-                        f"see {node.log}:\n{_tail(node.log)}")
+    raise RayStartError(
+        f"ray head at {ip}:{port} not listening after {START_TIMEOUT_S} s; see {node.log}:\n{_tail(node.log)}"
+    )
 
 
 def wait_for_nodes(count: int, timeout_s: float = START_TIMEOUT_S) -> int:

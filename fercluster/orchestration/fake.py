@@ -1,0 +1,91 @@
+"""An in-memory SLURM (``FakeBackend``) for the tests and ``fercluster bench orchestration``.
+
+Ids count up from 1000, states are set by hand (``set_state``), and ``query`` renders sacct's (or,
+with ``sacct_ok = False``, squeue's) text and parses it, so the parsing cost is real.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Sequence
+
+from fercluster.orchestration.backend import base_id, task_ids
+from fercluster.orchestration.slurm import parse as slurm_parse
+from fercluster.orchestration.slurm.parse import SlurmInfo
+from fercluster.orchestration.states import ACTIVE
+
+
+class FakeBackend:
+    """In-memory SLURM: a ``Backend`` whose submissions are recorded, never run."""
+
+    name = "fake"
+
+    def __init__(self, max_array: int = 1001, crash_after_sbatch: bool = False) -> None:
+        self.max_array = max_array
+        self.crash_after_sbatch = crash_after_sbatch
+        self.calls: Counter[str] = Counter()
+        self.next_id = 1000
+        self.states: dict[str, str] = {}  # per-task id -> SLURM state word
+        self.names: dict[str, str] = {}  # job name -> base id
+        self.submitted: list[dict[str, Any]] = []  # one entry per sbatch: name, ids, params, args
+        self.sacct_ok = True
+        self.last_source = ""
+
+    def max_array_size(self) -> int:
+        self.calls["scontrol"] += 1
+        return self.max_array
+
+    def _sbatch(self, n: int, fn: Any, args: list[Any], params: dict[str, Any]) -> list[str]:
+        self.calls["sbatch"] += 1
+        base = str(self.next_id)
+        self.next_id += 1
+        ids = task_ids(base, n)
+        for sid in ids:
+            self.states[sid] = "PENDING"
+        self.names[params["job_name"]] = base
+        self.submitted.append({"name": params["job_name"], "ids": ids, "params": params, "args": args, "fn": fn})
+        if self.crash_after_sbatch:
+            self.crash_after_sbatch = False
+            raise KeyboardInterrupt("simulated crash between sbatch and recording the job id")
+        return ids
+
+    def submit_array(self, fn: Any, args: list[Any], params: dict[str, Any]) -> list[str]:
+        return self._sbatch(len(args), fn, args, params)
+
+    def submit_one(self, fn: Any, args: tuple[Any, ...], params: dict[str, Any]) -> str:
+        return self._sbatch(1, fn, list(args), params)[0]
+
+    def repair_pickles(self, slurm_ids: list[str], fn: Any, args: list[Any], timeout_min: int) -> int:
+        return 0
+
+    def find_by_name(self, names: Sequence[str]) -> dict[str, str]:
+        self.calls["squeue"] += 1
+        return {n: self.names[n] for n in names if n in self.names}
+
+    def set_state(self, slurm_ids: Sequence[str], state: str) -> None:
+        for sid in slurm_ids:
+            self.states[sid] = state
+
+    def query(self, slurm_ids: Sequence[str]) -> dict[str, SlurmInfo]:
+        if not self.sacct_ok:
+            self.calls["squeue"] += 1
+            self.last_source = "squeue"
+            text = "\n".join(f"{s}|{self.states[s]}|0:01|localhost|None" for s in slurm_ids if s in self.states)
+            return slurm_parse.parse_squeue(text)
+        self.calls["sacct"] += 1
+        self.last_source = "sacct"
+        lines = []
+        for s in slurm_ids:
+            state = self.states.get(s)
+            if state is not None:
+                node = "localhost" if state != "PENDING" else "None assigned"
+                lines.append(f"{s}|{state}|0:0|00:01:00|{node}|None")
+        return slurm_parse.parse_sacct("\n".join(lines))
+
+    def cancel(self, slurm_ids: Sequence[str]) -> None:
+        self.calls["scancel"] += 1
+        for sid in slurm_ids:
+            targets = [s for s in self.states if s == sid or base_id(s) == sid]
+            for t in targets:
+                if slurm_parse.map_state(self.states[t]) in ACTIVE:
+                    self.states[t] = "CANCELLED"

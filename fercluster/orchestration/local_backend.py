@@ -1,0 +1,89 @@
+"""Jobs run on this machine by ``sweep --local``, seen through the query side of ``Backend``.
+
+Local mode records, per job in ``state.json``, ``{"local": {pid, host, started, ended}}``
+(``mark_started``, ``mark_ended``). ``LocalBackend.query`` turns those records into states: a
+run whose process is alive on this host and has not ended is RUNNING; any other job (a run that
+stopped, or never ran) is NOT_SUBMITTED, and resumes from its checkpoint when run again.
+
+Only the query side of ``Backend`` (``backend.JobQuery``): local mode runs its jobs itself, one at
+a time in its own process, so there is nothing to submit, no array to find by name after a crash
+and nothing to cancel (stopping ``sweep --local`` with Ctrl-C stops its job). Ids are fercluster
+job ids: a local run has no other.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from fercluster.orchestration.states import NOT_SUBMITTED, RUNNING
+
+KEY = "local"  # the key of a job's record in state.json
+
+
+@dataclass(frozen=True)
+class LocalInfo:
+    """A ``backend.JobInfo`` for a job run (or never run) here."""
+
+    job_id: str
+    state: str  # RUNNING or NOT_SUBMITTED
+    node: str = ""
+    reason: str = ""
+    elapsed_s: float | None = None
+
+    def failure_reason(self) -> str:
+        return self.reason
+
+
+def mark_started(rec: dict[str, Any]) -> None:
+    """Record in a job's state record that this process runs it now."""
+    rec[KEY] = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+
+
+def mark_ended(rec: dict[str, Any]) -> None:
+    rec[KEY]["ended"] = time.time()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class LocalBackend:
+    """States of locally run jobs from the records of ``state.jobs`` (job id -> record)."""
+
+    name = "local"
+
+    def __init__(self, jobs: Mapping[str, dict[str, Any]]) -> None:
+        self.jobs = jobs
+        self.calls: Counter[str] = Counter()
+        self.last_source = ""
+
+    def query(self, ids: Sequence[str]) -> dict[str, LocalInfo]:
+        """An answer for every id: RUNNING (alive here) or NOT_SUBMITTED (reason set if a run stopped)."""
+        self.last_source = "local"
+        host = socket.gethostname()
+        out = {}
+        for job_id in ids:
+            run = (self.jobs.get(job_id) or {}).get(KEY)
+            if not run:
+                out[job_id] = LocalInfo(job_id, NOT_SUBMITTED)
+                continue
+            alive = run.get("host") == host and pid_alive(int(run.get("pid", 0)))
+            state = RUNNING if alive and not run.get("ended") else NOT_SUBMITTED
+            out[job_id] = LocalInfo(
+                job_id,
+                state,
+                node=run.get("host", "") if alive else "",
+                reason="" if state == RUNNING else "local run stopped",
+            )
+        return out

@@ -1,0 +1,173 @@
+"""SLURM as a ``Backend``: sbatch through submitit, states from sacct (squeue/scontrol as fallbacks).
+
+``SlurmBackend`` submits arrays, finds arrays by job name (orphans after a crash), answers one
+batched state query, and cancels; ``calls`` counts the commands it ran. ``allocation_live`` asks
+whether one allocation (a Ray Tune search) is still queued or running.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from fercluster.errors import SlurmError
+from fercluster.orchestration.backend import base_id
+from fercluster.orchestration.slurm import parse as slurm_parse
+from fercluster.orchestration.slurm.parse import SlurmInfo
+from fercluster.orchestration.states import ACTIVE
+
+MAX_TIMEOUT_REQUEUES = 3  # submitit requeues a Checkpointable job this often after time-outs
+
+
+class SlurmBackend:
+    name = "slurm"
+
+    def __init__(self, folder: Path, timeout_s: float = 120.0) -> None:
+        self.folder = Path(folder).absolute()  # jobs/<sweep>/submitit; one sub-folder per job
+        self.timeout_s = timeout_s
+        self.calls: Counter[str] = Counter()
+        self.last_source = ""
+
+    # -- commands ----------------------------------------------------------------------------
+    def _run(self, argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+        self.calls[argv[0]] += 1
+        if shutil.which(argv[0]) is None:
+            raise SlurmError(f"{argv[0]} not found on PATH: is this a SLURM login node? (use --local to run here)")
+        try:
+            proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=self.timeout_s)
+        except subprocess.TimeoutExpired:
+            raise SlurmError(f"{' '.join(argv[:3])} ... did not answer within {self.timeout_s:.0f} s") from None
+        if check and proc.returncode != 0:
+            raise SlurmError(f"{' '.join(argv[:3])} ... failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
+        return proc
+
+    def max_array_size(self) -> int:
+        return slurm_parse.parse_max_array_size(self._run(["scontrol", "show", "config"]).stdout)
+
+    def _executor(self, params: dict[str, Any]) -> Any:
+        import submitit
+
+        ex = submitit.SlurmExecutor(folder=self.folder / "%j", max_num_timeout=MAX_TIMEOUT_REQUEUES)
+        ex.update_parameters(**params)
+        return ex
+
+    def submit_array(self, fn: Callable[..., Any], args: list[Any], params: dict[str, Any]) -> list[str]:
+        """One sbatch: ``fn(arg)`` for each arg as tasks of one array; returns per-task ids."""
+        ex = self._executor(params)
+        self.calls["sbatch"] += 1
+        try:
+            jobs = ex.map_array(fn, args)
+        except Exception as exc:  # submitit wraps sbatch's failure in its own error types
+            raise SlurmError(f"sbatch failed for {params.get('job_name')}: {exc}") from None
+        return [job.job_id for job in jobs]
+
+    def submit_one(self, fn: Callable[..., Any], args: tuple[Any, ...], params: dict[str, Any]) -> str:
+        ex = self._executor(params)
+        self.calls["sbatch"] += 1
+        try:
+            return ex.submit(fn, *args).job_id
+        except Exception as exc:
+            raise SlurmError(f"sbatch failed for {params.get('job_name')}: {exc}") from None
+
+    def repair_pickles(self, slurm_ids: list[str], fn: Callable[..., Any], args: list[Any], timeout_min: int) -> int:
+        """Write the submitted pickles an adopted orphan array is missing; returns how many."""
+        from submitit.core.utils import DelayedSubmission, JobPaths
+
+        written = 0
+        for sid, arg in zip(slurm_ids, args, strict=True):
+            paths = JobPaths(self.folder / "%j", job_id=sid)
+            if paths.submitted_pickle.exists():
+                continue
+            paths.folder.mkdir(parents=True, exist_ok=True)
+            delayed = DelayedSubmission(fn, arg)
+            delayed.set_timeout(timeout_min, MAX_TIMEOUT_REQUEUES)
+            delayed.dump(paths.submitted_pickle)
+            written += 1
+        return written
+
+    def find_by_name(self, names: Sequence[str]) -> dict[str, str]:
+        """SLURM job id of each array among ``names`` (squeue, then accounting for old ones)."""
+        if not names:
+            return {}
+        found: dict[str, str] = {}
+        proc = self._run(["squeue", "-h", "-t", "all", "--name=" + ",".join(names), "-o", "%F|%j"], check=False)
+        for line in proc.stdout.splitlines():
+            jid, _, name = line.partition("|")
+            if name in names and jid.strip().isdigit():
+                found.setdefault(name, jid.strip())
+        missing = [n for n in names if n not in found]
+        if missing:
+            proc = self._run(
+                [
+                    "sacct",
+                    "-X",
+                    "--parsable2",
+                    "--noheader",
+                    "-S",
+                    "2000-01-01",
+                    "--name=" + ",".join(missing),
+                    "--format=JobID,JobName",
+                ],
+                check=False,
+            )
+            if proc.returncode == 0:
+                for line in proc.stdout.splitlines():
+                    jid, _, name = line.partition("|")
+                    if name in missing:
+                        found.setdefault(name, base_id(jid.strip()))
+        return found
+
+    def query(self, slurm_ids: Sequence[str]) -> dict[str, SlurmInfo]:
+        """State of ``slurm_ids`` from ONE batched sacct; squeue/scontrol when sacct fails.
+
+        Ids that sacct does not know yet (just submitted) are looked up with one squeue.
+        """
+        if not slurm_ids:
+            return {}
+        bases = sorted({base_id(s) for s in slurm_ids}, key=int)
+        proc = self._run(
+            ["sacct", "-j", ",".join(bases), "--parsable2", "--noheader", f"--format={slurm_parse.SACCT_FORMAT}"],
+            check=False,
+        )
+        if proc.returncode == 0:
+            self.last_source = "sacct"
+            infos = slurm_parse.parse_sacct(proc.stdout)
+            if all(s in infos for s in slurm_ids):
+                return infos
+            return {**self._queue(), **infos}
+        self.last_source = "squeue"
+        return self._queue()
+
+    def _queue(self) -> dict[str, SlurmInfo]:
+        proc = self._run(["squeue", "-h", "-r", "-t", "all", "-o", slurm_parse.SQUEUE_FORMAT], check=False)
+        if proc.returncode == 0:
+            return slurm_parse.parse_squeue(proc.stdout)
+        proc = self._run(["scontrol", "show", "job", "-o"], check=False)
+        if proc.returncode == 0:
+            self.last_source = "scontrol"
+            return slurm_parse.parse_scontrol_jobs(proc.stdout)
+        raise SlurmError(f"cannot reach SLURM: sacct, squeue and scontrol all failed ({proc.stderr.strip()[-300:]})")
+
+    def cancel(self, slurm_ids: Sequence[str]) -> None:
+        if slurm_ids:
+            self._run(["scancel", *slurm_ids])
+
+
+def allocation_live(slurm_id: str | None, timeout_s: float = 30.0) -> bool | None:
+    """Whether SLURM still has the allocation queued or running (one ``squeue`` call).
+
+    None when it cannot tell (no id, or ``squeue`` does not answer): callers then trust their files.
+    """
+    if not slurm_id:
+        return None
+    try:
+        out = subprocess.run(["squeue", "-h", "-t", "all", "-j", str(slurm_id), "-o", "%T"],
+                             capture_output=True, text=True, timeout=timeout_s)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0 and "Invalid job id" not in out.stderr:
+        return None
+    return any(slurm_parse.map_state(line) in ACTIVE for line in out.stdout.splitlines() if line.strip())

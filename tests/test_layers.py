@@ -1,0 +1,199 @@
+"""The package's architecture, kept: no import cycles, imports only downwards, a light job side.
+
+Every module of ``fercluster/`` is parsed with ``ast``: imports at module level and inside
+functions alike, ``from x import y`` counted as an import of the module ``x.y`` when there is one,
+relative imports resolved. Layers, lowest first: base (``fercluster`` itself, ``errors``,
+``atomic``, ``lock``, ``fmt``, ``config``) -> data -> train -> orchestration -> analysis -> cli.
+A module may import its own layer or lower ones; the one exception is the aggregation job's call
+into the analysis (``EXCEPTIONS``). Importing a module does not count as importing its parent
+packages (their ``__init__`` only holds docstrings).
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "fercluster"
+LAYERS = ("base", "data", "train", "orchestration", "analysis", "cli")
+BASE = {
+    "fercluster",
+    "fercluster.errors",
+    "fercluster.atomic",
+    "fercluster.lock",
+    "fercluster.fmt",
+    "fercluster.config",
+}
+EXCEPTIONS = {("fercluster.orchestration.jobs", "fercluster.analysis.report")}  # aggregate_job, deferred
+JOB_SIDE_BANNED = ("submitit", "ray", "rich", "matplotlib", "typer")
+
+
+def modules() -> dict[str, Path]:
+    """Every module of the package by dotted name (a package by its ``__init__``)."""
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+def _resolve(name: str, known: dict[str, Path]) -> str | None:
+    """The fercluster module ``name`` is, or is inside (an attribute import); None if not ours."""
+    while name:
+        if name in known:
+            return name
+        name = name.rpartition(".")[0]
+    return None
+
+
+def imports(module: str, path: Path, known: dict[str, Path]) -> dict[str, int]:
+    """fercluster modules that ``module`` imports anywhere in its file, with the first line of each."""
+    is_package = path.name == "__init__.py"
+    out: dict[str, int] = {}
+
+    def add(target: str | None, line: int) -> None:
+        if target is not None and target != module:
+            out.setdefault(target, line)
+
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                add(_resolve(alias.name, known), node.lineno)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: from the module's package, one level up per extra dot
+                package = module.split(".") if is_package else module.split(".")[:-1]
+                base = ".".join(package[: len(package) - (node.level - 1)])
+                source = f"{base}.{node.module}" if node.module else base
+            else:
+                source = node.module or ""
+            for alias in node.names:
+                full = f"{source}.{alias.name}"
+                add(full if full in known else _resolve(source, known), node.lineno)
+    return out
+
+
+def graph() -> dict[str, dict[str, int]]:
+    known = modules()
+    return {name: imports(name, path, known) for name, path in known.items()}
+
+
+def layer(module: str) -> str | None:
+    if module in BASE:
+        return "base"
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in LAYERS[1:] else None
+
+
+def where(module: str, line: int) -> str:
+    return f"{modules()[module].relative_to(PACKAGE.parent)}:{line}"
+
+
+def cycles(edges: dict[str, dict[str, int]]) -> list[list[str]]:
+    """One cycle (as a path a -> ... -> a) per strongly connected component with more than one module."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[list[str]] = []
+
+    def visit(v: str) -> None:  # Tarjan; the package is small enough for recursion
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in edges.get(v, {}):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                components.append(sorted(component))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return [_cycle_in(component, edges) for component in components]
+
+
+def _cycle_in(component: list[str], edges: dict[str, dict[str, int]]) -> list[str]:
+    """A shortest path from the component's first module back to itself, inside the component."""
+    start, members = component[0], set(component)
+    paths = {start: [start]}
+    queue = [start]
+    while queue:
+        v = queue.pop(0)
+        for w in sorted(edges.get(v, {})):
+            if w == start:
+                return paths[v] + [start]
+            if w in members and w not in paths:
+                paths[w] = paths[v] + [w]
+                queue.append(w)
+    return component
+
+
+def test_the_parser_sees_imports_inside_functions_and_resolves_them() -> None:
+    edges = graph()
+    assert "fercluster.orchestration.slurm.requeue" in edges["fercluster.orchestration.jobs"]  # inside a function
+    assert "fercluster.analysis.report" in edges["fercluster.orchestration.jobs"]
+    assert "fercluster.orchestration.slurm.parse" in edges["fercluster.orchestration.fake"]  # from pkg import module
+    assert cycles({"a": {"b": 1}, "b": {"c": 1}, "c": {"a": 1}, "d": {"a": 1}}) == [["a", "b", "c", "a"]]
+    assert layer("fercluster.config") == "base" and layer("fercluster.orchestration.tune.search") == "orchestration"
+
+
+def test_no_import_cycles() -> None:
+    edges = graph()
+    found = cycles(edges)
+    lines = []
+    for cycle in found:
+        steps = [f"{a} -> {b} ({where(a, edges[a][b])})" for a, b in zip(cycle, cycle[1:], strict=False)]
+        lines.append("cycle: " + "; ".join(steps))
+    assert not found, "\n".join(lines)
+
+
+def test_imports_point_down_the_layers() -> None:
+    edges = graph()
+    unplaced = sorted(m for m in edges if layer(m) is None)
+    assert not unplaced, f"modules in no layer (add them to BASE or a layer folder): {unplaced}"
+    rank = {name: i for i, name in enumerate(LAYERS)}
+    upward = []
+    for source, targets in sorted(edges.items()):
+        for target, line in sorted(targets.items()):
+            if rank[layer(target)] > rank[layer(source)] and (source, target) not in EXCEPTIONS:
+                upward.append(f"{where(source, line)}: {source} ({layer(source)}) -> {target} ({layer(target)})")
+    assert not upward, "imports against the layer order:\n" + "\n".join(upward)
+
+
+def test_exceptions_are_still_needed() -> None:
+    edges = graph()
+    stale = [pair for pair in EXCEPTIONS if pair[1] not in edges.get(pair[0], {})]
+    assert not stale, f"exceptions that no import uses any more (remove them): {stale}"
+
+
+def test_job_side_imports_without_the_heavy_or_interactive_packages() -> None:
+    names = sorted(m for m in modules() if layer(m) in ("data", "train"))
+    code = textwrap.dedent(
+        f"""
+        import importlib, sys
+        for name in {names!r}:
+            importlib.import_module(name)
+        print(",".join(sorted({{m.split(".")[0] for m in sys.modules}} & set({JOB_SIDE_BANNED!r}))))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=PACKAGE.parent)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    loaded = proc.stdout.strip()
+    assert not loaded, f"importing fercluster.data and fercluster.train loaded: {loaded}"

@@ -1,0 +1,119 @@
+"""``fercluster.lock.file_lock``: two processes contend, the loser names the holder, a file system
+without locks gives a clear error."""
+
+from __future__ import annotations
+
+import errno
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from fercluster import lock
+from fercluster.errors import FerclusterError
+
+HOLDER = """\
+import sys
+from fercluster.lock import file_lock
+with file_lock(sys.argv[1], what="test holder"):
+    print("held", flush=True)
+    sys.stdin.readline()  # hold until the test says so (or closes stdin)
+"""
+
+
+@pytest.fixture
+def holder(tmp_path):
+    """Start another process that holds ``tmp_path/x.lock``; yields (process, lock path)."""
+    path = tmp_path / "x.lock"
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        yield proc, path
+    finally:
+        release(proc)
+
+
+def release(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+
+
+def test_a_busy_lock_names_its_holder_and_what_to_do(holder):
+    proc, path = holder
+    with pytest.raises(lock.LockBusy) as info:
+        with lock.file_lock(path, timeout_s=0, what="sweep demo"):
+            pytest.fail("took a lock another process holds")
+    host = socket.gethostname()
+    message = str(info.value)
+    assert message.startswith(f"sweep demo: the lock {path} is held by process {proc.pid} on host {host} since ")
+    assert f"kill {proc.pid} on {host}" in message and "(waited" not in message
+    assert info.value.holder["pid"] == proc.pid and info.value.path == path
+    assert isinstance(info.value, FerclusterError)  # the CLI turns it into a one-line error
+
+
+def test_a_waiter_gives_up_after_its_timeout(holder):
+    proc, path = holder
+    start = time.monotonic()
+    with pytest.raises(lock.LockBusy, match=rf"held by process {proc.pid} .*\(waited 0\.5 s\)"):
+        with lock.file_lock(path, timeout_s=0.5):
+            pass
+    assert 0.5 <= time.monotonic() - start < 5
+
+
+@pytest.mark.parametrize("timeout_s", [None, 30], ids=["blocking", "timeout"])
+def test_a_waiter_gets_the_lock_once_the_holder_lets_go(holder, timeout_s):
+    proc, path = holder
+    threading.Timer(0.5, release, args=(proc,)).start()
+    start = time.monotonic()
+    with lock.file_lock(path, timeout_s=timeout_s):
+        assert time.monotonic() - start >= 0.4  # not before the holder let go
+        assert lock.holder(path)["pid"] != proc.pid
+
+
+def test_the_holder_is_recorded_while_held_and_cleared_after(tmp_path):
+    path = tmp_path / "deep" / "x.lock"  # folders are created
+    with lock.file_lock(path, timeout_s=0):
+        record = json.loads(path.read_text())
+        assert record["pid"] > 0 and record["host"] == socket.gethostname() and "T" in record["started"]
+    assert path.read_text() == ""
+
+
+def test_a_lock_file_left_behind_does_not_block(tmp_path):
+    path = tmp_path / "x.lock"
+    path.write_text(json.dumps({"pid": 999999, "host": "gone", "started": "2020-01-01T00:00:00"}))
+    with lock.file_lock(path, timeout_s=0):
+        assert lock.holder(path)["host"] == socket.gethostname()
+    path.write_text("12345\n")  # the older format: a pid only
+    assert lock.holder(path) == {"pid": 12345}
+
+
+@pytest.mark.parametrize("code", [errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP])
+def test_a_file_system_without_locks_is_a_clear_error(tmp_path, monkeypatch, code):
+    def no_locks(fd, operation):  # what flock answers on Lustre mounted noflock, NFS without lockd
+        raise OSError(code, "No locks available")
+
+    monkeypatch.setattr(lock.fcntl, "flock", no_locks)
+    path = tmp_path / "x.lock"
+    for timeout_s in (None, 0, 1):
+        with pytest.raises(lock.LockError) as info:
+            with lock.file_lock(path, timeout_s=timeout_s, what="sweep demo"):
+                pytest.fail("locked without flock")
+        assert str(info.value).startswith(f"cannot lock {path} (sweep demo): the file system does not support file "
+                                          "locks (No locks available); put ")  # fmt: skip
+        assert "-o flock" in str(info.value) and not isinstance(info.value, lock.LockBusy)
+
+
+def test_other_flock_errors_are_not_hidden(tmp_path, monkeypatch):
+    def broken(fd, operation):
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    monkeypatch.setattr(lock.fcntl, "flock", broken)
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        with lock.file_lock(tmp_path / "x.lock", timeout_s=0):
+            pass
