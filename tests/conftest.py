@@ -12,10 +12,15 @@ import functools
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+# `sweep` records the last sweep per working folder under $XDG_STATE_HOME/fercluster: the tests (and
+# the CLI subprocesses they start) keep theirs in a folder of their own, not in the user's home.
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="fercluster-tests-state-")
 
 REQUIRE_ENV = "FERCLUSTER_REQUIRE_SLURM"
 START_HINT = "start it with: bash slurm/cluster.sh start (as root)"

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # its subprocess may take 1500 s on a loaded machine
 def test_demo_sweep_shows_augmentation_helps_and_filters_find_planted_aus(tmp_path: Path) -> None:
     shutil.copy(ROOT / "configs" / "demo.yaml", tmp_path / "demo.yaml")
     proc = subprocess.run(
@@ -40,11 +41,11 @@ def test_demo_sweep_shows_augmentation_helps_and_filters_find_planted_aus(tmp_pa
         ("tfd", "none"): 1,
         ("tfd", "AD"): 1,
     }
-    # Augmentation helps across subjects (measured: none 55, A 89, AD 87 on CK+; TFD none 52, AD 91).
+    # Augmentation helps across subjects (measured: none 61, A 92, AD 87 on CK+; TFD none 64, AD 84).
     assert acc[("ckplus", "A")]["mean"] > acc[("ckplus", "none")]["mean"] + 15
     assert acc[("ckplus", "AD")]["mean"] > acc[("ckplus", "none")]["mean"] + 15
     assert acc[("tfd", "AD")]["mean"] > acc[("tfd", "none")]["mean"] + 15
-    # Planted ground truth (measured: 0.70 over all 64 filters vs 0.38 with shuffled AU labels).
+    # Planted ground truth (measured: 0.77 over all 64 filters vs 0.41 with shuffled AU labels).
     assert summary["agreement"] > summary["agreement_shuffled"] + 0.15
     for name in (
         "report.html",
