@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from fercluster import fmt
 from fercluster.errors import ConfigError
 from fercluster.orchestration.backend import JobInfo, JobQuery, base_id
 from fercluster.orchestration.local_backend import LocalBackend
@@ -59,12 +60,6 @@ def read_json(path: str | Path) -> dict[str, Any] | None:
     except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def _num(value: Any) -> float | None:
-    if isinstance(value, (int, float)) and value == value:  # drops NaN
-        return float(value)
-    return None
 
 
 def job_rows(
@@ -119,17 +114,17 @@ def _base_row(spec: JobSpec, state: SweepState, details: bool = True) -> JobRow:
     if done is not None:
         row.state = COMPLETED
         row.iteration = row.iterations
-        row.val_acc, row.test_acc = _num(done.get("val_acc")), _num(done.get("test_acc"))
+        row.val_acc, row.test_acc = fmt.number(done.get("val_acc")), fmt.number(done.get("test_acc"))
         row.node = str(done.get("host") or "")
         row.elapsed = (
-            _num((done.get("timings") or {}).get("total_s")) if isinstance(done.get("timings"), dict) else None
+            fmt.number((done.get("timings") or {}).get("total_s")) if isinstance(done.get("timings"), dict) else None
         )
         return row
     progress = read_json(os.path.join(spec.run_dir, "progress.json"))
     if progress is not None:
         row.iteration = progress.get("iteration")
-        row.val_acc = _num(progress.get("best_val_acc", progress.get("val_acc")))
-        row.test_acc = _num(progress.get("best_test_acc", progress.get("test_acc")))
+        row.val_acc = fmt.number(progress.get("best_val_acc", progress.get("val_acc")))
+        row.test_acc = fmt.number(progress.get("best_test_acc", progress.get("test_acc")))
         if progress.get("state") == "failed" and progress.get("error"):
             row.reason = str(progress["error"])[:300]
     return row
@@ -137,7 +132,7 @@ def _base_row(spec: JobSpec, state: SweepState, details: bool = True) -> JobRow:
 
 def _k(spec: JobSpec, done: dict[str, Any] | None) -> float | None:
     """The k the job recorded when it is complete, else the one it draws (None if not known yet)."""
-    recorded = _num((done or {}).get("k"))
+    recorded = fmt.number((done or {}).get("k"))
     if recorded is not None:
         return recorded
     try:

@@ -14,7 +14,6 @@ A trial "stopped by ASHA" ended without error before its last iteration.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -100,13 +99,13 @@ def trial_summary(trial: Any, iterations: int, params: list[str]) -> dict[str, A
         "state": state,
         "fold": trial.config.get("fold"),
         "iteration": it,
-        "val_acc": _num(last.get("val_acc")),
-        "test_acc": _num(last.get("test_acc")),
-        "best_val_acc": _num(best),
+        "val_acc": fmt.number(last.get("val_acc")),
+        "test_acc": fmt.number(last.get("test_acc")),
+        "best_val_acc": fmt.number(best),
         "stopped_by_asha": state == "TERMINATED" and it < iterations,
     }
     for p in params:
-        row[p] = _num(trial.config.get(p))
+        row[p] = fmt.number(trial.config.get(p))
     return row
 
 
@@ -192,7 +191,7 @@ def best_of(rows: list[dict[str, Any]], params: list[str]) -> dict[str, Any] | N
     _, peak, group = max(scores, key=lambda s: s[0])
     config = {p: float(peak[p]) for p in params}
     return {
-        "k": config.get("k"), "val_acc": float(peak["val_acc"]), "test_acc": _num(peak["test_acc"]),
+        "k": config.get("k"), "val_acc": float(peak["val_acc"]), "test_acc": fmt.number(peak["test_acc"]),
         "iteration": int(peak["iteration"]), "trial_id": str(peak["trial_id"]), "fold": int(peak["fold"]),
         "trained_iterations": int(group["iteration"].max()), "config": config,
     }  # fmt: skip
@@ -218,13 +217,3 @@ def write_best(path: Path, rows: list[dict[str, Any]], datasets: list[str], para
     }
     write_json(path, document)
     return document
-
-
-def _num(value: Any) -> float | None:
-    if value is None:
-        return None
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(value) else value
