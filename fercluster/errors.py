@@ -25,5 +25,9 @@ class SlurmError(FerclusterError):
     """A SLURM command failed or the cluster is not reachable."""
 
 
+class CodeError(FerclusterError):
+    """The code a job should run: a snapshot that is missing, or not what the job imported."""
+
+
 class AnalysisError(FerclusterError):
     """Aggregation cannot produce anything (e.g. no completed job)."""

@@ -81,7 +81,7 @@ def jobs_table(rows: list[Any], title: str = "", actions: dict[str, str] | None 
 
     table = Table(title=title, show_lines=False, header_style="bold")
     cols = ["job", "data set", "fold", "variant", "seed", "k", "state", "iter", "val", "test", "elapsed", "node",
-            "SLURM id"]  # fmt: skip
+            "SLURM id", "code"]  # fmt: skip
     if actions is not None:
         cols.append("action")
     for c in cols:
@@ -103,6 +103,7 @@ def jobs_table(rows: list[Any], title: str = "", actions: dict[str, str] | None 
             fmt.duration(row.elapsed),
             row.node or "-",
             row.slurm_id or "-",
+            row.code or "-",
         ]
         if actions is not None:
             cells.append(actions.get(row.job_id, ""))
@@ -125,6 +126,12 @@ def sweep_cmd(
         False, "--retry-failed", help="Resubmit failed jobs (at most slurm.max_retries each)."
     ),
     prune: bool = typer.Option(False, "--prune", help="Cancel jobs no longer in the config."),
+    code: Optional[str] = typer.Option(
+        None,
+        "--code",
+        help="With --retry-failed: rerun failed jobs on the code they were submitted with ('submitted', "
+        "the default: their snapshot) or on the current code ('current').",
+    ),
     as_json: bool = typer.Option(
         False, "--json", help="Print the plan (each job's id, place, k and action) and what was done as JSON."
     ),
@@ -137,6 +144,8 @@ def sweep_cmd(
     """
     from fercluster.config import load_config
 
+    if code is not None and (not retry_failed or code not in ("submitted", "current")):
+        raise ConfigError(f"--code: got {code!r}; it goes with --retry-failed and is 'submitted' or 'current'")
     cfg = load_config(config)
     console = _console()
     if not dry_run:
@@ -165,7 +174,9 @@ def sweep_cmd(
         return
     from fercluster.orchestration.coordinator import run_sweep
 
-    result = run_sweep(cfg, _backend(cfg), dry_run=dry_run, retry_failed=retry_failed, prune=prune)
+    result = run_sweep(
+        cfg, _backend(cfg), dry_run=dry_run, retry_failed=retry_failed, prune=prune, retry_code=code or "submitted"
+    )
     if as_json:
         print(json.dumps(sweep_json(cfg, result), default=str))
         return
@@ -201,6 +212,7 @@ def sweep_json(cfg: Any, result: Any) -> dict[str, Any]:
         "aggregate_id": result.aggregate_id,
         "adopted": result.adopted,
         "cancelled": result.cancelled,
+        "code": result.code,
     }
 
 
@@ -244,8 +256,15 @@ def _print_sweep(cfg: Any, result: Any, console: Any) -> None:
     )
     for name in result.adopted:
         console.print(f"adopted orphan submission {name} (crash between sbatch and recording)")
+    for line in (result.code or {}).get("lines", []):
+        console.print(line, markup=False, highlight=False)
+    if result.code and result.code["note"]:
+        console.print(f"note: {result.code['note']}", style="yellow", markup=False)
     for a in result.arrays:
-        console.print(f"submitted array {a['slurm_id']} ({a['name']}): {a['n']} jobs, at most {a['throttle']} at once")
+        console.print(
+            f"submitted array {a['slurm_id']} ({a['name']}): {a['n']} jobs, at most {a['throttle']} at once, "
+            f"code {a['code']}"
+        )
     if result.aggregate_id:
         console.print(f"submitted aggregation job {result.aggregate_id} (afterany the training jobs)")
     if result.cancelled:
@@ -314,6 +333,11 @@ def _render(cfg: Any, snap: dict[str, Any], failed: bool) -> Any:
     agg = snap.get("aggregate")
     if agg:
         parts.append(Text(f"aggregation job {agg.get('slurm_id')}: {agg.get('state', '?')}"))
+    code = snap.get("code")
+    if code:
+        parts.append(Text(code["line"]))
+        if code.get("warning"):
+            parts.append(Text(code["warning"], style="yellow"))
     if failed:
         bad = [j for j in snap["jobs"] if j["state"] in ENDED_BADLY]
         if bad:

@@ -5,6 +5,8 @@ the module you need. What the rest of the code (the CLI, the analysis) may call:
 
 - ``plan``: ``expand(cfg)`` (the sweep's jobs, pure and ordered), ``make_spec``.
 - ``coordinator``: ``run_sweep(cfg, backend, ...)`` (reconcile with SLURM: submit, skip, retry, prune).
+- ``snapshots``: which code each submission runs (``plan_code``: one code snapshot per array, made by
+  ``fercluster.code``), and ``code_status`` (the sweep's snapshot against the checkout).
 - ``status``: ``snapshot(cfg, backend)`` (what ``status --json`` prints), ``cancel``.
 - ``monitor``: ``JobRow``, ``job_rows`` (one row per job from run directories and ONE query).
 - ``local``: ``run_local(cfg, console)`` (``sweep --local``).

@@ -1,8 +1,9 @@
 """Reconcile a sweep with SLURM: submit what is missing, skip what is done, leave alone what runs.
 
 ``reconcile`` is the diff (pure over rows and state); ``run_sweep`` takes the lock, adopts orphans
-of a crash, submits arrays (pending record first, then sbatch, then the id), the aggregation job
-after them (``afterany``), and, with ``prune``, cancels jobs no longer in the config.
+of a crash, submits arrays (pending record first, then sbatch, then the id; one array per code
+snapshot, ``snapshots.plan_code``), the aggregation job after them (``afterany``), and, with
+``prune``, cancels jobs no longer in the config.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from fercluster.orchestration import plan as plan_mod
 from fercluster.orchestration.backend import Backend, base_id
 from fercluster.orchestration.monitor import JobRow, job_rows
 from fercluster.orchestration.slurm.resources import array_throttles, processes, submitit_parameters
+from fercluster.orchestration.snapshots import CodeChoice, CodePlan, RetryCode, plan_code
 from fercluster.orchestration.state import (
     SweepState,
     array_name,
@@ -62,6 +64,7 @@ class SweepResult:
     cancelled: list[str] = field(default_factory=list)
     dry_run: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+    code: dict[str, Any] | None = None  # CodePlan.summary() of what was (or would be) submitted
 
 
 def reconcile(
@@ -139,11 +142,12 @@ def adopt_orphans(
             state.pending.pop(name)
             continue
         if rec.get("kind") == "aggregate":
-            state.aggregate = {"name": name, "slurm_id": sid, "submitted": rec.get("created")}
+            state.aggregate = {"name": name, "slurm_id": sid, "submitted": rec.get("created"), "code": rec.get("code")}
             state.pending.pop(name)
         else:
             job_ids = rec["job_ids"]
-            state.record_array(name, sid, job_ids, set(rec.get("retry", [])), _summaries(specs_by_id, job_ids))
+            summaries = _summaries(specs_by_id, job_ids)
+            state.record_array(name, sid, job_ids, set(rec.get("retry", [])), summaries, code=rec.get("code"))
             args = [specs_by_id[j] for j in job_ids if j in specs_by_id]  # already as submitted (processes)
             if fn_for is not None and len(args) == len(job_ids):
                 backend.repair_pickles([state.slurm_id(j) for j in job_ids], fn_for(), args, timeout_min)
@@ -170,8 +174,12 @@ def run_sweep(
     fn_for: Callable[[], Any] | None = None,
     aggregate_fn: Callable[..., Any] | None = None,
     prepare: bool = True,
+    retry_code: RetryCode = "submitted",
 ) -> SweepResult:
-    """Bring the sweep on SLURM in line with the config. ``fn_for()`` builds the submitted callable."""
+    """Bring the sweep on SLURM in line with the config. ``fn_for()`` builds the submitted callable.
+
+    ``retry_code``: the code retried jobs run, their own snapshot (``submitted``) or the current one.
+    """
     t0 = time.perf_counter()
     fn_for = fn_for or jobs_mod.training_callable
     aggregate_fn = aggregate_fn or jobs_mod.aggregate_job
@@ -183,7 +191,10 @@ def run_sweep(
     timings = {"plan_s": time.perf_counter() - t0}
     if dry_run:
         state = load_state(cfg.jobs_dir, cfg.name)
-        return _diff(cfg, specs, state, backend, retry_failed, timings, dry_run=True)
+        result = _diff(cfg, specs, state, backend, retry_failed, timings, dry_run=True)
+        d = result.diff
+        result.code = plan_code(cfg, state, d.submit, d.retry, retry_code, make=False).summary()
+        return result
     with sweep_lock(cfg.jobs_dir):
         state = load_state(cfg.jobs_dir, cfg.name)
         adopted = adopt_orphans(state, backend, fn_for, specs_by_id, cfg.slurm.time_min)
@@ -193,18 +204,23 @@ def run_sweep(
         result.adopted = adopted
         t1 = time.perf_counter()
         todo = result.diff.submit + result.diff.retry
-        if todo:
-            if prepare:
-                prepare_datasets(cfg, {s.dataset for s in todo})
-            retry_ids = {s.job_id for s in result.diff.retry}
-            with private_umask():
-                result.arrays = _submit_arrays(cfg, state, backend, fn_for, specs, todo, retry_ids)
         if todo or any(n in state.arrays for n in adopted):  # new training work: aggregate after it
+            with private_umask():  # the snapshot too: not writable by others
+                code = plan_code(cfg, state, result.diff.submit, result.diff.retry, retry_code)
+            result.code = code.summary()
+            if todo:
+                if prepare:
+                    prepare_datasets(cfg, {s.dataset for s in todo})
+                retry_ids = {s.job_id for s in result.diff.retry}
+                with private_umask():
+                    result.arrays = _submit_arrays(cfg, state, backend, fn_for, specs, code, retry_ids)
             deps = {a["slurm_id"] for a in result.arrays} | {
                 base_id(r.slurm_id) for r in result.rows if r.state in ACTIVE and r.slurm_id
             }
             with private_umask():
-                result.aggregate_id = _submit_aggregate(cfg, state, backend, aggregate_fn, sorted(deps, key=int))
+                result.aggregate_id = _submit_aggregate(
+                    cfg, state, backend, aggregate_fn, sorted(deps, key=int), code.aggregate or code.current
+                )
         if prune and result.diff.removed:
             ids = [state.slurm_id(j) for j in result.diff.removed]
             backend.cancel([i for i in ids if i])
@@ -251,17 +267,18 @@ def _submit_arrays(
     backend: Backend,
     fn_for: Callable[[], Any],
     specs: list[JobSpec],
-    todo: list[JobSpec],
+    code: CodePlan,
     retry_ids: set[str],
 ) -> list[dict[str, Any]]:
+    """One array per code snapshot (split at the cluster's MaxArraySize)."""
     ensure_dir(cfg.jobs_dir / "submitit")
     size = max(1, backend.max_array_size())
-    chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
+    chunks = [(choice, group[i : i + size]) for choice, group in code.groups for i in range(0, len(group), size)]
     throttles = array_throttles(len(chunks), cfg.slurm.array_parallelism)
     specs_by_id = {s.job_id: s for s in specs}
     fn = fn_for()
     arrays = []
-    for chunk, throttle in zip(chunks, throttles, strict=True):
+    for (choice, chunk), throttle in zip(chunks, throttles, strict=True):
         job_ids = [s.job_id for s in chunk]
         name = array_name(cfg.name, job_ids)
         state.pending[name] = {
@@ -269,18 +286,32 @@ def _submit_arrays(
             "created": time.time(),
             "kind": "train",
             "retry": sorted(retry_ids.intersection(job_ids)),
+            "code": choice.key,
         }
         save_state(cfg.jobs_dir, state)  # BEFORE sbatch: a crash after it is found by name
-        params = submitit_parameters(cfg.slurm, job_name=name, array_parallelism=throttle)
-        ids = backend.submit_array(fn, list(chunk), params)
-        state.record_array(name, base_id(ids[0]), job_ids, retry_ids, _summaries(specs_by_id, job_ids))
+        params = submitit_parameters(cfg.slurm, job_name=name, array_parallelism=throttle, code_dir=choice.path)
+        ids = backend.submit_array(fn, _args(chunk, choice, code.current), params)
+        summaries = _summaries(specs_by_id, job_ids)
+        state.record_array(name, base_id(ids[0]), job_ids, retry_ids, summaries, code=choice.key)
         save_state(cfg.jobs_dir, state)
-        arrays.append({"name": name, "slurm_id": base_id(ids[0]), "n": len(chunk), "throttle": throttle})
+        arrays.append({"name": name, "slurm_id": base_id(ids[0]), "n": len(chunk), "throttle": throttle,
+                       "code": choice.key})  # fmt: skip
     return arrays
 
 
+def _args(chunk: list[JobSpec], choice: CodeChoice, current: CodeChoice) -> list[Any]:
+    """The submitted arguments: specs, or plain dicts for jobs retried on an older snapshot, whose
+    ``JobSpec`` class may differ from this code's (it reads them back with ``JobSpec.from_dict``)."""
+    return list(chunk) if choice.key == current.key else [s.to_dict() for s in chunk]
+
+
 def _submit_aggregate(
-    cfg: SweepConfig, state: SweepState, backend: Backend, aggregate_fn: Callable[..., Any], deps: list[str]
+    cfg: SweepConfig,
+    state: SweepState,
+    backend: Backend,
+    aggregate_fn: Callable[..., Any],
+    deps: list[str],
+    code: CodeChoice,
 ) -> str:
     """The aggregation job, after every queued or running training job (afterany)."""
     old = state.aggregate
@@ -290,12 +321,11 @@ def _submit_aggregate(
         except SlurmError:
             pass  # already finished
     name = array_name(cfg.name + "-aggregate", deps)
-    state.pending[name] = {"job_ids": ["aggregate"], "created": time.time(), "kind": "aggregate"}
+    state.pending[name] = {"job_ids": ["aggregate"], "created": time.time(), "kind": "aggregate", "code": code.key}
     save_state(cfg.jobs_dir, state)
-    params = submitit_parameters(
-        cfg.slurm, job_name=name, gpus=False, dependency="afterany:" + ":".join(deps) if deps else None
-    )
+    dependency = "afterany:" + ":".join(deps) if deps else None
+    params = submitit_parameters(cfg.slurm, job_name=name, gpus=False, dependency=dependency, code_dir=code.path)
     sid = backend.submit_one(aggregate_fn, (cfg.model_dump(mode="json"),), params)
-    state.aggregate = {"name": name, "slurm_id": sid, "submitted": time.time(), "after": deps}
+    state.aggregate = {"name": name, "slurm_id": sid, "submitted": time.time(), "after": deps, "code": code.key}
     state.pending.pop(name, None)
     return sid

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from fercluster.code import check_imported_snapshot
 from fercluster.config import SweepConfig, parse_config
 
 
@@ -31,5 +32,6 @@ def aggregate_job(config: dict[str, Any] | SweepConfig, console: Any = None) -> 
     plain dict, or called by local mode with the parsed config and its console."""
     from fercluster.analysis.report import aggregate
 
+    check_imported_snapshot()  # submitted: runs the code snapshot of the sweep's submission
     cfg = config if isinstance(config, SweepConfig) else parse_config(config, source="aggregation job")
     return aggregate(cfg, console=console)

@@ -3,6 +3,7 @@
 Same plan, same state file and run directories as on SLURM: completed jobs are skipped, stopped
 ones resume from their checkpoint. Jobs that SLURM holds (queued or running) are left alone.
 Each job's run is recorded in ``state.json`` (``local_backend``), so that ``status`` sees it.
+Jobs run in this process, on the code it imported (no snapshot); job.json records its hash.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+from fercluster import code
 from fercluster.config import SweepConfig
 from fercluster.errors import FerclusterError, SlurmError
 from fercluster.orchestration import jobs as jobs_mod
@@ -41,6 +43,7 @@ def run_local(
 
     console = console or Console()
     runner = runner or jobs_mod.local_runner()
+    code.fingerprint()  # the code this process imported, hashed now rather than after edits during the sweep
     specs = plan_mod.expand(cfg)
     summary: dict[str, Any] = {"jobs": len(specs), "ran": 0, "skipped": 0, "left_to_slurm": 0, "failed": 0}
     t0 = time.perf_counter()
@@ -102,6 +105,7 @@ def _run_one(
         }
     )
     mark_started(rec)
+    rec.pop("code", None)  # a snapshot's: this run imports this process's code (job.json records its hash)
     rec["submissions"] += 1
     save_state(cfg.jobs_dir, state)
     total = spec.train.iterations

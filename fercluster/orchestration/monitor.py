@@ -45,6 +45,7 @@ class JobRow:
     retries: int = 0
     submissions: int = 0
     run_dir: str = ""
+    code: str | None = None  # the code it ran (job.json) or its latest submission runs: a snapshot hash or "live"
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _ROW_FIELDS}  # flat: asdict's deep copy is slow
@@ -107,6 +108,7 @@ def _base_row(spec: JobSpec, state: SweepState, details: bool = True) -> JobRow:
         retries=rec.get("retries", 0),
         submissions=rec.get("submissions", 0),
         run_dir=spec.run_dir,
+        code=rec.get("code"),
     )
     done_path = os.path.join(spec.run_dir, "job.json")
     done = read_json(done_path) if details else ({} if os.path.exists(done_path) else None)
@@ -116,6 +118,8 @@ def _base_row(spec: JobSpec, state: SweepState, details: bool = True) -> JobRow:
         row.iteration = row.iterations
         row.val_acc, row.test_acc = fmt.number(done.get("val_acc")), fmt.number(done.get("test_acc"))
         row.node = str(done.get("host") or "")
+        ran = done.get("code")
+        row.code = str(ran["hash"]) if isinstance(ran, dict) and ran.get("hash") else row.code
         row.elapsed = (
             fmt.number((done.get("timings") or {}).get("total_s")) if isinstance(done.get("timings"), dict) else None
         )

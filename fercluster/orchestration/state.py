@@ -1,7 +1,8 @@
 """The coordinator's state: ``jobs/<sweep>/state.json``; the file system is the database.
 
-Per job: its SLURM id(s) (latest last), submission count, retries, array name and task index.
-Per array: its deterministic job name, SLURM id and job ids (task i runs job_ids[i]).
+Per job: its SLURM id(s) (latest last), submission count, retries, array name and task index, and
+the code its latest submission runs (``code``: a snapshot hash, or ``live``; ``snapshots``).
+Per array: its deterministic job name, SLURM id, job ids (task i runs job_ids[i]) and code.
 ``pending``: submissions written BEFORE sbatch; a crash after sbatch leaves one here, and the next
 run finds the array by its job name and adopts it. Writes are atomic; a lock file keeps two
 ``sweep`` commands from submitting the same jobs.
@@ -49,13 +50,14 @@ class SweepState:
         job_ids: list[str],
         retry_ids: set[str],
         summaries: dict[str, dict[str, Any]] | None = None,
+        code: str | None = None,
     ) -> None:
-        """Jobs ``job_ids`` now run as tasks 0..n-1 of SLURM array ``array_id``.
+        """Jobs ``job_ids`` now run as tasks 0..n-1 of SLURM array ``array_id``, on ``code``.
 
         ``summaries``: per job, what status needs once the job leaves the config (data set, ...).
         """
         now = time.time()
-        self.arrays[name] = {"slurm_id": array_id, "job_ids": list(job_ids), "submitted": now}
+        self.arrays[name] = {"slurm_id": array_id, "job_ids": list(job_ids), "submitted": now, "code": code}
         for task, job_id in enumerate(job_ids):
             rec = self.jobs.setdefault(job_id, {"slurm_ids": [], "submissions": 0, "retries": 0})
             rec.update((summaries or {}).get(job_id, {}))
@@ -65,6 +67,7 @@ class SweepState:
             rec["array"] = name
             rec["task"] = task
             rec["submitted"] = now
+            rec["code"] = code
             rec.pop("local", None)
         self.pending.pop(name, None)
 

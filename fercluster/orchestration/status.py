@@ -10,12 +10,14 @@ from fercluster.orchestration import plan as plan_mod
 from fercluster.orchestration.backend import Backend, JobInfo, JobQuery
 from fercluster.orchestration.coordinator import removed_specs
 from fercluster.orchestration.monitor import counts, failure_details, job_rows
+from fercluster.orchestration.snapshots import code_status
 from fercluster.orchestration.state import load_state
 from fercluster.orchestration.states import ACTIVE, ENDED_BADLY
 
 
 def snapshot(cfg: SweepConfig, backend: JobQuery, failed: bool = False) -> dict[str, Any]:
-    """Counts by state, one row per planned job, the aggregation job; ONE SLURM query.
+    """Counts by state, one row per planned job, the aggregation job, the code (``snapshots.code_status``);
+    ONE SLURM query.
 
     ``failed``: add each failed job's exception (submitit's result pickle) and log tail.
     """
@@ -43,6 +45,7 @@ def snapshot(cfg: SweepConfig, backend: JobQuery, failed: bool = False) -> dict[
         "source": backend.last_source,
         "aggregate": agg or None,
         "removed_from_config": [s.job_id for s in removed],
+        "code": code_status(cfg, state, [r.code for r in rows]),
         "jobs": jobs,
     }
 

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import torch
 
+from fercluster import code
 from fercluster.errors import TrainingError
 from fercluster.train import distributed, outputs
 from fercluster.train.checkpoint import StopSignals, load_checkpoint, save_checkpoint
@@ -62,6 +63,7 @@ def run_job(spec: JobSpec | dict, reporter: Reporter | None = None, progress: Pr
     done = run_dir / "job.json"
     if done.exists():
         return json.loads(done.read_text())
+    code.check_imported_snapshot()  # on SLURM: the job runs the code its sweep was submitted with
     k = resolve_k(spec)
     info = distributed.detect(spec.processes)
     device = resolve_device(spec.train.device, info.local_rank)
@@ -95,6 +97,7 @@ class _Run:
         self.elapsed_before = 0.0
         self.history = History(t.selection)
         self.window_start = (time.time(), 0)  # for sec_per_iter: (time, iteration) of the last report
+        self.code = code.code_record()  # at the start: the code this run imported
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> dict:
@@ -282,6 +285,7 @@ class _Run:
             "val_acc": best["val_acc"],
             "test_acc": best["test_acc"],
             "code_version": outputs.code_version(),
+            "code": self.code,
             "packages": outputs.packages(),
             "device": outputs.device_name(self.device, self.info.world_size),
             "world_size": self.info.world_size,

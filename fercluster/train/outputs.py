@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
+from fercluster import code
 from fercluster.atomic import write_bytes, write_json, write_parquet
 
 METRICS_COLUMNS = ("iteration", "train_loss", "train_acc", "val_acc", "test_acc", "wall_time")
@@ -90,7 +91,14 @@ def _finite(obj: Any) -> Any:
 
 
 def code_version() -> str:
-    """The git commit of the code (with '-dirty' for local changes), or the package version."""
+    """The git commit of the code (with '-dirty' for local changes), or the package version.
+
+    A job run from a code snapshot gives the commit the snapshot was taken from: the folder it runs
+    in may sit inside another checkout, whose commit would say nothing about this code.
+    """
+    record = code.running_snapshot()
+    if record is not None:
+        return str(record.get("commit") or f"fercluster {record.get('version')} snapshot {record['hash']}")
     root = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(

@@ -381,6 +381,9 @@ def test_search_on_slurm_completes(tmp_path):
     assert 0.2 <= best["k"] <= 1.2
     frame = pd.read_parquet(root / "results" / cfg.name / "tune" / "trials.parquet")
     assert frame["trial_id"].nunique() == TRIALS
+    snapshot = root / "jobs" / cfg.name / "code" / submitted["code"]  # the allocation and its trials run it
+    done = list((root / "results" / cfg.name / "tune" / "trials").glob("*/job.json"))
+    assert done and all(json.loads(p.read_text())["code"]["package"] == str(snapshot / "fercluster") for p in done)
 
 
 def test_status_of_a_dead_local_driver_is_interrupted(tmp_path):

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
+from fercluster import code
 from fercluster.errors import CheckpointError, ConfigError, DataError, TrainingError
 from fercluster.train.checkpoint import JobInterrupted
 from fercluster.train.job import run_job
@@ -51,6 +52,9 @@ def test_job_writes_the_contracts_outputs(make_spec, tmp_path):
     assert job == record and job["status"] == "completed" and job["k"] == 0.8 and job["seed"] == 3
     for key in ("spec", "code_version", "packages", "device", "timings", "val_acc", "test_acc"):
         assert key in job
+    # run here (as local mode does): no snapshot, the fingerprint of the code this process imported
+    assert job["code"]["hash"] == code.fingerprint() and job["code"]["snapshot"] is None
+    assert job["code"]["package"] == str(code.package_dir())
     best_val = metrics["val_acc"].max()
     first_best = metrics[metrics["val_acc"] == best_val].iloc[0]
     assert record["selected_iteration"] == first_best["iteration"] and record["test_acc"] == first_best["test_acc"]

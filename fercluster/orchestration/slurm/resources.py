@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
 from typing import Any
 
+from fercluster import code
 from fercluster.config import Slurm
 
 
@@ -14,12 +17,14 @@ def submitit_parameters(
     array_parallelism: int | None = None,
     dependency: str | None = None,
     gpus: bool = True,
+    code_dir: Path | None = None,
 ) -> dict[str, Any]:
     """``SlurmExecutor.update_parameters`` keywords for ``slurm`` (the config's ``slurm:`` section).
 
     A job with several GPUs per node runs one task per GPU (DDP, ranks from ``SLURM_PROCID``).
     ``gpus=False`` drops GPUs and tasks (the aggregation job). Extra sbatch flags pass through
-    ``additional_parameters`` unchanged, e.g. ``{"mail-type": "END"}``.
+    ``additional_parameters`` unchanged, e.g. ``{"mail-type": "END"}``. ``code_dir``: the code
+    snapshot the job imports (``code_setup``); None: whatever is installed when it starts.
     """
     params: dict[str, Any] = {
         "job_name": job_name,
@@ -45,7 +50,24 @@ def submitit_parameters(
         params["dependency"] = dependency
     if slurm.extra:
         params["additional_parameters"] = dict(slurm.extra)
+    if code_dir is not None:
+        params["setup"] = code_setup(code_dir)
     return params
+
+
+def code_setup(code_dir: Path) -> list[str]:
+    """Lines of the sbatch script, before srun, that make the job import ``fercluster`` from ``code_dir``.
+
+    A requeue reruns the same script, so it imports the same snapshot. PYTHONSAFEPATH keeps
+    ``python -m`` (submitit's entry point) from putting the working directory first on sys.path,
+    where a checkout's ``fercluster/`` would shadow the snapshot when the sweep runs from the repo.
+    """
+    folder = shlex.quote(str(Path(code_dir).absolute()))
+    return [
+        f"export {code.ENV}={folder}",
+        f"export PYTHONPATH={folder}${{PYTHONPATH:+:$PYTHONPATH}}",
+        "export PYTHONSAFEPATH=1",
+    ]
 
 
 def processes(slurm: Slurm) -> int:

@@ -10,7 +10,8 @@ searches sharing a node do not collide. On pre-emption or time-out submitit requ
 (``Checkpointable``); the new run restores the search from ``jobs/<sweep>/ray``.
 
 ``submit_tune_slurm`` submits the allocation (what ``fercluster sweep CONFIG`` does with a
-``tune:`` section). ``slurm/ray_tune.sbatch`` does the same without submitit, for sites that prefer
+``tune:`` section), on a snapshot of the current code as a grid's jobs (``snapshots``): the search
+and its trials import ``fercluster`` from ``jobs/<sweep>/code/<hash>/``, requeues included. ``slurm/ray_tune.sbatch`` does the same without submitit, for sites that prefer
 sbatch: it runs ``python -m fercluster.orchestration.tune.allocation CONFIG`` on every task
 through ``srun`` (``main``).
 """
@@ -26,11 +27,13 @@ from typing import Any
 import submitit
 
 from fercluster.atomic import write_json
+from fercluster.code import check_imported_snapshot
 from fercluster.config import SweepConfig, load_config, parse_config
 from fercluster.errors import TrainingError
 from fercluster.orchestration.slurm.backend import allocation_live
 from fercluster.orchestration.slurm.resources import submitit_parameters
-from fercluster.orchestration.state import ensure_dir
+from fercluster.orchestration.snapshots import current_code
+from fercluster.orchestration.state import ensure_dir, private_umask
 from fercluster.orchestration.tune import ray_cluster, search
 from fercluster.orchestration.tune.state import (
     check_fingerprint,
@@ -55,6 +58,7 @@ class TuneSearchJob(submitit.helpers.Checkpointable):
     def __call__(self, cfg_data: dict[str, Any], cwd: str) -> dict[str, Any] | None:
         os.chdir(cwd)  # the config's paths are relative to where `fercluster sweep` ran
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        check_imported_snapshot()
         cfg = parse_config(cfg_data)
         env = submitit.JobEnvironment()
         tag = f"{env.job_id}-{os.environ.get('SLURM_RESTART_COUNT', '0')}"
@@ -124,18 +128,19 @@ def _cpus() -> int:
 
 
 # -- the submitting side -------------------------------------------------------------------------
-def slurm_parameters(cfg: SweepConfig) -> dict[str, Any]:
-    """submitit parameters: the sweep's resources (``slurm.resources.submitit_parameters``), one task per node."""
-    params = submitit_parameters(cfg.slurm, job_name=f"fercluster-{cfg.name}-tune")
+def slurm_parameters(cfg: SweepConfig, code_dir: Path | None = None) -> dict[str, Any]:
+    """submitit parameters: the sweep's resources (``slurm.resources.submitit_parameters``), one task
+    per node; ``code_dir``: the code snapshot the allocation imports."""
+    params = submitit_parameters(cfg.slurm, job_name=f"fercluster-{cfg.name}-tune", code_dir=code_dir)
     params["nodes"] = cfg.slurm.nodes
     params["ntasks_per_node"] = 1  # one Ray node per SLURM node; Ray shares the node's GPUs among trials
     return params
 
 
-def submit(cfg: SweepConfig, folder: Path) -> str:
-    """Submit the allocation; returns its SLURM job id."""
+def submit(cfg: SweepConfig, folder: Path, code_dir: Path | None = None) -> str:
+    """Submit the allocation (on the code snapshot ``code_dir``; None: live); returns its SLURM job id."""
     executor = submitit.SlurmExecutor(folder=str(ensure_dir(folder / "submitit")))
-    executor.update_parameters(**slurm_parameters(cfg))
+    executor.update_parameters(**slurm_parameters(cfg, code_dir))
     job = executor.submit(TuneSearchJob(), cfg.model_dump(mode="json"), str(Path.cwd()))
     return str(job.job_id)
 
@@ -157,14 +162,19 @@ def submit_tune_slurm(cfg: SweepConfig, console: Any = None) -> dict[str, Any]:
                 console.print(f"search {cfg.name}: allocation {live} is already queued or running")
             return {"state": "submitted", "slurm_id": live, "submitted": False}
         search.prepare(cfg, console)  # once, here, rather than racing on the nodes
-        slurm_id = submit(cfg, state_dir(cfg))
+        with private_umask():
+            code, _ = current_code(cfg, make=True)
+        before = read_search(cfg).get("code")
+        slurm_id = submit(cfg, state_dir(cfg), code.path)
         record = {**read_search(cfg), "state": "submitted", "mode": "slurm", "slurm_id": slurm_id,
-                  "submitted": time.time(), "fingerprint": fingerprint(cfg)}  # fmt: skip
+                  "submitted": time.time(), "fingerprint": fingerprint(cfg), "code": code.key}  # fmt: skip
         write_json(state_dir(cfg) / "search.json", record)
     if console is not None:
-        console.print(f"search {cfg.name}: submitted allocation {slurm_id} "
-                      f"({cfg.slurm.nodes} node(s)); follow it with `fercluster status`")  # fmt: skip
-    return {"state": "submitted", "slurm_id": slurm_id, "submitted": True}
+        console.print(f"search {cfg.name}: submitted allocation {slurm_id} ({cfg.slurm.nodes} node(s)) on code "
+                      f"{code.key}; follow it with `fercluster status`")  # fmt: skip
+        if before and before != code.key:
+            console.print(f"[yellow]note: the search ran code {before} before; its trials now run {code.key}[/]")
+    return {"state": "submitted", "slurm_id": slurm_id, "submitted": True, "code": code.key}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,7 @@ Ray; ``allocation`` runs it inside a SLURM allocation). Both return the search's
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -34,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from fercluster import code
 from fercluster.atomic import write_json
 from fercluster.config import SearchParam, SweepConfig
 from fercluster.errors import ConfigError, TrainingError
@@ -295,8 +297,13 @@ def connect(address: str, token: Path) -> None:
     import ray
 
     ray_cluster.use_auth(token)
-    ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING,
-             configure_logging=True, include_dashboard=False)  # fmt: skip
+    # Ray puts the driver's working directory first on its workers' sys.path: run from a checkout's
+    # root, the trials would import the checkout's fercluster/ rather than the snapshot this
+    # allocation runs (code.ENV, set by its sbatch script). So the driver connects from the snapshot.
+    snapshot = os.environ.get(code.ENV)
+    with contextlib.chdir(snapshot) if snapshot else contextlib.nullcontext():
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING,
+                 configure_logging=True, include_dashboard=False)  # fmt: skip
 
 
 def disconnect() -> None:

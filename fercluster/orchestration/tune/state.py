@@ -121,7 +121,7 @@ def tune_status(cfg: SweepConfig) -> dict[str, Any] | None:
             best[name] = doc["best"]
     return {"sweep": cfg.name, "state": state, "slurm_id": record.get("slurm_id"), "by_state": by_state,
             "trials": trials, "best": best, "updated": record.get("finished") or record.get("started"),
-            "best_path": str(results_dir(cfg) / "best.json")}  # fmt: skip
+            "best_path": str(results_dir(cfg) / "best.json"), "code": record.get("code")}  # fmt: skip
 
 
 def _alive(record: dict[str, Any]) -> bool:
@@ -157,7 +157,7 @@ def status_table(status: dict[str, Any]) -> Any:
     best = "; ".join(f"{d}: k={b.get('k'):.3g} ({fmt.pct(b.get('best_val_acc'))} val)"
                      for d, b in status["best"].items() if b.get("k") is not None)  # fmt: skip
     title = f"search {status['sweep']}: {status['state']}" + (
-        f" (SLURM {status['slurm_id']})" if status["slurm_id"] else ""
+        f" (SLURM {status['slurm_id']}, code {status.get('code') or '-'})" if status["slurm_id"] else ""
     )
     table = Table(title=title, caption=f"{counts}" + (f"; best so far: {best}" if best else ""))
     for col in ("data set", "trial", "k", "state", "iteration", "val acc", "best val", "test acc"):
