@@ -31,6 +31,10 @@ EVAL_CHUNK = 512
 def set_tf32(enabled: bool) -> None:
     """TF32 on or off for float32 matmuls and cuDNN convolutions (PyTorch's per-backend precision
     switches; the legacy ``allow_tf32`` flags must not be mixed with them)."""
+    if not hasattr(torch.backends.cudnn, "conv"):  # torch < 2.9: only the legacy flags exist
+        torch.backends.cuda.matmul.allow_tf32 = enabled
+        torch.backends.cudnn.allow_tf32 = enabled
+        return
     precision = "tf32" if enabled else "ieee"
     torch.backends.cuda.matmul.fp32_precision = precision
     torch.backends.cudnn.conv.fp32_precision = precision
