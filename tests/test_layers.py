@@ -3,10 +3,10 @@
 Every module of ``fercluster/`` is parsed with ``ast``: imports at module level and inside
 functions alike, ``from x import y`` counted as an import of the module ``x.y`` when there is one,
 relative imports resolved. Layers, lowest first: base (``fercluster`` itself, ``errors``,
-``atomic``, ``lock``, ``fmt``, ``config``) -> data -> train -> orchestration -> analysis -> cli.
-A module may import its own layer or lower ones; the one exception is the aggregation job's call
-into the analysis (``EXCEPTIONS``). Importing a module does not count as importing its parent
-packages (their ``__init__`` only holds docstrings).
+``atomic``, ``lock``, ``fmt``, ``overrides``, ``config``) -> data -> train -> orchestration ->
+analysis -> cli. A module may import its own layer or lower ones; the one exception is the
+aggregation job's call into the analysis (``EXCEPTIONS``). Importing a module does not count as
+importing its parent packages (their ``__init__`` only holds docstrings).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ BASE = {
     "fercluster.atomic",
     "fercluster.lock",
     "fercluster.fmt",
+    "fercluster.overrides",
     "fercluster.config",
 }
 EXCEPTIONS = {("fercluster.orchestration.jobs", "fercluster.analysis.report")}  # aggregate_job, deferred
