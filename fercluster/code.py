@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import fercluster
 from fercluster.atomic import atomic_dir, umask, write_json
 from fercluster.errors import CodeError
 
@@ -39,7 +38,7 @@ GIT_TIMEOUT_S = 30
 
 def package_dir() -> Path:
     """The folder of the ``fercluster`` package this process imported."""
-    return Path(fercluster.__file__).resolve().parent
+    return Path(__file__).resolve().parent  # this module lies at the package's top
 
 
 @dataclass(frozen=True)
@@ -149,7 +148,7 @@ def make_snapshot(root: Path, files: CodeFiles | None = None) -> Snapshot:
         "source": files.source,
         "origin": str(files.package),
         "commit": commit(files.package) if files.source == "git" else None,
-        "version": fercluster.__version__,
+        "version": _version(),
         "files": len(files.contents),
         "created": time.time(),
     }
@@ -207,3 +206,12 @@ def check_imported_snapshot() -> None:
             f"this job should run the code snapshot {expected} but imported fercluster from {package_dir()} "
             f"(is a folder holding fercluster/ first on sys.path?); it stopped before running other code"
         )
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("fercluster")
+    except metadata.PackageNotFoundError:
+        return "unknown"

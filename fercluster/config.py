@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Sequence
 
 import yaml
 from pydantic import (
@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from fercluster.errors import ConfigError
+from fercluster.overrides import annotate, apply_overrides
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -246,6 +247,8 @@ class SweepConfig(Strict):
     tune: Tune | None = None
     analysis: Analysis = Field(default_factory=Analysis)
     _trains: dict[str, Train] = PrivateAttr(default_factory=dict)  # per data set, overrides applied
+    _source: str | None = PrivateAttr(default=None)  # the YAML file it was loaded from (resolved)
+    _overrides: tuple[str, ...] = PrivateAttr(default=())  # key=value overrides applied to it
 
     @model_validator(mode="after")
     def _references(self) -> "SweepConfig":
@@ -302,6 +305,16 @@ class SweepConfig(Strict):
         return hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
 
     @property
+    def source(self) -> str | None:
+        """The YAML file this config was loaded from (absolute), None if built from a mapping."""
+        return self._source
+
+    @property
+    def overrides(self) -> tuple[str, ...]:
+        """The ``key=value`` overrides applied to the file (``--set``), in order."""
+        return self._overrides
+
+    @property
     def jobs_dir(self) -> Path:
         return self.paths.jobs / self.name
 
@@ -314,9 +327,8 @@ class SweepConfig(Strict):
 _TAG_RE = re.compile(r"^(literal\[.*\]|[a-z-]+\[.*\]|function-.*)$")
 
 
-def _format(exc: ValidationError, prefix: str = "") -> str:
+def _format(lines: list[str]) -> str:
     """One line for one problem; a head line and one indented line per problem for several."""
-    lines = _lines(exc, prefix)
     return "invalid config: " + lines[0] if len(lines) == 1 else "invalid config:\n  " + "\n  ".join(lines)
 
 
@@ -356,20 +368,33 @@ def _lines(exc: ValidationError, prefix: str = "") -> list[str]:
     return list(lines.values())
 
 
-def parse_config(data: Any, source: str = "<config>") -> SweepConfig:
-    """Validate a mapping (e.g. parsed YAML) into a frozen ``SweepConfig``."""
+def parse_config(data: Any, source: str = "<config>", overrides: Sequence[str] = ()) -> SweepConfig:
+    """Validate a mapping (e.g. parsed YAML) into a frozen ``SweepConfig``.
+
+    ``overrides``: ``key=value`` strings (``train.iterations=500``, ``grid.0.folds=[0,1]``) applied
+    to the mapping first (``fercluster.overrides``); their problems and the config's are reported
+    together, in one ConfigError.
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    if isinstance(overrides, str):
+        overrides = [overrides]  # one override given bare: not its characters
+    overrides = tuple(overrides)
+    data, problems = apply_overrides(data, overrides)
     try:
         # Validated as JSON in strict mode: no silent coercion (``true`` is not an int, "40" is not
         # a number), while paths may be written as strings.
-        return SweepConfig.model_validate_json(json.dumps(data, default=str))
+        cfg = SweepConfig.model_validate_json(json.dumps(data, default=str))
     except ValidationError as exc:
-        raise ConfigError(f"{source}: " + _format(exc)) from None
+        problems += annotate(_lines(exc), overrides)
+    if problems:
+        raise ConfigError(f"{source}: " + _format(problems)) from None
+    cfg._overrides = overrides
+    return cfg
 
 
-def load_config(path: str | Path) -> SweepConfig:
-    """Load and validate a sweep config from a YAML file."""
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> SweepConfig:
+    """Load and validate a sweep config from a YAML file, with ``key=value`` ``overrides`` applied."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -379,4 +404,6 @@ def load_config(path: str | Path) -> SweepConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_config(data, source=str(path))
+    cfg = parse_config(data, source=str(path), overrides=overrides)
+    cfg._source = str(path.resolve())
+    return cfg

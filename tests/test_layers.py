@@ -3,10 +3,12 @@
 Every module of ``fercluster/`` is parsed with ``ast``: imports at module level and inside
 functions alike, ``from x import y`` counted as an import of the module ``x.y`` when there is one,
 relative imports resolved. Layers, lowest first: base (``fercluster`` itself, ``errors``,
-``atomic``, ``lock``, ``fmt``, ``config``, ``code``) -> data -> train -> orchestration -> analysis -> cli.
-A module may import its own layer or lower ones; the one exception is the aggregation job's call
-into the analysis (``EXCEPTIONS``). Importing a module does not count as importing its parent
-packages (their ``__init__`` only holds docstrings).
+``atomic``, ``lock``, ``fmt``, ``overrides``, ``config``, ``code``) -> data -> train -> orchestration ->
+analysis -> cli, where the library's API (``fercluster.api``) sits with the CLI. A module may
+import its own layer or lower ones; the exceptions (``EXCEPTIONS``) are the aggregation job's call
+into the analysis and the package's lazy re-export of the API (only inside its ``__getattr__``, or
+for type checkers). Importing a module does not count as importing its parent packages (their
+``__init__`` only holds docstrings and re-exports).
 """
 
 from __future__ import annotations
@@ -25,10 +27,15 @@ BASE = {
     "fercluster.atomic",
     "fercluster.lock",
     "fercluster.fmt",
+    "fercluster.overrides",
     "fercluster.config",
     "fercluster.code",
 }
-EXCEPTIONS = {("fercluster.orchestration.jobs", "fercluster.analysis.report")}  # aggregate_job, deferred
+TOP = "fercluster.api"  # the library's API: a layer of its own would sit where the CLI does, at the top
+EXCEPTIONS = {
+    ("fercluster.orchestration.jobs", "fercluster.analysis.report"),  # aggregate_job, deferred
+    ("fercluster", "fercluster.api"),  # PEP 562 lazy re-export (test_the_package_reexports_the_api_lazily)
+}
 JOB_SIDE_BANNED = ("submitit", "ray", "rich", "matplotlib", "typer")
 
 
@@ -86,6 +93,8 @@ def graph() -> dict[str, dict[str, int]]:
 def layer(module: str) -> str | None:
     if module in BASE:
         return "base"
+    if module == TOP or module.startswith(TOP + "."):
+        return "cli"
     parts = module.split(".")
     return parts[1] if len(parts) > 1 and parts[1] in LAYERS[1:] else None
 
@@ -152,6 +161,7 @@ def test_the_parser_sees_imports_inside_functions_and_resolves_them() -> None:
     assert "fercluster.orchestration.slurm.parse" in edges["fercluster.orchestration.fake"]  # from pkg import module
     assert cycles({"a": {"b": 1}, "b": {"c": 1}, "c": {"a": 1}, "d": {"a": 1}}) == [["a", "b", "c", "a"]]
     assert layer("fercluster.config") == "base" and layer("fercluster.orchestration.tune.search") == "orchestration"
+    assert layer("fercluster.api") == layer("fercluster.api.sweep_results") == "cli"
 
 
 def test_no_import_cycles() -> None:
@@ -198,3 +208,44 @@ def test_job_side_imports_without_the_heavy_or_interactive_packages() -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     loaded = proc.stdout.strip()
     assert not loaded, f"importing fercluster.data and fercluster.train loaded: {loaded}"
+
+
+def test_the_package_reexports_the_api_lazily() -> None:
+    """``import fercluster`` (what every job does first) loads no layer above the job side; the
+    API's names resolve on first use. Its imports of the API are inside ``__getattr__`` or under
+    ``if TYPE_CHECKING:``, never run at import."""
+    tree = ast.parse((PACKAGE / "__init__.py").read_text())
+    lazy: set[int] = set()
+    for node in ast.walk(tree):
+        lazy_block = (isinstance(node, ast.FunctionDef) and node.name == "__getattr__") or (
+            isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+        )
+        if lazy_block:
+            lazy |= {id(n) for n in ast.walk(node)}
+    known = modules()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in lazy:
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [
+                f"{node.module}.{a.name}" for a in node.names]  # fmt: skip
+            above = [n for n in names if (m := _resolve(n, known)) and layer(m) not in ("base", None)]
+            assert not above, f"fercluster/__init__.py:{node.lineno} imports {above} at import time"
+    code = textwrap.dedent(
+        """
+        import sys
+        import fercluster
+        before = sorted(m for m in sys.modules if m.startswith("fercluster."))
+        import fercluster.train.job, fercluster.data
+        heavy = sorted(m for m in sys.modules if m.split(".")[:2] in
+                       (["fercluster", "api"], ["fercluster", "orchestration"], ["fercluster", "analysis"],
+                        ["fercluster", "cli"]) or m.split(".")[0] in ("rich", "submitit", "ray", "typer"))
+        print(before, heavy)
+        assert callable(fercluster.results) and fercluster.load_config.__module__ == "fercluster.config"
+        assert "fercluster.api" in sys.modules and set(fercluster.__all__) <= set(dir(fercluster))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=PACKAGE.parent)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "[] []", (
+        f"import fercluster loaded (fercluster.*, then above the job side): {proc.stdout}"
+    )

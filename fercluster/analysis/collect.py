@@ -18,8 +18,9 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import orjson
@@ -27,7 +28,8 @@ import pyarrow as _pa
 
 from fercluster.config import SweepConfig
 
-METRIC_COLUMNS = ("iteration", "val_acc", "test_acc", "wall_time")
+METRIC_COLUMNS = ("iteration", "val_acc", "test_acc", "wall_time")  # what the tables and curves need
+ALL_METRIC_COLUMNS = ("iteration", "train_loss", "train_acc", "val_acc", "test_acc", "wall_time")  # the file's
 PREDICTION_COLUMNS = ("label", "prediction")
 CHUNK = 256  # run directories per thread task
 
@@ -40,7 +42,7 @@ class JobResult:
     run_dir: Path
     spec: dict[str, Any]  # JobSpec dict
     info: dict[str, Any]  # job.json
-    metrics: dict[str, np.ndarray]  # iteration, val_acc, test_acc
+    metrics: dict[str, np.ndarray]  # iteration, val_acc, test_acc, wall_time (or the columns asked for), float64
     labels: np.ndarray  # test labels of the selected checkpoint
     predictions: np.ndarray  # its predictions
 
@@ -79,13 +81,13 @@ def planned_jobs(cfg: SweepConfig) -> list[PlannedJob]:
     return [PlannedJob(s.dataset, int(s.fold), s.variant, int(s.seed), s.job_id, Path(s.run_dir)) for s in expand(cfg)]
 
 
-def read_job(run_dir: Path) -> JobResult:
+def read_job(run_dir: Path, metric_columns: Sequence[str] = METRIC_COLUMNS) -> JobResult:
     """Read one complete run directory; raises ValueError/OSError with the reason if it is broken."""
     base = os.fspath(run_dir) + os.sep
-    return _read_job(run_dir, base, _load_json(run_dir, base))
+    return _read_job(run_dir, base, _load_json(run_dir, base), tuple(metric_columns))
 
 
-def _read_job(run_dir: Path, base: str, info: Any) -> JobResult:
+def _read_job(run_dir: Path, base: str, info: Any, metric_columns: tuple[str, ...] = METRIC_COLUMNS) -> JobResult:
     import pyarrow.parquet as pq
 
     if not isinstance(info, dict) or not isinstance(info.get("spec"), dict):
@@ -94,14 +96,14 @@ def _read_job(run_dir: Path, base: str, info: Any) -> JobResult:
     job_id = str(info.get("job_id", ""))
     if job_id != run_dir.name or spec.get("job_id", job_id) != job_id:
         raise ValueError(f"job.json says job {job_id!r} (spec {spec.get('job_id')!r}) but lies in {run_dir.name}")
-    metrics = _read_columns(pq, run_dir, base, "metrics.parquet", METRIC_COLUMNS)
+    metrics = _read_columns(pq, run_dir, base, "metrics.parquet", metric_columns)
     preds = _read_columns(pq, run_dir, base, "predictions.parquet", PREDICTION_COLUMNS)
     return JobResult(
         job_id=job_id,
         run_dir=run_dir,
         spec=spec,
         info=info,
-        metrics={k: metrics[k].astype(np.float64) for k in METRIC_COLUMNS},
+        metrics={k: metrics[k].astype(np.float64) for k in metric_columns},
         labels=preds["label"].astype(np.int64),
         predictions=preds["prediction"].astype(np.int64),
     )
@@ -148,7 +150,9 @@ def _read_table(pq: Any, path: Path, columns: tuple[str, ...]) -> Any:
 _ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)  # what Path.exists() reads as "no"
 
 
-def _try_read_complete(run_dir: Path) -> JobResult | dict[str, Any] | None:
+def _try_read_complete(
+    run_dir: Path, metric_columns: tuple[str, ...] = METRIC_COLUMNS
+) -> JobResult | dict[str, Any] | None:
     """The job of a run directory, ``{job_id, run_dir, reason}`` if its files are broken, None if it
     holds no job.json (not complete).
 
@@ -163,19 +167,27 @@ def _try_read_complete(run_dir: Path) -> JobResult | dict[str, Any] | None:
             return None
         data = None  # e.g. a directory named job.json: exists, and the reader reports why it is broken
     try:
-        return _read_job(run_dir, base, _load_json(run_dir, base, data))
+        return _read_job(run_dir, base, _load_json(run_dir, base, data), metric_columns)
     except (ValueError, OSError, KeyError, json.JSONDecodeError) as exc:
         return {"job_id": run_dir.name, "run_dir": str(run_dir), "reason": str(exc)}
 
 
-def _read_chunk(run_dirs: list[Path]) -> list[JobResult | dict[str, Any] | None]:
-    return [_try_read_complete(d) for d in run_dirs]
+def _read_chunk(
+    run_dirs: list[Path], metric_columns: tuple[str, ...] = METRIC_COLUMNS
+) -> list[JobResult | dict[str, Any] | None]:
+    return [_try_read_complete(d, metric_columns) for d in run_dirs]
 
 
-def collect(cfg: SweepConfig, workers: int | None = None, plan: list[PlannedJob] | None = None) -> Collection:
+def collect(
+    cfg: SweepConfig,
+    workers: int | None = None,
+    plan: list[PlannedJob] | None = None,
+    metric_columns: Sequence[str] = METRIC_COLUMNS,
+) -> Collection:
     """Every complete job of the sweep, the planned jobs still missing, the broken ones skipped.
 
     ``plan``: the result of ``planned_jobs(cfg)`` when the caller already has it.
+    ``metric_columns``: the columns of metrics.parquet to read (``ALL_METRIC_COLUMNS``: all of them).
     """
     planned = plan if plan is not None else planned_jobs(cfg)
     runs = cfg.results_dir / "runs"
@@ -185,7 +197,7 @@ def collect(cfg: SweepConfig, workers: int | None = None, plan: list[PlannedJob]
         if runs.is_dir()
         else []
     )
-    outcomes = [o for o in _read_all([p.run_dir for p in planned], workers) if o is not None]
+    outcomes = [o for o in read_runs([p.run_dir for p in planned], workers, metric_columns) if o is not None]
     results = [o for o in outcomes if isinstance(o, JobResult)]
     skipped = [o for o in outcomes if isinstance(o, dict)]
     done_keys = {r.key for r in results}
@@ -198,16 +210,20 @@ def collect(cfg: SweepConfig, workers: int | None = None, plan: list[PlannedJob]
     return Collection(results, planned, missing, skipped, extra)
 
 
-def _read_all(run_dirs: list[Path], workers: int | None) -> list[JobResult | dict[str, Any] | None]:
-    """Read the run directories in order, by a few threads over chunks of them.
+def read_runs(
+    run_dirs: list[Path], workers: int | None = None, metric_columns: Sequence[str] = METRIC_COLUMNS
+) -> list[JobResult | dict[str, Any] | None]:
+    """Read the run directories in order, by a few threads over chunks of them: per directory its
+    ``JobResult``, ``{job_id, run_dir, reason}`` if it is complete but broken, None if not complete.
 
     Threads only pay where the files are slow to reach (a network file system): on a local disk
     the parse holds the GIL and threads only fight over it, so they are few, each given a chunk
     (not one future per job), and a small sweep is read in this thread.
     """
+    read = partial(_read_chunk, metric_columns=tuple(metric_columns))
     workers = max(1, workers or min(4, os.cpu_count() or 1))
     if workers == 1 or len(run_dirs) <= CHUNK:
-        return _read_chunk(run_dirs)
+        return read(run_dirs)
     chunks = [run_dirs[i : i + CHUNK] for i in range(0, len(run_dirs), CHUNK)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return [o for part in pool.map(_read_chunk, chunks) for o in part]
+        return [o for part in pool.map(read, chunks) for o in part]

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Optional
 
 import typer
+
+from fercluster.cli.overrides import load, set_option
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
@@ -14,6 +17,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     def aggregate_cmd(
         config: Path = typer.Argument(..., help="The sweep's YAML config."),
         as_json: bool = typer.Option(False, "--json", help="Print summary.json instead of the table."),
+        sets: Optional[list[str]] = set_option(),
     ) -> None:
         """Tables, curves, filter grids, KL rankings and a report from a sweep's complete jobs.
 
@@ -21,11 +25,10 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         """
         from rich.console import Console
 
-        from fercluster.analysis.report import aggregate
-        from fercluster.config import load_config
+        from fercluster.api import aggregate
 
-        cfg = load_config(config)
-        summary = aggregate(cfg, Console(stderr=True))
+        cfg = load(config, sets)
+        summary = aggregate(cfg, console=Console(stderr=True))
         table = summary.pop("table")
         if as_json:
             print(json.dumps(summary, indent=2, default=str))

@@ -14,6 +14,7 @@ from typing import Any, Optional
 import typer
 
 from fercluster import fmt
+from fercluster.cli.overrides import load, set_option
 from fercluster.errors import ConfigError
 from fercluster.orchestration.states import ACTIVE, ENDED_BADLY
 
@@ -47,33 +48,19 @@ def _console(stderr: bool = False) -> Any:
     return Console(stderr=stderr, width=None if stream.isatty() else 160)  # pipes: wide rows, no wrap
 
 
-def _load(config: Optional[Path]) -> tuple[Any, Path]:
-    """The config given, or the last sweep started from this folder."""
-    from fercluster.config import load_config
-    from fercluster.orchestration.last import last_config
-
-    if config is None:
-        config = last_config()
-        if config is None:
-            raise ConfigError(
-                "no CONFIG given and no sweep started from this folder; example: fercluster status configs/smoke.yaml"
-            )
-    return load_config(config), config
-
-
-def _record_last(config: Path, console: Any) -> None:
+def _record_last(config: Path, overrides: tuple[str, ...], console: Any) -> None:
     from fercluster.orchestration.last import record_last
 
     try:
-        record_last(config)
+        record_last(config, overrides=overrides)
     except OSError as exc:  # a read-only home must not stop a sweep
         console.print(f"[yellow]note: could not record this sweep for `fercluster status` without CONFIG ({exc})[/]")
 
 
 def _backend(cfg: Any) -> Any:
-    from fercluster.orchestration.slurm.backend import SlurmBackend
+    from fercluster.api.sweeps import slurm_backend
 
-    return SlurmBackend(cfg.jobs_dir / "submitit")
+    return slurm_backend(cfg)
 
 
 def jobs_table(rows: list[Any], title: str = "", actions: dict[str, str] | None = None, limit: int = 500) -> Any:
@@ -135,21 +122,26 @@ def sweep_cmd(
     as_json: bool = typer.Option(
         False, "--json", help="Print the plan (each job's id, place, k and action) and what was done as JSON."
     ),
+    sets: Optional[list[str]] = set_option(),
+    no_overrides: bool = typer.Option(
+        False, "--no-overrides", help="Drop the overrides of the sweep's last run: the config file alone."
+    ),
 ) -> None:
     """Submit a sweep's missing jobs to SLURM as job arrays (or run them here with --local).
 
-    Re-running submits nothing that is done, queued or running.
+    Re-running submits nothing that is done, queued or running; with other overrides than the
+    last run it says which jobs they add and which they leave.
 
-    Example: fercluster sweep configs/smoke.yaml --dry-run --json
+    Example: fercluster sweep configs/smoke.yaml --dry-run --json --set train.iterations=20
     """
-    from fercluster.config import load_config
+    from fercluster import api
 
     if code is not None and (not retry_failed or code not in ("submitted", "current")):
         raise ConfigError(f"--code: got {code!r}; it goes with --retry-failed and is 'submitted' or 'current'")
-    cfg = load_config(config)
+    cfg = load(config, sets, no_overrides=no_overrides, hint="--set replaces them, --no-overrides drops them")
     console = _console()
     if not dry_run:
-        _record_last(config, console)
+        _record_last(config, cfg.overrides, console)
     if cfg.tune is not None:
         if dry_run:
             console.print(f"[bold]{cfg.name}[/]: a Ray Tune search (dry run, nothing started):")
@@ -162,9 +154,7 @@ def sweep_cmd(
             raise ConfigError(
                 "--local runs the plan here; it does not combine with --dry-run, --prune or --retry-failed"
             )
-        from fercluster.orchestration.local import run_local
-
-        summary = run_local(cfg, console)
+        summary = api.run_local(cfg, console=console)  # it says first what changed overrides add and leave
         console.print(
             f"[bold]{cfg.name}[/]: ran {summary['ran']}, skipped {summary['skipped']} done, "
             f"failed {summary['failed']}, in {summary['total_s']:.1f} s"
@@ -172,48 +162,29 @@ def sweep_cmd(
         if summary["failed"]:
             raise typer.Exit(1)
         return
-    from fercluster.orchestration.coordinator import run_sweep
-
-    result = run_sweep(
-        cfg, _backend(cfg), dry_run=dry_run, retry_failed=retry_failed, prune=prune, retry_code=code or "submitted"
+    submission = api.submit(
+        cfg,
+        dry_run=dry_run,
+        retry_failed=retry_failed,
+        prune=prune,
+        retry_code=code or "submitted",
+        backend=_backend(cfg),
     )
     if as_json:
-        print(json.dumps(sweep_json(cfg, result), default=str))
+        print(json.dumps(submission.to_dict(), default=str))
         return
-    _print_sweep(cfg, result, console)
+    _print_change(submission.change, console, dry_run=dry_run)
+    _print_sweep(cfg, submission.result, console)
 
 
 ACTION_TEXT = {"submit": "submit", "retry": "retry", "skip": "skip (done)", "leave": "leave (queued/running)",
                "failed": "failed: --retry-failed"}  # fmt: skip
 
 
-def actions(diff: Any) -> dict[str, str]:
-    """What the sweep does (or would do) with each job: submit, retry, skip, leave or failed."""
-    out = {s.job_id: "submit" for s in diff.submit}
-    out.update({s.job_id: "retry" for s in diff.retry})
-    out.update({s.job_id: "skip" for s in diff.done})
-    out.update({s.job_id: "leave" for s in diff.active})
-    out.update({s.job_id: "failed" for s, _ in diff.failed})
-    return out
-
-
-def sweep_json(cfg: Any, result: Any) -> dict[str, Any]:
-    """``sweep --json``: one entry per planned job, and what was submitted."""
-    todo = actions(result.diff)
-    keys = ("job_id", "dataset", "fold", "variant", "seed", "k", "state")
-    return {
-        "sweep": cfg.name,
-        "dry_run": result.dry_run,
-        "summary": result.diff.summary(),
-        "jobs": [
-            {**{key: getattr(row, key) for key in keys}, "action": todo.get(row.job_id, "")} for row in result.rows
-        ],
-        "arrays": result.arrays,
-        "aggregate_id": result.aggregate_id,
-        "adopted": result.adopted,
-        "cancelled": result.cancelled,
-        "code": result.code,
-    }
+def _print_change(change: Any, console: Any, dry_run: bool) -> None:
+    if change is not None:
+        for line in change.lines(dry_run=dry_run):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _search(cfg: Any, local: bool, console: Any) -> None:
@@ -243,6 +214,8 @@ def _search(cfg: Any, local: bool, console: Any) -> None:
 def _print_sweep(cfg: Any, result: Any, console: Any) -> None:
     d = result.diff
     if result.dry_run:
+        from fercluster.api.sweeps import actions
+
         shown = {job_id: ACTION_TEXT[a] for job_id, a in actions(d).items()}
         console.print(jobs_table(result.rows, title=f"plan of sweep {cfg.name} (dry run)", actions=shown))
         verb = "would"
@@ -280,12 +253,13 @@ def status_cmd(
     failed: bool = typer.Option(False, "--failed", help="Show each failed job's reason and the tail of its log."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with a 'jobs' list."),
     interval: float = typer.Option(10.0, "--interval", help="Seconds between refreshes with --watch."),
+    sets: Optional[list[str]] = set_option(),
 ) -> None:
     """Show a sweep's jobs: counts by state and one row per job (one SLURM query per refresh).
 
     Example: fercluster status configs/smoke.yaml --watch
     """
-    cfg, _ = _load(config)
+    cfg = load(config, sets)
     if cfg.tune is not None:
         from fercluster.orchestration.tune.state import status_table, tune_status
 
@@ -366,15 +340,16 @@ def _render(cfg: Any, snap: dict[str, Any], failed: bool) -> Any:
 def cancel_cmd(
     config: Path = typer.Argument(..., help="Sweep config (YAML)."),
     job: Optional[str] = typer.Option(None, "--job", help="Cancel only this job (fercluster job id or SLURM id)."),
+    sets: Optional[list[str]] = set_option(),
 ) -> None:
     """Cancel a sweep's queued and running jobs on SLURM (and its aggregation job).
 
     Example: fercluster cancel configs/smoke.yaml --job 3fa2c81d09
     """
-    from fercluster.orchestration.status import cancel
+    from fercluster.api import cancel
 
-    cfg, _ = _load(config)
-    ids = cancel(cfg, _backend(cfg), job)
+    cfg = load(config, sets)
+    ids = cancel(cfg, job, backend=_backend(cfg))
     _console().print(f"cancelled {len(ids)} SLURM job(s): {' '.join(ids) if ids else '-'}")
 
 

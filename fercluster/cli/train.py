@@ -9,6 +9,8 @@ from typing import Optional
 
 import typer
 
+from fercluster.cli.overrides import load, set_option
+
 INTERRUPTED_EXIT = 3  # the job saved its checkpoint on a signal; running it again resumes
 
 
@@ -19,19 +21,20 @@ def job(
     variant: str = typer.Option(..., "--variant", help="none, D, A or AD."),
     seed: int = typer.Option(0, "--seed", help="The job's seed (every random choice flows from it)."),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Default: results/<sweep>/runs/<job id>."),
+    sets: Optional[list[str]] = set_option(),
 ) -> None:
     """Run one job of a sweep here, with a progress bar; resumes from its checkpoint if one exists.
 
     Example: fercluster job configs/smoke.yaml --dataset ckplus --fold 0 --variant AD
     """
-    from fercluster.config import VARIANTS, load_config
+    from fercluster.config import VARIANTS
     from fercluster.data import ensure_prepared
     from fercluster.errors import ConfigError
     from fercluster.orchestration.plan import make_spec
     from fercluster.train.checkpoint import JobInterrupted
     from fercluster.train.job import run_job
 
-    cfg = load_config(config)
+    cfg = load(config, sets)
     if dataset not in cfg.datasets:
         raise ConfigError(f"--dataset: got {dataset!r}; valid: {', '.join(sorted(cfg.datasets))}")
     if variant not in VARIANTS:

@@ -4,8 +4,9 @@ Per job: its SLURM id(s) (latest last), submission count, retries, array name an
 the code its latest submission runs (``code``: a snapshot hash, or ``live``; ``snapshots``).
 Per array: its deterministic job name, SLURM id, job ids (task i runs job_ids[i]) and code.
 ``pending``: submissions written BEFORE sbatch; a crash after sbatch leaves one here, and the next
-run finds the array by its job name and adopts it. Writes are atomic; a lock file keeps two
-``sweep`` commands from submitting the same jobs.
+run finds the array by its job name and adopts it. ``config``: the config file and ``--set``
+overrides of the last run (``status`` and a re-run without ``--set`` use them). Writes are
+atomic; a lock file keeps two ``sweep`` commands from submitting the same jobs.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ class SweepState:
     pending: dict[str, dict[str, Any]] = field(default_factory=dict)
     aggregate: dict[str, Any] | None = None
     removed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the config of the last run: {"path": its YAML file, "overrides": [key=value, ...]}; status and a
+    # re-run without --set use these overrides
+    config: dict[str, Any] | None = None
 
     # -- queries -----------------------------------------------------------------------------
     def slurm_id(self, job_id: str) -> str | None:
@@ -80,6 +84,7 @@ class SweepState:
             "pending": self.pending,
             "aggregate": self.aggregate,
             "removed": self.removed,
+            "config": self.config,
         }
 
     @classmethod
@@ -91,6 +96,7 @@ class SweepState:
             pending=data.get("pending", {}),
             aggregate=data.get("aggregate"),
             removed=data.get("removed", {}),
+            config=data.get("config"),
         )
 
 
