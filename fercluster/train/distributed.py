@@ -136,6 +136,16 @@ def setup(device: torch.device, info: DistInfo) -> None:
         dist.init_process_group("gloo", rank=info.rank, world_size=info.world_size, timeout=COLLECTIVE_TIMEOUT)
 
 
+def barrier(info: DistInfo) -> None:
+    """Wait until every rank is here (a job's ranks end together: one that tears its group down
+    while another still talks to it can abort the other's process)."""
+    if info.enabled:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.barrier()
+
+
 def teardown(info: DistInfo) -> None:
     if info.enabled:
         import torch.distributed as dist

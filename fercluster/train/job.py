@@ -71,7 +71,9 @@ def run_job(spec: JobSpec | dict, reporter: Reporter | None = None, progress: Pr
     _limit_threads(device)
     distributed.setup(device, info)
     try:
-        return _Run(spec, k, device, info, reporter, progress).run()
+        record = _Run(spec, k, device, info, reporter, progress).run()
+        distributed.barrier(info)  # rank 0 writes the outputs meanwhile; the others wait for it
+        return record
     finally:
         distributed.teardown(info)
 

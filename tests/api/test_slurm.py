@@ -39,11 +39,12 @@ def test_a_sweep_with_set_on_slurm(workdir: Path, monkeypatch: pytest.MonkeyPatc
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         frame = fercluster.status(cfg)
-        if set(frame["state"]) == {"COMPLETED"} and report.exists():
+        printed = json.loads(fercluster_cli(workdir, "status", "--json").stdout)
+        # the report is written before the aggregation job ends: wait for SLURM to say it ended
+        if set(frame["state"]) == {"COMPLETED"} and (printed["aggregate"] or {}).get("state") == "COMPLETED":
             break
         time.sleep(2)
     assert set(frame["state"]) == {"COMPLETED"} and report.exists(), frame[["job_id", "state", "reason"]]
-    printed = json.loads(fercluster_cli(workdir, "status", "--json").stdout)
     assert [j["job_id"] for j in printed["jobs"]] == frame["job_id"].tolist()
     assert {j["state"] for j in printed["jobs"]} == {"COMPLETED"} and printed["aggregate"]["state"] == "COMPLETED"
     r = fercluster.results(cfg)

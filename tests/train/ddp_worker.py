@@ -39,6 +39,7 @@ def steps(out: str, keep_group: bool = False) -> None:
     if info.is_main:
         torch.save(trainer.model.state_dict(), out)
     if not keep_group:  # run_job reuses an initialised group (re-initialising on the same port may hang)
+        distributed.barrier(info)
         distributed.teardown(info)
 
 
