@@ -78,18 +78,36 @@ def mid_search(status: dict) -> bool:
     return over and running
 
 
+INTERRUPT_TRIES = 3  # see `search`
+
+
 @pytest.fixture(scope="module")
 def search(tmp_path_factory):
     """Start the search with the CLI (`fercluster sweep CONFIG --local`) in a subprocess, Ctrl-C it
-    mid-search, then restore it here."""
+    mid-search, then restore it here.
+
+    The Ctrl-C must land while a trial is between its checkpoints; Ray stops the trial a moment
+    after the signal, and ASHA may end that very trial at the rung it reaches meanwhile. When that
+    race leaves no trial interrupted mid-run (the tests' precondition), the interruption is done
+    again in a fresh folder, up to INTERRUPT_TRIES times; the tests' assertions stay as they are.
+    """
     from fercluster.data import ensure_prepared
     from fercluster.orchestration.tune.search import run_tune_local
 
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    root = tmp_path_factory.mktemp("ktune")
-    path = write_config(root, tiny_config(root))
-    cfg = load_config(path)
-    ensure_prepared(cfg, "ckplus")
+    for _ in range(INTERRUPT_TRIES):
+        root = tmp_path_factory.mktemp("ktune")
+        path = write_config(root, tiny_config(root))
+        cfg = load_config(path)
+        ensure_prepared(cfg, "ckplus")
+        interrupted = _interrupt(root, path, cfg)
+        if _interrupted_mid_trial(root, cfg, interrupted["at_interrupt"], interrupted["interrupted_at"]):
+            break
+    summary = run_tune_local(cfg)
+    return {"root": root, "cfg": cfg, "summary": summary, **interrupted}
+
+
+def _interrupt(root: Path, path: Path, cfg) -> dict:
     env = {**os.environ, "XDG_STATE_HOME": str(root / "state")}  # where `sweep` records the last config
     driver = subprocess.Popen([sys.executable, "-m", "fercluster.cli.main", "sweep", str(path), "--local"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)  # fmt: skip
@@ -105,10 +123,19 @@ def search(tmp_path_factory):
     finally:
         if driver.poll() is None:
             driver.kill()
-    at_interrupt = read_status(root, cfg.name)
-    summary = run_tune_local(cfg)
-    return {"root": root, "cfg": cfg, "summary": summary, "at_interrupt": at_interrupt, "driver_out": out,
-            "driver_rc": driver.returncode, "interrupted_at": interrupted_at}  # fmt: skip
+    return {"at_interrupt": read_status(root, cfg.name), "driver_out": out, "driver_rc": driver.returncode,
+            "interrupted_at": interrupted_at}  # fmt: skip
+
+
+def _interrupted_mid_trial(root: Path, cfg, at_interrupt: dict, interrupted_at: float) -> bool:
+    """Whether a trial that had started was left unfinished by the interruption."""
+    for trial in at_interrupt.get("trials", []):
+        path = root / "results" / cfg.name / "tune" / "trials" / trial["trial_id"] / "attempts.jsonl"
+        if trial["state"] != "TERMINATED" and path.exists():
+            first = json.loads(path.read_text().splitlines()[0])
+            if first["time"] < interrupted_at:
+                return True
+    return False
 
 
 def trials_frame(search) -> pd.DataFrame:
