@@ -129,6 +129,8 @@ def slurm_parameters(cfg: SweepConfig) -> dict[str, Any]:
     params = submitit_parameters(cfg.slurm, job_name=f"fercluster-{cfg.name}-tune")
     params["nodes"] = cfg.slurm.nodes
     params["ntasks_per_node"] = 1  # one Ray node per SLURM node; Ray shares the node's GPUs among trials
+    # the tasks are Ray's head and workers, not the ranks of one job (as slurm/ray_tune.sbatch)
+    params.pop("srun_args", None)
     return params
 
 
