@@ -174,14 +174,20 @@ def test_tune_search_over_two_nodes_runs_single_process_trials_on_both(
     assert out.returncode == 0, out.stderr
     assert "submitted allocation" in out.stdout and "2 node(s)" in out.stdout
     cfg = load_config(path)
-    deadline = time.monotonic() + 420
+    trials_dir = cfg.results_dir / "tune" / "trials"
+    deadline = time.monotonic() + 300
     while (tune_status(cfg) or {}).get("state") not in ("COMPLETED", "FAILED", "INTERRUPTED"):
+        for done in trials_dir.glob("*/job.json"):  # fail as soon as a trial ran as a rank of a group
+            job = json.loads(done.read_text())
+            assert job["world_size"] == 1, (
+                f"trial {done.parent.name} ran as rank of {job['world_size']}: {job['nodes']}"
+            )
         assert time.monotonic() < deadline, f"search not finished: {tune_status(cfg)}"
-        time.sleep(3)
+        time.sleep(2)
     status = tune_status(cfg)
     logs = sorted((cfg.jobs_dir / "tune" / "submitit").rglob("*_log.*"))
     assert status["state"] == "COMPLETED", (status, [p.read_text()[-2000:] for p in logs])
-    trials = sorted((cfg.results_dir / "tune" / "trials").iterdir())
+    trials = sorted(trials_dir.iterdir())
     assert len(trials) == 2
     for trial in trials:  # one process each, not ranks of a group spanning the allocation
         job = json.loads((trial / "job.json").read_text())
