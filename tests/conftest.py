@@ -74,10 +74,11 @@ def probe_slurm() -> SlurmCluster | str:
         if name.endswith("*"):
             partition = name.rstrip("*")
             if avail == "up":
-                nodes[node] = state.rstrip("*~#!%$@^-")
+                nodes[node] = state
     if partition is None:
         return f"sinfo shows no default partition: {out.stdout.strip()!r}"
-    usable = tuple(n for n, state in nodes.items() if state in USABLE_NODE_STATES)
+    # "idle*": the node's slurmd does not answer; other marks (~#!%$@^-) are transitions that still run jobs
+    usable = tuple(n for n, s in nodes.items() if s.rstrip("~#!%$@^-") in USABLE_NODE_STATES)
     if not usable:
         return f"no node of partition {partition} can run jobs (sinfo: {out.stdout.strip()!r})"
     return SlurmCluster(partition=partition, nodes=usable)
