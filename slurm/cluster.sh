@@ -517,14 +517,16 @@ stop_pid() {  # stop_pid NAME PID: SIGTERM, then SIGKILL after 30 s
 }
 
 cmd_stop() {
-    local i pid f
+    local i pid f stopped=0
     # Every slurmd with a pid file here, also of nodes no longer in the settings.
     for f in "$RUN"/slurmd.*.pid "$RUN"/slurmd.pid; do
         [[ -e $f ]] || continue
         if pid=$(pid_from_file "$f" slurmd); then
             stop_pid "slurmd ($(basename "$f" .pid))" "$pid"
+            stopped=1
         fi
     done
+    ((stopped)) || say "slurmd: not running"
     for ((i = 3; i >= 0; i--)); do stop_daemon "${DAEMONS[i]}"; done   # slurmctld ... munged
     # mysqld_safe ends by itself after a clean mysqld shutdown; wait for it (by its own pid file).
     if [[ -r $RUN/mysqld_safe.pid ]]; then
