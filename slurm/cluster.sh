@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# A real single-node SLURM cluster (controller, node daemon, accounting) for fercluster's tests.
+# A real two-node SLURM cluster (controller, two node daemons, accounting) on one machine, for
+# fercluster's tests.
 #
-#   bash slurm/cluster.sh start    # install the packages if missing, start everything, wait for the node
-#   bash slurm/cluster.sh status   # which daemons run (exit 0 only if all do), then sinfo
+#   bash slurm/cluster.sh start    # install the packages if missing, start everything, wait for the nodes
+#   bash slurm/cluster.sh status   # which daemons run and which nodes answer (exit 0 only if all), then sinfo
 #   bash slurm/cluster.sh stop     # end the daemons by the pids in their pid files
 #
 # Runs as root, without systemd (Debian 12, SLURM 22.05). See ../shared/spec/slurm-test-cluster.md.
@@ -11,13 +12,36 @@
 # munged and its own MariaDB (on 127.0.0.1:$FERCLUSTER_SLURM_DB_PORT), so it touches neither a
 # system munge nor a system database. The one file outside that folder is /etc/slurm/slurm.conf,
 # a symbolic link to the generated slurm.conf so that sbatch, squeue, sacct and submitit find the
-# cluster without SLURM_CONF (the script refuses to replace a slurm.conf it did not write).
+# cluster without SLURM_CONF (the script refuses to replace a slurm.conf it did not write);
+# FERCLUSTER_SLURM_LINK=0 leaves it alone (clients then need SLURM_CONF=$STATE/etc/slurm.conf).
+#
+# Two nodes on one machine (Debian's SLURM is built with MULTIPLE_SLURMD): one slurmd per node,
+# started as `slurmd -N NAME`, each with its own port, pid file, log and spool (`%n` in
+# slurm.conf), 2 CPUs and 2 fake GPUs (gres.conf lines per node). The node names must resolve to
+# this machine, since DDP's MASTER_ADDR is the job's first node name: the machine's short host
+# name and the same in upper case (e.g. `vm` and `VM`; names resolve regardless of case, SLURM's
+# node names do not). Where the host name is `localhost` or does not resolve to this machine,
+# the cluster has the one node `localhost` (and tests that need two nodes say so).
 #
 # Settings (environment):
 #   FERCLUSTER_SLURM_DIR            state folder (default /var/lib/fercluster-slurm)
-#   FERCLUSTER_SLURM_DB_PORT        MariaDB TCP port on 127.0.0.1 (default 3399)
+#   FERCLUSTER_SLURM_PORT_BASE      slurmctld's port; the first slurmd takes BASE+1, slurmdbd BASE+2,
+#                                   further slurmds BASE+3, BASE+4, ... (default 6817: 6817-6820)
+#   FERCLUSTER_SLURM_DB_PORT        MariaDB TCP port on 127.0.0.1 (default 3399 + BASE - 6817)
+#   FERCLUSTER_SLURM_NODES          node names, space-separated (default: the host name, in lower
+#                                   and upper case)
+#   FERCLUSTER_SLURM_LINK           1: link /etc/slurm/slurm.conf to this cluster (default); 0: do not
+#   FERCLUSTER_SLURM_FIRST_JOB_ID   first SLURM job id (default 1, SLURM's); a second cluster on the
+#                                   same machine should start elsewhere, e.g. 5001, so that DDP's
+#                                   MASTER_PORT (10000 + job id % 10000) does not collide with the first's
 #   FERCLUSTER_SLURM_REQUEUE_DELAY  seconds a requeued job waits before it may start again (default 10)
-#   FERCLUSTER_SLURM_TIMEOUT        seconds to wait for each daemon and for the node (default 120)
+#   FERCLUSTER_SLURM_TIMEOUT        seconds to wait for each daemon and for the nodes (default 120)
+#
+# A second cluster beside the default one (its own state, ports and job ids; /etc/slurm untouched):
+#   export FERCLUSTER_SLURM_DIR=/var/lib/fercluster-slurm2 FERCLUSTER_SLURM_PORT_BASE=6917 \
+#          FERCLUSTER_SLURM_LINK=0 FERCLUSTER_SLURM_FIRST_JOB_ID=5001
+#   bash slurm/cluster.sh start && export SLURM_CONF=$FERCLUSTER_SLURM_DIR/etc/slurm.conf
+#   ... bash slurm/cluster.sh stop   (with the same variables)
 #
 # The requeue hold. After `scontrol requeue`, SLURM gives the job a begin time of now +
 # cred_expire + 1 s (the job step credential lifetime, AuthInfo=cred_expire, default 120 s, minimum
@@ -34,12 +58,18 @@
 set -euo pipefail
 
 STATE=${FERCLUSTER_SLURM_DIR:-/var/lib/fercluster-slurm}
-DB_PORT=${FERCLUSTER_SLURM_DB_PORT:-3399}
+PORT_BASE=${FERCLUSTER_SLURM_PORT_BASE:-6817}
+[[ $PORT_BASE =~ ^[0-9]+$ ]] && ((PORT_BASE >= 1024 && PORT_BASE <= 65000)) ||
+    { echo "cluster.sh: error: FERCLUSTER_SLURM_PORT_BASE: got '$PORT_BASE'; valid: 1024-65000" >&2; exit 2; }
+CTLD_PORT=$PORT_BASE
+DBD_PORT=$((PORT_BASE + 2))
+DB_PORT=${FERCLUSTER_SLURM_DB_PORT:-$((3399 + PORT_BASE - 6817))}
+LINK=${FERCLUSTER_SLURM_LINK:-1}
+FIRST_JOB_ID=${FERCLUSTER_SLURM_FIRST_JOB_ID:-}
 REQUEUE_DELAY=${FERCLUSTER_SLURM_REQUEUE_DELAY:-10}
 TIMEOUT=${FERCLUSTER_SLURM_TIMEOUT:-120}
 CLUSTER=fercluster
 PARTITION=local
-NODE=localhost
 PACKAGES=(munge slurm-wlm slurmdbd mariadb-server)
 MARKER="# Written by fercluster slurm/cluster.sh"
 
@@ -52,28 +82,60 @@ MUNGE_SOCKET=$RUN/munge/munge.socket.2
 SLURM_CONF_FILE=$ETC/slurm.conf
 export SLURM_CONF=$SLURM_CONF_FILE   # the daemons and this script's clients read our config
 
-DAEMONS=(munged mysqld slurmdbd slurmctld slurmd)
-
 say() { printf 'cluster.sh: %s\n' "$*"; }
 die() { printf 'cluster.sh: error: %s\n' "$*" >&2; exit 1; }
+
+# The node names: FERCLUSTER_SLURM_NODES, else the short host name and the same name in upper case
+# (or lower case), two names of this machine: host names resolve regardless of case, and DDP's
+# MASTER_ADDR is a node name. SLURM keeps a node named `localhost` to itself (with one, any name
+# finds it: "Duplicated NodeHostName"), so `localhost` serves only as the one node of a machine
+# whose host name does not resolve to it.
+default_nodes() {
+    local host twin addr
+    host=$(hostname -s 2>/dev/null || true)
+    twin=${host^^}
+    [[ $twin != "$host" ]] || twin=${host,,}
+    addr=$(getent hosts "$host" 2>/dev/null | awk '{print $1; exit}')
+    if [[ -n $host && $host != localhost && $twin != "$host" && -n $addr ]] && ip_is_local "$addr"; then
+        echo "$host $twin"
+    else
+        echo "localhost"
+    fi
+}
+ip_is_local() {
+    [[ $1 == 127.* || $1 == ::1 ]] && return 0
+    command -v ip >/dev/null && ip -o addr show 2>/dev/null | grep -qF " $1/"
+}
+read -r -a NODES <<<"${FERCLUSTER_SLURM_NODES:-$(default_nodes)}"
+((${#NODES[@]} >= 1)) || die "FERCLUSTER_SLURM_NODES is empty"
+for n in "${NODES[@]}"; do
+    [[ $n =~ ^[A-Za-z][A-Za-z0-9-]*$ ]] || die "node name '$n': letters, digits and '-' only, starting with a letter"
+done
+# slurmd of node i: BASE+1 for the first, BASE+3, BASE+4, ... for the others (BASE+2 is slurmdbd's).
+node_port() { if (($1 == 0)); then echo $((PORT_BASE + 1)); else echo $((PORT_BASE + 2 + $1)); fi; }
+
+DAEMONS=(munged mysqld slurmdbd slurmctld)
+for n in "${NODES[@]}"; do DAEMONS+=("slurmd@$n"); done
 
 pid_file() {
     case $1 in
         mysqld) echo "$MYSQL_RUN/mysqld.pid" ;;
+        slurmd@*) echo "$RUN/slurmd.${1#slurmd@}.pid" ;;
         *) echo "$RUN/$1.pid" ;;
     esac
 }
 
 # Pid of a daemon if its pid file names a live process of that program, else nothing.
 # The program name is checked so that a reused pid is never taken for (or killed as) the daemon.
-daemon_pid() {
-    local file pid comm
-    file=$(pid_file "$1")
+daemon_pid() { pid_from_file "$(pid_file "$1")" "${1%@*}"; }
+# pid_from_file FILE PROGRAM: the pid in FILE if it is a live PROGRAM process.
+pid_from_file() {
+    local file=$1 program=$2 pid comm
     [[ -r $file ]] || return 1
     pid=$(tr -dc '0-9' <"$file")
     [[ -n $pid && -d /proc/$pid ]] || return 1
     comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
-    [[ $comm == "$1"* ]] || return 1   # mysqld may show as mariadbd
+    [[ $comm == "$program"* ]] || return 1   # mysqld may show as mariadbd
     echo "$pid"
 }
 daemon_pid_any() { daemon_pid "$1" 2>/dev/null || { [[ $1 == mysqld ]] && daemon_pid_mariadb; }; }
@@ -89,8 +151,7 @@ running() { daemon_pid_any "$1" >/dev/null; }
 
 log_file() {
     case $1 in
-        munged) echo "$LOG/munged.log" ;;
-        mysqld) echo "$LOG/mysqld.log" ;;
+        slurmd@*) echo "$LOG/slurmd.${1#slurmd@}.log" ;;
         *) echo "$LOG/$1.log" ;;
     esac
 }
@@ -111,9 +172,15 @@ wait_for() {
     shift
     while [[ $1 != -- ]]; do logs+=("$1"); shift; done
     shift
-    local deadline=$((SECONDS + TIMEOUT))
+    local deadline=$((SECONDS + TIMEOUT)) t0=$SECONDS
     while ((SECONDS < deadline)); do
         if "$@" >/dev/null 2>&1; then return 0; fi
+        # a SLURM daemon that died (e.g. on a fatal config error) will not answer: say so now
+        if [[ ${logs[0]:-} == slurm* ]] && ((SECONDS - t0 > 3)) && ! running "${logs[0]}"; then
+            printf 'cluster.sh: error: %s did not happen: %s exited\n' "$what" "${logs[0]}" >&2
+            show_logs "${logs[@]}"
+            exit 1
+        fi
         sleep 1
     done
     printf 'cluster.sh: error: %s did not happen within %s s (FERCLUSTER_SLURM_TIMEOUT)\n' \
@@ -141,7 +208,7 @@ ensure_packages() {
 }
 
 write_configs() {
-    mkdir -p "$ETC" "$RUN/munge" "$LOG" "$STATE/munge" "$STATE/spool/ctld" "$STATE/spool/d" \
+    mkdir -p "$ETC" "$RUN/munge" "$LOG" "$STATE/munge" "$STATE/spool/ctld" \
         "$MYSQL_RUN" "$MYSQL_DATA"
     chmod 755 "$STATE" "$RUN" "$RUN/munge"
     chmod 700 "$STATE/munge"
@@ -178,7 +245,7 @@ $MARKER
 AuthType=auth/munge
 AuthInfo=socket=$MUNGE_SOCKET
 DbdHost=localhost
-DbdPort=6819
+DbdPort=$DBD_PORT
 SlurmUser=root
 LogFile=$LOG/slurmdbd.log
 PidFile=$RUN/slurmdbd.pid
@@ -192,24 +259,35 @@ EOF
     )
     chmod 600 "$ETC/slurmdbd.conf"
 
-    cat >"$SLURM_CONF_FILE" <<EOF
+    slurm_conf_text >"$SLURM_CONF_FILE"
+    gres_conf_text >"$ETC/gres.conf"
+}
+
+slurm_conf_text() {
+    local i nodes
+    nodes=$(IFS=,; echo "${NODES[*]}")
+    cat <<EOF
 $MARKER
-# Single-node test cluster; see the comments in slurm/cluster.sh.
+# Test cluster of ${#NODES[@]} node(s) on one machine; see the comments in slurm/cluster.sh.
 ClusterName=$CLUSTER
-SlurmctldHost=$NODE
+SlurmctldHost=localhost
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 # cred_expire is also the hold of a requeued job (see cluster.sh).
 AuthInfo=socket=$MUNGE_SOCKET,cred_expire=$REQUEUE_DELAY
 StateSaveLocation=$STATE/spool/ctld
-SlurmdSpoolDir=$STATE/spool/d
+# One slurmd per node on this machine (MULTIPLE_SLURMD): %n is the node's name.
+SlurmdSpoolDir=$STATE/spool/d.%n
 SlurmctldPidFile=$RUN/slurmctld.pid
-SlurmdPidFile=$RUN/slurmd.pid
+SlurmdPidFile=$RUN/slurmd.%n.pid
 SlurmctldLogFile=$LOG/slurmctld.log
-SlurmdLogFile=$LOG/slurmd.log
-SlurmctldPort=6817
-SlurmdPort=6818
+SlurmdLogFile=$LOG/slurmd.%n.log
+SlurmctldPort=$CTLD_PORT
+SlurmdPort=$(node_port 0)
+EOF
+    [[ -z $FIRST_JOB_ID ]] || echo "FirstJobId=$FIRST_JOB_ID"
+    cat <<EOF
 # No cgroups in these machines.
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -221,14 +299,15 @@ DefMemPerCPU=1000
 # Finished jobs stay visible to squeue/scontrol for a day (0 is refused and becomes 2 s).
 MinJobAge=86400
 ReturnToService=2
-# The node is what this file says, whatever the machine (a CI runner may have less memory).
+# The nodes are what this file says, whatever the machine (a CI runner may have less memory,
+# and the nodes share its cores).
 SlurmdParameters=config_overrides
 KillWait=5
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=2,bf_interval=2
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
-AccountingStoragePort=6819
+AccountingStoragePort=$DBD_PORT
 # For connections to slurmdbd the munge socket comes from here, not from AuthInfo.
 AccountingStoragePass=socket=$MUNGE_SOCKET
 AccountingStorageTRES=gres/gpu
@@ -236,22 +315,41 @@ JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30
 JobCompType=jobcomp/none
 GresTypes=gpu
-NodeName=$NODE CPUs=2 RealMemory=8000 Gres=gpu:2 State=UNKNOWN
-PartitionName=$PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
+    for i in "${!NODES[@]}"; do
+        echo "NodeName=${NODES[i]} NodeHostname=localhost NodeAddr=127.0.0.1 Port=$(node_port "$i") CPUs=2 RealMemory=8000 Gres=gpu:2 State=UNKNOWN"
+    done
+    echo "PartitionName=$PARTITION Nodes=$nodes Default=YES MaxTime=INFINITE State=UP"
+}
 
-    # Two fake GPUs: requests are scheduled and CUDA_VISIBLE_DEVICES is set as on a GPU node.
-    cat >"$ETC/gres.conf" <<EOF
-$MARKER
-AutoDetect=off
-NodeName=$NODE Name=gpu File=/dev/null
-NodeName=$NODE Name=gpu File=/dev/zero
-EOF
+# Two fake GPUs per node: requests are scheduled and CUDA_VISIBLE_DEVICES is set as on a GPU node.
+gres_conf_text() {
+    local n
+    printf '%s\nAutoDetect=off\n' "$MARKER"
+    for n in "${NODES[@]}"; do
+        printf 'NodeName=%s Name=gpu File=/dev/null\nNodeName=%s Name=gpu File=/dev/zero\n' "$n" "$n"
+    done
+}
+
+# A running cluster keeps the configuration it started with: starting it again with other
+# settings (nodes, ports) would leave daemons and files disagreeing. Stop it first.
+check_running_config() {
+    running slurmctld || return 0
+    local f=$SLURM_CONF_FILE
+    if [[ ! -r $f ]] || ! diff -q <(slurm_conf_text) "$f" >/dev/null ||
+        ! diff -q <(gres_conf_text) "$ETC/gres.conf" >/dev/null; then
+        die "the cluster in $STATE runs with another configuration than these settings would write ($f); stop it first (bash slurm/cluster.sh stop, with the same FERCLUSTER_SLURM_* variables), then start it"
+    fi
 }
 
 # /etc/slurm/slurm.conf -> our slurm.conf, so that clients find the cluster without SLURM_CONF.
 link_client_config() {
     local target=/etc/slurm/slurm.conf
+    if [[ $LINK == 0 ]]; then
+        [[ $(readlink "$target" 2>/dev/null) == "$SLURM_CONF_FILE" ]] ||
+            say "clients find this cluster with: export SLURM_CONF=$SLURM_CONF_FILE"
+        return 0
+    fi
     mkdir -p /etc/slurm
     if [[ -L $target ]]; then
         [[ $(readlink "$target") == "$SLURM_CONF_FILE" ]] && return 0
@@ -323,35 +421,51 @@ start_slurmctld() {
     wait_for "slurmctld answering" slurmctld slurmdbd -- scontrol ping
 }
 
-start_slurmd() {
-    running slurmd && return 0
-    slurmd -f "$SLURM_CONF_FILE" -N "$NODE" 9>&- </dev/null >>"$LOG/slurmd.log" 2>&1 ||
-        { show_logs slurmd; die "slurmd did not start"; }
+start_slurmd() {  # start_slurmd NODE
+    running "slurmd@$1" && return 0
+    mkdir -p "$STATE/spool/d.$1"
+    slurmd -f "$SLURM_CONF_FILE" -N "$1" 9>&- </dev/null >>"$LOG/slurmd.$1.log" 2>&1 ||
+        { show_logs "slurmd@$1"; die "slurmd of node $1 did not start"; }
 }
 
-node_state() { sinfo -h -N -n "$NODE" -o %T 2>/dev/null | head -n 1; }
+# sinfo's state of a node ("idle", "idle*" when its slurmd does not answer, ...); empty if unknown.
+node_state() { sinfo -h -N -n "$1" -o %T 2>/dev/null | head -n 1; }
+node_usable() { [[ $(node_state "$1") =~ ^(idle|mixed|allocated|completing)$ ]]; }
+all_nodes_usable() {
+    local n
+    for n in "${NODES[@]}"; do node_usable "$n" || return 1; done
+}
+nodes_summary() {
+    local n out=()
+    for n in "${NODES[@]}"; do out+=("$n ($(node_state "$n"))"); done
+    (IFS=,; echo "${out[*]}") | sed 's/,/, /g'
+}
 
-wait_node_idle() {
-    local state="" deadline=$((SECONDS + TIMEOUT)) resumed=0
+wait_nodes_idle() {
+    local n state="" deadline=$((SECONDS + TIMEOUT)) resumed=" "
     while ((SECONDS < deadline)); do
-        state=$(node_state || true)
-        case $state in
-            idle | mixed | allocated | completing) return 0 ;;
-            drained | draining)
-                # e.g. "Kill task failed" drains the node; on a test cluster, put it back once.
-                if ((!resumed)); then
-                    say "node $NODE is $state ($(sinfo -h -N -n "$NODE" -o %E)); resuming it"
-                    scontrol update NodeName="$NODE" State=RESUME || true
-                    resumed=1
-                fi
-                ;;
-        esac
+        all_nodes_usable && return 0
+        for n in "${NODES[@]}"; do
+            state=$(node_state "$n" || true)
+            case $state in
+                drained | draining)
+                    # e.g. "Kill task failed" drains a node; on a test cluster, put it back once.
+                    if [[ $resumed != *" $n "* ]]; then
+                        say "node $n is $state ($(sinfo -h -N -n "$n" -o %E)); resuming it"
+                        scontrol update NodeName="$n" State=RESUME || true
+                        resumed+="$n "
+                    fi
+                    ;;
+            esac
+        done
         sleep 1
     done
-    printf 'cluster.sh: error: node %s is %s, not idle, after %s s (FERCLUSTER_SLURM_TIMEOUT)\n' \
-        "$NODE" "${state:-unknown}" "$TIMEOUT" >&2
+    printf 'cluster.sh: error: not every node is idle after %s s (FERCLUSTER_SLURM_TIMEOUT): %s\n' \
+        "$TIMEOUT" "$(nodes_summary)" >&2
     sinfo -R >&2 || true
-    show_logs slurmctld slurmd slurmdbd
+    local logs=(slurmctld slurmdbd)
+    for n in "${NODES[@]}"; do logs+=("slurmd@$n"); done
+    show_logs "${logs[@]}"
     exit 1
 }
 
@@ -367,26 +481,32 @@ cmd_start() {
     # Serialise concurrent starts; every daemon is started with 9>&- so none inherits the lock.
     exec 9>"$STATE/.lock"
     flock -w "$TIMEOUT" 9 || die "another cluster.sh holds $STATE/.lock"
-    if all_running && [[ $(node_state) =~ ^(idle|mixed|allocated|completing)$ ]]; then
+    check_running_config
+    if all_running && all_nodes_usable; then
         link_client_config
-        say "already running (state in $STATE); node $NODE is $(node_state)"
+        say "already running (state in $STATE); nodes $(nodes_summary)"
         return 0
     fi
-    local t0=$SECONDS
+    local t0=$SECONDS n
     write_configs
     link_client_config
     start_munged
     start_mysqld
     start_slurmdbd
     start_slurmctld
-    start_slurmd
-    wait_node_idle
-    say "started in $((SECONDS - t0)) s: cluster $CLUSTER, partition $PARTITION, node $NODE ($(node_state)), state in $STATE"
+    for n in "${NODES[@]}"; do start_slurmd "$n"; done
+    wait_nodes_idle
+    say "started in $((SECONDS - t0)) s: cluster $CLUSTER, partition $PARTITION, nodes $(nodes_summary), slurmctld on port $CTLD_PORT, state in $STATE"
 }
 
 stop_daemon() {
-    local d=$1 pid i
-    pid=$(daemon_pid_any "$d") || { say "$d: not running"; return 0; }
+    local pid
+    pid=$(daemon_pid_any "$1") || { say "$1: not running"; return 0; }
+    stop_pid "$1" "$pid"
+}
+
+stop_pid() {  # stop_pid NAME PID: SIGTERM, then SIGKILL after 30 s
+    local d=$1 pid=$2 i
     kill -TERM "$pid" 2>/dev/null || true
     for ((i = 0; i < 300; i++)); do
         [[ -d /proc/$pid ]] || { say "$d: stopped (pid $pid)"; return 0; }
@@ -397,8 +517,17 @@ stop_daemon() {
 }
 
 cmd_stop() {
-    local d i pid
-    for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do stop_daemon "${DAEMONS[i]}"; done
+    local i pid f stopped=0
+    # Every slurmd with a pid file here, also of nodes no longer in the settings.
+    for f in "$RUN"/slurmd.*.pid "$RUN"/slurmd.pid; do
+        [[ -e $f ]] || continue
+        if pid=$(pid_from_file "$f" slurmd); then
+            stop_pid "slurmd ($(basename "$f" .pid))" "$pid"
+            stopped=1
+        fi
+    done
+    ((stopped)) || say "slurmd: not running"
+    for ((i = 3; i >= 0; i--)); do stop_daemon "${DAEMONS[i]}"; done   # slurmctld ... munged
     # mysqld_safe ends by itself after a clean mysqld shutdown; wait for it (by its own pid file).
     if [[ -r $RUN/mysqld_safe.pid ]]; then
         pid=$(tr -dc '0-9' <"$RUN/mysqld_safe.pid")
@@ -410,17 +539,31 @@ cmd_stop() {
 }
 
 cmd_status() {
-    local d pid all=0
+    local d pid n state all=0
     for d in "${DAEMONS[@]}"; do
         if pid=$(daemon_pid_any "$d"); then
-            printf '%-10s running (pid %s)\n' "$d" "$pid"
+            printf '%-16s running (pid %s)\n' "$d" "$pid"
         else
-            printf '%-10s stopped\n' "$d"
+            printf '%-16s stopped\n' "$d"
             all=3
         fi
     done
-    echo "state: $STATE"
-    if running slurmctld; then sinfo || true; fi
+    echo "state: $STATE, slurmctld port $CTLD_PORT, SLURM_CONF=$SLURM_CONF_FILE"
+    if running slurmctld && scontrol ping >/dev/null 2>&1; then
+        for n in "${NODES[@]}"; do
+            state=$(node_state "$n")
+            if node_usable "$n"; then
+                printf 'node %-10s answers (%s)\n' "$n" "$state"
+            else
+                printf 'node %-10s does not answer (%s)\n' "$n" "${state:-unknown to slurmctld}"
+                all=3
+            fi
+        done
+        sinfo -N || true
+    else
+        echo "slurmctld does not answer: no node state"
+        all=3
+    fi
     return $all
 }
 

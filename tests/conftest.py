@@ -1,6 +1,7 @@
 """Set-up shared by all tests: the rule for tests that need the SLURM test cluster, and a working dir.
 
-Tests marked ``slurm`` need the real single-node cluster of ``slurm/cluster.sh``. When no cluster
+Tests marked ``slurm`` need the real cluster of ``slurm/cluster.sh`` (two nodes on one machine;
+``SLURM_CONF`` picks another instance). Tests that need two nodes call ``need_nodes``. When no cluster
 answers they are skipped with the reason, unless ``FERCLUSTER_REQUIRE_SLURM=1`` is set (as in CI and
 the README's test command): then each of them fails, so a missing cluster can never pass silently.
 Test folders add their own fixtures in their own conftest.py.
@@ -32,7 +33,18 @@ class SlurmCluster:
     """What the tests need to know about the running cluster."""
 
     partition: str  # the default partition (jobs submitted without --partition land here)
-    nodes: tuple[str, ...]  # node names, e.g. ("localhost",)
+    nodes: tuple[str, ...]  # its nodes that can run jobs, e.g. ("vm", "VM") on slurm/cluster.sh's two
+
+
+def need_nodes(cluster: SlurmCluster, count: int) -> None:
+    """Skip a test that needs ``count`` nodes on a cluster with fewer (fail under FERCLUSTER_REQUIRE_SLURM=1)."""
+    if len(cluster.nodes) >= count:
+        return
+    found = f"the default partition {cluster.partition} has {len(cluster.nodes)} usable node(s) {list(cluster.nodes)}"
+    hint = "slurm/cluster.sh runs two (stop it and start it again if it runs an older configuration)"
+    if slurm_required():
+        pytest.fail(f"{REQUIRE_ENV}=1 and this test needs {count} nodes; {found}; {hint}", pytrace=False)
+    pytest.skip(f"needs {count} SLURM nodes; {found}")
 
 
 def slurm_required() -> bool:
@@ -46,7 +58,7 @@ def probe_slurm() -> SlurmCluster | str:
         return "sinfo not found: SLURM is not installed"
     try:
         out = subprocess.run(
-            ["sinfo", "--noheader", "--format=%P|%a|%t|%N"],
+            ["sinfo", "--noheader", "--Node", "--format=%P|%a|%t|%N"],  # one line per node and partition
             capture_output=True,
             text=True,
             timeout=30,
@@ -56,19 +68,20 @@ def probe_slurm() -> SlurmCluster | str:
         return "sinfo did not answer within 30 s"
     if out.returncode != 0:
         return f"sinfo failed (exit {out.returncode}): {out.stderr.strip() or out.stdout.strip()}"
-    partition, nodes, states = None, [], []
+    partition, nodes = None, {}
     for line in out.stdout.splitlines():
-        name, avail, state, nodelist = line.split("|")
+        name, avail, state, node = line.split("|")
         if name.endswith("*"):
             partition = name.rstrip("*")
-        if avail == "up":
-            nodes.append(nodelist)
-            states.append(state)
+            if avail == "up":
+                nodes[node] = state
     if partition is None:
         return f"sinfo shows no default partition: {out.stdout.strip()!r}"
-    if not any(s.rstrip("*~#!%$@^-") in USABLE_NODE_STATES for s in states):
-        return f"no node can run jobs (sinfo: {out.stdout.strip()!r})"
-    return SlurmCluster(partition=partition, nodes=tuple(nodes))
+    # "idle*": the node's slurmd does not answer; other marks (~#!%$@^-) are transitions that still run jobs
+    usable = tuple(n for n, s in nodes.items() if s.rstrip("~#!%$@^-") in USABLE_NODE_STATES)
+    if not usable:
+        return f"no node of partition {partition} can run jobs (sinfo: {out.stdout.strip()!r})"
+    return SlurmCluster(partition=partition, nodes=usable)
 
 
 def _need_slurm() -> SlurmCluster:
@@ -96,3 +109,11 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh folder made the current directory, so a config's relative paths (jobs/, results/) land in it."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def two_node_cluster() -> SlurmCluster:
+    """The running test cluster, with at least two nodes (else skips, or fails under FERCLUSTER_REQUIRE_SLURM=1)."""
+    cluster = _need_slurm()
+    need_nodes(cluster, 2)
+    return cluster

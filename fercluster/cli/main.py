@@ -24,9 +24,9 @@ app.add_typer(bench_app, name="bench")
 
 
 def _register() -> None:
-    from fercluster.cli import aggregate, data, sweep, train
+    from fercluster.cli import aggregate, data, doctor, sweep, train
 
-    for module in (data, train, sweep, aggregate):
+    for module in (data, train, sweep, doctor, aggregate):
         module.register(app, bench_app)
 
 

@@ -292,6 +292,7 @@ def status_cmd(
 
 def _render(cfg: Any, snap: dict[str, Any], failed: bool) -> Any:
     from rich.console import Group
+    from rich.markup import escape
     from rich.text import Text
 
     from fercluster.orchestration.monitor import JobRow
@@ -318,9 +319,9 @@ def _render(cfg: Any, snap: dict[str, Any], failed: bool) -> Any:
             parts.append(jobs_table([r for r in rows if r.state in ENDED_BADLY], title="failed jobs"))
         for j in bad:
             parts.append(
-                Text.from_markup(
+                Text.from_markup(  # the reason is the job's own text: "[...]" in it is not markup
                     f"[red]{j['job_id']}[/] ({j['dataset']} fold {j['fold']} {j['variant']} "
-                    f"seed {j['seed']}, SLURM {j['slurm_id']}): {j['reason']}"
+                    f"seed {j['seed']}, SLURM {j['slurm_id']}): {escape(str(j['reason']))}"
                 )
             )
             if j.get("exception"):

@@ -1,4 +1,4 @@
-"""CLI commands of the training stream: ``fercluster job`` (one job, locally) and ``bench train``."""
+"""CLI commands of the training stream: ``fercluster job`` (one job, locally), ``bench train`` and ``bench gpu``."""
 
 from __future__ import annotations
 
@@ -118,6 +118,73 @@ def bench_train(
     )
 
 
+def bench_gpu(
+    size: int = typer.Option(96, "--size", help="Image side (the paper: 96)."),
+    width: float = typer.Option(1.0, "--width", help="Filter/unit multiplier (the paper: 1.0)."),
+    iterations: int = typer.Option(50, "--iterations", min=1, help="Timed steps per mode (batch 64)."),
+    loss_steps: int = typer.Option(300, "--loss-steps", min=1, help="Steps trained per mode for the loss check."),
+    no_compile: bool = typer.Option(False, "--no-compile", help="Leave out the torch.compile modes."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of the table."),
+) -> None:
+    """Images/s of the paper model's training in fp32, TF32 and bf16, with and without channels_last
+    and torch.compile, each checked to reach fp32's loss; 2-GPU NCCL DDP when there are two GPUs;
+    the paper sweep's projected time on one GPU. Without CUDA it says so and measures nothing.
+
+    Example: fercluster bench gpu --iterations 100
+    """
+    from fercluster.errors import ConfigError
+    from fercluster.train.bench_gpu import bench_gpu as run_bench
+
+    if size % 4 or not 16 <= size <= 96:
+        raise ConfigError(f"--size: got {size}; valid: a multiple of 4 in 16..96")
+    result = run_bench(size=size, width=width, iterations=iterations, loss_steps=loss_steps, compile=not no_compile)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    for line in gpu_lines(result):
+        typer.echo(line)
+
+
+def gpu_lines(result: dict) -> list[str]:
+    """The text of ``bench gpu``: one row per mode, the fastest close mode, DDP, the projection."""
+    import torch
+
+    from fercluster.train.bench_gpu import PAPER_BATCH, PAPER_ITERATIONS, PAPER_RUNS
+
+    if not result["cuda"]:
+        return [f"no CUDA device here (torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}): "
+                "nothing measured; run it on a GPU node, e.g. `srun --gpus=1 fercluster bench gpu`"]  # fmt: skip
+    ref = result["modes"][0]
+    lines = [
+        f"bench gpu: {result['device']} ({result['gpus']} GPU(s)); the paper model {result['image_size']}x"
+        f"{result['image_size']}, width {result['width']}, batch {result['batch']}, variant AD; "
+        f"{result['iterations']} timed steps per mode, loss after {result['loss_steps']} steps",
+        f"{'mode':<34} {'images/s':>10} {'loss':>7} {'vs fp32':>9} {'sweep, 1 GPU':>13}",
+    ]
+    for row in result["modes"]:
+        if row["error"]:
+            lines.append(f"{row['mode']:<34} {'failed: ' + row['error']}")
+            continue
+        verdict = "(ref)" if row is ref else ("close" if row["close"] else "NOT close")
+        lines.append(f"{row['mode']:<34} {row['images_per_s']:>10.1f} {row['loss']:>7.3f} {verdict:>9} "
+                     f"{row['sweep_hours']:>11.1f} h")  # fmt: skip
+    sweep = f"{PAPER_RUNS} runs x {PAPER_ITERATIONS:,} iterations x {PAPER_BATCH} images"
+    best = next((r for r in result["modes"] if r["mode"] == result["best"]), None)
+    if best is None:
+        lines.append("no mode reached fp32's loss: nothing to propose")
+    else:
+        lines.append(f"paper sweep ({sweep}) on one GPU: {best['sweep_hours']:.1f} h in the fastest mode with "
+                     f"fp32's loss ({best['mode']}), {ref['sweep_hours']:.1f} h in fp32")  # fmt: skip
+    ddp = result.get("ddp")
+    if ddp:
+        lines.append(f"2-GPU DDP (NCCL, {ddp['mode']}): {ddp['images_per_s']:.1f} images/s, scaling efficiency "
+                     f"{ddp['efficiency']:.2f}; the sweep on 2 GPUs: {ddp['sweep_hours']:.1f} h")  # fmt: skip
+    elif result["gpus"] < 2:
+        lines.append("DDP: one GPU here, not measured")
+    return lines
+
+
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     app.command("job")(job)
     bench.command("train")(bench_train)
+    bench.command("gpu")(bench_gpu)

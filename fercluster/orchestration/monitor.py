@@ -117,7 +117,8 @@ def _base_row(spec: JobSpec, state: SweepState, details: bool = True) -> JobRow:
         row.state = COMPLETED
         row.iteration = row.iterations
         row.val_acc, row.test_acc = fmt.number(done.get("val_acc")), fmt.number(done.get("test_acc"))
-        row.node = str(done.get("host") or "")
+        nodes = done.get("nodes")
+        row.node = ",".join(dict.fromkeys(nodes)) if isinstance(nodes, list) and nodes else str(done.get("host") or "")
         ran = done.get("code")
         row.code = str(ran["hash"]) if isinstance(ran, dict) and ran.get("hash") else row.code
         row.elapsed = (
@@ -195,22 +196,25 @@ def submitit_paths(submitit_folder: Path, slurm_id: str) -> Any:
 
 
 def failure_details(submitit_folder: Path, row: JobRow, tail_lines: int = 20) -> dict[str, str]:
-    """The exception (from submitit's result pickle) and the tail of the job's logs."""
+    """The exception (from submitit's result pickles) and the tail of the job's logs.
+
+    A job of several tasks (DDP ranks) has a result pickle per task: the error shown is the one
+    written first, the rank that failed (the others then fail in a collective or are killed by
+    srun), with that task's log.
+    """
     out = {"exception": "", "log_tail": "", "log": ""}
     if not row.slurm_id:
         return out
+    task = 0
+    errors = _task_errors(submitit_paths(submitit_folder, row.slurm_id).folder, row.slurm_id)
+    if errors:
+        _, task, message = min(errors)
+        out["exception"] = message if task == 0 else f"task {task}: {message}"
     paths = submitit_paths(submitit_folder, row.slurm_id)
-    if paths.result_pickle.exists():
-        try:
-            import cloudpickle
+    if task:
+        from submitit.core.utils import JobPaths
 
-            with paths.result_pickle.open("rb") as f:
-                outcome, payload = cloudpickle.load(f)
-            if outcome == "error":
-                lines = [ln for ln in str(payload).strip().splitlines() if ln.strip()]
-                out["exception"] = lines[-1] if lines else str(payload)
-        except Exception as exc:  # a corrupt pickle is itself worth reporting
-            out["exception"] = f"(result pickle unreadable: {exc})"
+        paths = JobPaths(paths.folder.parent / "%j", job_id=row.slurm_id, task_id=task)
     for log in (paths.stderr, paths.stdout):
         if log.exists():
             text = log.read_text(errors="replace").splitlines()
@@ -218,4 +222,26 @@ def failure_details(submitit_folder: Path, row: JobRow, tail_lines: int = 20) ->
                 out["log"] = str(log)
                 out["log_tail"] = "\n".join(text[-tail_lines:])
                 break
+    return out
+
+
+def _task_errors(folder: Path, slurm_id: str) -> list[tuple[float, int, str]]:
+    """(written at, task, last line of the traceback) of every task that ended with an error."""
+    out = []
+    for path in folder.glob(f"{slurm_id}_*_result.pkl"):
+        task = path.name[len(slurm_id) + 1 : -len("_result.pkl")]
+        if not task.isdigit():
+            continue
+        try:
+            import cloudpickle
+
+            with path.open("rb") as f:
+                outcome, payload = cloudpickle.load(f)
+            mtime = path.stat().st_mtime
+        except Exception as exc:  # a corrupt pickle is itself worth reporting
+            out.append((float("inf"), int(task), f"(result pickle unreadable: {exc})"))
+            continue
+        if outcome == "error":
+            lines = [ln for ln in str(payload).strip().splitlines() if ln.strip()]
+            out.append((mtime, int(task), lines[-1] if lines else str(payload)))
     return out

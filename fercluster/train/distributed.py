@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 from dataclasses import dataclass
 from datetime import timedelta
@@ -152,6 +153,25 @@ def teardown(info: DistInfo) -> None:
 
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def node_name(env: dict[str, str] | None = None) -> str:
+    """The SLURM node this process runs on (``SLURMD_NODENAME``), else the host name.
+
+    Not the host name alone: several SLURM nodes may share one host (the test cluster's two)."""
+    env = os.environ if env is None else env
+    return env.get("SLURMD_NODENAME") or socket.gethostname()
+
+
+def all_nodes(info: DistInfo) -> list[str]:
+    """The node of every rank, in rank order (a collective: every rank calls it)."""
+    if not info.enabled:
+        return [node_name()]
+    import torch.distributed as dist
+
+    nodes: list[str | None] = [None] * info.world_size
+    dist.all_gather_object(nodes, node_name())
+    return [str(n) for n in nodes]
 
 
 def local_batch(global_batch: int, info: DistInfo) -> int:

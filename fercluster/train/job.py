@@ -116,6 +116,7 @@ class _Run:
         self.start = time.time()
         data = load_job_data(self.spec, self.device)
         self.trainer = Trainer(self.spec, data, self.device, self.info, self.k)
+        self.nodes = distributed.all_nodes(self.info)  # where each rank runs (job.json's "nodes")
         if self.ckpt_path.exists():
             self._resume()
         self.timings["load_s"] += time.time() - self.start
@@ -292,6 +293,7 @@ class _Run:
             "device": outputs.device_name(self.device, self.info.world_size),
             "world_size": self.info.world_size,
             "host": socket.gethostname(),
+            "nodes": self.nodes,
             "timings": {**self.timings, "total_s": total, "sec_per_iter": total / max(1, self.iterations)},
             "status": "completed",
         }

@@ -19,3 +19,9 @@ def user_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
 @pytest.fixture
 def cfg(workdir: Path):
     return make_config(workdir)
+
+
+@pytest.fixture(scope="session")
+def shared_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One synthetic CK+ (raw and prepared) for every SLURM sweep test: prepared once."""
+    return tmp_path_factory.mktemp("data")

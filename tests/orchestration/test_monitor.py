@@ -98,3 +98,26 @@ def test_backends_implement_the_protocol(workdir: Path) -> None:
     local = LocalBackend({})
     assert isinstance(local, JobQuery) and not isinstance(local, Backend)  # the query side only
     assert local.query(["never-run"])["never-run"].state == "NOT_SUBMITTED"
+
+
+def test_failed_job_of_several_tasks_shows_the_rank_that_failed_first(workdir: Path) -> None:
+    """Rank 1 raised (its pickle is the older); rank 0 then failed in a collective: show rank 1."""
+    import cloudpickle
+
+    from fercluster.orchestration.monitor import JobRow, failure_details
+
+    folder = workdir / "submitit" / "77"
+    folder.mkdir(parents=True)
+    outcomes = {1: "Traceback (most recent call last):\n  ...\nRuntimeError: rank 1 ran out of luck\n",
+                0: "Traceback (most recent call last):\n  ...\nRuntimeError: Connection closed by peer\n"}  # fmt: skip
+    for task, when in ((1, 1000.0), (0, 1005.0)):
+        with open(folder / f"77_{task}_result.pkl", "wb") as f:
+            cloudpickle.dump(("error", outcomes[task]), f)
+        os.utime(folder / f"77_{task}_result.pkl", (when, when))
+        (folder / f"77_{task}_log.err").write_text(f"log of task {task}\n")
+    row = JobRow("j", "ckplus", 0, "none", 0, "FAILED", slurm_id="77")
+    details = failure_details(workdir / "submitit", row)
+    assert details["exception"] == "task 1: RuntimeError: rank 1 ran out of luck"
+    assert details["log"].endswith("77_1_log.err") and details["log_tail"] == "log of task 1"
+    (folder / "77_1_result.pkl").unlink()  # one task: as before, no task number
+    assert failure_details(workdir / "submitit", row)["exception"] == "RuntimeError: Connection closed by peer"

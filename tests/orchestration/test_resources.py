@@ -70,3 +70,28 @@ def test_processes_match_the_tasks_submitit_starts() -> None:
     assert processes(Slurm(gpus_per_node=4, nodes=2)) == 8
     params = submitit_parameters(Slurm(gpus_per_node=4, nodes=2), job_name="x")
     assert params["nodes"] * params["ntasks_per_node"] == 8
+
+
+def test_multi_task_jobs_end_every_rank_when_one_dies() -> None:
+    """srun --kill-on-bad-exit=1 for jobs of several tasks (a dead rank would leave the others
+    waiting in a collective); not for one task, nor for the aggregation job."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    for slurm in (Slurm(gpus_per_node=2), Slurm(gpus_per_node=0, nodes=2), Slurm(gpus_per_node=1, nodes=2)):
+        p = submitit_parameters(slurm, job_name="x")
+        assert p["srun_args"] == ["--kill-on-bad-exit=1"]
+        assert p["nodes"] * p["ntasks_per_node"] == processes(slurm)
+        assert "--kill-on-bad-exit=1" in _make_sbatch_string(command="python -c 1", folder="/tmp/x/%j", **p)
+    assert "srun_args" not in submitit_parameters(Slurm(gpus_per_node=1), job_name="x")
+    assert "srun_args" not in submitit_parameters(Slurm(gpus_per_node=0), job_name="x")
+    assert "srun_args" not in submitit_parameters(Slurm(gpus_per_node=2, nodes=2), job_name="agg", gpus=False)
+
+
+def test_tune_allocation_is_one_task_per_node_without_kill_on_bad_exit(tmp_path) -> None:
+    from orch_helpers import make_config
+
+    from fercluster.orchestration.tune.allocation import slurm_parameters
+
+    cfg = make_config(tmp_path, tune={"datasets": ["ckplus"]}, slurm={"nodes": 2, "gpus_per_node": 2}, grid=[])
+    p = slurm_parameters(cfg)
+    assert p["nodes"] == 2 and p["ntasks_per_node"] == 1 and "srun_args" not in p

@@ -87,3 +87,23 @@ def test_two_task_job_runs_ranks_0_and_1_through_srun(slurm_cluster, tmp_path):
 
     assert job.results() == [("0", "2"), ("1", "2")]
     assert sacct_state(job.job_id) == "COMPLETED"
+
+
+def test_two_node_job_runs_one_task_on_each_node(two_node_cluster, tmp_path):
+    """The test cluster's two nodes (slurm/cluster.sh): srun over 2 nodes, ranks 0 and 1, and both
+    node names resolve to this machine (DDP's MASTER_ADDR is the first one)."""
+
+    def where() -> tuple[str | None, str | None, str]:
+        import os
+        import socket
+
+        node = os.environ["SLURMD_NODENAME"]
+        return os.environ.get("SLURM_PROCID"), node, socket.gethostbyname(node)
+
+    job = make_executor(tmp_path, two_node_cluster.partition, nodes=2, tasks_per_node=1).submit(where)
+    wait_done(job)
+
+    results = job.results()
+    assert [r[0] for r in results] == ["0", "1"]
+    assert len({r[1] for r in results}) == 2 and {r[1] for r in results} <= set(two_node_cluster.nodes)
+    assert all(r[2] for r in results)  # gethostbyname did not fail on either node name

@@ -10,13 +10,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import yaml
+from slurm_helpers import all_in, fercluster, reached, requeued, small_config, smoke_data, wait_for
 
 from fercluster.config import load_config, parse_config
 from fercluster.orchestration.coordinator import run_sweep
@@ -24,59 +24,6 @@ from fercluster.orchestration.slurm.backend import SlurmBackend
 from fercluster.orchestration.status import snapshot
 
 pytestmark = pytest.mark.slurm
-
-REPO = Path(__file__).resolve().parents[2]
-SMOKE = REPO / "configs" / "smoke.yaml"
-
-
-def fercluster(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "fercluster.cli.main", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
-    )
-    return proc
-
-
-@pytest.fixture(scope="module")
-def shared_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One synthetic CK+ (raw and prepared) for every test of this module: prepared once."""
-    return tmp_path_factory.mktemp("data")
-
-
-def smoke_data(shared: Path) -> dict:
-    """configs/smoke.yaml with its data set in the shared folder."""
-    data = yaml.safe_load(SMOKE.read_text())
-    data.setdefault("paths", {})["data"] = str(shared)
-    data["datasets"]["ckplus"]["root"] = str(shared / "raw" / "ckplus-smoke")
-    return data
-
-
-def small_config(workdir: Path, name: str, shared: Path, **train: Any) -> Path:
-    """configs/smoke.yaml with another name, one job, and other training settings."""
-    data = smoke_data(shared)
-    data["name"] = name
-    data["grid"] = [{"dataset": "ckplus", "folds": [0], "variants": ["none"], "seeds": [0]}]
-    data["train"].update(train)
-    path = workdir / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def wait_for(cfg: Any, backend: SlurmBackend, done: Callable[[dict], bool], timeout_s: float, what: str) -> dict:
-    deadline = time.monotonic() + timeout_s
-    snap: dict = {}
-    while time.monotonic() < deadline:
-        snap = snapshot(cfg, backend)
-        if done(snap):
-            return snap
-        time.sleep(1.0)
-    pytest.fail(
-        f"{what}: not reached after {timeout_s:.0f} s; last status {json.dumps(snap.get('counts'))} "
-        f"{[(j['job_id'], j['state'], j['reason']) for j in snap.get('jobs', [])]}"
-    )
-
-
-def all_in(states: tuple[str, ...]) -> Callable[[dict], bool]:
-    return lambda snap: bool(snap["jobs"]) and all(j["state"] in states for j in snap["jobs"])
 
 
 def test_smoke_sweep_completes_then_rerun_submits_nothing(workdir: Path, shared_data: Path) -> None:
@@ -156,18 +103,12 @@ def test_preempted_and_requeued_job_resumes_with_the_same_metrics(workdir: Path,
     sid = result.arrays[0]["slurm_id"]
     progress = Path(spec.run_dir) / "progress.json"
 
-    def reached(iteration: int) -> Callable[[dict], bool]:
-        def check(snap: dict) -> bool:
-            return snap["jobs"][0]["state"] == "RUNNING" and (snap["jobs"][0]["iteration"] or 0) >= iteration
-
-        return check
-
     wait_for(cfg, backend, reached(20), 120, "job running past its first checkpoint")
     subprocess.run(["scancel", "--signal=USR2", sid], check=True)  # pre-emption notice
     snap = wait_for(
         cfg,
         backend,
-        lambda s: s["jobs"][0]["state"] == "PENDING" or (s["jobs"][0]["state"] == "RUNNING" and _requeued(sid)),
+        lambda s: s["jobs"][0]["state"] == "PENDING" or (s["jobs"][0]["state"] == "RUNNING" and requeued(sid)),
         90,
         "job requeued after USR2",
     )
@@ -177,7 +118,7 @@ def test_preempted_and_requeued_job_resumes_with_the_same_metrics(workdir: Path,
     subprocess.run(["scontrol", "requeue", sid], check=True)  # the administrator's way
     snap = wait_for(cfg, backend, all_in(("COMPLETED",)), 300, "requeued job COMPLETED")
     wait_for(ref_cfg, ref_backend, all_in(("COMPLETED",)), 120, "reference job COMPLETED")
-    assert _requeued(sid) >= 2
+    assert requeued(sid) >= 2
     a = pd.read_parquet(Path(spec.run_dir) / "metrics.parquet").drop(columns=["wall_time"])
     ref_dir = Path(ref_cfg.results_dir) / "runs" / spec.job_id
     b = pd.read_parquet(ref_dir / "metrics.parquet").drop(columns=["wall_time"])
@@ -198,22 +139,12 @@ def _paced_training() -> Any:
 
     class Paced(JobCheckpointable):
         def __call__(self, spec: Any, **kwargs: Any) -> dict:
-            import time
 
             from fercluster.train.job import run_job
 
             return run_job(spec, progress=lambda it, total: time.sleep(0.2))
 
     return Paced()
-
-
-def _requeued(sid: str) -> int:
-    """How many times SLURM restarted the job (scontrol's Restarts)."""
-    out = subprocess.run(["scontrol", "show", "job", sid], capture_output=True, text=True).stdout
-    for token in out.split():
-        if token.startswith("Restarts="):
-            return int(token.split("=")[1])
-    return 0
 
 
 def test_job_that_sigkills_itself_is_failed_not_running(workdir: Path, shared_data: Path) -> None:

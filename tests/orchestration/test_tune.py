@@ -311,6 +311,31 @@ def test_trial_spec_carries_sampled_k_and_its_run_dir(tmp_path):
     assert Path(spec.prepared_dir).is_absolute()
 
 
+def test_a_trial_is_one_process_whatever_its_ray_worker_inherits(tmp_path):
+    """A Ray worker started by srun inherits SLURM_NTASKS > 1 and SLURM_PROCID of its task: the
+    trial's job must still run alone, not as a rank of one group with the other trials."""
+    from fercluster.orchestration.tune.search import base_job
+    from fercluster.orchestration.tune.trial import trial_spec
+    from fercluster.train import distributed
+
+    cfg = parse_config(tiny_config(tmp_path, name="many-nodes") | {"slurm": {"nodes": 4, "gpus_per_node": 2}})
+    base = base_job(cfg, "ckplus")
+    base["spec"]["processes"] = 8  # even a base that said otherwise
+    spec = trial_spec(base, {"k": 0.5, "fold": 0}, tmp_path / "t")
+    assert spec.processes == 1
+    inherited = {"SLURM_NTASKS": "4", "SLURM_PROCID": "2", "SLURM_LOCALID": "0"}
+    assert distributed.detect(spec.processes, inherited) == distributed.DistInfo()
+
+
+def test_trial_nodes_come_from_its_attempts(tmp_path):
+    from fercluster.orchestration.tune.results import trial_nodes
+
+    lines = [{"host": "vm", "node": "VM"}, {"host": "vm", "node": "vm"}, {"host": "h1"}, {"host": "vm", "node": "VM"}]
+    (tmp_path / "attempts.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines) + '{"node": "cut sh')
+    assert trial_nodes(tmp_path) == ["VM", "vm", "h1"]
+    assert trial_nodes(tmp_path / "missing") == []
+
+
 def test_2015_selection_is_refused(tmp_path):
     from fercluster.orchestration.tune.search import run_tune_local
 

@@ -81,6 +81,16 @@ def test_master_port_stays_clear_of_ray_and_ephemeral_ports():
     assert min(ports) >= 1024 and max(ports) < FIRST and max(ports) < 32768
 
 
+def test_node_name_is_slurms_node_else_the_host():
+    import socket
+
+    from fercluster.train.distributed import all_nodes, node_name
+
+    assert node_name({"SLURMD_NODENAME": "VM"}) == "VM"  # two SLURM nodes may share one host
+    assert node_name({}) == socket.gethostname()
+    assert all_nodes(DistInfo()) == [node_name()]
+
+
 def test_global_batch_is_split_across_ranks():
     assert [local_batch(64, DistInfo(r, 2)) for r in range(2)] == [32, 32]
     assert [local_batch(10, DistInfo(r, 3)) for r in range(3)] == [4, 3, 3]
@@ -166,6 +176,7 @@ def test_two_process_job_agrees_with_one_process(two_process_run):
     tmp = two_process_run
     record = json.loads((tmp / "two" / "job.json").read_text())
     assert record["world_size"] == 2 and record["device"].startswith("2 x ")
+    assert len(record["nodes"]) == 2  # the node of each rank
     m1, m2 = (pd.read_parquet(tmp / d / "metrics.parquet") for d in ("one", "two"))
     assert m1["iteration"].tolist() == m2["iteration"].tolist() == [0, 10, 20]
     # same initial weights: identical accuracies before training

@@ -21,10 +21,13 @@ def submitit_parameters(
 ) -> dict[str, Any]:
     """``SlurmExecutor.update_parameters`` keywords for ``slurm`` (the config's ``slurm:`` section).
 
-    A job with several GPUs per node runs one task per GPU (DDP, ranks from ``SLURM_PROCID``).
-    ``gpus=False`` drops GPUs and tasks (the aggregation job). Extra sbatch flags pass through
-    ``additional_parameters`` unchanged, e.g. ``{"mail-type": "END"}``. ``code_dir``: the code
-    snapshot the job imports (``code_setup``); None: whatever is installed when it starts.
+    A job with several GPUs per node runs one task per GPU (DDP, ranks from ``SLURM_PROCID``),
+    one without GPUs one task per node. A job of several tasks is started by ``srun
+    --kill-on-bad-exit=1``: a rank that dies ends the others at once, where they would otherwise
+    wait in a collective (NCCL: until its timeout). ``gpus=False`` drops GPUs and tasks (the
+    aggregation job). Extra sbatch flags pass through ``additional_parameters`` unchanged, e.g.
+    ``{"mail-type": "END"}``. ``code_dir``: the code snapshot the job imports (``code_setup``);
+    None: whatever is installed when it starts.
     """
     params: dict[str, Any] = {
         "job_name": job_name,
@@ -41,6 +44,10 @@ def submitit_parameters(
     if gpus and slurm.gpus_per_node > 0:
         params["gpus_per_node"] = slurm.gpus_per_node
         params["ntasks_per_node"] = slurm.gpus_per_node
+    elif gpus and slurm.nodes > 1:
+        params["ntasks_per_node"] = 1
+    if gpus and processes(slurm) > 1:
+        params["srun_args"] = ["--kill-on-bad-exit=1"]
     if slurm.mem_gb is not None:
         mem_mb = int(round(slurm.mem_gb * 1024))
         params["mem"] = f"{mem_mb}MB"

@@ -134,6 +134,8 @@ def slurm_parameters(cfg: SweepConfig, code_dir: Path | None = None) -> dict[str
     params = submitit_parameters(cfg.slurm, job_name=f"fercluster-{cfg.name}-tune", code_dir=code_dir)
     params["nodes"] = cfg.slurm.nodes
     params["ntasks_per_node"] = 1  # one Ray node per SLURM node; Ray shares the node's GPUs among trials
+    # the tasks are Ray's head and workers, not the ranks of one job (as slurm/ray_tune.sbatch)
+    params.pop("srun_args", None)
     return params
 
 

@@ -25,7 +25,7 @@ from fercluster import fmt
 from fercluster.atomic import write_json, write_parquet
 
 TRIAL_COLUMNS = ["dataset", "fold", "trial_id", "iteration", "val_acc", "test_acc", "train_loss",
-                 "train_acc", "wall_time", "state", "stopped_by_asha", "job_id"]  # fmt: skip
+                 "train_acc", "wall_time", "state", "stopped_by_asha", "job_id", "nodes"]  # fmt: skip
 
 
 class StatusCallback(Callback):
@@ -103,6 +103,7 @@ def trial_summary(trial: Any, iterations: int, params: list[str]) -> dict[str, A
         "test_acc": fmt.number(last.get("test_acc")),
         "best_val_acc": fmt.number(best),
         "stopped_by_asha": state == "TERMINATED" and it < iterations,
+        "node": last.get("node"),  # where it last reported from
     }
     for p in params:
         row[p] = fmt.number(trial.config.get(p))
@@ -143,14 +144,35 @@ def trial_rows(
         errored = result.error is not None
         state = "ERROR" if errored else ("COMPLETED" if last_it >= iterations else "STOPPED")
         job_id = _job_id(Path(trials_dir) / trial_id)
+        nodes = ",".join(trial_nodes(Path(trials_dir) / trial_id))
         for rec in frame.to_dict("records"):
             row = {c: rec.get(c) for c in TRIAL_COLUMNS if c in rec}
             row.update(dataset=dataset, trial_id=trial_id, fold=int(result.config["fold"]), state=state,
-                       stopped_by_asha=state == "STOPPED", job_id=job_id)  # fmt: skip
+                       stopped_by_asha=state == "STOPPED", job_id=job_id, nodes=nodes)  # fmt: skip
             for p in params:
                 row[p] = float(result.config[p])
             rows.append(row)
     return rows
+
+
+def trial_nodes(run_dir: Path) -> list[str]:
+    """The SLURM nodes (else hosts) a trial ran on, in the order of its attempts (``attempts.jsonl``)."""
+    from fercluster.orchestration.tune.trial import ATTEMPTS
+
+    nodes: dict[str, None] = {}
+    try:
+        lines = (run_dir / ATTEMPTS).read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    for line in lines:
+        try:
+            attempt = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a killed worker
+        node = attempt.get("node") or attempt.get("host")
+        if node:
+            nodes[str(node)] = None
+    return list(nodes)
 
 
 def _job_id(run_dir: Path) -> str | None:

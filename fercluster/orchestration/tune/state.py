@@ -160,12 +160,13 @@ def status_table(status: dict[str, Any]) -> Any:
         f" (SLURM {status['slurm_id']}, code {status.get('code') or '-'})" if status["slurm_id"] else ""
     )
     table = Table(title=title, caption=f"{counts}" + (f"; best so far: {best}" if best else ""))
-    for col in ("data set", "trial", "k", "state", "iteration", "val acc", "best val", "test acc"):
+    for col in ("data set", "trial", "k", "state", "iteration", "val acc", "best val", "test acc", "node"):
         table.add_column(col, justify="right" if col in ("k", "iteration") or "acc" in col or "val" in col else "left")
     rows = sorted(status["trials"], key=lambda r: -(r.get("best_val_acc") or -1))
     for r in rows:
         state = "STOPPED" if r.get("stopped_by_asha") else ("COMPLETED" if r["state"] == "TERMINATED" else r["state"])
         k = r.get("k")
         table.add_row(r["dataset"], r["trial_id"], "-" if k is None else f"{k:.3g}", state, str(r.get("iteration", 0)),
-                      fmt.pct(r.get("val_acc")), fmt.pct(r.get("best_val_acc")), fmt.pct(r.get("test_acc")))  # fmt: skip
+                      fmt.pct(r.get("val_acc")), fmt.pct(r.get("best_val_acc")), fmt.pct(r.get("test_acc")),
+                      str(r.get("node") or ""))  # fmt: skip
     return table

@@ -24,7 +24,7 @@ from typing import Any
 from fercluster.train.spec import JobSpec
 
 CHECKPOINT_FILES = ("checkpoint.pt", "metrics.parquet", "progress.json")
-ATTEMPTS = "attempts.jsonl"  # one line per start of the trial in this run directory
+ATTEMPTS = "attempts.jsonl"  # one line per start of the trial in this run directory (host, SLURM node)
 
 
 def trial_spec(base: dict[str, Any], config: dict[str, Any], run_dir: Path) -> JobSpec:
@@ -32,6 +32,9 @@ def trial_spec(base: dict[str, Any], config: dict[str, Any], run_dir: Path) -> J
     params = {key: config[key] for key in base["tunable"] if key in config}
     train = {**base["spec"]["train"], **{key: float(value) for key, value in params.items()}}
     spec = {**base["spec"], "train": train, "fold": int(config["fold"]), "run_dir": str(run_dir), "job_id": ""}
+    # ONE process, whatever the allocation: a Ray worker started by srun inherits SLURM_NTASKS and
+    # SLURM_PROCID of its task, which would otherwise make every trial a rank of one process group
+    spec["processes"] = 1
     return JobSpec.from_dict(spec)
 
 
@@ -39,13 +42,16 @@ def run_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     """The Tune trainable (wrapped with ``tune.with_parameters(run_trial, base=...)``)."""
     from ray import tune
 
+    from fercluster.train.distributed import node_name
+
     trial_id = tune.get_context().get_trial_id()
     run_dir = Path(base["trials_dir"]) / trial_id
     run_dir.mkdir(parents=True, exist_ok=True)
     restored = _restore_checkpoint(tune.get_checkpoint(), run_dir)
     _record_attempt(run_dir, trial_id, restored)
     spec = trial_spec(base, config, run_dir)
-    extra = {"trial_id": trial_id, "dataset": spec.dataset, "fold": spec.fold, "job_id": spec.job_id}
+    extra = {"trial_id": trial_id, "dataset": spec.dataset, "fold": spec.fold, "job_id": spec.job_id,
+             "node": node_name()}  # fmt: skip
     reporter = Reporter(run_dir, spec.train.iterations, extra)
 
     from fercluster.train.job import run_job
@@ -100,10 +106,13 @@ def _restore_checkpoint(checkpoint: Any, run_dir: Path) -> int | None:
 
 
 def _record_attempt(run_dir: Path, trial_id: str, restored: int | None) -> None:
+    from fercluster.train.distributed import node_name
+
     line = {
         "trial_id": trial_id,
         "time": time.time(),
         "host": socket.gethostname(),
+        "node": node_name(),  # the SLURM node (several may share a host)
         "pid": os.getpid(),
         "ray_checkpoint_iteration": restored,
         "has_job_checkpoint": (run_dir / "checkpoint.pt").exists(),
