@@ -117,6 +117,7 @@ def actions(diff: Diff) -> dict[str, str]:
     out.update({s.job_id: "skip" for s in diff.done})
     out.update({s.job_id: "leave" for s in diff.active})
     out.update({s.job_id: "failed" for s, _ in diff.failed})
+    out.update({s.job_id: "wait" for s, _ in diff.waiting})
     return out
 
 
@@ -148,6 +149,8 @@ class Submission:
             "arrays": r.arrays,
             "aggregate_id": r.aggregate_id,
             "adopted": r.adopted,
+            "recovery_error": r.recovery_error,
+            "waiting": [{"job_id": s.job_id, "why": why} for s, why in r.diff.waiting],
             "cancelled": r.cancelled,
             "code": r.code,
         }

@@ -178,7 +178,7 @@ def sweep_cmd(
 
 
 ACTION_TEXT = {"submit": "submit", "retry": "retry", "skip": "skip (done)", "leave": "leave (queued/running)",
-               "failed": "failed: --retry-failed"}  # fmt: skip
+               "failed": "failed: --retry-failed", "wait": "wait"}  # fmt: skip
 
 
 def _print_change(change: Any, console: Any, dry_run: bool) -> None:
@@ -229,6 +229,13 @@ def _print_sweep(cfg: Any, result: Any, console: Any) -> None:
     )
     for name in result.adopted:
         console.print(f"adopted orphan submission {name} (crash between sbatch and recording)")
+    if result.recovery_error:
+        console.print(
+            f"[yellow]orphan recovery could not ask SLURM[/] ({result.recovery_error}); "
+            f"{len(d.waiting)} jobs of unrecorded submissions are NOT submitted again now: "
+            "the next `sweep` retries recovery",
+            soft_wrap=True,
+        )
     for line in (result.code or {}).get("lines", []):
         console.print(line, markup=False, highlight=False)
     if result.code and result.code["note"]:

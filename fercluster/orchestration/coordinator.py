@@ -41,9 +41,10 @@ class Diff:
     active: list[JobSpec] = field(default_factory=list)  # queued or running: left alone
     failed: list[tuple[JobSpec, JobRow]] = field(default_factory=list)  # ended badly, not retried
     removed: list[str] = field(default_factory=list)  # in the state, not in the config, still active
+    waiting: list[tuple[JobSpec, str]] = field(default_factory=list)  # not submitted this time, and why
 
     def summary(self) -> dict[str, int]:
-        return {
+        out = {
             "submit": len(self.submit),
             "retry": len(self.retry),
             "done": len(self.done),
@@ -51,6 +52,15 @@ class Diff:
             "failed": len(self.failed),
             "removed": len(self.removed),
         }
+        if self.waiting:
+            out["waiting"] = len(self.waiting)
+        return out
+
+    def hold(self, job_ids: set[str], why: str) -> None:
+        """Move the jobs ``job_ids`` out of submit and retry, into waiting (``why``)."""
+        self.waiting += [(s, why) for s in self.submit + self.retry if s.job_id in job_ids]
+        self.submit = [s for s in self.submit if s.job_id not in job_ids]
+        self.retry = [s for s in self.retry if s.job_id not in job_ids]
 
 
 @dataclass
@@ -60,6 +70,7 @@ class SweepResult:
     diff: Diff
     arrays: list[dict[str, Any]] = field(default_factory=list)  # name, slurm_id, n, throttle
     adopted: list[str] = field(default_factory=list)
+    recovery_error: str = ""  # orphan recovery could not ask SLURM: its pending records were kept
     aggregate_id: str | None = None
     cancelled: list[str] = field(default_factory=list)
     dry_run: bool = False
@@ -126,15 +137,21 @@ def adopt_orphans(
     fn_for: Callable[[], Any] | None,
     specs_by_id: dict[str, JobSpec],
     timeout_min: int,
-) -> list[str]:
+) -> tuple[list[str], str]:
     """Pending submissions (written before sbatch) whose array SLURM has: record them.
 
-    Pending records SLURM does not know are dropped (sbatch never ran); their jobs are submitted
-    again by the caller. An adopted array gets any submitted pickles it is missing.
+    Returns the adopted names and, when the lookup failed, why (else ""). Pending records SLURM
+    does not know are dropped (sbatch never ran); their jobs are submitted again by the caller.
+    A lookup that FAILED drops nothing: the records stay, their jobs are held (``Diff.hold``) and
+    the next run tries again; "could not ask" is never "not found". An adopted array gets any
+    submitted pickles it is missing.
     """
     if not state.pending:
-        return []
-    found = backend.find_by_name(sorted(state.pending))
+        return [], ""
+    try:
+        found = backend.find_by_name(sorted(state.pending))
+    except SlurmError as exc:
+        return [], str(exc)
     adopted = []
     for name, rec in list(state.pending.items()):
         sid = found.get(name)
@@ -152,7 +169,7 @@ def adopt_orphans(
             if fn_for is not None and len(args) == len(job_ids):
                 backend.repair_pickles([state.slurm_id(j) for j in job_ids], fn_for(), args, timeout_min)
         adopted.append(name)
-    return adopted
+    return adopted, ""
 
 
 def _summaries(specs_by_id: dict[str, JobSpec], job_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -197,11 +214,14 @@ def run_sweep(
         return result
     with sweep_lock(cfg.jobs_dir):
         state = load_state(cfg.jobs_dir, cfg.name)
-        adopted = adopt_orphans(state, backend, fn_for, specs_by_id, cfg.slurm.time_min)
+        adopted, recovery_error = adopt_orphans(state, backend, fn_for, specs_by_id, cfg.slurm.time_min)
         if adopted:
             save_state(cfg.jobs_dir, state)
         result = _diff(cfg, specs, state, backend, retry_failed, timings, dry_run=False)
-        result.adopted = adopted
+        result.adopted, result.recovery_error = adopted, recovery_error
+        if state.pending:  # recovery failed: what these records hold may be in SLURM already
+            held = {j for rec in state.pending.values() for j in rec.get("job_ids", [])}
+            result.diff.hold(held, "orphan recovery could not ask SLURM; the next sweep retries it")
         t1 = time.perf_counter()
         todo = result.diff.submit + result.diff.retry
         if todo or any(n in state.arrays for n in adopted):  # new training work: aggregate after it
@@ -217,10 +237,12 @@ def run_sweep(
             deps = {a["slurm_id"] for a in result.arrays} | {
                 base_id(r.slurm_id) for r in result.rows if r.state in ACTIVE and r.slurm_id
             }
-            with private_umask():
-                result.aggregate_id = _submit_aggregate(
-                    cfg, state, backend, aggregate_fn, sorted(deps, key=int), code.aggregate or code.current
-                )
+            # a pending aggregation record left by a crash may be in SLURM: recovery decides next time
+            if not any(rec.get("kind") == "aggregate" for rec in state.pending.values()):
+                with private_umask():
+                    result.aggregate_id = _submit_aggregate(
+                        cfg, state, backend, aggregate_fn, sorted(deps, key=int), code.aggregate or code.current
+                    )
         if prune and result.diff.removed:
             ids = [state.slurm_id(j) for j in result.diff.removed]
             backend.cancel([i for i in ids if i])

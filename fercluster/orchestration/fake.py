@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Sequence
 
+from fercluster.errors import SlurmError
 from fercluster.orchestration.backend import base_id, task_ids
 from fercluster.orchestration.slurm import parse as slurm_parse
 from fercluster.orchestration.slurm.parse import SlurmInfo
@@ -29,7 +30,10 @@ class FakeBackend:
         self.names: dict[str, str] = {}  # job name -> base id
         self.submitted: list[dict[str, Any]] = []  # one entry per sbatch: name, ids, params, args
         self.sacct_ok = True
+        self.lookup_error = ""  # set: find_by_name fails with this (squeue and sacct do not answer)
         self.last_source = ""
+        self.user = "me"
+        self.foreign: list[tuple[str, str, str]] = []  # other users' jobs: (id, name, user)
 
     def max_array_size(self) -> int:
         self.calls["scontrol"] += 1
@@ -59,8 +63,19 @@ class FakeBackend:
         return 0
 
     def find_by_name(self, names: Sequence[str]) -> dict[str, str]:
+        """This user's newest submission of each name; other users' jobs of the same name ignored."""
         self.calls["squeue"] += 1
+        if self.lookup_error:
+            raise SlurmError(self.lookup_error)
         return {n: self.names[n] for n in names if n in self.names}
+
+    def add_foreign(self, n: int, names: Sequence[str] = (), user: str = "other") -> None:
+        """``n`` jobs of other users (the first ones named ``names``): the busy cluster around us."""
+        for i in range(n):
+            sid = str(self.next_id)
+            self.next_id += 1
+            self.foreign.append((sid, names[i] if i < len(names) else f"job{i}", user))
+            self.states[sid] = "RUNNING" if i % 3 else "PENDING"
 
     def set_state(self, slurm_ids: Sequence[str], state: str) -> None:
         for sid in slurm_ids:

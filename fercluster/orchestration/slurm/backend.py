@@ -7,6 +7,7 @@ whether one allocation (a Ray Tune search) is still queued or running.
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import subprocess
 from collections import Counter
@@ -30,6 +31,7 @@ class SlurmBackend:
         self.timeout_s = timeout_s
         self.calls: Counter[str] = Counter()
         self.last_source = ""
+        self.user = getpass.getuser()  # lookups and queries are scoped to this user
 
     # -- commands ----------------------------------------------------------------------------
     def _run(self, argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -89,35 +91,22 @@ class SlurmBackend:
         return written
 
     def find_by_name(self, names: Sequence[str]) -> dict[str, str]:
-        """SLURM job id of each array among ``names`` (squeue, then accounting for old ones)."""
+        """SLURM job id of each array among ``names`` (job names) that THIS user submitted.
+
+        squeue (``--me``), then accounting (``-u``) for the names squeue does not show; the newest
+        array wins when a name was submitted more than once. A lookup that fails (an error, a
+        time-out) raises ``SlurmError``: it is never taken for "not found".
+        """
         if not names:
             return {}
         found: dict[str, str] = {}
-        proc = self._run(["squeue", "-h", "-t", "all", "--name=" + ",".join(names), "-o", "%F|%j"], check=False)
-        for line in proc.stdout.splitlines():
-            jid, _, name = line.partition("|")
-            if name in names and jid.strip().isdigit():
-                found.setdefault(name, jid.strip())
+        argv = ["squeue", "--me", "-h", "-t", "all", "--name=" + ",".join(names), "-o", "%F|%j|%u"]
+        _newest(found, self._run(argv).stdout, set(names), self.user)
         missing = [n for n in names if n not in found]
         if missing:
-            proc = self._run(
-                [
-                    "sacct",
-                    "-X",
-                    "--parsable2",
-                    "--noheader",
-                    "-S",
-                    "2000-01-01",
-                    "--name=" + ",".join(missing),
-                    "--format=JobID,JobName",
-                ],
-                check=False,
-            )
-            if proc.returncode == 0:
-                for line in proc.stdout.splitlines():
-                    jid, _, name = line.partition("|")
-                    if name in missing:
-                        found.setdefault(name, base_id(jid.strip()))
+            argv = ["sacct", "-X", "--parsable2", "--noheader", "-S", "2000-01-01", "-u", self.user,
+                    "--name=" + ",".join(missing), "--format=JobID,JobName,User"]  # fmt: skip
+            _newest(found, self._run(argv).stdout, set(missing), self.user)
         return found
 
     def query(self, slurm_ids: Sequence[str]) -> dict[str, SlurmInfo]:
@@ -154,6 +143,17 @@ class SlurmBackend:
     def cancel(self, slurm_ids: Sequence[str]) -> None:
         if slurm_ids:
             self._run(["scancel", *slurm_ids])
+
+
+def _newest(found: dict[str, str], text: str, names: set[str], user: str) -> None:
+    """Lines ``id|name|user``: per name, the highest (newest) array id of ``user``."""
+    for line in text.splitlines():
+        jid, name, owner = (line.split("|") + ["", ""])[:3]
+        jid = base_id(jid.strip())
+        if name not in names or owner.strip() != user or not jid.isdigit():
+            continue  # another user's job of the same name (an identical sweep) is never adopted
+        if name not in found or int(jid) > int(found[name]):
+            found[name] = jid
 
 
 def allocation_live(slurm_id: str | None, timeout_s: float = 30.0) -> bool | None:
