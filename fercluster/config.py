@@ -176,6 +176,9 @@ class Slurm(Strict):
     array_parallelism: int = Field(64, ge=1)  # the %K of job arrays
     max_retries: int = Field(2, ge=0, le=20)  # bound for --retry-failed
     signal_delay_s: int = Field(120, ge=10)  # SIGUSR2 this long before the time limit
+    # `status --watch` refreshes no more often than this (a shared cluster's sacct is rate-limited);
+    # on errors it backs off, doubling up to 10 minutes
+    watch_floor_s: float = Field(30.0, ge=1)
     extra: dict[Name, SlurmStr] = Field(default_factory=dict)  # more sbatch flags, e.g. {mail-type: END}
     # snapshot: jobs import the code copied at submission (jobs/<sweep>/code/<hash>), requeues and
     # retries too; live: whatever fercluster is installed when each job starts (a checkout: its state then).

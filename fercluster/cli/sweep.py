@@ -259,7 +259,11 @@ def status_cmd(
     watch: bool = typer.Option(False, "--watch", help="Refresh live until every job has ended."),
     failed: bool = typer.Option(False, "--failed", help="Show each failed job's reason and the tail of its log."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with a 'jobs' list."),
-    interval: float = typer.Option(10.0, "--interval", help="Seconds between refreshes with --watch."),
+    interval: float = typer.Option(
+        30.0,
+        "--interval",
+        help="Seconds between refreshes with --watch (at least slurm.watch_floor_s; longer on errors).",
+    ),
     sets: Optional[list[str]] = set_option(),
 ) -> None:
     """Show a sweep's jobs: counts by state and one row per job (one SLURM query per refresh).
@@ -286,18 +290,31 @@ def status_cmd(
     if not watch:
         console.print(_render(cfg, snapshot(cfg, backend, failed=failed), failed))
         return
+    _watch(cfg, backend, console, failed, interval)
+
+
+def _watch(cfg: Any, backend: Any, console: Any, failed: bool, interval: float) -> None:
+    """Refresh until every job has ended: never faster than the floor, backing off while SLURM fails."""
     from rich.live import Live
 
+    from fercluster.orchestration.status import snapshot, watch_interval
+
+    floor = cfg.slurm.watch_floor_s
+    if interval < floor:
+        console.print(f"note: --interval {interval:g} s is below slurm.watch_floor_s: refreshing every {floor:g} s")
+    failures = 0
     with Live(console=console, auto_refresh=False) as live:
         while True:
             snap = snapshot(cfg, backend, failed=failed)
-            live.update(_render(cfg, snap, failed), refresh=True)
+            failures = failures + 1 if snap.get("stale") else 0
+            wait = watch_interval(interval, floor, failures)
+            live.update(_render(cfg, snap, failed, next_s=wait), refresh=True)
             if not any(k in snap["counts"] for k in ACTIVE):
                 break
-            time.sleep(interval)
+            time.sleep(wait)
 
 
-def _render(cfg: Any, snap: dict[str, Any], failed: bool) -> Any:
+def _render(cfg: Any, snap: dict[str, Any], failed: bool, next_s: float | None = None) -> Any:
     from rich.console import Group
     from rich.text import Text
 
@@ -311,6 +328,11 @@ def _render(cfg: Any, snap: dict[str, Any], failed: bool) -> Any:
             + f"  (SLURM via {snap['source'] or '-'}, {time.strftime('%H:%M:%S')})"
         )
     ]
+    if snap.get("stale"):
+        parts.append(Text(f"stale: SLURM could not be asked about every job ({snap['stale']}); "
+                          "their last known states are shown", style="yellow"))  # fmt: skip
+    if next_s is not None:
+        parts.append(Text(f"next refresh in {next_s:g} s" + (" (backing off)" if snap.get("stale") else "")))
     agg = snap.get("aggregate")
     if agg:
         parts.append(Text(f"aggregation job {agg.get('slurm_id')}: {agg.get('state', '?')}"))

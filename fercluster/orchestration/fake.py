@@ -29,7 +29,10 @@ class FakeBackend:
         self.states: dict[str, str] = {}  # per-task id -> SLURM state word
         self.names: dict[str, str] = {}  # job name -> base id
         self.submitted: list[dict[str, Any]] = []  # one entry per sbatch: name, ids, params, args
-        self.sacct_ok = True
+        self.sacct_ok = True  # False: accounting is off (every sacct fails)
+        self.failing: set[str] = set()  # commands that fail now ("sacct", "squeue"): an outage
+        self.lag: set[str] = set()  # ids sacct does not show yet (accounting lags behind)
+        self.last_error = ""
         self.lookup_error = ""  # set: find_by_name fails with this (squeue and sacct do not answer)
         self.last_source = ""
         self.user = "me"
@@ -82,20 +85,34 @@ class FakeBackend:
             self.states[sid] = state
 
     def query(self, slurm_ids: Sequence[str]) -> dict[str, SlurmInfo]:
-        if not self.sacct_ok:
-            self.calls["squeue"] += 1
-            self.last_source = "squeue"
-            text = "\n".join(f"{s}|{self.states[s]}|0:01|localhost|None" for s in slurm_ids if s in self.states)
-            return slurm_parse.parse_squeue(text)
+        """As ``SlurmBackend.query``: one sacct for the ids; one squeue for the ids it lacks
+        (``lag``) or for all of them when sacct fails (``sacct_ok``, ``failing``)."""
+        self.last_error = ""
+        if not slurm_ids:
+            return {}
         self.calls["sacct"] += 1
+        if not self.sacct_ok or "sacct" in self.failing:
+            self.last_error = "sacct failed: slurmdbd not reachable"
+            self.last_source = "squeue"
+            return self._squeue(slurm_ids)
         self.last_source = "sacct"
         lines = []
         for s in slurm_ids:
             state = self.states.get(s)
-            if state is not None:
+            if state is not None and s not in self.lag:
                 node = "localhost" if state != "PENDING" else "None assigned"
                 lines.append(f"{s}|{state}|0:0|00:01:00|{node}|None")
-        return slurm_parse.parse_sacct("\n".join(lines))
+        infos = slurm_parse.parse_sacct("\n".join(lines))
+        missing = [s for s in slurm_ids if s not in infos]
+        return {**self._squeue(missing), **infos} if missing else infos
+
+    def _squeue(self, slurm_ids: Sequence[str]) -> dict[str, SlurmInfo]:
+        self.calls["squeue"] += 1
+        if "squeue" in self.failing:
+            self.last_error = "; ".join(e for e in (self.last_error, "squeue failed: rate limit") if e)
+            return {}
+        text = "\n".join(f"{s}|{self.states[s]}|0:01|localhost|None" for s in slurm_ids if s in self.states)
+        return slurm_parse.parse_squeue(text)
 
     def cancel(self, slurm_ids: Sequence[str]) -> None:
         self.calls["scancel"] += 1

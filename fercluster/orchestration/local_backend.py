@@ -67,6 +67,7 @@ class LocalBackend:
         self.jobs = jobs
         self.calls: Counter[str] = Counter()
         self.last_source = ""
+        self.last_error = ""  # local records always answer
 
     def query(self, ids: Sequence[str]) -> dict[str, LocalInfo]:
         """An answer for every id: RUNNING (alive here) or NOT_SUBMITTED (reason set if a run stopped)."""

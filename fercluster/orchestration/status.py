@@ -9,6 +9,7 @@ from fercluster.errors import SlurmError
 from fercluster.orchestration import plan as plan_mod
 from fercluster.orchestration.backend import Backend, JobInfo, JobQuery
 from fercluster.orchestration.coordinator import removed_specs
+from fercluster.orchestration.known import load_known, save_known
 from fercluster.orchestration.monitor import counts, failure_details, job_rows
 from fercluster.orchestration.snapshots import code_status
 from fercluster.orchestration.state import load_state
@@ -26,7 +27,9 @@ def snapshot(cfg: SweepConfig, backend: JobQuery, failed: bool = False) -> dict[
     agg = dict(state.aggregate or {})
     extra = [agg["slurm_id"]] if agg.get("slurm_id") else []
     infos: dict[str, JobInfo] = {}
-    rows = job_rows(specs, state, backend, extra_ids=extra, infos_out=infos)
+    known = load_known(cfg.jobs_dir)
+    rows = job_rows(specs, state, backend, extra_ids=extra, infos_out=infos, known=known)
+    save_known(known)
     jobs = [r.to_dict() for r in rows]
     if failed:
         for job, row in zip(jobs, rows, strict=True):
@@ -43,11 +46,22 @@ def snapshot(cfg: SweepConfig, backend: JobQuery, failed: bool = False) -> dict[
         "counts": counts(rows),
         "total": len(rows),
         "source": backend.last_source,
+        "stale": backend.last_error or None,  # why some states shown are the last known, not fresh
         "aggregate": agg or None,
         "removed_from_config": [s.job_id for s in removed],
         "code": code_status(cfg, state, [r.code for r in rows]),
         "jobs": jobs,
     }
+
+
+WATCH_MAX_S = 600.0  # the longest wait between refreshes when SLURM keeps failing
+
+
+def watch_interval(requested: float, floor: float, failures: int) -> float:
+    """Seconds until the next ``status --watch`` refresh: ``requested`` raised to ``floor``,
+    doubled per refresh in a row that failed (stale states), capped at ``WATCH_MAX_S``."""
+    base = max(requested, floor)
+    return min(base * 2 ** min(failures, 16), max(base, WATCH_MAX_S))
 
 
 def cancel(cfg: SweepConfig, backend: Backend, job: str | None = None) -> list[str]:

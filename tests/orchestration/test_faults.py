@@ -12,12 +12,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from orch_helpers import SWEEP_KW, make_config
+from orch_helpers import SWEEP_KW, finish, make_config
 
 from fercluster.orchestration.coordinator import run_sweep
 from fercluster.orchestration.fake import FakeBackend
 from fercluster.orchestration.slurm.backend import SlurmBackend
 from fercluster.orchestration.state import load_state
+from fercluster.orchestration.status import snapshot, watch_interval
 
 COMMANDS = ("sbatch", "squeue", "sacct", "scontrol", "scancel")
 
@@ -147,3 +148,150 @@ def test_fake_backend_lookup_failure_keeps_the_pending_record(cfg, workdir: Path
     assert len(result.adopted) == 1 and backend.calls["sbatch"] == 2  # the aggregation job only
     live = [sid for sid, st in backend.states.items() if st == "PENDING"]
     assert len(live) == 5  # 4 tasks + the aggregation job: no job twice
+
+
+# -- status: one sacct for the sweep's ids, fallbacks for those ids only, stale states in outages --
+def _submitted(workdir: Path, fake: FakeSlurm):
+    cfg = _cfg(workdir)
+    backend = SlurmBackend(cfg.jobs_dir / "submitit", timeout_s=1.0)
+    run_sweep(cfg, backend, **SWEEP_KW)
+    for i in range(30):  # a busy cluster: other users' jobs, one with the sweep's own array name
+        fake.add_job(f"their-job-{i}", "alice", n=3, state="RUNNING")
+    fake.clear_calls()
+    return cfg, backend
+
+
+def _scoped(fake: FakeSlurm) -> None:
+    """No query the stand-ins saw asked about the whole cluster."""
+    assert not fake.calls("scontrol")
+    for call in fake.calls("squeue"):
+        assert "--me" in call and "-j" in call, call
+    for call in fake.calls("sacct"):
+        assert "-j" in call, call
+
+
+def test_healthy_refresh_is_one_sacct_for_the_sweeps_ids(workdir: Path, fakeslurm: FakeSlurm) -> None:
+    cfg, backend = _submitted(workdir, fakeslurm)
+    snap = snapshot(cfg, backend)
+    calls = fakeslurm.calls()
+    assert [c[0] for c in calls] == ["sacct"] and snap["stale"] is None
+    mine = sorted(j["id"] for j in fakeslurm.world()["jobs"] if j["user"] == getpass.getuser())
+    assert sorted(calls[0][calls[0].index("-j") + 1].split(",")) == mine
+    assert snap["counts"] == {"PENDING": 4}
+
+
+def test_sacct_lag_asks_squeue_for_the_missing_ids_only(workdir: Path, fakeslurm: FakeSlurm) -> None:
+    cfg, backend = _submitted(workdir, fakeslurm)
+    base = load_state(cfg.jobs_dir, cfg.name).arrays.popitem()[1]["slurm_id"]
+    fakeslurm.fault(lag=[f"{base}_1"])
+    snap = snapshot(cfg, backend)
+    squeue = fakeslurm.calls("squeue")
+    assert [c[0] for c in fakeslurm.calls()] == ["sacct", "squeue"]
+    assert squeue[0][squeue[0].index("-j") + 1] == base  # only the array that lags
+    assert snap["counts"] == {"PENDING": 4} and snap["stale"] is None
+    _scoped(fakeslurm)
+
+
+@pytest.mark.parametrize("fault", ["fail", "timeout", "ratelimit"])
+def test_outage_shows_last_known_states_stale_then_converges(workdir: Path, fakeslurm: FakeSlurm, fault: str) -> None:
+    cfg, backend = _submitted(workdir, fakeslurm)
+    fakeslurm.set_states("RUNNING")
+    assert snapshot(cfg, backend)["counts"] == {"RUNNING": 4}  # remembered in known.json
+    fakeslurm.clear_calls()
+    fakeslurm.fault(sacct=fault, squeue=fault)
+    snap = snapshot(cfg, backend)
+    assert sorted(c[0] for c in fakeslurm.calls()) == ["sacct", "squeue"]  # no storm, no scontrol
+    assert snap["stale"] and snap["counts"] == {"RUNNING": 4}
+    assert all(j["reason"].startswith("stale (last known") for j in snap["jobs"])
+    _scoped(fakeslurm)
+    before = sorted(p.name for p in (cfg.jobs_dir).iterdir())
+    result = run_sweep(cfg, backend, **SWEEP_KW)  # a sweep in the outage submits nothing again
+    assert result.arrays == [] and len(result.diff.active) == 4
+    assert sorted(p.name for p in (cfg.jobs_dir).iterdir()) == before
+    fakeslurm.fault()
+    fakeslurm.set_states("COMPLETED")
+    snap = snapshot(cfg, backend)
+    assert snap["stale"] is None and snap["counts"] == {"FAILED": 4}  # COMPLETED without job.json
+    assert all("no job.json" in j["reason"] for j in snap["jobs"])
+
+
+def test_sacct_down_squeue_answers_for_the_ids(workdir: Path, fakeslurm: FakeSlurm) -> None:
+    cfg, backend = _submitted(workdir, fakeslurm)
+    fakeslurm.set_states("RUNNING")
+    fakeslurm.fault(sacct="ratelimit")
+    snap = snapshot(cfg, backend)
+    assert [c[0] for c in fakeslurm.calls()] == ["sacct", "squeue"]
+    assert snap["counts"] == {"RUNNING": 4} and "rate limit" in snap["stale"]
+    assert snap["source"] == "squeue"
+    _scoped(fakeslurm)
+
+
+def test_completed_jobs_files_are_read_once(cfg, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fercluster.orchestration import monitor
+
+    backend = FakeBackend()
+    result = run_sweep(cfg, backend, **SWEEP_KW)
+    for spec in result.specs[:3]:
+        finish(spec)
+    reads: list[str] = []
+    real = monitor.read_json
+    monkeypatch.setattr(monitor, "read_json", lambda p: reads.append(Path(p).name) or real(p))
+    assert snapshot(cfg, backend)["counts"] == {"COMPLETED": 3, "PENDING": 1}
+    assert reads.count("job.json") == 4
+    reads.clear()
+    before = backend.calls["sacct"]
+    snap = snapshot(cfg, backend)
+    assert snap["counts"] == {"COMPLETED": 3, "PENDING": 1} and snap["jobs"][0]["val_acc"] == 0.5
+    assert reads == ["job.json", "progress.json"]  # the one job whose state can change
+    assert backend.calls["sacct"] - before == 1
+
+
+def test_fake_backend_outage_and_recovery(cfg, workdir: Path) -> None:
+    backend = FakeBackend()
+    result = run_sweep(cfg, backend, **SWEEP_KW)
+    base = result.arrays[0]["slurm_id"]
+    backend.set_state([f"{base}_{i}" for i in range(4)], "RUNNING")
+    snapshot(cfg, backend)
+    backend.failing = {"sacct", "squeue"}
+    calls = sum(backend.calls.values())
+    snap = snapshot(cfg, backend)
+    assert sum(backend.calls.values()) - calls == 2 and snap["stale"] and snap["counts"] == {"RUNNING": 4}
+    backend.failing = set()
+    backend.set_state([f"{base}_{i}" for i in range(4)], "FAILED")
+    snap = snapshot(cfg, backend)
+    assert snap["stale"] is None and snap["counts"] == {"FAILED": 4}
+
+
+def test_watch_interval_has_a_floor_and_backs_off() -> None:
+    assert watch_interval(5, 30, 0) == 30 and watch_interval(60, 30, 0) == 60
+    assert [watch_interval(30, 30, n) for n in range(6)] == [30, 60, 120, 240, 480, 600]
+
+
+def test_watch_raises_an_interval_below_the_floor(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from fercluster.cli.main import _register, app
+
+    _register()
+    cfg_file = workdir / "w.yaml"
+    cfg_file.write_text(
+        json.dumps(
+            {
+                "name": "w",
+                "datasets": {"ckplus": {"kind": "ckplus", "root": "raw", "classes": 8}},
+                "grid": [{"dataset": "ckplus", "folds": [0], "variants": ["none"]}],
+                "train": {"iterations": 40, "k": 0.7},
+            }
+        )  # fmt: skip
+    )
+    backend = FakeBackend()
+    monkeypatch.setattr("fercluster.cli.sweep._backend", lambda cfg: backend)
+    monkeypatch.setattr("fercluster.orchestration.jobs.training_callable", lambda: print)
+    monkeypatch.setattr("fercluster.orchestration.coordinator.prepare_datasets", lambda cfg, names: None)
+    runner = CliRunner()
+    assert runner.invoke(app, ["sweep", str(cfg_file)]).exit_code == 0
+    backend.set_state(list(backend.states), "FAILED")
+    out = runner.invoke(app, ["status", str(cfg_file), "--watch", "--interval", "5"])
+    assert out.exit_code == 0, out.output
+    assert "--interval 5 s is below slurm.watch_floor_s: refreshing every 30 s" in out.output
+    assert "next refresh in 30 s" in out.output

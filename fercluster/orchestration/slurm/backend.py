@@ -1,7 +1,7 @@
-"""SLURM as a ``Backend``: sbatch through submitit, states from sacct (squeue/scontrol as fallbacks).
+"""SLURM as a ``Backend``: sbatch through submitit, states from sacct (``squeue --me -j`` as fallback).
 
-``SlurmBackend`` submits arrays, finds arrays by job name (orphans after a crash), answers one
-batched state query, and cancels; ``calls`` counts the commands it ran. ``allocation_live`` asks
+``SlurmBackend`` submits arrays, finds this user's arrays by job name (orphans after a crash),
+answers one batched state query for the sweep's ids (never a cluster-wide one), and cancels; ``calls`` counts the commands it ran. ``allocation_live`` asks
 whether one allocation (a Ray Tune search) is still queued or running.
 """
 
@@ -31,6 +31,7 @@ class SlurmBackend:
         self.timeout_s = timeout_s
         self.calls: Counter[str] = Counter()
         self.last_source = ""
+        self.last_error = ""  # why the last query could not see every id ("" when it could)
         self.user = getpass.getuser()  # lookups and queries are scoped to this user
 
     # -- commands ----------------------------------------------------------------------------
@@ -110,35 +111,41 @@ class SlurmBackend:
         return found
 
     def query(self, slurm_ids: Sequence[str]) -> dict[str, SlurmInfo]:
-        """State of ``slurm_ids`` from ONE batched sacct; squeue/scontrol when sacct fails.
+        """State of the sweep's ``slurm_ids`` from ONE batched sacct (``-j`` those ids only).
 
-        Ids that sacct does not know yet (just submitted) are looked up with one squeue.
+        Ids sacct does not show (accounting lags, or is off) are asked of ONE ``squeue --me -j``
+        for their arrays; when sacct fails (an error, a time-out, a rate limit) that squeue is the
+        only fallback, and ``last_error`` says why: ids neither answers are left out, and the
+        monitor shows their last known state, marked stale. Nothing cluster-wide is ever run.
         """
+        self.last_error = ""
         if not slurm_ids:
             return {}
         bases = sorted({base_id(s) for s in slurm_ids}, key=int)
-        proc = self._run(
-            ["sacct", "-j", ",".join(bases), "--parsable2", "--noheader", f"--format={slurm_parse.SACCT_FORMAT}"],
-            check=False,
-        )
-        if proc.returncode == 0:
-            self.last_source = "sacct"
-            infos = slurm_parse.parse_sacct(proc.stdout)
-            if all(s in infos for s in slurm_ids):
-                return infos
-            return {**self._queue(), **infos}
-        self.last_source = "squeue"
-        return self._queue()
+        try:
+            proc = self._run(
+                ["sacct", "-j", ",".join(bases), "--parsable2", "--noheader", f"--format={slurm_parse.SACCT_FORMAT}"],
+                check=True,
+            )
+        except SlurmError as exc:
+            self.last_error = str(exc)
+            self.last_source = "squeue"
+            return self._queue(bases)
+        self.last_source = "sacct"
+        infos = slurm_parse.parse_sacct(proc.stdout)
+        missing = sorted({base_id(s) for s in slurm_ids if s not in infos}, key=int)
+        return {**self._queue(missing), **infos} if missing else infos
 
-    def _queue(self) -> dict[str, SlurmInfo]:
-        proc = self._run(["squeue", "-h", "-r", "-t", "all", "-o", slurm_parse.SQUEUE_FORMAT], check=False)
-        if proc.returncode == 0:
-            return slurm_parse.parse_squeue(proc.stdout)
-        proc = self._run(["scontrol", "show", "job", "-o"], check=False)
-        if proc.returncode == 0:
-            self.last_source = "scontrol"
-            return slurm_parse.parse_scontrol_jobs(proc.stdout)
-        raise SlurmError(f"cannot reach SLURM: sacct, squeue and scontrol all failed ({proc.stderr.strip()[-300:]})")
+    def _queue(self, bases: Sequence[str]) -> dict[str, SlurmInfo]:
+        """``squeue --me -j <bases>``: this user's given jobs only ({} when squeue fails too)."""
+        argv = ["squeue", "--me", "-h", "-r", "-t", "all", "-j", ",".join(bases), "-o", slurm_parse.SQUEUE_FORMAT]
+        try:
+            return slurm_parse.parse_squeue(self._run(argv).stdout)
+        except SlurmError as exc:
+            if "Invalid job id" in str(exc):  # every id has left slurmctld: it knows none of them
+                return {}
+            self.last_error = f"{self.last_error}; {exc}" if self.last_error else str(exc)
+            return {}
 
     def cancel(self, slurm_ids: Sequence[str]) -> None:
         if slurm_ids:
