@@ -39,7 +39,7 @@ def aggregate(cfg: SweepConfig, console: Any = None) -> dict[str, Any]:
         raise AnalysisError(_nothing_message(cfg, col))  # before any log line: the error is all stderr shows
     log(
         f"{len(col.results)} complete jobs of {len(col.planned)} planned; {len(col.missing)} missing, "
-        f"{len(col.skipped)} skipped"
+        f"{len(col.skipped)} failed (broken files)"
     )
     sections: list[Section] = []
     acc = pd.DataFrame()
@@ -160,7 +160,10 @@ def _missing_section(col: Collection, skipped: list[dict]) -> Section:
         )
         s.table([{k: ("-" if v is None else v) for k, v in m.items()} for m in col.missing])
     if skipped:
-        s.text("Complete jobs left out because their files are broken:")
+        s.text(
+            "Failed jobs, left out because their files are broken (a job.json that does not parse or lacks "
+            "fields, a corrupt table); `fercluster sweep --retry-failed` reruns them:"
+        )
         s.table(skipped)
     if col.extra:
         s.text(

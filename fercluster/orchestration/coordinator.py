@@ -266,7 +266,7 @@ def _diff(
 ) -> SweepResult:
     t = time.perf_counter()
     extra = removed_specs(specs, state)
-    rows = job_rows(list(specs) + extra, state, backend, details=dry_run)
+    rows = job_rows(list(specs) + extra, state, backend)
     rows, removed_rows = rows[: len(specs)], rows[len(specs) :]
     timings["status_s"] = time.perf_counter() - t
     diff = reconcile(

@@ -1,6 +1,7 @@
 """One row per job: its state from the run directory plus ONE batched query per refresh.
 
-Rules, in order: a job whose ``job.json`` exists is COMPLETED, whatever SLURM says; a job with a
+Rules, in order: a job whose ``job.json`` exists is COMPLETED, whatever SLURM says (FAILED, with
+the reason, when it does not parse or lacks fields: ``train.record``); a job with a
 SLURM id gets SLURM's state (a requeued job is PENDING or RUNNING); any other job is asked of
 ``LocalBackend`` (alive local run: RUNNING; otherwise NOT_SUBMITTED). A job SLURM calls COMPLETED
 without ``job.json`` is FAILED; a job SLURM no longer knows is FAILED ('lost'), never RUNNING
@@ -24,6 +25,7 @@ from fercluster.orchestration.known import Known, KnownInfo
 from fercluster.orchestration.local_backend import LocalBackend
 from fercluster.orchestration.state import SweepState
 from fercluster.orchestration.states import CANCELLED, COMPLETED, ENDED_BADLY, FAILED, NOT_SUBMITTED, PENDING, STATES
+from fercluster.train.record import read_job_record
 from fercluster.train.seeds import resolve_k
 from fercluster.train.spec import JobSpec
 
@@ -72,18 +74,17 @@ def job_rows(
     backend: JobQuery | None,
     extra_ids: Sequence[str] = (),
     infos_out: dict[str, JobInfo] | None = None,
-    details: bool = True,
     known: Known | None = None,
 ) -> list[JobRow]:
     """Rows for ``specs`` (plan order). ``backend=None``: no SLURM query (local only).
 
     ``extra_ids`` (e.g. the aggregation job) ride along in the same query; their answers land
-    in ``infos_out``. ``details=False`` skips reading accuracies from completed jobs (the diff
-    only needs to know they are done). ``known`` (``status``): completed jobs' ``job.json`` read
-    once, and the last known states, shown marked stale for ids the query could not see
-    (``backend.last_error``); it is updated with this refresh's answers.
+    in ``infos_out``. Every ``job.json`` is parsed (a broken one is a failed job, for the diff
+    too) unless ``known`` (``status``) has it already: completed jobs' records are read once.
+    ``known`` also gives the last known states, shown marked stale for ids the query could not
+    see (``backend.last_error``); it is updated with this refresh's answers.
     """
-    rows = [_base_row(spec, state, details, known) for spec in specs]
+    rows = [_base_row(spec, state, known) for spec in specs]
     open_rows = [r for r in rows if r.state == ""]
     ask = [r.slurm_id for r in open_rows if r.slurm_id] + list(extra_ids)
     infos: Mapping[str, JobInfo] = backend.query(ask) if (ask and backend is not None) else {}
@@ -116,7 +117,7 @@ def _apply_stale(row: JobRow, last: KnownInfo | None, error: str) -> None:
     row.reason = f"stale (last known {when}; {error})" + (f"; {row.reason}" if row.reason else "")
 
 
-def _base_row(spec: JobSpec, state: SweepState, details: bool = True, known: Known | None = None) -> JobRow:
+def _base_row(spec: JobSpec, state: SweepState, known: Known | None = None) -> JobRow:
     """The row from the run directory: COMPLETED if ``job.json`` exists, else state "" (ask).
 
     A completed job that ``known`` has is not read again (a completed job does not change)."""
@@ -142,9 +143,11 @@ def _base_row(spec: JobSpec, state: SweepState, details: bool = True, known: Kno
             setattr(row, key, cached.get(key))
         row.code = cached.get("code") or row.code
         return row
-    done_path = os.path.join(spec.run_dir, "job.json")
-    done = read_json(done_path) if details else ({} if os.path.exists(done_path) else None)
+    done, broken = read_job_record(spec.run_dir)
     row.k = _k(spec, done)
+    if broken:  # a record that does not parse or lacks fields: failed, here as in sweep and --dry-run
+        row.state, row.reason = FAILED, broken
+        return row
     if done is not None:
         row.state = COMPLETED
         row.iteration = row.iterations
@@ -155,7 +158,7 @@ def _base_row(spec: JobSpec, state: SweepState, details: bool = True, known: Kno
         row.elapsed = (
             fmt.number((done.get("timings") or {}).get("total_s")) if isinstance(done.get("timings"), dict) else None
         )
-        if known is not None and details:
+        if known is not None:
             known.done[spec.job_id] = {"run_dir": spec.run_dir, "k": row.k, "val_acc": row.val_acc,
                                        "test_acc": row.test_acc, "node": row.node, "elapsed": row.elapsed,
                                        "code": row.code}  # fmt: skip

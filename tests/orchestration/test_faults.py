@@ -234,8 +234,9 @@ def test_completed_jobs_files_are_read_once(cfg, workdir: Path, monkeypatch: pyt
     for spec in result.specs[:3]:
         finish(spec)
     reads: list[str] = []
-    real = monitor.read_json
-    monkeypatch.setattr(monitor, "read_json", lambda p: reads.append(Path(p).name) or real(p))
+    json_real, record_real = monitor.read_json, monitor.read_job_record
+    monkeypatch.setattr(monitor, "read_json", lambda p: reads.append(Path(p).name) or json_real(p))
+    monkeypatch.setattr(monitor, "read_job_record", lambda d: reads.append("job.json") or record_real(d))
     assert snapshot(cfg, backend)["counts"] == {"COMPLETED": 3, "PENDING": 1}
     assert reads.count("job.json") == 4
     reads.clear()
@@ -295,3 +296,50 @@ def test_watch_raises_an_interval_below_the_floor(workdir: Path, monkeypatch: py
     assert out.exit_code == 0, out.output
     assert "--interval 5 s is below slurm.watch_floor_s: refreshing every 30 s" in out.output
     assert "next refresh in 30 s" in out.output
+
+
+# -- a broken job.json is a failed job everywhere -------------------------------------------------
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [('{"status": "compl', "JSONDecodeError"), ('{"status": "completed"}', "lacks val_acc, test_acc"), ("[1]", "list")],
+)
+def test_broken_job_record_is_failed_everywhere_and_rerun(cfg, workdir: Path, content: str, why: str) -> None:
+    backend = FakeBackend()
+    first = run_sweep(cfg, backend, **SWEEP_KW)
+    base = first.arrays[0]["slurm_id"]
+    backend.set_state([f"{base}_{i}" for i in range(4)], "COMPLETED")
+    for spec in first.specs[1:]:
+        finish(spec)
+    broken = first.specs[0]
+    Path(broken.run_dir).mkdir(parents=True)
+    Path(broken.run_dir, "job.json").write_text(content)
+    dry = run_sweep(cfg, backend, dry_run=True, **SWEEP_KW)
+    plain = run_sweep(cfg, backend, **SWEEP_KW)
+    snap = snapshot(cfg, backend)
+    for result in (dry, plain):
+        assert [s.job_id for s, _ in result.diff.failed] == [broken.job_id] and len(result.diff.done) == 3
+        assert why in result.diff.failed[0][1].reason and "corrupt job.json" in result.diff.failed[0][1].reason
+    assert snap["counts"] == {"FAILED": 1, "COMPLETED": 3} and why in snap["jobs"][0]["reason"]
+    assert plain.arrays == [] and backend.calls["sbatch"] == 2
+    from fercluster.analysis.collect import collect
+
+    assert broken.job_id in {s["job_id"] for s in collect(cfg).skipped}  # the aggregation: failed, with why
+    retried = run_sweep(cfg, backend, retry_failed=True, **SWEEP_KW)
+    assert [a["n"] for a in retried.arrays] == [1] and backend.submitted[-2]["args"] == [broken]
+
+
+def test_the_job_moves_a_broken_record_aside_and_runs_again(cfg, workdir: Path, monkeypatch) -> None:
+    from fercluster.train import job as job_mod
+
+    spec = run_sweep(cfg, FakeBackend(), dry_run=True, **SWEEP_KW).specs[0]
+    Path(spec.run_dir).mkdir(parents=True)
+    Path(spec.run_dir, "job.json").write_text("{not json")
+
+    class Ran(Exception):
+        pass
+
+    monkeypatch.setattr(job_mod.code, "check_imported_snapshot", lambda: (_ for _ in ()).throw(Ran()))
+    with pytest.raises(Ran):  # past the record: it trains again
+        job_mod.run_job(spec)
+    assert not Path(spec.run_dir, "job.json").exists()
+    assert [p.name.startswith("job.json.broken-") for p in Path(spec.run_dir).iterdir()] == [True]
