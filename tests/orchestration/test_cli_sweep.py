@@ -98,5 +98,6 @@ def test_bench_orchestration_small(workdir: Path) -> None:
     report = json.loads(out.output)
     assert report["backend"].startswith("fake") and report["jobs"] == 400
     assert report["figures"]["sbatch_calls"] == 2 and report["figures"]["rerun_submissions"] == 0
-    assert report["figures"]["refresh_queries"] == 1
+    assert report["figures"]["refresh_queries"] == 1 and report["figures"]["refresh_scheduler_calls"] == 1
+    assert report["figures"]["other_users_jobs"] == 100_000 and report["figures"]["refresh_s"] < 2
     assert all(t["pass"] for t in report["targets"])
