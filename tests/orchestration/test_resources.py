@@ -70,3 +70,19 @@ def test_processes_match_the_tasks_submitit_starts() -> None:
     assert processes(Slurm(gpus_per_node=4, nodes=2)) == 8
     params = submitit_parameters(Slurm(gpus_per_node=4, nodes=2), job_name="x")
     assert params["nodes"] * params["ntasks_per_node"] == 8
+
+
+def test_site_setup_exclusive_gpu_type_and_memory_per_gpu(tmp_path) -> None:
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    slurm = Slurm(gpus_per_node=2, gpu_type="a100", mem_per_gpu_gb=20, exclusive=True,
+                  setup=["module load cuda/12.1", "conda activate fer"])  # fmt: skip
+    p = submitit_parameters(slurm, job_name="fc-s-abc", array_parallelism=3, code_dir=tmp_path)
+    assert p["setup"][:2] == ["module load cuda/12.1", "conda activate fer"]  # the site's lines, then
+    assert any(line.startswith("export PYTHONPATH=") for line in p["setup"][2:])  # the snapshot's (kept)
+    text = _make_sbatch_string(command="python -c 1", folder="/tmp/x/%j", map_count=4, **p)
+    for line in ("#SBATCH --gpus-per-node=a100:2", "#SBATCH --mem-per-gpu=20480MB", "#SBATCH --exclusive"):
+        assert line in text
+    assert text.index("conda activate fer") < text.index("export PYTHONPATH=") < text.index("srun")
+    agg = submitit_parameters(slurm, job_name="agg", gpus=False)
+    assert agg["setup"] == slurm.setup and not {"exclusive", "mem_per_gpu", "gpus_per_node"} & set(agg)

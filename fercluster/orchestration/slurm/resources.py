@@ -22,9 +22,11 @@ def submitit_parameters(
     """``SlurmExecutor.update_parameters`` keywords for ``slurm`` (the config's ``slurm:`` section).
 
     A job with several GPUs per node runs one task per GPU (DDP, ranks from ``SLURM_PROCID``).
-    ``gpus=False`` drops GPUs and tasks (the aggregation job). Extra sbatch flags pass through
-    ``additional_parameters`` unchanged, e.g. ``{"mail-type": "END"}``. ``code_dir``: the code
-    snapshot the job imports (``code_setup``); None: whatever is installed when it starts.
+    ``gpus=False`` drops GPUs, tasks and ``--exclusive`` (the aggregation job). Extra sbatch
+    flags pass through ``additional_parameters`` unchanged, e.g. ``{"mail-type": "END"}`` (the
+    config refuses flags set here, ``config.MANAGED_FLAGS``). ``setup``: the config's lines, then
+    the ones that make the job import ``code_dir``, its code snapshot (``code_setup``); None:
+    whatever is installed when it starts.
     """
     params: dict[str, Any] = {
         "job_name": job_name,
@@ -39,19 +41,25 @@ def submitit_parameters(
         if value is not None:
             params[key] = value
     if gpus and slurm.gpus_per_node > 0:
-        params["gpus_per_node"] = slurm.gpus_per_node
-        params["ntasks_per_node"] = slurm.gpus_per_node
+        n = slurm.gpus_per_node
+        params["gpus_per_node"] = f"{slurm.gpu_type}:{n}" if slurm.gpu_type else n
+        params["ntasks_per_node"] = n
+        if slurm.mem_per_gpu_gb is not None:
+            params["mem_per_gpu"] = f"{int(round(slurm.mem_per_gpu_gb * 1024))}MB"
     if slurm.mem_gb is not None:
         mem_mb = int(round(slurm.mem_gb * 1024))
         params["mem"] = f"{mem_mb}MB"
+    if slurm.exclusive and gpus:
+        params["exclusive"] = True
     if array_parallelism is not None:
         params["array_parallelism"] = array_parallelism
     if dependency:
         params["dependency"] = dependency
     if slurm.extra:
         params["additional_parameters"] = dict(slurm.extra)
-    if code_dir is not None:
-        params["setup"] = code_setup(code_dir)
+    setup = list(slurm.setup) + (code_setup(code_dir) if code_dir is not None else [])
+    if setup:  # the site's lines first: a PYTHONPATH they set is kept, behind the snapshot
+        params["setup"] = setup
     return params
 
 
