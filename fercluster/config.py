@@ -174,7 +174,8 @@ class Slurm(Strict):
     mem_gb: float | None = Field(None, gt=0)
     constraint: SlurmStr | None = None
     array_parallelism: int = Field(64, ge=1)  # the %K of job arrays
-    max_retries: int = Field(2, ge=0, le=20)  # bound for --retry-failed
+    max_retries: int = Field(2, ge=0, le=20)  # bound for --retry-failed (pre-emptions do not count)
+    max_timeout_requeues: int = Field(3, ge=0, le=100)  # submitit requeues a job this often after time-outs
     signal_delay_s: int = Field(120, ge=10)  # SIGUSR2 this long before the time limit
     # `status --watch` refreshes no more often than this (a shared cluster's sacct is rate-limited);
     # on errors it backs off, doubling up to 10 minutes

@@ -114,6 +114,7 @@ def actions(diff: Diff) -> dict[str, str]:
     """What a sweep does (or would do) with each job: submit, retry, skip, leave or failed."""
     out = {s.job_id: "submit" for s in diff.submit}
     out.update({s.job_id: "retry" for s in diff.retry})
+    out.update({s.job_id: "requeue" for s in diff.requeue})
     out.update({s.job_id: "skip" for s in diff.done})
     out.update({s.job_id: "leave" for s in diff.active})
     out.update({s.job_id: "failed" for s, _ in diff.failed})
@@ -243,7 +244,7 @@ def slurm_backend(config: SweepConfig) -> Backend:
     """SLURM through submitit, with the sweep's submitit folder."""
     from fercluster.orchestration.slurm.backend import SlurmBackend
 
-    return SlurmBackend(config.jobs_dir / "submitit")
+    return SlurmBackend(config.jobs_dir / "submitit", max_timeout_requeues=config.slurm.max_timeout_requeues)
 
 
 def _grid_only(config: SweepConfig, what: str) -> None:

@@ -178,7 +178,8 @@ def sweep_cmd(
 
 
 ACTION_TEXT = {"submit": "submit", "retry": "retry", "skip": "skip (done)", "leave": "leave (queued/running)",
-               "failed": "failed: --retry-failed", "wait": "wait"}  # fmt: skip
+               "failed": "failed: --retry-failed", "wait": "wait",
+               "requeue": "requeue (pre-empted)"}  # fmt: skip
 
 
 def _print_change(change: Any, console: Any, dry_run: bool) -> None:
@@ -223,7 +224,9 @@ def _print_sweep(cfg: Any, result: Any, console: Any) -> None:
         verb = "did"
     s = d.summary()
     console.print(
-        f"[bold]{cfg.name}[/]: {len(result.specs)} jobs; {verb} submit {s['submit']}, retry {s['retry']}; "
+        f"[bold]{cfg.name}[/]: {len(result.specs)} jobs; {verb} submit {s['submit']}, retry {s['retry']}"
+        + (f", requeue {s['requeue']} pre-empted" if s["requeue"] else "")
+        + "; "
         f"skip {s['done']} done; leave {s['active']} queued/running; {s['failed']} failed not retried"
         + (f"; {s['removed']} removed from the config still active" if s["removed"] else "")
     )

@@ -29,7 +29,7 @@ from fercluster.orchestration.state import (
     save_state,
     sweep_lock,
 )
-from fercluster.orchestration.states import ACTIVE, COMPLETED, NOT_SUBMITTED
+from fercluster.orchestration.states import ACTIVE, COMPLETED, NOT_SUBMITTED, PREEMPTED
 from fercluster.train.spec import JobSpec
 
 
@@ -37,6 +37,7 @@ from fercluster.train.spec import JobSpec
 class Diff:
     submit: list[JobSpec] = field(default_factory=list)  # never submitted (or local run stopped)
     retry: list[JobSpec] = field(default_factory=list)  # ended badly, --retry-failed, retries left
+    requeue: list[JobSpec] = field(default_factory=list)  # pre-empted (SIGTERM): resubmitted, no retry used
     done: list[JobSpec] = field(default_factory=list)
     active: list[JobSpec] = field(default_factory=list)  # queued or running: left alone
     failed: list[tuple[JobSpec, JobRow]] = field(default_factory=list)  # ended badly, not retried
@@ -47,6 +48,7 @@ class Diff:
         out = {
             "submit": len(self.submit),
             "retry": len(self.retry),
+            "requeue": len(self.requeue),
             "done": len(self.done),
             "active": len(self.active),
             "failed": len(self.failed),
@@ -58,9 +60,10 @@ class Diff:
 
     def hold(self, job_ids: set[str], why: str) -> None:
         """Move the jobs ``job_ids`` out of submit and retry, into waiting (``why``)."""
-        self.waiting += [(s, why) for s in self.submit + self.retry if s.job_id in job_ids]
+        self.waiting += [(s, why) for s in self.submit + self.retry + self.requeue if s.job_id in job_ids]
         self.submit = [s for s in self.submit if s.job_id not in job_ids]
         self.retry = [s for s in self.retry if s.job_id not in job_ids]
+        self.requeue = [s for s in self.requeue if s.job_id not in job_ids]
 
 
 @dataclass
@@ -95,6 +98,8 @@ def reconcile(
             diff.active.append(spec)
         elif row.state == NOT_SUBMITTED:
             diff.submit.append(spec)
+        elif row.state == PREEMPTED:  # SLURM took the node back (PreemptMode=CANCEL): not the job's fault
+            diff.requeue.append(spec)
         elif retry_failed and row.retries < max_retries:
             diff.retry.append(spec)
         else:
@@ -164,7 +169,8 @@ def adopt_orphans(
         else:
             job_ids = rec["job_ids"]
             summaries = _summaries(specs_by_id, job_ids)
-            state.record_array(name, sid, job_ids, set(rec.get("retry", [])), summaries, code=rec.get("code"))
+            state.record_array(name, sid, job_ids, set(rec.get("retry", [])), summaries, code=rec.get("code"),
+                               requeue_ids=set(rec.get("requeue", [])))  # fmt: skip
             args = [specs_by_id[j] for j in job_ids if j in specs_by_id]  # already as submitted (processes)
             if fn_for is not None and len(args) == len(job_ids):
                 backend.repair_pickles([state.slurm_id(j) for j in job_ids], fn_for(), args, timeout_min)
@@ -223,17 +229,18 @@ def run_sweep(
             held = {j for rec in state.pending.values() for j in rec.get("job_ids", [])}
             result.diff.hold(held, "orphan recovery could not ask SLURM; the next sweep retries it")
         t1 = time.perf_counter()
-        todo = result.diff.submit + result.diff.retry
+        d = result.diff
+        todo = d.submit + d.retry + d.requeue
         if todo or any(n in state.arrays for n in adopted):  # new training work: aggregate after it
-            with private_umask():  # the snapshot too: not writable by others
-                code = plan_code(cfg, state, result.diff.submit, result.diff.retry, retry_code)
+            with private_umask():  # the snapshot too: not writable by others (requeues: their own code)
+                code = plan_code(cfg, state, d.submit, d.retry + d.requeue, retry_code)
             result.code = code.summary()
             if todo:
                 if prepare:
                     prepare_datasets(cfg, {s.dataset for s in todo})
-                retry_ids = {s.job_id for s in result.diff.retry}
+                retry_ids, requeue_ids = {s.job_id for s in d.retry}, {s.job_id for s in d.requeue}
                 with private_umask():
-                    result.arrays = _submit_arrays(cfg, state, backend, fn_for, specs, code, retry_ids)
+                    result.arrays = _submit_arrays(cfg, state, backend, fn_for, specs, code, retry_ids, requeue_ids)
             deps = {a["slurm_id"] for a in result.arrays} | {
                 base_id(r.slurm_id) for r in result.rows if r.state in ACTIVE and r.slurm_id
             }
@@ -291,6 +298,7 @@ def _submit_arrays(
     specs: list[JobSpec],
     code: CodePlan,
     retry_ids: set[str],
+    requeue_ids: set[str] = frozenset(),
 ) -> list[dict[str, Any]]:
     """One array per code snapshot (split at the cluster's MaxArraySize)."""
     ensure_dir(cfg.jobs_dir / "submitit")
@@ -308,13 +316,15 @@ def _submit_arrays(
             "created": time.time(),
             "kind": "train",
             "retry": sorted(retry_ids.intersection(job_ids)),
+            "requeue": sorted(requeue_ids.intersection(job_ids)),
             "code": choice.key,
         }
         save_state(cfg.jobs_dir, state)  # BEFORE sbatch: a crash after it is found by name
         params = submitit_parameters(cfg.slurm, job_name=name, array_parallelism=throttle, code_dir=choice.path)
         ids = backend.submit_array(fn, _args(chunk, choice, code.current), params)
         summaries = _summaries(specs_by_id, job_ids)
-        state.record_array(name, base_id(ids[0]), job_ids, retry_ids, summaries, code=choice.key)
+        state.record_array(name, base_id(ids[0]), job_ids, retry_ids, summaries, code=choice.key,
+                           requeue_ids=requeue_ids)  # fmt: skip
         save_state(cfg.jobs_dir, state)
         arrays.append({"name": name, "slurm_id": base_id(ids[0]), "n": len(chunk), "throttle": throttle,
                        "code": choice.key})  # fmt: skip

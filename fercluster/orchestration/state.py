@@ -55,10 +55,12 @@ class SweepState:
         retry_ids: set[str],
         summaries: dict[str, dict[str, Any]] | None = None,
         code: str | None = None,
+        requeue_ids: set[str] = frozenset(),
     ) -> None:
         """Jobs ``job_ids`` now run as tasks 0..n-1 of SLURM array ``array_id``, on ``code``.
 
         ``summaries``: per job, what status needs once the job leaves the config (data set, ...).
+        ``requeue_ids``: jobs resubmitted after a pre-emption (counted as requeues, not retries).
         """
         now = time.time()
         self.arrays[name] = {"slurm_id": array_id, "job_ids": list(job_ids), "submitted": now, "code": code}
@@ -68,6 +70,7 @@ class SweepState:
             rec["slurm_ids"].append(f"{array_id}_{task}" if len(job_ids) > 1 else array_id)
             rec["submissions"] += 1
             rec["retries"] += job_id in retry_ids
+            rec["requeues"] = rec.get("requeues", 0) + (job_id in requeue_ids)
             rec["array"] = name
             rec["task"] = task
             rec["submitted"] = now

@@ -20,15 +20,14 @@ from fercluster.orchestration.slurm import parse as slurm_parse
 from fercluster.orchestration.slurm.parse import SlurmInfo
 from fercluster.orchestration.states import ACTIVE
 
-MAX_TIMEOUT_REQUEUES = 3  # submitit requeues a Checkpointable job this often after time-outs
-
 
 class SlurmBackend:
     name = "slurm"
 
-    def __init__(self, folder: Path, timeout_s: float = 120.0) -> None:
+    def __init__(self, folder: Path, timeout_s: float = 120.0, max_timeout_requeues: int = 3) -> None:
         self.folder = Path(folder).absolute()  # jobs/<sweep>/submitit; one sub-folder per job
         self.timeout_s = timeout_s
+        self.max_timeout_requeues = max_timeout_requeues  # slurm.max_timeout_requeues
         self.calls: Counter[str] = Counter()
         self.last_source = ""
         self.last_error = ""  # why the last query could not see every id ("" when it could)
@@ -53,7 +52,7 @@ class SlurmBackend:
     def _executor(self, params: dict[str, Any]) -> Any:
         import submitit
 
-        ex = submitit.SlurmExecutor(folder=self.folder / "%j", max_num_timeout=MAX_TIMEOUT_REQUEUES)
+        ex = submitit.SlurmExecutor(folder=self.folder / "%j", max_num_timeout=self.max_timeout_requeues)
         ex.update_parameters(**params)
         return ex
 
@@ -86,7 +85,7 @@ class SlurmBackend:
                 continue
             paths.folder.mkdir(parents=True, exist_ok=True)
             delayed = DelayedSubmission(fn, arg)
-            delayed.set_timeout(timeout_min, MAX_TIMEOUT_REQUEUES)
+            delayed.set_timeout(timeout_min, self.max_timeout_requeues)
             delayed.dump(paths.submitted_pickle)
             written += 1
         return written

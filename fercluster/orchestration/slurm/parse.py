@@ -45,7 +45,7 @@ _REASONS = {
     "BOOT_FAIL": "node failed to boot",
     "TIMEOUT": "time limit reached: raise slurm.time_min",
     "DEADLINE": "deadline reached",
-    "PREEMPTED": "pre-empted and not requeued",
+    "PREEMPTED": "pre-empted (SIGTERM); the next `sweep` requeues it from its checkpoint, no retry used",
     "CANCELLED": "cancelled (scancel or an administrator)",
     "REVOKED": "revoked by a federated cluster",
 }
