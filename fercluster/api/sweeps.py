@@ -151,6 +151,7 @@ class Submission:
             "aggregate_id": r.aggregate_id,
             "adopted": r.adopted,
             "recovery_error": r.recovery_error,
+            "submit_error": r.submit_error,
             "waiting": [{"job_id": s.job_id, "why": why} for s, why in r.diff.waiting],
             "cancelled": r.cancelled,
             "code": r.code,

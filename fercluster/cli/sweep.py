@@ -172,9 +172,11 @@ def sweep_cmd(
     )
     if as_json:
         print(json.dumps(submission.to_dict(), default=str))
-        return
-    _print_change(submission.change, console, dry_run=dry_run)
-    _print_sweep(cfg, submission.result, console)
+    else:
+        _print_change(submission.change, console, dry_run=dry_run)
+        _print_sweep(cfg, submission.result, console)
+    if submission.result.submit_error:  # the summary is out: what went in stands, the rest waits
+        raise typer.Exit(1)
 
 
 ACTION_TEXT = {"submit": "submit", "retry": "retry", "skip": "skip (done)", "leave": "leave (queued/running)",
@@ -229,6 +231,7 @@ def _print_sweep(cfg: Any, result: Any, console: Any) -> None:
         + "; "
         f"skip {s['done']} done; leave {s['active']} queued/running; {s['failed']} failed not retried"
         + (f"; {s['removed']} removed from the config still active" if s["removed"] else "")
+        + (f"; {s['waiting']} waiting" if s.get("waiting") else "")
     )
     for name in result.adopted:
         console.print(f"adopted orphan submission {name} (crash between sbatch and recording)")
@@ -250,6 +253,13 @@ def _print_sweep(cfg: Any, result: Any, console: Any) -> None:
         )
     if result.aggregate_id:
         console.print(f"submitted aggregation job {result.aggregate_id} (afterany the training jobs)")
+    if result.submit_error:
+        console.print(
+            f"[red]sbatch failed part-way[/]: {result.submit_error}; {len(result.arrays)} arrays "
+            f"({s['submit'] + s['retry'] + s['requeue']} jobs) went in before it, {s.get('waiting', 0)} jobs wait: "
+            "run the same `sweep` again to submit them",
+            soft_wrap=True,
+        )
     if result.cancelled:
         console.print(f"cancelled {len(result.cancelled)} jobs no longer in the config")
     for spec, row in d.failed[:20]:
@@ -381,8 +391,10 @@ def cancel_cmd(
     from fercluster.api import cancel
 
     cfg = load(config, sets)
+    from fercluster.orchestration.status import by_array
+
     ids = cancel(cfg, job, backend=_backend(cfg))
-    _console().print(f"cancelled {len(ids)} SLURM job(s): {' '.join(ids) if ids else '-'}")
+    _console().print(f"cancelled {len(ids)} SLURM job(s) of sweep {cfg.name}: {by_array(ids)}", soft_wrap=True)
 
 
 # -- bench -----------------------------------------------------------------------------------------

@@ -74,6 +74,7 @@ class SweepResult:
     arrays: list[dict[str, Any]] = field(default_factory=list)  # name, slurm_id, n, throttle
     adopted: list[str] = field(default_factory=list)
     recovery_error: str = ""  # orphan recovery could not ask SLURM: its pending records were kept
+    submit_error: str = ""  # an sbatch failed part-way: what was submitted before stands, the rest waits
     aggregate_id: str | None = None
     cancelled: list[str] = field(default_factory=list)
     dry_run: bool = False
@@ -240,16 +241,27 @@ def run_sweep(
                     prepare_datasets(cfg, {s.dataset for s in todo})
                 retry_ids, requeue_ids = {s.job_id for s in d.retry}, {s.job_id for s in d.requeue}
                 with private_umask():
-                    result.arrays = _submit_arrays(cfg, state, backend, fn_for, specs, code, retry_ids, requeue_ids)
+                    result.arrays, result.submit_error = _submit_arrays(
+                        cfg, state, backend, fn_for, specs, code, retry_ids, requeue_ids
+                    )
+                if result.submit_error:
+                    sent = {j for a in result.arrays for j in state.arrays[a["name"]]["job_ids"]}
+                    why = f"not submitted: {result.submit_error}; the next `sweep` submits it"
+                    d.hold({s.job_id for s in todo} - sent, why)
             deps = {a["slurm_id"] for a in result.arrays} | {
                 base_id(r.slurm_id) for r in result.rows if r.state in ACTIVE and r.slurm_id
             }
-            # a pending aggregation record left by a crash may be in SLURM: recovery decides next time
-            if not any(rec.get("kind") == "aggregate" for rec in state.pending.values()):
-                with private_umask():
-                    result.aggregate_id = _submit_aggregate(
-                        cfg, state, backend, aggregate_fn, sorted(deps, key=int), code.aggregate or code.current
-                    )
+            # a pending aggregation record left by a crash may be in SLURM: recovery decides next time;
+            # nothing submitted because sbatch fails: an aggregation job now would fail as well
+            crashed = any(rec.get("kind") == "aggregate" for rec in state.pending.values())
+            if not crashed and not (result.submit_error and not result.arrays):
+                try:
+                    with private_umask():
+                        result.aggregate_id = _submit_aggregate(
+                            cfg, state, backend, aggregate_fn, sorted(deps, key=int), code.aggregate or code.current
+                        )
+                except SlurmError as exc:
+                    result.submit_error = "; ".join(e for e in (result.submit_error, f"aggregation job: {exc}") if e)
         if prune and result.diff.removed:
             ids = [state.slurm_id(j) for j in result.diff.removed]
             backend.cancel([i for i in ids if i])
@@ -299,8 +311,11 @@ def _submit_arrays(
     code: CodePlan,
     retry_ids: set[str],
     requeue_ids: set[str] = frozenset(),
-) -> list[dict[str, Any]]:
-    """One array per code snapshot (split at the cluster's MaxArraySize)."""
+) -> tuple[list[dict[str, Any]], str]:
+    """One array per code snapshot (split at the cluster's MaxArraySize); returns the arrays
+    submitted and, when an sbatch failed, why (the arrays after it are not tried: they would
+    fail the same way, each after sbatch's own retries). The failed array's pending record
+    stays: the next run looks it up (an sbatch that timed out may have submitted it)."""
     ensure_dir(cfg.jobs_dir / "submitit")
     size = max(1, backend.max_array_size())
     chunks = [(choice, group[i : i + size]) for choice, group in code.groups for i in range(0, len(group), size)]
@@ -321,14 +336,17 @@ def _submit_arrays(
         }
         save_state(cfg.jobs_dir, state)  # BEFORE sbatch: a crash after it is found by name
         params = submitit_parameters(cfg.slurm, job_name=name, array_parallelism=throttle, code_dir=choice.path)
-        ids = backend.submit_array(fn, _args(chunk, choice, code.current), params)
+        try:
+            ids = backend.submit_array(fn, _args(chunk, choice, code.current), params)
+        except SlurmError as exc:
+            return arrays, str(exc)
         summaries = _summaries(specs_by_id, job_ids)
         state.record_array(name, base_id(ids[0]), job_ids, retry_ids, summaries, code=choice.key,
                            requeue_ids=requeue_ids)  # fmt: skip
         save_state(cfg.jobs_dir, state)
         arrays.append({"name": name, "slurm_id": base_id(ids[0]), "n": len(chunk), "throttle": throttle,
                        "code": choice.key})  # fmt: skip
-    return arrays
+    return arrays, ""
 
 
 def _args(chunk: list[JobSpec], choice: CodeChoice, current: CodeChoice) -> list[Any]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from fercluster.config import SweepConfig
 from fercluster.errors import SlurmError
 from fercluster.orchestration import plan as plan_mod
-from fercluster.orchestration.backend import Backend, JobInfo, JobQuery
+from fercluster.orchestration.backend import Backend, JobInfo, JobQuery, base_id
 from fercluster.orchestration.coordinator import removed_specs
 from fercluster.orchestration.known import load_known, save_known
 from fercluster.orchestration.monitor import counts, failure_details, job_rows
@@ -77,6 +77,15 @@ def cancel(cfg: SweepConfig, backend: Backend, job: str | None = None) -> list[s
     ids = [r.slurm_id for r in rows if r.state in ACTIVE and r.slurm_id]
     if job is None and state.aggregate and state.aggregate.get("slurm_id"):
         ids.append(state.aggregate["slurm_id"])
-    if ids:
-        backend.cancel(ids)
+    if ids:  # the whole sweep: scancel its arrays (a short command line), not thousands of task ids
+        backend.cancel(ids if job is not None else sorted({base_id(i) for i in ids}, key=int))
     return ids
+
+
+def by_array(ids: Sequence[str]) -> str:
+    """``["1000_0", "1000_3", "1001"]`` -> ``"array 1000 (2 tasks), job 1001"``: a summary by array."""
+    tasks: dict[str, int] = {}
+    for sid in ids:
+        tasks[base_id(sid)] = tasks.get(base_id(sid), 0) + ("_" in sid)
+    parts = [f"array {b} ({n} task{'s' if n != 1 else ''})" if n else f"job {b}" for b, n in tasks.items()]
+    return ", ".join(parts) or "-"

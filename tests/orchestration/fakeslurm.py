@@ -3,8 +3,8 @@
 
 The tests put a folder of links to this script first on PATH. It keeps a small cluster in
 ``$FAKESLURM/world.json`` (jobs of this user and of others), injects the faults listed in
-``$FAKESLURM/faults.json`` ({command: "fail" | "timeout" | "ratelimit"}, and "lag": ids that sacct
-does not show yet) and records every call (argv) in ``$FAKESLURM/calls.jsonl``.
+``$FAKESLURM/faults.json`` ({command: "fail" | "timeout" | "ratelimit"}; "lag": ids that sacct
+does not show yet; "sbatch_ok": submissions that go in before the sbatch fault; "max_array") and records every call (argv) in ``$FAKESLURM/calls.jsonl``.
 Only the flags fercluster uses are understood; an unfiltered query prints every user's jobs.
 """
 
@@ -48,7 +48,12 @@ def main() -> int:
         cmd, argv = argv[1], argv[2:]
     with CALLS.open("a") as f:
         f.write(json.dumps([cmd, *argv]) + "\n")
-    fault = load(FAULTS, {}).get(cmd)
+    faults = load(FAULTS, {})
+    fault = faults.get(cmd)
+    if cmd == "sbatch" and sum(1 for ln in CALLS.read_text().splitlines() if ln.startswith('["sbatch"')) <= faults.get(
+        "sbatch_ok", 0
+    ):
+        fault = None  # the first sbatch_ok submissions go in; the fault starts after them (a job limit)
     if fault == "timeout":
         time.sleep(30)
     if fault == "fail":
@@ -62,7 +67,7 @@ def main() -> int:
     if cmd == "sbatch":
         return sbatch(world, argv, me)
     if cmd == "scontrol":
-        print("MaxArraySize            = 1001")
+        print(f"MaxArraySize            = {faults.get('max_array', 1001)}")
         return 0
     if cmd == "scancel":
         return 0

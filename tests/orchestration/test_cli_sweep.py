@@ -76,7 +76,9 @@ def test_sweep_then_status_json(config_file: Path, fake: FakeBackend, workdir: P
     table = runner.invoke(app, ["status", str(config_file)])
     assert "RUNNING 1" in table.output and "1000_0" in table.output
     cancelled = runner.invoke(app, ["cancel", str(config_file), "--job", row["job_id"]])
-    assert cancelled.exit_code == 0 and "cancelled 1 SLURM job(s): 1000_0" in cancelled.output
+    assert (
+        cancelled.exit_code == 0 and "cancelled 1 SLURM job(s) of sweep mini: array 1000 (1 task)" in cancelled.output
+    )
     assert fake.states["1000_0"] == "CANCELLED"
     failed = runner.invoke(app, ["status", "--failed"])
     assert "cancelled (scancel" in failed.output

@@ -343,3 +343,62 @@ def test_the_job_moves_a_broken_record_aside_and_runs_again(cfg, workdir: Path, 
         job_mod.run_job(spec)
     assert not Path(spec.run_dir, "job.json").exists()
     assert [p.name.startswith("job.json.broken-") for p in Path(spec.run_dir).iterdir()] == [True]
+
+
+# -- sbatch failing part-way: a summary, what went in stands, the rest waits; sbatch bounded ----
+@pytest.mark.parametrize("fault", ["fail", "timeout"])
+def test_sbatch_failing_part_way_ends_with_a_summary(workdir: Path, fakeslurm: FakeSlurm, fault: str) -> None:
+    cfg = _cfg(workdir)
+    backend = SlurmBackend(cfg.jobs_dir / "submitit", timeout_s=5.0, sbatch_timeout_s=1.0)
+    fakeslurm.fault(sbatch=fault, sbatch_ok=1, max_array=2)  # the second array on is refused
+    result = run_sweep(cfg, backend, **SWEEP_KW)
+    assert [a["n"] for a in result.arrays] == [2] and len(result.diff.waiting) == 2
+    assert result.diff.summary()["submit"] == 2
+    assert result.aggregate_id is None and "aggregation job: " in result.submit_error  # refused as well: said
+    if fault == "timeout":
+        assert "did not finish within 1 s" in result.submit_error
+    else:
+        assert "Unable to contact slurm controller" in result.submit_error
+    fakeslurm.fault(max_array=2)  # the limit lifts: the next sweep submits the rest, nothing twice
+    again = run_sweep(cfg, backend, **SWEEP_KW)
+    assert [a["n"] for a in again.arrays] == [2] and again.submit_error == "" and again.aggregate_id
+    mine = [j for j in fakeslurm.world()["jobs"] if "aggregate" not in j["name"]]
+    assert sum(j["n"] for j in mine) == 4 and load_state(cfg.jobs_dir, cfg.name).pending == {}
+
+
+def test_cli_sweep_prints_the_summary_then_fails(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from fercluster.cli.main import _register, app
+    from fercluster.errors import SlurmError
+
+    class Refusing(FakeBackend):
+        def submit_array(self, fn, args, params):
+            if self.calls["sbatch"] >= 1:
+                self.calls["sbatch"] += 1
+                raise SlurmError("sbatch: error: QOSMaxSubmitJobPerUserLimit")
+            return super().submit_array(fn, args, params)
+
+    _register()
+    cfg_file = workdir / "p.yaml"
+    cfg_file.write_text(
+        json.dumps(
+            {
+                "name": "p",
+                "datasets": {"ckplus": {"kind": "ckplus", "root": "raw", "classes": 8}},
+                "grid": [{"dataset": "ckplus", "folds": [0, 1, 2], "variants": ["none"]}],
+                "train": {"iterations": 40, "k": 0.7},
+            }
+        )  # fmt: skip
+    )
+    backend = Refusing(max_array=2)
+    monkeypatch.setattr("fercluster.cli.sweep._backend", lambda cfg: backend)
+    monkeypatch.setattr("fercluster.orchestration.jobs.training_callable", lambda: print)
+    monkeypatch.setattr("fercluster.orchestration.coordinator.prepare_datasets", lambda cfg, names: None)
+    out = CliRunner().invoke(app, ["sweep", str(cfg_file)])
+    assert out.exit_code == 1, out.output
+    assert "p: 3 jobs; did submit 2, retry 0; skip 0 done; leave 0 queued/running; 0 failed not retried; 1 waiting" in (
+        out.output
+    )
+    assert "sbatch failed part-way: sbatch: error: QOSMaxSubmitJobPerUserLimit; 1 arrays (2 jobs)" in out.output
+    assert "submitted aggregation job" in out.output

@@ -7,12 +7,13 @@ whether one allocation (a Ray Tune search) is still queued or running.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import shutil
 import subprocess
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from fercluster.errors import SlurmError
 from fercluster.orchestration.backend import base_id
@@ -24,10 +25,15 @@ from fercluster.orchestration.states import ACTIVE
 class SlurmBackend:
     name = "slurm"
 
-    def __init__(self, folder: Path, timeout_s: float = 120.0, max_timeout_requeues: int = 3) -> None:
+    def __init__(
+        self, folder: Path, timeout_s: float = 120.0, max_timeout_requeues: int = 3, sbatch_timeout_s: float = 60.0
+    ) -> None:
         self.folder = Path(folder).absolute()  # jobs/<sweep>/submitit; one sub-folder per job
         self.timeout_s = timeout_s
         self.max_timeout_requeues = max_timeout_requeues  # slurm.max_timeout_requeues
+        # sbatch retries by itself while the controller refuses jobs (MaxJobCount reached, busy):
+        # bounded, so that a sweep ends with its summary instead of waiting minutes per array
+        self.sbatch_timeout_s = sbatch_timeout_s
         self.calls: Counter[str] = Counter()
         self.last_source = ""
         self.last_error = ""  # why the last query could not see every id ("" when it could)
@@ -56,23 +62,52 @@ class SlurmBackend:
         ex.update_parameters(**params)
         return ex
 
+    @contextlib.contextmanager
+    def _bounded_sbatch(self) -> Iterator[None]:
+        """sbatch under ``timeout``: submitit's hook for the submit command, set on the class for
+        the call (``map_array`` submits through a fresh ``SlurmExecutor`` of its own)."""
+        import submitit
+
+        cls = submitit.SlurmExecutor
+        command = cls._make_submission_command
+        if shutil.which("timeout") is None:
+            yield
+            return
+        limit = str(max(1, round(self.sbatch_timeout_s)))
+        cls._make_submission_command = lambda ex, path: ["timeout", "-k", "5", limit, *command(ex, path)]
+        try:
+            yield
+        finally:
+            cls._make_submission_command = command
+
+    def _sbatch_error(self, params: dict[str, Any], exc: Exception) -> SlurmError:
+        text, cause = str(exc), exc.__cause__
+        if isinstance(cause, subprocess.CalledProcessError) and cause.returncode in (124, 137):  # timeout's
+            return SlurmError(
+                f"sbatch for {params.get('job_name')} did not finish within {self.sbatch_timeout_s:.0f} s "
+                "(SLURM kept refusing it: the cluster's job limit MaxJobCount, a QOS limit, or a busy controller)"
+            )
+        return SlurmError(f"sbatch failed for {params.get('job_name')}: {text.strip()[-500:]}")
+
     def submit_array(self, fn: Callable[..., Any], args: list[Any], params: dict[str, Any]) -> list[str]:
         """One sbatch: ``fn(arg)`` for each arg as tasks of one array; returns per-task ids."""
         ex = self._executor(params)
         self.calls["sbatch"] += 1
         try:
-            jobs = ex.map_array(fn, args)
+            with self._bounded_sbatch():
+                jobs = ex.map_array(fn, args)
         except Exception as exc:  # submitit wraps sbatch's failure in its own error types
-            raise SlurmError(f"sbatch failed for {params.get('job_name')}: {exc}") from None
+            raise self._sbatch_error(params, exc) from None
         return [job.job_id for job in jobs]
 
     def submit_one(self, fn: Callable[..., Any], args: tuple[Any, ...], params: dict[str, Any]) -> str:
         ex = self._executor(params)
         self.calls["sbatch"] += 1
         try:
-            return ex.submit(fn, *args).job_id
+            with self._bounded_sbatch():
+                return ex.submit(fn, *args).job_id
         except Exception as exc:
-            raise SlurmError(f"sbatch failed for {params.get('job_name')}: {exc}") from None
+            raise self._sbatch_error(params, exc) from None
 
     def repair_pickles(self, slurm_ids: list[str], fn: Callable[..., Any], args: list[Any], timeout_min: int) -> int:
         """Write the submitted pickles an adopted orphan array is missing; returns how many."""
