@@ -257,7 +257,8 @@ def _print_sweep(cfg: Any, result: Any, console: Any) -> None:
         console.print(
             f"[red]sbatch failed part-way[/]: {result.submit_error}; {len(result.arrays)} arrays "
             f"({s['submit'] + s['retry'] + s['requeue']} jobs) went in before it, {s.get('waiting', 0)} jobs wait: "
-            "run the same `sweep` again to submit them",
+            "run the same `sweep` again to submit them"
+            + (f" ({result.diff.waiting[0][1]})" if result.diff.waiting else ""),
             soft_wrap=True,
         )
     if result.cancelled:

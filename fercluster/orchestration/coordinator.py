@@ -18,7 +18,8 @@ from fercluster.orchestration import jobs as jobs_mod
 from fercluster.orchestration import plan as plan_mod
 from fercluster.orchestration.backend import Backend, base_id
 from fercluster.orchestration.monitor import JobRow, job_rows
-from fercluster.orchestration.slurm.resources import array_throttles, processes, submitit_parameters
+from fercluster.orchestration.slurm.parse import submit_limit
+from fercluster.orchestration.slurm.resources import array_lanes, processes, submitit_parameters
 from fercluster.orchestration.snapshots import CodeChoice, CodePlan, RetryCode, plan_code
 from fercluster.orchestration.state import (
     SweepState,
@@ -242,11 +243,21 @@ def run_sweep(
                 retry_ids, requeue_ids = {s.job_id for s in d.retry}, {s.job_id for s in d.requeue}
                 with private_umask():
                     result.arrays, result.submit_error = _submit_arrays(
-                        cfg, state, backend, fn_for, specs, code, retry_ids, requeue_ids
+                        cfg,
+                        state,
+                        backend,
+                        fn_for,
+                        specs,
+                        code,
+                        retry_ids,
+                        requeue_ids,
+                        _active_arrays(state, result.rows, cfg.slurm.array_parallelism),
                     )
                 if result.submit_error:
                     sent = {j for a in result.arrays for j in state.arrays[a["name"]]["job_ids"]}
-                    why = f"not submitted: {result.submit_error}; the next `sweep` submits it"
+                    limit = submit_limit(result.submit_error)
+                    why = (f"waits: {limit} is reached; the next `sweep` submits it" if limit else
+                           f"not submitted: {result.submit_error}; the next `sweep` submits it")  # fmt: skip
                     d.hold({s.job_id for s in todo} - sent, why)
             deps = {a["slurm_id"] for a in result.arrays} | {
                 base_id(r.slurm_id) for r in result.rows if r.state in ACTIVE and r.slurm_id
@@ -311,6 +322,7 @@ def _submit_arrays(
     code: CodePlan,
     retry_ids: set[str],
     requeue_ids: set[str] = frozenset(),
+    active: Sequence[tuple[str, int]] = (),
 ) -> tuple[list[dict[str, Any]], str]:
     """One array per code snapshot (split at the cluster's MaxArraySize); returns the arrays
     submitted and, when an sbatch failed, why (the arrays after it are not tried: they would
@@ -319,11 +331,11 @@ def _submit_arrays(
     ensure_dir(cfg.jobs_dir / "submitit")
     size = max(1, backend.max_array_size())
     chunks = [(choice, group[i : i + size]) for choice, group in code.groups for i in range(0, len(group), size)]
-    throttles = array_throttles(len(chunks), cfg.slurm.array_parallelism)
+    lanes = array_lanes(len(chunks), cfg.slurm.array_parallelism, active)
     specs_by_id = {s.job_id: s for s in specs}
     fn = fn_for()
     arrays = []
-    for (choice, chunk), throttle in zip(chunks, throttles, strict=True):
+    for (choice, chunk), (throttle, after) in zip(chunks, lanes, strict=True):
         job_ids = [s.job_id for s in chunk]
         name = array_name(cfg.name, job_ids)
         state.pending[name] = {
@@ -335,7 +347,9 @@ def _submit_arrays(
             "code": choice.key,
         }
         save_state(cfg.jobs_dir, state)  # BEFORE sbatch: a crash after it is found by name
-        params = submitit_parameters(cfg.slurm, job_name=name, array_parallelism=throttle, code_dir=choice.path)
+        wait = arrays[after]["slurm_id"] if isinstance(after, int) else after  # its lane's array before it
+        params = submitit_parameters(cfg.slurm, job_name=name, array_parallelism=throttle, code_dir=choice.path,
+                                     dependency=f"afterany:{wait}" if wait else None)  # fmt: skip
         try:
             ids = backend.submit_array(fn, _args(chunk, choice, code.current), params)
         except SlurmError as exc:
@@ -343,10 +357,20 @@ def _submit_arrays(
         summaries = _summaries(specs_by_id, job_ids)
         state.record_array(name, base_id(ids[0]), job_ids, retry_ids, summaries, code=choice.key,
                            requeue_ids=requeue_ids)  # fmt: skip
+        state.arrays[name]["throttle"] = throttle
         save_state(cfg.jobs_dir, state)
         arrays.append({"name": name, "slurm_id": base_id(ids[0]), "n": len(chunk), "throttle": throttle,
-                       "code": choice.key})  # fmt: skip
+                       "code": choice.key, "after": wait})  # fmt: skip
     return arrays, ""
+
+
+def _active_arrays(state: SweepState, rows: Sequence[JobRow], limit: int) -> list[tuple[str, int]]:
+    """The sweep's arrays with tasks queued or running, as (SLURM id, its %K): they hold slots of
+    ``array_parallelism`` (an array recorded without its %K is taken to hold all ``limit``)."""
+    live = {base_id(r.slurm_id) for r in rows if r.state in ACTIVE and r.slurm_id}
+    out = [(rec["slurm_id"], int(rec.get("throttle") or limit)) for rec in state.arrays.values()
+           if rec["slurm_id"] in live]  # fmt: skip
+    return sorted(out, key=lambda a: int(a[0]))
 
 
 def _args(chunk: list[JobSpec], choice: CodeChoice, current: CodeChoice) -> list[Any]:

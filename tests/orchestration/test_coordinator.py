@@ -191,3 +191,17 @@ def test_timeout_requeues_are_configurable(workdir: Path) -> None:
     backend = slurm_backend(cfg)
     assert backend.max_timeout_requeues == 7
     assert backend._executor({"job_name": "x"}).max_num_timeout == 7
+
+
+def test_one_at_a_time_holds_across_arrays_and_retries(workdir: Path) -> None:
+    cfg = make_config(workdir, slurm={"array_parallelism": 1, "max_retries": 1})
+    backend = FakeBackend(max_array=2)
+    first = run_sweep(cfg, backend, **SWEEP_KW)
+    a, b = first.arrays
+    assert (a["throttle"], a["after"], b["throttle"], b["after"]) == (1, None, 1, a["slurm_id"])  # a chain
+    assert backend.submitted[1]["params"]["dependency"] == f"afterany:{a['slurm_id']}"
+    backend.set_state([f"{a['slurm_id']}_0"], "FAILED")
+    backend.set_state([f"{a['slurm_id']}_1"], "RUNNING")
+    again = run_sweep(cfg, backend, retry_failed=True, **SWEEP_KW)  # b is still queued: the retry waits
+    [retry] = again.arrays
+    assert retry["throttle"] == 1 and retry["after"] == f"{a['slurm_id']}:{b['slurm_id']}"  # after both

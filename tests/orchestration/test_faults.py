@@ -402,3 +402,4 @@ def test_cli_sweep_prints_the_summary_then_fails(workdir: Path, monkeypatch: pyt
     )
     assert "sbatch failed part-way: sbatch: error: QOSMaxSubmitJobPerUserLimit; 1 arrays (2 jobs)" in out.output
     assert "submitted aggregation job" in out.output
+    assert "(waits: the QOS limit on jobs submitted per user (MaxSubmitJobsPerUser) is reached" in out.output

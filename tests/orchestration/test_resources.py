@@ -86,3 +86,14 @@ def test_site_setup_exclusive_gpu_type_and_memory_per_gpu(tmp_path) -> None:
     assert text.index("conda activate fer") < text.index("export PYTHONPATH=") < text.index("srun")
     agg = submitit_parameters(slurm, job_name="agg", gpus=False)
     assert agg["setup"] == slurm.setup and not {"exclusive", "mem_per_gpu", "gpus_per_node"} & set(agg)
+
+
+def test_lanes_keep_the_whole_sweep_within_its_limit() -> None:
+    from fercluster.orchestration.slurm.resources import array_lanes
+
+    assert array_lanes(4, 1, []) == [(1, None), (1, 0), (1, 1), (1, 2)]  # one at a time: a chain
+    assert array_lanes(3, 64, []) == [(22, None), (21, None), (21, None)]
+    assert array_lanes(5, 2, []) == [(1, None), (1, None), (1, 0), (1, 1), (1, 2)]
+    assert array_lanes(2, 4, [("900", 2)]) == [(1, None), (1, None)]  # the slots the active array leaves
+    assert array_lanes(3, 4, [("900", 3), ("901", 1)]) == [(2, "900:901"), (1, "900:901"), (1, "900:901")]
+    assert array_lanes(2, 1, [("900", 1)]) == [(1, "900"), (1, 0)]  # none free: after every active array

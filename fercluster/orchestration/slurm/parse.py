@@ -220,3 +220,20 @@ def elapsed_seconds(text: str) -> float | None:
     for p in parts:
         secs = secs * 60 + p
     return secs + (int(days) * 86400 if days else 0)
+
+
+# sbatch's words for a submit limit (QOS, association, the cluster's MaxJobCount): what fits went in
+_SUBMIT_LIMITS = {
+    "QOSMaxSubmitJobPerUserLimit": "the QOS limit on jobs submitted per user (MaxSubmitJobsPerUser)",
+    "QOSMaxSubmitJobPerAccountLimit": "the QOS limit on jobs submitted per account",
+    "AssocMaxSubmitJobLimit": "the association's limit on submitted jobs (MaxSubmitJobs)",
+    "MaxSubmitJob": "a submit limit (MaxSubmitJobs)",
+    "Job violates accounting/QOS policy": "an accounting/QOS policy limit (sacctmgr show qos lists them)",
+    "MaxJobCount": "the cluster's job limit (MaxJobCount)",
+    "did not finish within": "the cluster refusing jobs while sbatch retried (a job or QOS limit?)",
+}
+
+
+def submit_limit(error: str) -> str | None:
+    """Which submit limit an sbatch error says was reached (None: some other failure)."""
+    return next((what for word, what in _SUBMIT_LIMITS.items() if word.lower() in error.lower()), None)

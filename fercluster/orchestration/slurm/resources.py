@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from fercluster import code
 from fercluster.config import Slurm
@@ -92,3 +92,28 @@ def array_throttles(n_arrays: int, parallelism: int) -> list[int]:
     """
     base, extra = divmod(parallelism, n_arrays)
     return [max(1, base + (i < extra)) for i in range(n_arrays)]
+
+
+def array_lanes(n_new: int, limit: int, active: Sequence[tuple[str, int]]) -> list[tuple[int, str | int | None]]:
+    """Per new array: its ``%K`` and what it waits for (``afterany``), so that the sweep never runs
+    more than ``limit`` tasks at once, however many arrays it has.
+
+    ``active``: the sweep's arrays that still have queued or running tasks, as (SLURM id, ``%K``).
+    The slots they leave free are split into lanes (at most one per new array); when there are
+    more new arrays than lanes, an array waits for the one before it in its lane (an int: that new
+    array's index). With no slot free, new arrays start after all the active ones
+    (``"900:901"``: the ids of an ``afterany`` list).
+    """
+    free = limit - sum(k for _, k in active)
+    first: str | None = None
+    if free < 1:  # start after every active array (they may be chained among themselves)
+        free, first = limit, ":".join(a for a, _ in active)
+    lanes = min(n_new, free) or 1
+    shares = array_throttles(lanes, free)
+    tails: list[str | int | None] = [first] * lanes
+    out: list[tuple[int, str | int | None]] = []
+    for i in range(n_new):
+        lane = i % lanes
+        out.append((shares[lane], tails[lane]))
+        tails[lane] = i
+    return out
