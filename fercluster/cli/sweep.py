@@ -347,6 +347,8 @@ def _render(cfg: Any, snap: dict[str, Any], failed: bool, next_s: float | None =
                           "their last known states are shown", style="yellow"))  # fmt: skip
     if next_s is not None:
         parts.append(Text(f"next refresh in {next_s:g} s" + (" (backing off)" if snap.get("stale") else "")))
+    if snap.get("cost"):
+        parts.append(Text(f"cost: {snap['cost']['line']}"))
     agg = snap.get("aggregate")
     if agg:
         parts.append(Text(f"aggregation job {agg.get('slurm_id')}: {agg.get('state', '?')}"))

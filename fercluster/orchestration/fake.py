@@ -33,6 +33,7 @@ class FakeBackend:
         self.failing: set[str] = set()  # commands that fail now ("sacct", "squeue"): an outage
         self.lag: set[str] = set()  # ids sacct does not show yet (accounting lags behind)
         self.last_error = ""
+        self.tres = "billing=1,cpu=1,gres/gpu=1,mem=4G,node=1"  # AllocTRES of every job (each runs 60 s)
         self.lookup_error = ""  # set: find_by_name fails with this (squeue and sacct do not answer)
         self.last_source = ""
         self.user = "me"
@@ -101,7 +102,7 @@ class FakeBackend:
             state = self.states.get(s)
             if state is not None and s not in self.lag:
                 node = "localhost" if state != "PENDING" else "None assigned"
-                lines.append(f"{s}|{state}|0:0|00:01:00|{node}|None")
+                lines.append(f"{s}|{state}|0:0|00:01:00|{node}|None|{self.tres}|60")
         infos = slurm_parse.parse_sacct("\n".join(lines))
         missing = [s for s in slurm_ids if s not in infos]
         return {**self._squeue(missing), **infos} if missing else infos

@@ -24,7 +24,16 @@ from fercluster.orchestration.backend import JobInfo, JobQuery, base_id
 from fercluster.orchestration.known import Known, KnownInfo
 from fercluster.orchestration.local_backend import LocalBackend
 from fercluster.orchestration.state import SweepState
-from fercluster.orchestration.states import CANCELLED, COMPLETED, ENDED_BADLY, FAILED, NOT_SUBMITTED, PENDING, STATES
+from fercluster.orchestration.states import (
+    ACTIVE,
+    CANCELLED,
+    COMPLETED,
+    ENDED_BADLY,
+    FAILED,
+    NOT_SUBMITTED,
+    PENDING,
+    STATES,
+)
 from fercluster.train.record import read_job_record
 from fercluster.train.seeds import resolve_k
 from fercluster.train.spec import JobSpec
@@ -51,6 +60,8 @@ class JobRow:
     submissions: int = 0
     run_dir: str = ""
     code: str | None = None  # the code it ran (job.json) or its latest submission runs: a snapshot hash or "live"
+    gpu_hours: float | None = None  # its latest run's cost (sacct's AllocTRES x ElapsedRaw)
+    cpu_hours: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _ROW_FIELDS}  # flat: asdict's deep copy is slow
@@ -86,7 +97,9 @@ def job_rows(
     """
     rows = [_base_row(spec, state, known) for spec in specs]
     open_rows = [r for r in rows if r.state == ""]
-    ask = [r.slurm_id for r in open_rows if r.slurm_id] + list(extra_ids)
+    # completed jobs whose final cost is not known yet ride along, once (status only)
+    costless = [r for r in rows if known is not None and r.state == COMPLETED and r.slurm_id and r.gpu_hours is None]
+    ask = [r.slurm_id for r in open_rows + costless if r.slurm_id] + list(extra_ids)
     infos: Mapping[str, JobInfo] = backend.query(ask) if (ask and backend is not None) else {}
     error = backend.last_error if (ask and backend is not None) else ""
     if known is not None:
@@ -95,6 +108,8 @@ def job_rows(
         infos_out.update({i: infos[i] for i in extra_ids if i in infos})
         if error and known is not None:
             infos_out.update({i: known.states[i] for i in extra_ids if i not in infos and i in known.states})
+    for row in costless:
+        _final_cost(row, infos.get(row.slurm_id or ""), known)
     here = LocalBackend(state.jobs).query([r.job_id for r in open_rows if not r.slurm_id])
     known_arrays = {base_id(sid) for sid in infos if "_" in sid}
     for row in open_rows:
@@ -105,6 +120,14 @@ def job_rows(
         else:
             _apply(row, here[row.job_id])
     return rows
+
+
+def _final_cost(row: JobRow, info: JobInfo | None, known: Known | None) -> None:
+    """A completed job's cost from SLURM's record of its run, kept with its job.json in ``known``."""
+    row.gpu_hours, row.cpu_hours = getattr(info, "gpu_hours", None), getattr(info, "cpu_hours", None)
+    done = known.done.get(row.job_id) if known is not None else None
+    if done is not None and row.gpu_hours is not None and info is not None and info.state not in ACTIVE:
+        done.update(gpu_hours=row.gpu_hours, cpu_hours=row.cpu_hours, slurm_id=row.slurm_id)
 
 
 def _apply_stale(row: JobRow, last: KnownInfo | None, error: str) -> None:
@@ -139,7 +162,7 @@ def _base_row(spec: JobSpec, state: SweepState, known: Known | None = None) -> J
     cached = known.done.get(spec.job_id) if known is not None else None
     if cached is not None and cached.get("run_dir") == spec.run_dir:
         row.state, row.iteration = COMPLETED, row.iterations
-        for key in ("k", "val_acc", "test_acc", "node", "elapsed"):
+        for key in ("k", "val_acc", "test_acc", "node", "elapsed", "gpu_hours", "cpu_hours"):
             setattr(row, key, cached.get(key))
         row.code = cached.get("code") or row.code
         return row
@@ -205,6 +228,7 @@ def _apply_slurm(row: JobRow, info: JobInfo | None, asked: bool, known_arrays: s
 
 def _apply(row: JobRow, info: JobInfo) -> None:
     row.state = info.state
+    row.gpu_hours, row.cpu_hours = getattr(info, "gpu_hours", None), getattr(info, "cpu_hours", None)
     row.node = info.node
     row.elapsed = info.elapsed_s
     if row.state == COMPLETED:  # no job.json (checked before): the function did not finish

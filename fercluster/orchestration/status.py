@@ -9,6 +9,7 @@ from fercluster.errors import SlurmError
 from fercluster.orchestration import plan as plan_mod
 from fercluster.orchestration.backend import Backend, JobInfo, JobQuery, base_id
 from fercluster.orchestration.coordinator import removed_specs
+from fercluster.orchestration.cost import spent as _spent
 from fercluster.orchestration.known import load_known, save_known
 from fercluster.orchestration.monitor import counts, failure_details, job_rows
 from fercluster.orchestration.snapshots import code_status
@@ -30,6 +31,7 @@ def snapshot(cfg: SweepConfig, backend: JobQuery, failed: bool = False) -> dict[
     known = load_known(cfg.jobs_dir)
     rows = job_rows(specs, state, backend, extra_ids=extra, infos_out=infos, known=known)
     save_known(known)
+    spent = _spent(cfg.name, known, state, len(rows))
     jobs = [r.to_dict() for r in rows]
     if failed:
         for job, row in zip(jobs, rows, strict=True):
@@ -48,6 +50,7 @@ def snapshot(cfg: SweepConfig, backend: JobQuery, failed: bool = False) -> dict[
         "source": backend.last_source,
         "stale": backend.last_error or None,  # why some states shown are the last known, not fresh
         "aggregate": agg or None,
+        "cost": spent,
         "removed_from_config": [s.job_id for s in removed],
         "code": code_status(cfg, state, [r.code for r in rows]),
         "jobs": jobs,

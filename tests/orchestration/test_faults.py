@@ -403,3 +403,42 @@ def test_cli_sweep_prints_the_summary_then_fails(workdir: Path, monkeypatch: pyt
     assert "sbatch failed part-way: sbatch: error: QOSMaxSubmitJobPerUserLimit; 1 arrays (2 jobs)" in out.output
     assert "submitted aggregation job" in out.output
     assert "(waits: the QOS limit on jobs submitted per user (MaxSubmitJobsPerUser) is reached" in out.output
+
+
+# -- cost accounting: GPU-hours and CPU-hours from sacct, summed per sweep -----------------------
+def test_cost_from_alloctres_and_elapsedraw() -> None:
+    from fercluster.orchestration.slurm.parse import parse_sacct
+
+    text = (
+        "77_0|COMPLETED|0:0|01:00:00|n1|None|billing=8,cpu=8,gres/gpu=2,mem=32G,node=1|3600\n"
+        "77_0.batch|COMPLETED|0:0|01:00:00|n1||cpu=8,gres/gpu=2,mem=32G,node=1|3600\n"
+        "78|FAILED|1:0|00:30:00|n2|None|cpu=4,mem=8G,node=1|1800\n"
+        "79|PENDING|0:0|00:00:00|None assigned|Priority||0\n"
+    )
+    jobs = parse_sacct(text)
+    assert (jobs["77_0"].gpu_hours, jobs["77_0"].cpu_hours) == (2.0, 8.0)
+    assert (jobs["78"].gpu_hours, jobs["78"].cpu_hours) == (0.0, 2.0)  # no GPU allocated
+    assert jobs["79"].gpu_hours is None  # nothing allocated yet: not known
+
+
+def test_status_sums_the_sweeps_cost_and_requeues(cfg, workdir: Path) -> None:
+    backend = FakeBackend()  # every job: 1 CPU, 1 GPU, 60 s
+    result = run_sweep(cfg, backend, **SWEEP_KW)
+    base = result.arrays[0]["slurm_id"]
+    backend.set_state([f"{base}_{i}" for i in range(4)], "COMPLETED")
+    backend.set_state([f"{base}_0"], "PREEMPTED")
+    for spec in result.specs[1:]:
+        finish(spec)
+    run_sweep(cfg, backend, **SWEEP_KW)  # requeues the pre-empted job
+    snap = snapshot(cfg, backend)
+    # the runs status has seen: 3 completed tasks, the requeued run, the aggregation job (the pre-empted
+    # run ended before any status asked about it: not counted)
+    assert snap["cost"]["runs"] == 5
+    assert snap["cost"]["requeues"] == 1 and snap["cost"]["gpu_hours"] == round(5 * 60 / 3600, 2)
+    assert (
+        snap["cost"]["line"] == f"t: 4 jobs, {5 * 60 / 3600:.1f} GPU-hours, {5 * 60 / 3600:.1f} CPU-hours, 1 requeues"
+    )
+    assert [j["gpu_hours"] for j in snap["jobs"][1:]] == [60 / 3600] * 3  # completed: their final cost, cached
+    before = backend.calls["sacct"]
+    again = snapshot(cfg, backend)
+    assert again["cost"] == snap["cost"] and backend.calls["sacct"] - before == 1
