@@ -218,7 +218,7 @@ def run_sweep(
         state = load_state(cfg.jobs_dir, cfg.name)
         result = _diff(cfg, specs, state, backend, retry_failed, timings, dry_run=True)
         d = result.diff
-        result.code = plan_code(cfg, state, d.submit, d.retry, retry_code, make=False).summary()
+        result.code = plan_code(cfg, state, d.submit, d.retry + d.requeue, retry_code, make=False).summary()
         return result
     with sweep_lock(cfg.jobs_dir):
         state = load_state(cfg.jobs_dir, cfg.name)
@@ -231,48 +231,7 @@ def run_sweep(
             held = {j for rec in state.pending.values() for j in rec.get("job_ids", [])}
             result.diff.hold(held, "orphan recovery could not ask SLURM; the next sweep retries it")
         t1 = time.perf_counter()
-        d = result.diff
-        todo = d.submit + d.retry + d.requeue
-        if todo or any(n in state.arrays for n in adopted):  # new training work: aggregate after it
-            with private_umask():  # the snapshot too: not writable by others (requeues: their own code)
-                code = plan_code(cfg, state, d.submit, d.retry + d.requeue, retry_code)
-            result.code = code.summary()
-            if todo:
-                if prepare:
-                    prepare_datasets(cfg, {s.dataset for s in todo})
-                retry_ids, requeue_ids = {s.job_id for s in d.retry}, {s.job_id for s in d.requeue}
-                with private_umask():
-                    result.arrays, result.submit_error = _submit_arrays(
-                        cfg,
-                        state,
-                        backend,
-                        fn_for,
-                        specs,
-                        code,
-                        retry_ids,
-                        requeue_ids,
-                        _active_arrays(state, result.rows, cfg.slurm.array_parallelism),
-                    )
-                if result.submit_error:
-                    sent = {j for a in result.arrays for j in state.arrays[a["name"]]["job_ids"]}
-                    limit = submit_limit(result.submit_error)
-                    why = (f"waits: {limit} is reached; the next `sweep` submits it" if limit else
-                           f"not submitted: {result.submit_error}; the next `sweep` submits it")  # fmt: skip
-                    d.hold({s.job_id for s in todo} - sent, why)
-            deps = {a["slurm_id"] for a in result.arrays} | {
-                base_id(r.slurm_id) for r in result.rows if r.state in ACTIVE and r.slurm_id
-            }
-            # a pending aggregation record left by a crash may be in SLURM: recovery decides next time;
-            # nothing submitted because sbatch fails: an aggregation job now would fail as well
-            crashed = any(rec.get("kind") == "aggregate" for rec in state.pending.values())
-            if not crashed and not (result.submit_error and not result.arrays):
-                try:
-                    with private_umask():
-                        result.aggregate_id = _submit_aggregate(
-                            cfg, state, backend, aggregate_fn, sorted(deps, key=int), code.aggregate or code.current
-                        )
-                except SlurmError as exc:
-                    result.submit_error = "; ".join(e for e in (result.submit_error, f"aggregation job: {exc}") if e)
+        _submit_work(cfg, state, backend, result, fn_for, aggregate_fn, specs, prepare, retry_code)
         if prune and result.diff.removed:
             ids = [state.slurm_id(j) for j in result.diff.removed]
             backend.cancel([i for i in ids if i])
@@ -283,6 +242,75 @@ def run_sweep(
         save_state(cfg.jobs_dir, state)
         timings["submit_s"] = time.perf_counter() - t1
     return result
+
+
+def _submit_work(
+    cfg: SweepConfig,
+    state: SweepState,
+    backend: Backend,
+    result: SweepResult,
+    fn_for: Callable[[], Any],
+    aggregate_fn: Callable[..., Any],
+    specs: list[JobSpec],
+    prepare: bool,
+    retry_code: RetryCode,
+) -> None:
+    """Submit the diff's jobs (arrays by code snapshot) and the aggregation job after them, into
+    ``result``; an sbatch failing part-way leaves the rest waiting, with why."""
+    d = result.diff
+    todo = d.submit + d.retry + d.requeue
+    if todo or any(n in state.arrays for n in result.adopted):  # new training work: aggregate after it
+        with private_umask():  # the snapshot too: not writable by others (requeues: their own code)
+            code = plan_code(cfg, state, d.submit, d.retry + d.requeue, retry_code)
+        result.code = code.summary()
+        if todo:
+            if prepare:
+                prepare_datasets(cfg, {s.dataset for s in todo})
+            retry_ids, requeue_ids = {s.job_id for s in d.retry}, {s.job_id for s in d.requeue}
+            with private_umask():
+                result.arrays, result.submit_error = _submit_arrays(
+                    cfg,
+                    state,
+                    backend,
+                    fn_for,
+                    specs,
+                    code,
+                    retry_ids,
+                    requeue_ids,
+                    _active_arrays(state, result.rows, cfg.slurm.array_parallelism),
+                )
+            if result.submit_error:
+                sent = {j for a in result.arrays for j in state.arrays[a["name"]]["job_ids"]}
+                limit = submit_limit(result.submit_error)
+                why = (f"waits: {limit} is reached; the next `sweep` submits it" if limit else
+                       f"not submitted: {result.submit_error}; the next `sweep` submits it")  # fmt: skip
+                d.hold({s.job_id for s in todo} - sent, why)
+        _aggregate_after(cfg, state, backend, result, aggregate_fn, code)
+
+
+def _aggregate_after(
+    cfg: SweepConfig,
+    state: SweepState,
+    backend: Backend,
+    result: SweepResult,
+    aggregate_fn: Callable[..., Any],
+    code: CodePlan,
+) -> None:
+    """The aggregation job, after every queued or running training job of the sweep."""
+    deps = {a["slurm_id"] for a in result.arrays} | {
+        base_id(r.slurm_id) for r in result.rows if r.state in ACTIVE and r.slurm_id
+    }
+    # a pending aggregation record left by a crash may be in SLURM: recovery decides next time;
+    # nothing submitted because sbatch fails: an aggregation job now would fail as well
+    crashed = any(rec.get("kind") == "aggregate" for rec in state.pending.values())
+    if not crashed and not (result.submit_error and not result.arrays):
+        try:
+            with private_umask():
+                result.aggregate_id = _submit_aggregate(
+                    cfg, state, backend, aggregate_fn, sorted(deps, key=int), code.aggregate or code.current
+                )
+        except SlurmError as exc:
+            result.submit_error = "; ".join(e for e in (result.submit_error, f"aggregation job: {exc}") if e)
 
 
 def _diff(
