@@ -52,6 +52,13 @@ class SlurmBackend:
             raise SlurmError(f"{' '.join(argv[:3])} ... failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
         return proc
 
+    def _ask(self, argv: Sequence[str]) -> str:
+        """A query's stdout; ``SlurmError`` when it fails or times out (never an empty answer)."""
+        proc = self._run(argv, check=False)
+        if proc.returncode != 0:
+            raise SlurmError(f"{' '.join(argv[:3])} ... failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}")
+        return proc.stdout
+
     def max_array_size(self) -> int:
         return slurm_parse.parse_max_array_size(self._run(["scontrol", "show", "config"]).stdout)
 
@@ -136,12 +143,12 @@ class SlurmBackend:
             return {}
         found: dict[str, str] = {}
         argv = ["squeue", "--me", "-h", "-t", "all", "--name=" + ",".join(names), "-o", "%F|%j|%u"]
-        _newest(found, self._run(argv).stdout, set(names), self.user)
+        _newest(found, self._ask(argv), set(names), self.user)
         missing = [n for n in names if n not in found]
         if missing:
             argv = ["sacct", "-X", "--parsable2", "--noheader", "-S", "2000-01-01", "-u", self.user,
                     "--name=" + ",".join(missing), "--format=JobID,JobName,User"]  # fmt: skip
-            _newest(found, self._run(argv).stdout, set(missing), self.user)
+            _newest(found, self._ask(argv), set(missing), self.user)
         return found
 
     def query(self, slurm_ids: Sequence[str]) -> dict[str, SlurmInfo]:
@@ -157,16 +164,15 @@ class SlurmBackend:
             return {}
         bases = sorted({base_id(s) for s in slurm_ids}, key=int)
         try:
-            proc = self._run(
-                ["sacct", "-j", ",".join(bases), "--parsable2", "--noheader", f"--format={slurm_parse.SACCT_FORMAT}"],
-                check=True,
+            text = self._ask(
+                ["sacct", "-j", ",".join(bases), "--parsable2", "--noheader", f"--format={slurm_parse.SACCT_FORMAT}"]
             )
         except SlurmError as exc:
             self.last_error = str(exc)
             self.last_source = "squeue"
             return self._queue(bases)
         self.last_source = "sacct"
-        infos = slurm_parse.parse_sacct(proc.stdout)
+        infos = slurm_parse.parse_sacct(text)
         missing = sorted({base_id(s) for s in slurm_ids if s not in infos}, key=int)
         return {**self._queue(missing), **infos} if missing else infos
 
@@ -174,7 +180,7 @@ class SlurmBackend:
         """``squeue --me -j <bases>``: this user's given jobs only ({} when squeue fails too)."""
         argv = ["squeue", "--me", "-h", "-r", "-t", "all", "-j", ",".join(bases), "-o", slurm_parse.SQUEUE_FORMAT]
         try:
-            return slurm_parse.parse_squeue(self._run(argv).stdout)
+            return slurm_parse.parse_squeue(self._ask(argv))
         except SlurmError as exc:
             if "Invalid job id" in str(exc):  # every id has left slurmctld: it knows none of them
                 return {}
