@@ -174,12 +174,58 @@ class Slurm(Strict):
     mem_gb: float | None = Field(None, gt=0)
     constraint: SlurmStr | None = None
     array_parallelism: int = Field(64, ge=1)  # the %K of job arrays
-    max_retries: int = Field(2, ge=0, le=20)  # bound for --retry-failed
+    max_retries: int = Field(2, ge=0, le=20)  # bound for --retry-failed (pre-emptions do not count)
+    max_timeout_requeues: int = Field(3, ge=0, le=100)  # submitit requeues a job this often after time-outs
     signal_delay_s: int = Field(120, ge=10)  # SIGUSR2 this long before the time limit
+    # `status --watch` refreshes no more often than this (a shared cluster's sacct is rate-limited);
+    # on errors it backs off, doubling up to 10 minutes
+    watch_floor_s: float = Field(30.0, ge=1)
+    mem_per_gpu_gb: float | None = Field(None, gt=0)  # --mem-per-gpu (instead of mem_gb)
+    gpu_type: Name | None = None  # e.g. a100: --gpus-per-node=a100:<gpus_per_node>
+    exclusive: bool = False  # --exclusive: whole nodes, no sharing with other jobs
+    # shell lines run before the job, e.g. [module load cuda/12.1, conda activate fer]; fercluster's
+    # own lines (the code snapshot on PYTHONPATH) come after them, so the snapshot is imported
+    setup: list[SlurmStr] = Field(default_factory=list)
     extra: dict[Name, SlurmStr] = Field(default_factory=dict)  # more sbatch flags, e.g. {mail-type: END}
     # snapshot: jobs import the code copied at submission (jobs/<sweep>/code/<hash>), requeues and
     # retries too; live: whatever fercluster is installed when each job starts (a checkout: its state then).
     code: Literal["snapshot", "live"] = "snapshot"
+
+    @model_validator(mode="after")
+    def _flags(self) -> "Slurm":
+        problems = []
+        managed = sorted(k for k in self.extra if k.lower().replace("_", "-") in MANAGED_FLAGS)
+        if managed:
+            why = ", ".join(f"{k} ({MANAGED_FLAGS[k.lower().replace('_', '-')]})" for k in managed)
+            problems.append(f"extra: got flags that fercluster manages: {why}; remove them from extra")
+        if self.mem_gb is not None and self.mem_per_gpu_gb is not None:
+            problems.append("mem_gb and mem_per_gpu_gb: give one of them")
+        if self.gpus_per_node == 0 and (self.gpu_type or self.mem_per_gpu_gb):
+            problems.append("gpu_type and mem_per_gpu_gb need gpus_per_node > 0")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+# sbatch flags fercluster sets (or must not be overridden): refused in slurm.extra, with the way to set them
+_OWN = "fercluster sets it for arrays, logs and requeue"
+MANAGED_FLAGS = {
+    **dict.fromkeys(["array", "output", "error", "signal", "job-name", "open-mode", "requeue", "wckey"], _OWN),
+    **dict.fromkeys(["dependency", "ntasks-per-node", "ntasks", "parsable", "wrap", "chdir"], _OWN),
+    "gpus-per-node": "use slurm.gpus_per_node and slurm.gpu_type",
+    "gpus": "use slurm.gpus_per_node and slurm.gpu_type",
+    "gres": "use slurm.gpus_per_node and slurm.gpu_type",
+    "time": "use slurm.time_min",
+    "nodes": "use slurm.nodes",
+    "cpus-per-task": "use slurm.cpus_per_task",
+    "mem": "use slurm.mem_gb",
+    "mem-per-gpu": "use slurm.mem_per_gpu_gb",
+    "partition": "use slurm.partition",
+    "account": "use slurm.account",
+    "qos": "use slurm.qos",
+    "constraint": "use slurm.constraint",
+    "exclusive": "use slurm.exclusive",
+}
 
 
 class SearchParam(Strict):

@@ -4,6 +4,9 @@ The holder writes its pid, host and start time into the lock file, so a process 
 lock taken can say who holds it. ``flock`` locks are released by the kernel when their holder
 exits, however it exits: a lock file left behind by a crash never blocks anyone.
 
+``claim`` holds across hosts (login nodes sharing one file system), where flock may be node-local:
+an exclusively created file with host, pid and process start time, and stale-claim detection.
+
 Some cluster file systems cannot lock (Lustre mounted ``noflock``, NFS without lockd): there the
 lock raises a ``LockError`` that says so, instead of a traceback.
 """
@@ -16,6 +19,7 @@ import fcntl
 import json
 import os
 import socket
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -135,3 +139,113 @@ def _busy(path: Path, timeout_s: float, what: str) -> LockBusy:
 
 def _for(what: str) -> str:
     return f" ({what})" if what else ""
+
+
+# -- a lock that holds across hosts: an exclusively created file ---------------------------------
+# flock is node-local on NFS mounted local_lock and on Lustre localflock: two login nodes sharing
+# one home would both get it. Creating a file with O_EXCL is atomic on a shared file system (NFS
+# v3 and later, Lustre, GPFS), so ``claim`` arbitrates between hosts; the holder refreshes the
+# file's time (a heartbeat) so that a claim left by a host that died goes stale.
+HEARTBEAT_S = 15.0
+STALE_S = 120.0  # a claim of another host not refreshed for this long is left from a crash
+
+
+def process_start(pid: int) -> float | None:
+    """When process ``pid`` started (epoch seconds, from /proc); None where that is unknown.
+
+    With the pid it names one process: a pid the kernel reused has another start time."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])  # field 22
+        boot = next(int(ln.split()[1]) for ln in Path("/proc/stat").read_text().splitlines() if ln.startswith("btime"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def same_process(pid: int, start: float | None) -> bool:
+    """Whether ``pid`` is alive here and is the process that started at ``start`` (when known)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    now = process_start(pid)
+    return start is None or now is None or abs(now - start) < 2.0
+
+
+@contextlib.contextmanager
+def claim(path: str | os.PathLike[str], *, timeout_s: float | None = None, what: str = "",
+          stale_s: float = STALE_S) -> Iterator[None]:  # fmt: skip
+    """Hold ``path`` by creating it exclusively (host, pid, process start, start time in it).
+
+    A claim left behind is taken over when it is stale: its process is gone (same host: by pid
+    and process start time) or, from another host, its heartbeat is older than ``stale_s``.
+    ``timeout_s`` as ``file_lock``; then ``LockBusy`` names the holder.
+    """
+    path = Path(path)
+    deadline = None if timeout_s is None else time.monotonic() + max(0.0, timeout_s)
+    while not _create(path, what):
+        if _stale(path, stale_s):
+            _take_over(path)
+            continue
+        if deadline is not None and time.monotonic() >= deadline:
+            raise _busy(path, timeout_s or 0.0, what)
+        time.sleep(POLL_S)
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(path, stop), daemon=True)
+    beat.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beat.join()
+        if holder(path).get("pid") == os.getpid() and holder(path).get("host") == socket.gethostname():
+            path.unlink(missing_ok=True)
+
+
+def _create(path: Path, what: str) -> bool:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        raise LockError(f"cannot create the lock file {path}{_for(what)}: {exc.strerror or exc}") from None
+    started = datetime.now().astimezone().isoformat(timespec="seconds")
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "started": started,
+              "process_start": process_start(os.getpid())}  # fmt: skip
+    try:
+        os.write(fd, (json.dumps(record) + "\n").encode())
+    finally:
+        os.close(fd)
+    return True
+
+
+def _stale(path: Path, stale_s: float) -> bool:
+    rec = holder(path)
+    try:
+        age = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return False  # gone meanwhile: try to create it again
+    if rec.get("host") == socket.gethostname() and isinstance(rec.get("pid"), int):
+        return not same_process(rec["pid"], rec.get("process_start"))
+    return age > stale_s  # another host's (or unreadable): only its heartbeat tells
+
+
+def _take_over(path: Path) -> None:
+    """Remove a stale claim; of several hosts doing so at once, one rename wins."""
+    aside = path.with_name(f"{path.name}.stale-{socket.gethostname()}-{os.getpid()}")
+    try:
+        os.rename(path, aside)
+        os.unlink(aside)
+    except FileNotFoundError:
+        pass
+
+
+def _heartbeat(path: Path, stop: threading.Event) -> None:
+    while not stop.wait(HEARTBEAT_S):
+        try:
+            os.utime(path)
+        except OSError:
+            return

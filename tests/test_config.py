@@ -231,3 +231,23 @@ def test_cross_field_check_in_a_section_names_the_section():
     assert problems(config_with(train={"k_low": 1.0, "k_high": 0.5})) == [
         "train: k_low (1.0) must be below k_high (0.5)"
     ]
+
+
+def test_slurm_extra_refuses_flags_fercluster_manages():
+    data = config_with(slurm={"extra": {"array": "0-3", "Job_Name": "x", "time": "10", "mail-type": "END"}})
+    [line] = problems(data)
+    assert line.startswith("slurm.extra: got flags that fercluster manages: ")
+    assert "Job_Name (fercluster sets it" in line and "array (" in line and "time (use slurm.time_min)" in line
+    assert "mail-type" not in line
+
+
+def test_slurm_gpu_settings_need_gpus_and_one_memory():
+    assert problems(config_with(slurm={"gpus_per_node": 0, "gpu_type": "a100"})) == [
+        "slurm: gpu_type and mem_per_gpu_gb need gpus_per_node > 0"
+    ]
+    assert problems(config_with(slurm={"mem_gb": 4, "mem_per_gpu_gb": 8})) == [
+        "slurm: mem_gb and mem_per_gpu_gb: give one of them"
+    ]
+    assert problems(config_with(slurm={"setup": ["module load x\n#SBATCH --x"]})) == [
+        f"slurm.setup.0: got 'module load x\\n#SBATCH --x'; {CONTROL_RULE}"
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -116,4 +117,55 @@ def test_other_flock_errors_are_not_hidden(tmp_path, monkeypatch):
     monkeypatch.setattr(lock.fcntl, "flock", broken)
     with pytest.raises(OSError, match="Bad file descriptor"):
         with lock.file_lock(tmp_path / "x.lock", timeout_s=0):
+            pass
+
+
+# -- claim: across hosts, with stale claims taken over ------------------------------------------
+def test_a_claim_is_exclusive_and_names_its_holder(tmp_path):
+    path = tmp_path / "x.claim"
+    with lock.claim(path, timeout_s=0, what="sweep demo"):
+        record = json.loads(path.read_text())
+        assert record["host"] == socket.gethostname() and record["process_start"] == lock.process_start(os.getpid())
+        with pytest.raises(lock.LockBusy, match="sweep demo: the lock .* is held by process"):
+            with lock.claim(path, timeout_s=0.3, what="sweep demo"):
+                pytest.fail("claimed twice")
+    assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    ("record", "age_s", "stale"),
+    [
+        ({"pid": 2**22 + 7, "host": None}, 0, True),  # this host, the process is gone
+        ({"pid": None, "host": None, "process_start": 1.0}, 0, True),  # this host, the pid reused since
+        ({"pid": None, "host": None}, 0, False),  # this host, alive: busy
+        ({"pid": 4242, "host": "login2"}, 10, False),  # another host, heartbeat fresh: busy
+        ({"pid": 4242, "host": "login2"}, 600, True),  # another host, heartbeat stopped: stale
+    ],
+)
+def test_stale_claims_are_taken_over(tmp_path, record, age_s, stale):
+    path = tmp_path / "x.claim"
+    record = {**record, "pid": record["pid"] or os.getpid(), "host": record["host"] or socket.gethostname()}
+    path.write_text(json.dumps(record))
+    os.utime(path, (time.time() - age_s, time.time() - age_s))
+    if stale:
+        with lock.claim(path, timeout_s=0):
+            assert lock.holder(path)["pid"] == os.getpid() and lock.holder(path)["host"] == socket.gethostname()
+    else:
+        with pytest.raises(lock.LockBusy, match=f"held by process {record['pid']} on host {record['host']}"):
+            with lock.claim(path, timeout_s=0):
+                pass
+        assert json.loads(path.read_text()) == record  # a live claim is never removed
+
+
+def test_a_claim_that_cannot_be_created_is_a_clear_error(tmp_path, monkeypatch):
+    real = os.open
+
+    def read_only(path, flags, mode=0o777):  # a read-only mount, or a folder of another user
+        if str(path).endswith(".claim"):
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(path, flags, mode)
+
+    monkeypatch.setattr(lock.os, "open", read_only)
+    with pytest.raises(lock.LockError, match=r"cannot create the lock file .* \(sweep demo\): Read-only file system"):
+        with lock.claim(tmp_path / "x.claim", what="sweep demo"):
             pass

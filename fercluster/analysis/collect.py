@@ -27,6 +27,7 @@ import orjson
 import pyarrow as _pa
 
 from fercluster.config import SweepConfig
+from fercluster.train.record import REQUIRED
 
 METRIC_COLUMNS = ("iteration", "val_acc", "test_acc", "wall_time")  # what the tables and curves need
 ALL_METRIC_COLUMNS = ("iteration", "train_loss", "train_acc", "val_acc", "test_acc", "wall_time")  # the file's
@@ -92,6 +93,9 @@ def _read_job(run_dir: Path, base: str, info: Any, metric_columns: tuple[str, ..
 
     if not isinstance(info, dict) or not isinstance(info.get("spec"), dict):
         raise ValueError("job.json has no 'spec' mapping")
+    lacking = [key for key in REQUIRED if key not in info]
+    if lacking:  # as train.record says for sweep and status: a failed job
+        raise ValueError(f"corrupt job.json (lacks {', '.join(lacking)}); --retry-failed reruns it")
     spec = info["spec"]
     job_id = str(info.get("job_id", ""))
     if job_id != run_dir.name or spec.get("job_id", job_id) != job_id:

@@ -9,6 +9,8 @@ An unfinished sweep is reported as such; only a sweep with no complete job is an
 from __future__ import annotations
 
 import math
+import os
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -39,7 +41,7 @@ def aggregate(cfg: SweepConfig, console: Any = None) -> dict[str, Any]:
         raise AnalysisError(_nothing_message(cfg, col))  # before any log line: the error is all stderr shows
     log(
         f"{len(col.results)} complete jobs of {len(col.planned)} planned; {len(col.missing)} missing, "
-        f"{len(col.skipped)} skipped"
+        f"{len(col.skipped)} failed (broken files)"
     )
     sections: list[Section] = []
     acc = pd.DataFrame()
@@ -60,8 +62,10 @@ def aggregate(cfg: SweepConfig, console: Any = None) -> dict[str, Any]:
         skipped += result.skipped
     if tune is not None:
         sections.append(tune)
-    sections += [_missing_section(col, skipped), _provenance_section(cfg, col, time.time() - start)]
+    spent = _cost(cfg)
+    sections += [_missing_section(col, skipped), _provenance_section(cfg, col, time.time() - start, spent)]
     summary = _summary(cfg, acc, analyses, col, skipped)
+    summary["cost"] = spent
     title = f"fercluster report: sweep {cfg.name}"
     write_text(out / "report.md", to_markdown(title, sections, out))
     write_text(out / "report.html", to_html(title, sections))
@@ -160,7 +164,10 @@ def _missing_section(col: Collection, skipped: list[dict]) -> Section:
         )
         s.table([{k: ("-" if v is None else v) for k, v in m.items()} for m in col.missing])
     if skipped:
-        s.text("Complete jobs left out because their files are broken:")
+        s.text(
+            "Failed jobs, left out because their files are broken (a job.json that does not parse or lacks "
+            "fields, a corrupt table); `fercluster sweep --retry-failed` reruns them:"
+        )
         s.table(skipped)
     if col.extra:
         s.text(
@@ -171,7 +178,23 @@ def _missing_section(col: Collection, skipped: list[dict]) -> Section:
     return s
 
 
-def _provenance_section(cfg: SweepConfig, col: Collection, seconds: float) -> Section:
+def _cost(cfg: SweepConfig) -> dict[str, Any]:
+    """What the sweep cost on SLURM: asked of sacct (one query) inside a SLURM job (the aggregation
+    job), else as the last ``fercluster status`` recorded it."""
+    from fercluster.orchestration.cost import sweep_cost
+
+    backend = None
+    if os.environ.get("SLURM_JOB_ID") and shutil.which("sacct"):
+        from fercluster.orchestration.slurm.backend import SlurmBackend
+
+        backend = SlurmBackend(cfg.jobs_dir / "submitit", timeout_s=60)
+    try:
+        return sweep_cost(cfg, backend)
+    except FerclusterError:
+        return sweep_cost(cfg)
+
+
+def _provenance_section(cfg: SweepConfig, col: Collection, seconds: float, spent: dict[str, Any]) -> Section:
     s = Section("How the run was made")
     infos = [r.info for r in col.results]
     versions = Counter(str(i.get("code_version", "unknown")) for i in infos)
@@ -186,6 +209,7 @@ def _provenance_section(cfg: SweepConfig, col: Collection, seconds: float) -> Se
         f"Training time: {total / 3600:.2f} h over {len(col.results)} complete jobs "
         f"({total / max(1, len(col.results)):.0f} s per job on average). Aggregation took {seconds:.1f} s."
     )
+    s.text(f"Cost on SLURM (every run, retries and requeues included): {spent['line']}.")
     s.code(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     return s
 

@@ -114,9 +114,11 @@ def actions(diff: Diff) -> dict[str, str]:
     """What a sweep does (or would do) with each job: submit, retry, skip, leave or failed."""
     out = {s.job_id: "submit" for s in diff.submit}
     out.update({s.job_id: "retry" for s in diff.retry})
+    out.update({s.job_id: "requeue" for s in diff.requeue})
     out.update({s.job_id: "skip" for s in diff.done})
     out.update({s.job_id: "leave" for s in diff.active})
     out.update({s.job_id: "failed" for s, _ in diff.failed})
+    out.update({s.job_id: "wait" for s, _ in diff.waiting})
     return out
 
 
@@ -148,6 +150,9 @@ class Submission:
             "arrays": r.arrays,
             "aggregate_id": r.aggregate_id,
             "adopted": r.adopted,
+            "recovery_error": r.recovery_error,
+            "submit_error": r.submit_error,
+            "waiting": [{"job_id": s.job_id, "why": why} for s, why in r.diff.waiting],
             "cancelled": r.cancelled,
             "code": r.code,
         }
@@ -240,7 +245,7 @@ def slurm_backend(config: SweepConfig) -> Backend:
     """SLURM through submitit, with the sweep's submitit folder."""
     from fercluster.orchestration.slurm.backend import SlurmBackend
 
-    return SlurmBackend(config.jobs_dir / "submitit")
+    return SlurmBackend(config.jobs_dir / "submitit", max_timeout_requeues=config.slurm.max_timeout_requeues)
 
 
 def _grid_only(config: SweepConfig, what: str) -> None:

@@ -172,13 +172,16 @@ def sweep_cmd(
     )
     if as_json:
         print(json.dumps(submission.to_dict(), default=str))
-        return
-    _print_change(submission.change, console, dry_run=dry_run)
-    _print_sweep(cfg, submission.result, console)
+    else:
+        _print_change(submission.change, console, dry_run=dry_run)
+        _print_sweep(cfg, submission.result, console)
+    if submission.result.submit_error:  # the summary is out: what went in stands, the rest waits
+        raise typer.Exit(1)
 
 
 ACTION_TEXT = {"submit": "submit", "retry": "retry", "skip": "skip (done)", "leave": "leave (queued/running)",
-               "failed": "failed: --retry-failed"}  # fmt: skip
+               "failed": "failed: --retry-failed", "wait": "wait",
+               "requeue": "requeue (pre-empted)"}  # fmt: skip
 
 
 def _print_change(change: Any, console: Any, dry_run: bool) -> None:
@@ -223,12 +226,22 @@ def _print_sweep(cfg: Any, result: Any, console: Any) -> None:
         verb = "did"
     s = d.summary()
     console.print(
-        f"[bold]{cfg.name}[/]: {len(result.specs)} jobs; {verb} submit {s['submit']}, retry {s['retry']}; "
+        f"[bold]{cfg.name}[/]: {len(result.specs)} jobs; {verb} submit {s['submit']}, retry {s['retry']}"
+        + (f", requeue {s['requeue']} pre-empted" if s["requeue"] else "")
+        + "; "
         f"skip {s['done']} done; leave {s['active']} queued/running; {s['failed']} failed not retried"
         + (f"; {s['removed']} removed from the config still active" if s["removed"] else "")
+        + (f"; {s['waiting']} waiting" if s.get("waiting") else "")
     )
     for name in result.adopted:
         console.print(f"adopted orphan submission {name} (crash between sbatch and recording)")
+    if result.recovery_error:
+        console.print(
+            f"[yellow]orphan recovery could not ask SLURM[/] ({result.recovery_error}); "
+            f"{len(d.waiting)} jobs of unrecorded submissions are NOT submitted again now: "
+            "the next `sweep` retries recovery",
+            soft_wrap=True,
+        )
     for line in (result.code or {}).get("lines", []):
         console.print(line, markup=False, highlight=False)
     if result.code and result.code["note"]:
@@ -240,6 +253,14 @@ def _print_sweep(cfg: Any, result: Any, console: Any) -> None:
         )
     if result.aggregate_id:
         console.print(f"submitted aggregation job {result.aggregate_id} (afterany the training jobs)")
+    if result.submit_error:
+        console.print(
+            f"[red]sbatch failed part-way[/]: {result.submit_error}; {len(result.arrays)} arrays "
+            f"({s['submit'] + s['retry'] + s['requeue']} jobs) went in before it, {s.get('waiting', 0)} jobs wait: "
+            "run the same `sweep` again to submit them"
+            + (f" ({result.diff.waiting[0][1]})" if result.diff.waiting else ""),
+            soft_wrap=True,
+        )
     if result.cancelled:
         console.print(f"cancelled {len(result.cancelled)} jobs no longer in the config")
     for spec, row in d.failed[:20]:
@@ -252,7 +273,11 @@ def status_cmd(
     watch: bool = typer.Option(False, "--watch", help="Refresh live until every job has ended."),
     failed: bool = typer.Option(False, "--failed", help="Show each failed job's reason and the tail of its log."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with a 'jobs' list."),
-    interval: float = typer.Option(10.0, "--interval", help="Seconds between refreshes with --watch."),
+    interval: float = typer.Option(
+        30.0,
+        "--interval",
+        help="Seconds between refreshes with --watch (at least slurm.watch_floor_s; longer on errors).",
+    ),
     sets: Optional[list[str]] = set_option(),
 ) -> None:
     """Show a sweep's jobs: counts by state and one row per job (one SLURM query per refresh).
@@ -279,18 +304,31 @@ def status_cmd(
     if not watch:
         console.print(_render(cfg, snapshot(cfg, backend, failed=failed), failed))
         return
+    _watch(cfg, backend, console, failed, interval)
+
+
+def _watch(cfg: Any, backend: Any, console: Any, failed: bool, interval: float) -> None:
+    """Refresh until every job has ended: never faster than the floor, backing off while SLURM fails."""
     from rich.live import Live
 
+    from fercluster.orchestration.status import snapshot, watch_interval
+
+    floor = cfg.slurm.watch_floor_s
+    if interval < floor:
+        console.print(f"note: --interval {interval:g} s is below slurm.watch_floor_s: refreshing every {floor:g} s")
+    failures = 0
     with Live(console=console, auto_refresh=False) as live:
         while True:
             snap = snapshot(cfg, backend, failed=failed)
-            live.update(_render(cfg, snap, failed), refresh=True)
+            failures = failures + 1 if snap.get("stale") else 0
+            wait = watch_interval(interval, floor, failures)
+            live.update(_render(cfg, snap, failed, next_s=wait), refresh=True)
             if not any(k in snap["counts"] for k in ACTIVE):
                 break
-            time.sleep(interval)
+            time.sleep(wait)
 
 
-def _render(cfg: Any, snap: dict[str, Any], failed: bool) -> Any:
+def _render(cfg: Any, snap: dict[str, Any], failed: bool, next_s: float | None = None) -> Any:
     from rich.console import Group
     from rich.markup import escape
     from rich.text import Text
@@ -305,6 +343,13 @@ def _render(cfg: Any, snap: dict[str, Any], failed: bool) -> Any:
             + f"  (SLURM via {snap['source'] or '-'}, {time.strftime('%H:%M:%S')})"
         )
     ]
+    if snap.get("stale"):
+        parts.append(Text(f"stale: SLURM could not be asked about every job ({snap['stale']}); "
+                          "their last known states are shown", style="yellow"))  # fmt: skip
+    if next_s is not None:
+        parts.append(Text(f"next refresh in {next_s:g} s" + (" (backing off)" if snap.get("stale") else "")))
+    if snap.get("cost"):
+        parts.append(Text(f"cost: {snap['cost']['line']}"))
     agg = snap.get("aggregate")
     if agg:
         parts.append(Text(f"aggregation job {agg.get('slurm_id')}: {agg.get('state', '?')}"))
@@ -350,8 +395,10 @@ def cancel_cmd(
     from fercluster.api import cancel
 
     cfg = load(config, sets)
+    from fercluster.orchestration.status import by_array
+
     ids = cancel(cfg, job, backend=_backend(cfg))
-    _console().print(f"cancelled {len(ids)} SLURM job(s): {' '.join(ids) if ids else '-'}")
+    _console().print(f"cancelled {len(ids)} SLURM job(s) of sweep {cfg.name}: {by_array(ids)}", soft_wrap=True)
 
 
 # -- bench -----------------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ the module you need. What the rest of the code (the CLI, the analysis) may call:
 - ``status``: ``snapshot(cfg, backend)`` (what ``status --json`` prints), ``cancel``.
 - ``monitor``: ``JobRow``, ``job_rows`` (one row per job from run directories and ONE query).
 - ``local``: ``run_local(cfg, console)`` (``sweep --local``).
+- ``cost``: ``sweep_cost`` (GPU-hours, CPU-hours, requeues of a sweep: ``status``, the report).
+- ``known``: ``load_known`` / ``save_known`` (what ``status`` last knew: stale states, done jobs).
 - ``last``: ``record_last``, ``last_config`` (CONFIG of ``status`` when none is given).
 - ``states``: fercluster's job states and their groups (``ACTIVE``, ``ENDED_BADLY``).
 - ``backend``: the ``Backend`` protocol (and ``JobQuery``, its query side); implementations

@@ -48,7 +48,8 @@ class JobQuery(Protocol):
 
     name: str
     calls: Counter[str]  # commands run, by name (sbatch, sacct, squeue, ...)
-    last_source: str  # what answered the last query (sacct, squeue, scontrol, local)
+    last_source: str  # what answered the last query (sacct, squeue, local)
+    last_error: str  # why the last query could not see every id (the monitor shows them stale); "" if it could
 
     def query(self, ids: Sequence[str]) -> Mapping[str, JobInfo]: ...
 

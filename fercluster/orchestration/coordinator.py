@@ -18,7 +18,8 @@ from fercluster.orchestration import jobs as jobs_mod
 from fercluster.orchestration import plan as plan_mod
 from fercluster.orchestration.backend import Backend, base_id
 from fercluster.orchestration.monitor import JobRow, job_rows
-from fercluster.orchestration.slurm.resources import array_throttles, processes, submitit_parameters
+from fercluster.orchestration.slurm.parse import submit_limit
+from fercluster.orchestration.slurm.resources import array_lanes, processes, submitit_parameters
 from fercluster.orchestration.snapshots import CodeChoice, CodePlan, RetryCode, plan_code
 from fercluster.orchestration.state import (
     SweepState,
@@ -29,7 +30,7 @@ from fercluster.orchestration.state import (
     save_state,
     sweep_lock,
 )
-from fercluster.orchestration.states import ACTIVE, COMPLETED, NOT_SUBMITTED
+from fercluster.orchestration.states import ACTIVE, COMPLETED, NOT_SUBMITTED, PREEMPTED
 from fercluster.train.spec import JobSpec
 
 
@@ -37,20 +38,33 @@ from fercluster.train.spec import JobSpec
 class Diff:
     submit: list[JobSpec] = field(default_factory=list)  # never submitted (or local run stopped)
     retry: list[JobSpec] = field(default_factory=list)  # ended badly, --retry-failed, retries left
+    requeue: list[JobSpec] = field(default_factory=list)  # pre-empted (SIGTERM): resubmitted, no retry used
     done: list[JobSpec] = field(default_factory=list)
     active: list[JobSpec] = field(default_factory=list)  # queued or running: left alone
     failed: list[tuple[JobSpec, JobRow]] = field(default_factory=list)  # ended badly, not retried
     removed: list[str] = field(default_factory=list)  # in the state, not in the config, still active
+    waiting: list[tuple[JobSpec, str]] = field(default_factory=list)  # not submitted this time, and why
 
     def summary(self) -> dict[str, int]:
-        return {
+        out = {
             "submit": len(self.submit),
             "retry": len(self.retry),
+            "requeue": len(self.requeue),
             "done": len(self.done),
             "active": len(self.active),
             "failed": len(self.failed),
             "removed": len(self.removed),
         }
+        if self.waiting:
+            out["waiting"] = len(self.waiting)
+        return out
+
+    def hold(self, job_ids: set[str], why: str) -> None:
+        """Move the jobs ``job_ids`` out of submit and retry, into waiting (``why``)."""
+        self.waiting += [(s, why) for s in self.submit + self.retry + self.requeue if s.job_id in job_ids]
+        self.submit = [s for s in self.submit if s.job_id not in job_ids]
+        self.retry = [s for s in self.retry if s.job_id not in job_ids]
+        self.requeue = [s for s in self.requeue if s.job_id not in job_ids]
 
 
 @dataclass
@@ -60,6 +74,8 @@ class SweepResult:
     diff: Diff
     arrays: list[dict[str, Any]] = field(default_factory=list)  # name, slurm_id, n, throttle
     adopted: list[str] = field(default_factory=list)
+    recovery_error: str = ""  # orphan recovery could not ask SLURM: its pending records were kept
+    submit_error: str = ""  # an sbatch failed part-way: what was submitted before stands, the rest waits
     aggregate_id: str | None = None
     cancelled: list[str] = field(default_factory=list)
     dry_run: bool = False
@@ -84,6 +100,8 @@ def reconcile(
             diff.active.append(spec)
         elif row.state == NOT_SUBMITTED:
             diff.submit.append(spec)
+        elif row.state == PREEMPTED:  # SLURM took the node back (PreemptMode=CANCEL): not the job's fault
+            diff.requeue.append(spec)
         elif retry_failed and row.retries < max_retries:
             diff.retry.append(spec)
         else:
@@ -126,15 +144,21 @@ def adopt_orphans(
     fn_for: Callable[[], Any] | None,
     specs_by_id: dict[str, JobSpec],
     timeout_min: int,
-) -> list[str]:
+) -> tuple[list[str], str]:
     """Pending submissions (written before sbatch) whose array SLURM has: record them.
 
-    Pending records SLURM does not know are dropped (sbatch never ran); their jobs are submitted
-    again by the caller. An adopted array gets any submitted pickles it is missing.
+    Returns the adopted names and, when the lookup failed, why (else ""). Pending records SLURM
+    does not know are dropped (sbatch never ran); their jobs are submitted again by the caller.
+    A lookup that FAILED drops nothing: the records stay, their jobs are held (``Diff.hold``) and
+    the next run tries again; "could not ask" is never "not found". An adopted array gets any
+    submitted pickles it is missing.
     """
     if not state.pending:
-        return []
-    found = backend.find_by_name(sorted(state.pending))
+        return [], ""
+    try:
+        found = backend.find_by_name(sorted(state.pending))
+    except SlurmError as exc:
+        return [], str(exc)
     adopted = []
     for name, rec in list(state.pending.items()):
         sid = found.get(name)
@@ -147,12 +171,13 @@ def adopt_orphans(
         else:
             job_ids = rec["job_ids"]
             summaries = _summaries(specs_by_id, job_ids)
-            state.record_array(name, sid, job_ids, set(rec.get("retry", [])), summaries, code=rec.get("code"))
+            state.record_array(name, sid, job_ids, set(rec.get("retry", [])), summaries, code=rec.get("code"),
+                               requeue_ids=set(rec.get("requeue", [])))  # fmt: skip
             args = [specs_by_id[j] for j in job_ids if j in specs_by_id]  # already as submitted (processes)
             if fn_for is not None and len(args) == len(job_ids):
                 backend.repair_pickles([state.slurm_id(j) for j in job_ids], fn_for(), args, timeout_min)
         adopted.append(name)
-    return adopted
+    return adopted, ""
 
 
 def _summaries(specs_by_id: dict[str, JobSpec], job_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -193,34 +218,20 @@ def run_sweep(
         state = load_state(cfg.jobs_dir, cfg.name)
         result = _diff(cfg, specs, state, backend, retry_failed, timings, dry_run=True)
         d = result.diff
-        result.code = plan_code(cfg, state, d.submit, d.retry, retry_code, make=False).summary()
+        result.code = plan_code(cfg, state, d.submit, d.retry + d.requeue, retry_code, make=False).summary()
         return result
     with sweep_lock(cfg.jobs_dir):
         state = load_state(cfg.jobs_dir, cfg.name)
-        adopted = adopt_orphans(state, backend, fn_for, specs_by_id, cfg.slurm.time_min)
+        adopted, recovery_error = adopt_orphans(state, backend, fn_for, specs_by_id, cfg.slurm.time_min)
         if adopted:
             save_state(cfg.jobs_dir, state)
         result = _diff(cfg, specs, state, backend, retry_failed, timings, dry_run=False)
-        result.adopted = adopted
+        result.adopted, result.recovery_error = adopted, recovery_error
+        if state.pending:  # recovery failed: what these records hold may be in SLURM already
+            held = {j for rec in state.pending.values() for j in rec.get("job_ids", [])}
+            result.diff.hold(held, "orphan recovery could not ask SLURM; the next sweep retries it")
         t1 = time.perf_counter()
-        todo = result.diff.submit + result.diff.retry
-        if todo or any(n in state.arrays for n in adopted):  # new training work: aggregate after it
-            with private_umask():  # the snapshot too: not writable by others
-                code = plan_code(cfg, state, result.diff.submit, result.diff.retry, retry_code)
-            result.code = code.summary()
-            if todo:
-                if prepare:
-                    prepare_datasets(cfg, {s.dataset for s in todo})
-                retry_ids = {s.job_id for s in result.diff.retry}
-                with private_umask():
-                    result.arrays = _submit_arrays(cfg, state, backend, fn_for, specs, code, retry_ids)
-            deps = {a["slurm_id"] for a in result.arrays} | {
-                base_id(r.slurm_id) for r in result.rows if r.state in ACTIVE and r.slurm_id
-            }
-            with private_umask():
-                result.aggregate_id = _submit_aggregate(
-                    cfg, state, backend, aggregate_fn, sorted(deps, key=int), code.aggregate or code.current
-                )
+        _submit_work(cfg, state, backend, result, fn_for, aggregate_fn, specs, prepare, retry_code)
         if prune and result.diff.removed:
             ids = [state.slurm_id(j) for j in result.diff.removed]
             backend.cancel([i for i in ids if i])
@@ -231,6 +242,75 @@ def run_sweep(
         save_state(cfg.jobs_dir, state)
         timings["submit_s"] = time.perf_counter() - t1
     return result
+
+
+def _submit_work(
+    cfg: SweepConfig,
+    state: SweepState,
+    backend: Backend,
+    result: SweepResult,
+    fn_for: Callable[[], Any],
+    aggregate_fn: Callable[..., Any],
+    specs: list[JobSpec],
+    prepare: bool,
+    retry_code: RetryCode,
+) -> None:
+    """Submit the diff's jobs (arrays by code snapshot) and the aggregation job after them, into
+    ``result``; an sbatch failing part-way leaves the rest waiting, with why."""
+    d = result.diff
+    todo = d.submit + d.retry + d.requeue
+    if todo or any(n in state.arrays for n in result.adopted):  # new training work: aggregate after it
+        with private_umask():  # the snapshot too: not writable by others (requeues: their own code)
+            code = plan_code(cfg, state, d.submit, d.retry + d.requeue, retry_code)
+        result.code = code.summary()
+        if todo:
+            if prepare:
+                prepare_datasets(cfg, {s.dataset for s in todo})
+            retry_ids, requeue_ids = {s.job_id for s in d.retry}, {s.job_id for s in d.requeue}
+            with private_umask():
+                result.arrays, result.submit_error = _submit_arrays(
+                    cfg,
+                    state,
+                    backend,
+                    fn_for,
+                    specs,
+                    code,
+                    retry_ids,
+                    requeue_ids,
+                    _active_arrays(state, result.rows, cfg.slurm.array_parallelism),
+                )
+            if result.submit_error:
+                sent = {j for a in result.arrays for j in state.arrays[a["name"]]["job_ids"]}
+                limit = submit_limit(result.submit_error)
+                why = (f"waits: {limit} is reached; the next `sweep` submits it" if limit else
+                       f"not submitted: {result.submit_error}; the next `sweep` submits it")  # fmt: skip
+                d.hold({s.job_id for s in todo} - sent, why)
+        _aggregate_after(cfg, state, backend, result, aggregate_fn, code)
+
+
+def _aggregate_after(
+    cfg: SweepConfig,
+    state: SweepState,
+    backend: Backend,
+    result: SweepResult,
+    aggregate_fn: Callable[..., Any],
+    code: CodePlan,
+) -> None:
+    """The aggregation job, after every queued or running training job of the sweep."""
+    deps = {a["slurm_id"] for a in result.arrays} | {
+        base_id(r.slurm_id) for r in result.rows if r.state in ACTIVE and r.slurm_id
+    }
+    # a pending aggregation record left by a crash may be in SLURM: recovery decides next time;
+    # nothing submitted because sbatch fails: an aggregation job now would fail as well
+    crashed = any(rec.get("kind") == "aggregate" for rec in state.pending.values())
+    if not crashed and not (result.submit_error and not result.arrays):
+        try:
+            with private_umask():
+                result.aggregate_id = _submit_aggregate(
+                    cfg, state, backend, aggregate_fn, sorted(deps, key=int), code.aggregate or code.current
+                )
+        except SlurmError as exc:
+            result.submit_error = "; ".join(e for e in (result.submit_error, f"aggregation job: {exc}") if e)
 
 
 def _diff(
@@ -244,7 +324,7 @@ def _diff(
 ) -> SweepResult:
     t = time.perf_counter()
     extra = removed_specs(specs, state)
-    rows = job_rows(list(specs) + extra, state, backend, details=dry_run)
+    rows = job_rows(list(specs) + extra, state, backend)
     rows, removed_rows = rows[: len(specs)], rows[len(specs) :]
     timings["status_s"] = time.perf_counter() - t
     diff = reconcile(
@@ -269,16 +349,21 @@ def _submit_arrays(
     specs: list[JobSpec],
     code: CodePlan,
     retry_ids: set[str],
-) -> list[dict[str, Any]]:
-    """One array per code snapshot (split at the cluster's MaxArraySize)."""
+    requeue_ids: set[str] = frozenset(),
+    active: Sequence[tuple[str, int]] = (),
+) -> tuple[list[dict[str, Any]], str]:
+    """One array per code snapshot (split at the cluster's MaxArraySize); returns the arrays
+    submitted and, when an sbatch failed, why (the arrays after it are not tried: they would
+    fail the same way, each after sbatch's own retries). The failed array's pending record
+    stays: the next run looks it up (an sbatch that timed out may have submitted it)."""
     ensure_dir(cfg.jobs_dir / "submitit")
     size = max(1, backend.max_array_size())
     chunks = [(choice, group[i : i + size]) for choice, group in code.groups for i in range(0, len(group), size)]
-    throttles = array_throttles(len(chunks), cfg.slurm.array_parallelism)
+    lanes = array_lanes(len(chunks), cfg.slurm.array_parallelism, active)
     specs_by_id = {s.job_id: s for s in specs}
     fn = fn_for()
     arrays = []
-    for (choice, chunk), throttle in zip(chunks, throttles, strict=True):
+    for (choice, chunk), (throttle, after) in zip(chunks, lanes, strict=True):
         job_ids = [s.job_id for s in chunk]
         name = array_name(cfg.name, job_ids)
         state.pending[name] = {
@@ -286,17 +371,34 @@ def _submit_arrays(
             "created": time.time(),
             "kind": "train",
             "retry": sorted(retry_ids.intersection(job_ids)),
+            "requeue": sorted(requeue_ids.intersection(job_ids)),
             "code": choice.key,
         }
         save_state(cfg.jobs_dir, state)  # BEFORE sbatch: a crash after it is found by name
-        params = submitit_parameters(cfg.slurm, job_name=name, array_parallelism=throttle, code_dir=choice.path)
-        ids = backend.submit_array(fn, _args(chunk, choice, code.current), params)
+        wait = arrays[after]["slurm_id"] if isinstance(after, int) else after  # its lane's array before it
+        params = submitit_parameters(cfg.slurm, job_name=name, array_parallelism=throttle, code_dir=choice.path,
+                                     dependency=f"afterany:{wait}" if wait else None)  # fmt: skip
+        try:
+            ids = backend.submit_array(fn, _args(chunk, choice, code.current), params)
+        except SlurmError as exc:
+            return arrays, str(exc)
         summaries = _summaries(specs_by_id, job_ids)
-        state.record_array(name, base_id(ids[0]), job_ids, retry_ids, summaries, code=choice.key)
+        state.record_array(name, base_id(ids[0]), job_ids, retry_ids, summaries, code=choice.key,
+                           requeue_ids=requeue_ids)  # fmt: skip
+        state.arrays[name]["throttle"] = throttle
         save_state(cfg.jobs_dir, state)
         arrays.append({"name": name, "slurm_id": base_id(ids[0]), "n": len(chunk), "throttle": throttle,
-                       "code": choice.key})  # fmt: skip
-    return arrays
+                       "code": choice.key, "after": wait})  # fmt: skip
+    return arrays, ""
+
+
+def _active_arrays(state: SweepState, rows: Sequence[JobRow], limit: int) -> list[tuple[str, int]]:
+    """The sweep's arrays with tasks queued or running, as (SLURM id, its %K): they hold slots of
+    ``array_parallelism`` (an array recorded without its %K is taken to hold all ``limit``)."""
+    live = {base_id(r.slurm_id) for r in rows if r.state in ACTIVE and r.slurm_id}
+    out = [(rec["slurm_id"], int(rec.get("throttle") or limit)) for rec in state.arrays.values()
+           if rec["slurm_id"] in live]  # fmt: skip
+    return sorted(out, key=lambda a: int(a[0]))
 
 
 def _args(chunk: list[JobSpec], choice: CodeChoice, current: CodeChoice) -> list[Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Sequence
 
+from fercluster.errors import SlurmError
 from fercluster.orchestration.backend import base_id, task_ids
 from fercluster.orchestration.slurm import parse as slurm_parse
 from fercluster.orchestration.slurm.parse import SlurmInfo
@@ -28,8 +29,15 @@ class FakeBackend:
         self.states: dict[str, str] = {}  # per-task id -> SLURM state word
         self.names: dict[str, str] = {}  # job name -> base id
         self.submitted: list[dict[str, Any]] = []  # one entry per sbatch: name, ids, params, args
-        self.sacct_ok = True
+        self.sacct_ok = True  # False: accounting is off (every sacct fails)
+        self.failing: set[str] = set()  # commands that fail now ("sacct", "squeue"): an outage
+        self.lag: set[str] = set()  # ids sacct does not show yet (accounting lags behind)
+        self.last_error = ""
+        self.tres = "billing=1,cpu=1,gres/gpu=1,mem=4G,node=1"  # AllocTRES of every job (each runs 60 s)
+        self.lookup_error = ""  # set: find_by_name fails with this (squeue and sacct do not answer)
         self.last_source = ""
+        self.user = "me"
+        self.foreign: list[tuple[str, str, str]] = []  # other users' jobs: (id, name, user)
 
     def max_array_size(self) -> int:
         self.calls["scontrol"] += 1
@@ -59,28 +67,53 @@ class FakeBackend:
         return 0
 
     def find_by_name(self, names: Sequence[str]) -> dict[str, str]:
+        """This user's newest submission of each name; other users' jobs of the same name ignored."""
         self.calls["squeue"] += 1
+        if self.lookup_error:
+            raise SlurmError(self.lookup_error)
         return {n: self.names[n] for n in names if n in self.names}
+
+    def add_foreign(self, n: int, names: Sequence[str] = (), user: str = "other") -> None:
+        """``n`` jobs of other users (the first ones named ``names``): the busy cluster around us."""
+        for i in range(n):
+            sid = str(self.next_id)
+            self.next_id += 1
+            self.foreign.append((sid, names[i] if i < len(names) else f"job{i}", user))
+            self.states[sid] = "RUNNING" if i % 3 else "PENDING"
 
     def set_state(self, slurm_ids: Sequence[str], state: str) -> None:
         for sid in slurm_ids:
             self.states[sid] = state
 
     def query(self, slurm_ids: Sequence[str]) -> dict[str, SlurmInfo]:
-        if not self.sacct_ok:
-            self.calls["squeue"] += 1
-            self.last_source = "squeue"
-            text = "\n".join(f"{s}|{self.states[s]}|0:01|localhost|None" for s in slurm_ids if s in self.states)
-            return slurm_parse.parse_squeue(text)
+        """As ``SlurmBackend.query``: one sacct for the ids; one squeue for the ids it lacks
+        (``lag``) or for all of them when sacct fails (``sacct_ok``, ``failing``)."""
+        self.last_error = ""
+        if not slurm_ids:
+            return {}
         self.calls["sacct"] += 1
+        if not self.sacct_ok or "sacct" in self.failing:
+            self.last_error = "sacct failed: slurmdbd not reachable"
+            self.last_source = "squeue"
+            return self._squeue(slurm_ids)
         self.last_source = "sacct"
         lines = []
         for s in slurm_ids:
             state = self.states.get(s)
-            if state is not None:
+            if state is not None and s not in self.lag:
                 node = "localhost" if state != "PENDING" else "None assigned"
-                lines.append(f"{s}|{state}|0:0|00:01:00|{node}|None")
-        return slurm_parse.parse_sacct("\n".join(lines))
+                lines.append(f"{s}|{state}|0:0|00:01:00|{node}|None|{self.tres}|60")
+        infos = slurm_parse.parse_sacct("\n".join(lines))
+        missing = [s for s in slurm_ids if s not in infos]
+        return {**self._squeue(missing), **infos} if missing else infos
+
+    def _squeue(self, slurm_ids: Sequence[str]) -> dict[str, SlurmInfo]:
+        self.calls["squeue"] += 1
+        if "squeue" in self.failing:
+            self.last_error = "; ".join(e for e in (self.last_error, "squeue failed: rate limit") if e)
+            return {}
+        text = "\n".join(f"{s}|{self.states[s]}|0:01|localhost|None" for s in slurm_ids if s in self.states)
+        return slurm_parse.parse_squeue(text)
 
     def cancel(self, slurm_ids: Sequence[str]) -> None:
         self.calls["scancel"] += 1

@@ -82,7 +82,7 @@ def _rows(
     """Job rows; SLURM is asked only when this sweep has SLURM jobs (so they are not run twice)."""
     if not any(r.get("slurm_ids") for r in state.jobs.values()):
         return job_rows(specs, state, None)
-    backend = backend or SlurmBackend(cfg.jobs_dir / "submitit")
+    backend = backend or SlurmBackend(cfg.jobs_dir / "submitit", max_timeout_requeues=cfg.slurm.max_timeout_requeues)
     try:
         return job_rows(specs, state, backend)
     except SlurmError as exc:

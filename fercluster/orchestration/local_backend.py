@@ -1,8 +1,9 @@
 """Jobs run on this machine by ``sweep --local``, seen through the query side of ``Backend``.
 
-Local mode records, per job in ``state.json``, ``{"local": {pid, host, started, ended}}``
-(``mark_started``, ``mark_ended``). ``LocalBackend.query`` turns those records into states: a
-run whose process is alive on this host and has not ended is RUNNING; any other job (a run that
+Local mode records, per job in ``state.json``, ``{"local": {pid, host, started, process_start,
+ended}}`` (``mark_started``, ``mark_ended``). ``LocalBackend.query`` turns those records into
+states: a run whose process (its pid, with the same process start time) is alive on this host and
+has not ended is RUNNING; any other job (a run that
 stopped, or never ran) is NOT_SUBMITTED, and resumes from its checkpoint when run again.
 
 Only the query side of ``Backend`` (``backend.JobQuery``): local mode runs its jobs itself, one at
@@ -20,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from fercluster.lock import process_start, same_process
 from fercluster.orchestration.states import NOT_SUBMITTED, RUNNING
 
 KEY = "local"  # the key of a job's record in state.json
@@ -41,21 +43,12 @@ class LocalInfo:
 
 def mark_started(rec: dict[str, Any]) -> None:
     """Record in a job's state record that this process runs it now."""
-    rec[KEY] = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    rec[KEY] = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+                "process_start": process_start(os.getpid())}  # fmt: skip
 
 
 def mark_ended(rec: dict[str, Any]) -> None:
     rec[KEY]["ended"] = time.time()
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class LocalBackend:
@@ -67,6 +60,7 @@ class LocalBackend:
         self.jobs = jobs
         self.calls: Counter[str] = Counter()
         self.last_source = ""
+        self.last_error = ""  # local records always answer
 
     def query(self, ids: Sequence[str]) -> dict[str, LocalInfo]:
         """An answer for every id: RUNNING (alive here) or NOT_SUBMITTED (reason set if a run stopped)."""
@@ -78,7 +72,8 @@ class LocalBackend:
             if not run:
                 out[job_id] = LocalInfo(job_id, NOT_SUBMITTED)
                 continue
-            alive = run.get("host") == host and pid_alive(int(run.get("pid", 0)))
+            # by pid AND process start time: a pid the kernel reused for another process is not the run
+            alive = run.get("host") == host and same_process(int(run.get("pid", 0)), run.get("process_start"))
             state = RUNNING if alive and not run.get("ended") else NOT_SUBMITTED
             out[job_id] = LocalInfo(
                 job_id,

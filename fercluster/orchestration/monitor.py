@@ -1,16 +1,19 @@
 """One row per job: its state from the run directory plus ONE batched query per refresh.
 
-Rules, in order: a job whose ``job.json`` exists is COMPLETED, whatever SLURM says; a job with a
+Rules, in order: a job whose ``job.json`` exists is COMPLETED, whatever SLURM says (FAILED, with
+the reason, when it does not parse or lacks fields: ``train.record``); a job with a
 SLURM id gets SLURM's state (a requeued job is PENDING or RUNNING); any other job is asked of
 ``LocalBackend`` (alive local run: RUNNING; otherwise NOT_SUBMITTED). A job SLURM calls COMPLETED
 without ``job.json`` is FAILED; a job SLURM no longer knows is FAILED ('lost'), never RUNNING
-forever.
+forever; a job SLURM could not be asked about (``backend.last_error``) shows its last known state
+(``known``), marked stale, and is never taken for lost.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -18,9 +21,20 @@ from typing import Any, Mapping, Sequence
 from fercluster import fmt
 from fercluster.errors import ConfigError
 from fercluster.orchestration.backend import JobInfo, JobQuery, base_id
+from fercluster.orchestration.known import Known, KnownInfo
 from fercluster.orchestration.local_backend import LocalBackend
 from fercluster.orchestration.state import SweepState
-from fercluster.orchestration.states import CANCELLED, COMPLETED, ENDED_BADLY, FAILED, NOT_SUBMITTED, PENDING, STATES
+from fercluster.orchestration.states import (
+    ACTIVE,
+    CANCELLED,
+    COMPLETED,
+    ENDED_BADLY,
+    FAILED,
+    NOT_SUBMITTED,
+    PENDING,
+    STATES,
+)
+from fercluster.train.record import read_job_record
 from fercluster.train.seeds import resolve_k
 from fercluster.train.spec import JobSpec
 
@@ -46,6 +60,8 @@ class JobRow:
     submissions: int = 0
     run_dir: str = ""
     code: str | None = None  # the code it ran (job.json) or its latest submission runs: a snapshot hash or "live"
+    gpu_hours: float | None = None  # its latest run's cost (sacct's AllocTRES x ElapsedRaw)
+    cpu_hours: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _ROW_FIELDS}  # flat: asdict's deep copy is slow
@@ -69,32 +85,65 @@ def job_rows(
     backend: JobQuery | None,
     extra_ids: Sequence[str] = (),
     infos_out: dict[str, JobInfo] | None = None,
-    details: bool = True,
+    known: Known | None = None,
 ) -> list[JobRow]:
     """Rows for ``specs`` (plan order). ``backend=None``: no SLURM query (local only).
 
     ``extra_ids`` (e.g. the aggregation job) ride along in the same query; their answers land
-    in ``infos_out``. ``details=False`` skips reading accuracies from completed jobs (the diff
-    only needs to know they are done).
+    in ``infos_out``. Every ``job.json`` is parsed (a broken one is a failed job, for the diff
+    too) unless ``known`` (``status``) has it already: completed jobs' records are read once.
+    ``known`` also gives the last known states, shown marked stale for ids the query could not
+    see (``backend.last_error``); it is updated with this refresh's answers.
     """
-    rows = [_base_row(spec, state, details) for spec in specs]
+    rows = [_base_row(spec, state, known) for spec in specs]
     open_rows = [r for r in rows if r.state == ""]
-    ask = [r.slurm_id for r in open_rows if r.slurm_id] + list(extra_ids)
+    # completed jobs whose final cost is not known yet ride along, once (status only)
+    costless = [r for r in rows if known is not None and r.state == COMPLETED and r.slurm_id and r.gpu_hours is None]
+    ask = [r.slurm_id for r in open_rows + costless if r.slurm_id] + list(extra_ids)
     infos: Mapping[str, JobInfo] = backend.query(ask) if (ask and backend is not None) else {}
+    error = backend.last_error if (ask and backend is not None) else ""
+    if known is not None:
+        known.remember(infos)
     if infos_out is not None:
         infos_out.update({i: infos[i] for i in extra_ids if i in infos})
+        if error and known is not None:
+            infos_out.update({i: known.states[i] for i in extra_ids if i not in infos and i in known.states})
+    for row in costless:
+        _final_cost(row, infos.get(row.slurm_id or ""), known)
     here = LocalBackend(state.jobs).query([r.job_id for r in open_rows if not r.slurm_id])
     known_arrays = {base_id(sid) for sid in infos if "_" in sid}
     for row in open_rows:
-        if row.slurm_id:
+        if row.slurm_id and error and row.slurm_id not in infos:
+            _apply_stale(row, known.states.get(row.slurm_id) if known else None, error)
+        elif row.slurm_id:
             _apply_slurm(row, infos.get(row.slurm_id), backend is not None, known_arrays)
         else:
             _apply(row, here[row.job_id])
     return rows
 
 
-def _base_row(spec: JobSpec, state: SweepState, details: bool = True) -> JobRow:
-    """The row from the run directory: COMPLETED if ``job.json`` exists, else state "" (ask)."""
+def _final_cost(row: JobRow, info: JobInfo | None, known: Known | None) -> None:
+    """A completed job's cost from SLURM's record of its run, kept with its job.json in ``known``."""
+    row.gpu_hours, row.cpu_hours = getattr(info, "gpu_hours", None), getattr(info, "cpu_hours", None)
+    done = known.done.get(row.job_id) if known is not None else None
+    if done is not None and row.gpu_hours is not None and info is not None and info.state not in ACTIVE:
+        done.update(gpu_hours=row.gpu_hours, cpu_hours=row.cpu_hours, slurm_id=row.slurm_id)
+
+
+def _apply_stale(row: JobRow, last: KnownInfo | None, error: str) -> None:
+    """SLURM could not be asked about this job: its last known state, marked stale (never "lost")."""
+    if last is None:
+        row.state, row.reason = PENDING, f"unknown: SLURM did not answer ({error})"
+        return
+    _apply(row, last)
+    when = time.strftime("%H:%M:%S", time.localtime(last.at))
+    row.reason = f"stale (last known {when}; {error})" + (f"; {row.reason}" if row.reason else "")
+
+
+def _base_row(spec: JobSpec, state: SweepState, known: Known | None = None) -> JobRow:
+    """The row from the run directory: COMPLETED if ``job.json`` exists, else state "" (ask).
+
+    A completed job that ``known`` has is not read again (a completed job does not change)."""
     rec = state.jobs.get(spec.job_id, {})
     row = JobRow(
         spec.job_id,
@@ -110,9 +159,18 @@ def _base_row(spec: JobSpec, state: SweepState, details: bool = True) -> JobRow:
         run_dir=spec.run_dir,
         code=rec.get("code"),
     )
-    done_path = os.path.join(spec.run_dir, "job.json")
-    done = read_json(done_path) if details else ({} if os.path.exists(done_path) else None)
+    cached = known.done.get(spec.job_id) if known is not None else None
+    if cached is not None and cached.get("run_dir") == spec.run_dir:
+        row.state, row.iteration = COMPLETED, row.iterations
+        for key in ("k", "val_acc", "test_acc", "node", "elapsed", "gpu_hours", "cpu_hours"):
+            setattr(row, key, cached.get(key))
+        row.code = cached.get("code") or row.code
+        return row
+    done, broken = read_job_record(spec.run_dir)
     row.k = _k(spec, done)
+    if broken:  # a record that does not parse or lacks fields: failed, here as in sweep and --dry-run
+        row.state, row.reason = FAILED, broken
+        return row
     if done is not None:
         row.state = COMPLETED
         row.iteration = row.iterations
@@ -124,6 +182,10 @@ def _base_row(spec: JobSpec, state: SweepState, details: bool = True) -> JobRow:
         row.elapsed = (
             fmt.number((done.get("timings") or {}).get("total_s")) if isinstance(done.get("timings"), dict) else None
         )
+        if known is not None:
+            known.done[spec.job_id] = {"run_dir": spec.run_dir, "k": row.k, "val_acc": row.val_acc,
+                                       "test_acc": row.test_acc, "node": row.node, "elapsed": row.elapsed,
+                                       "code": row.code}  # fmt: skip
         return row
     progress = read_json(os.path.join(spec.run_dir, "progress.json"))
     if progress is not None:
@@ -167,6 +229,7 @@ def _apply_slurm(row: JobRow, info: JobInfo | None, asked: bool, known_arrays: s
 
 def _apply(row: JobRow, info: JobInfo) -> None:
     row.state = info.state
+    row.gpu_hours, row.cpu_hours = getattr(info, "gpu_hours", None), getattr(info, "cpu_hours", None)
     row.node = info.node
     row.elapsed = info.elapsed_s
     if row.state == COMPLETED:  # no job.json (checked before): the function did not finish

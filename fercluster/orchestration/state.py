@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 from fercluster.atomic import write_text
 from fercluster.errors import SlurmError
-from fercluster.lock import file_lock
+from fercluster.lock import claim, file_lock
 
 VERSION = 1
 DIR_MODE = 0o750  # submitit loads pickles from these folders: never world-writable
@@ -55,10 +55,12 @@ class SweepState:
         retry_ids: set[str],
         summaries: dict[str, dict[str, Any]] | None = None,
         code: str | None = None,
+        requeue_ids: set[str] = frozenset(),
     ) -> None:
         """Jobs ``job_ids`` now run as tasks 0..n-1 of SLURM array ``array_id``, on ``code``.
 
         ``summaries``: per job, what status needs once the job leaves the config (data set, ...).
+        ``requeue_ids``: jobs resubmitted after a pre-emption (counted as requeues, not retries).
         """
         now = time.time()
         self.arrays[name] = {"slurm_id": array_id, "job_ids": list(job_ids), "submitted": now, "code": code}
@@ -68,6 +70,7 @@ class SweepState:
             rec["slurm_ids"].append(f"{array_id}_{task}" if len(job_ids) > 1 else array_id)
             rec["submissions"] += 1
             rec["retries"] += job_id in retry_ids
+            rec["requeues"] = rec.get("requeues", 0) + (job_id in requeue_ids)
             rec["array"] = name
             rec["task"] = task
             rec["submitted"] = now
@@ -157,8 +160,12 @@ def save_state(jobs_dir: Path, state: SweepState) -> None:
 def sweep_lock(jobs_dir: Path, timeout_s: float = 600.0) -> Iterator[None]:
     """Hold ``jobs/<sweep>/.lock`` so that two ``sweep`` commands do not both submit.
 
-    The second waits for the first (up to ``timeout_s``) and then sees its submissions.
+    The second waits for the first (up to ``timeout_s``) and then sees its submissions. Also
+    ``jobs/<sweep>/.claim`` (``lock.claim``): flock may hold on this host only (NFS ``local_lock``,
+    Lustre ``localflock``), the claim holds for every login node sharing the folder.
     """
     ensure_dir(Path(jobs_dir))
-    with file_lock(Path(jobs_dir) / ".lock", timeout_s=timeout_s, what=f"sweep {Path(jobs_dir).name}"):
-        yield
+    what = f"sweep {Path(jobs_dir).name}"
+    with file_lock(Path(jobs_dir) / ".lock", timeout_s=timeout_s, what=what):  # this host
+        with claim(Path(jobs_dir) / ".claim", timeout_s=timeout_s, what=what):  # every host
+            yield

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from fercluster.config import SweepConfig
 from fercluster.errors import SlurmError
 from fercluster.orchestration import plan as plan_mod
-from fercluster.orchestration.backend import Backend, JobInfo, JobQuery
+from fercluster.orchestration.backend import Backend, JobInfo, JobQuery, base_id
 from fercluster.orchestration.coordinator import removed_specs
+from fercluster.orchestration.cost import spent as _spent
+from fercluster.orchestration.known import load_known, save_known
 from fercluster.orchestration.monitor import counts, failure_details, job_rows
 from fercluster.orchestration.snapshots import code_status
 from fercluster.orchestration.state import load_state
@@ -26,7 +28,10 @@ def snapshot(cfg: SweepConfig, backend: JobQuery, failed: bool = False) -> dict[
     agg = dict(state.aggregate or {})
     extra = [agg["slurm_id"]] if agg.get("slurm_id") else []
     infos: dict[str, JobInfo] = {}
-    rows = job_rows(specs, state, backend, extra_ids=extra, infos_out=infos)
+    known = load_known(cfg.jobs_dir)
+    rows = job_rows(specs, state, backend, extra_ids=extra, infos_out=infos, known=known)
+    save_known(known)
+    spent = _spent(cfg.name, known, state, len(rows))
     jobs = [r.to_dict() for r in rows]
     if failed:
         for job, row in zip(jobs, rows, strict=True):
@@ -43,11 +48,23 @@ def snapshot(cfg: SweepConfig, backend: JobQuery, failed: bool = False) -> dict[
         "counts": counts(rows),
         "total": len(rows),
         "source": backend.last_source,
+        "stale": backend.last_error or None,  # why some states shown are the last known, not fresh
         "aggregate": agg or None,
+        "cost": spent,
         "removed_from_config": [s.job_id for s in removed],
         "code": code_status(cfg, state, [r.code for r in rows]),
         "jobs": jobs,
     }
+
+
+WATCH_MAX_S = 600.0  # the longest wait between refreshes when SLURM keeps failing
+
+
+def watch_interval(requested: float, floor: float, failures: int) -> float:
+    """Seconds until the next ``status --watch`` refresh: ``requested`` raised to ``floor``,
+    doubled per refresh in a row that failed (stale states), capped at ``WATCH_MAX_S``."""
+    base = max(requested, floor)
+    return min(base * 2 ** min(failures, 16), max(base, WATCH_MAX_S))
 
 
 def cancel(cfg: SweepConfig, backend: Backend, job: str | None = None) -> list[str]:
@@ -63,6 +80,15 @@ def cancel(cfg: SweepConfig, backend: Backend, job: str | None = None) -> list[s
     ids = [r.slurm_id for r in rows if r.state in ACTIVE and r.slurm_id]
     if job is None and state.aggregate and state.aggregate.get("slurm_id"):
         ids.append(state.aggregate["slurm_id"])
-    if ids:
-        backend.cancel(ids)
+    if ids:  # the whole sweep: scancel its arrays (a short command line), not thousands of task ids
+        backend.cancel(ids if job is not None else sorted({base_id(i) for i in ids}, key=int))
     return ids
+
+
+def by_array(ids: Sequence[str]) -> str:
+    """``["1000_0", "1000_3", "1001"]`` -> ``"array 1000 (2 tasks), job 1001"``: a summary by array."""
+    tasks: dict[str, int] = {}
+    for sid in ids:
+        tasks[base_id(sid)] = tasks.get(base_id(sid), 0) + ("_" in sid)
+    parts = [f"array {b} ({n} task{'s' if n != 1 else ''})" if n else f"job {b}" for b, n in tasks.items()]
+    return ", ".join(parts) or "-"

@@ -1,7 +1,8 @@
 """One job, start to finish: ``run_job(spec)`` trains, selects a checkpoint and writes the run directory.
 
 A module-level function of plain data, so submitit and Ray pickle it by reference. It returns
-the content of ``job.json``; a completed job (``job.json`` present) is skipped; a job with a
+the content of ``job.json``; a completed job (``job.json`` present) is skipped, a broken one
+(``train.record``) moved aside and run again; a job with a
 ``checkpoint.pt`` resumes from it. With several processes (DDP) every rank trains and only rank 0
 writes. ``JobCheckpointable`` (the submitit wrapper that requeues on preemption) lives in
 ``fercluster.orchestration.slurm.requeue``, so this module does not import submitit.
@@ -9,7 +10,6 @@ writes. ``JobCheckpointable`` (the submitit wrapper that requeues on preemption)
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import socket
@@ -26,6 +26,7 @@ from fercluster.train import distributed, outputs
 from fercluster.train.checkpoint import StopSignals, load_checkpoint, save_checkpoint
 from fercluster.train.dataset import load_job_data
 from fercluster.train.model import model_config
+from fercluster.train.record import read_job_record
 from fercluster.train.seeds import resolve_k
 from fercluster.train.spec import JobSpec
 from fercluster.train.trainer import Trainer, resolve_device, set_tf32
@@ -60,9 +61,11 @@ def run_job(spec: JobSpec | dict, reporter: Reporter | None = None, progress: Pr
     """Run one job (see the module doc); ``progress(iteration, iterations)`` is called every step."""
     spec = JobSpec.from_dict(spec) if isinstance(spec, dict) else spec
     run_dir = Path(spec.run_dir)
-    done = run_dir / "job.json"
-    if done.exists():
-        return json.loads(done.read_text())
+    record, broken = read_job_record(run_dir)
+    if record is not None:
+        return record
+    if broken:  # a broken record is a failed job: keep it for a look, train again (from any checkpoint)
+        os.replace(run_dir / "job.json", run_dir / f"job.json.broken-{int(time.time())}")
     code.check_imported_snapshot()  # on SLURM: the job runs the code its sweep was submitted with
     k = resolve_k(spec)
     info = distributed.detect(spec.processes)

@@ -92,6 +92,7 @@ def test_summary_json_and_missing_jobs(sweep):
     }
     assert [m["job_id"] for m in summary["missing"]] == [specs[-1].job_id]
     assert summary["skipped"] == []
+    assert summary["cost"]["line"].endswith(" GPU-hours, 0.0 CPU-hours, 0 requeues")  # not run on SLURM
 
 
 def test_kl_parquet_holds_every_filter_and_au(sweep):

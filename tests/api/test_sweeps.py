@@ -138,7 +138,8 @@ def test_cancel_through_the_api_and_the_cli(config: Path, fake: FakeBackend) -> 
     job = fercluster.status(cfg, backend=fake)["job_id"][0]
     assert fercluster.cancel(cfg, job, backend=fake) == ["1000_0"] and fake.states["1000_0"] == "CANCELLED"
     out = cli("cancel", str(config))
-    assert "cancelled 2 SLURM job(s): 1000_1 1001" in out.stdout
+    assert "cancelled 2 SLURM job(s) of sweep " in out.stdout and ": array 1000 (1 task), job 1001" in out.stdout
+    assert fake.states["1000_1"] == "CANCELLED" and fake.calls["scancel"] == 2  # the array by its id
 
 
 def test_the_api_refuses_what_is_not_a_grid_config(config: Path) -> None:

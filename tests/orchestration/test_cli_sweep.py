@@ -76,7 +76,9 @@ def test_sweep_then_status_json(config_file: Path, fake: FakeBackend, workdir: P
     table = runner.invoke(app, ["status", str(config_file)])
     assert "RUNNING 1" in table.output and "1000_0" in table.output
     cancelled = runner.invoke(app, ["cancel", str(config_file), "--job", row["job_id"]])
-    assert cancelled.exit_code == 0 and "cancelled 1 SLURM job(s): 1000_0" in cancelled.output
+    assert (
+        cancelled.exit_code == 0 and "cancelled 1 SLURM job(s) of sweep mini: array 1000 (1 task)" in cancelled.output
+    )
     assert fake.states["1000_0"] == "CANCELLED"
     failed = runner.invoke(app, ["status", "--failed"])
     assert "cancelled (scancel" in failed.output
@@ -98,5 +100,6 @@ def test_bench_orchestration_small(workdir: Path) -> None:
     report = json.loads(out.output)
     assert report["backend"].startswith("fake") and report["jobs"] == 400
     assert report["figures"]["sbatch_calls"] == 2 and report["figures"]["rerun_submissions"] == 0
-    assert report["figures"]["refresh_queries"] == 1
+    assert report["figures"]["refresh_queries"] == 1 and report["figures"]["refresh_scheduler_calls"] == 1
+    assert report["figures"]["other_users_jobs"] == 100_000 and report["figures"]["refresh_s"] < 2
     assert all(t["pass"] for t in report["targets"])

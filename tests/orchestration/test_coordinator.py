@@ -46,7 +46,8 @@ def test_rerun_submits_nothing_queued_running_or_done(cfg, workdir: Path) -> Non
     calls = backend.calls["sbatch"]
     again = run_sweep(cfg, backend, **SWEEP_KW)
     assert backend.calls["sbatch"] == calls and again.arrays == [] and again.aggregate_id is None
-    assert again.diff.summary() == {"submit": 0, "retry": 0, "done": 1, "active": 3, "failed": 0, "removed": 0}
+    assert again.diff.summary() == {"submit": 0, "retry": 0, "requeue": 0, "done": 1, "active": 3, "failed": 0,
+                                     "removed": 0}  # fmt: skip
 
 
 def test_dry_run_touches_nothing(cfg, workdir: Path) -> None:
@@ -167,3 +168,40 @@ def test_jobs_with_several_gpus_are_submitted_as_ddp_with_their_plan_ids(workdir
     submitted = backend.submitted[0]["args"]
     assert [s.processes for s in submitted] == [2] * 4
     assert [s.job_id for s in submitted] == [s.job_id for s in expand(cfg)]
+
+
+def test_preempted_job_is_requeued_by_a_plain_sweep_without_using_a_retry(workdir: Path) -> None:
+    cfg = make_config(workdir, slurm={"max_retries": 0})
+    backend = FakeBackend()
+    first = run_sweep(cfg, backend, **SWEEP_KW)
+    base = first.arrays[0]["slurm_id"]
+    backend.set_state([f"{base}_0"], "PREEMPTED")  # PreemptMode=CANCEL: SIGTERM, then PREEMPTED
+    backend.set_state([f"{base}_{i}" for i in (1, 2, 3)], "RUNNING")
+    again = run_sweep(cfg, backend, **SWEEP_KW)  # no --retry-failed, and no retries allowed
+    assert [a["n"] for a in again.arrays] == [1] and again.diff.summary()["requeue"] == 1
+    assert backend.submitted[-2]["args"] == [first.specs[0]] and again.diff.failed == []
+    rec = load_state(cfg.jobs_dir, cfg.name).jobs[first.specs[0].job_id]
+    assert (rec["retries"], rec["requeues"], rec["submissions"]) == (0, 1, 2)
+
+
+def test_timeout_requeues_are_configurable(workdir: Path) -> None:
+    from fercluster.api.sweeps import slurm_backend
+
+    cfg = make_config(workdir, slurm={"max_timeout_requeues": 7})
+    backend = slurm_backend(cfg)
+    assert backend.max_timeout_requeues == 7
+    assert backend._executor({"job_name": "x"}).max_num_timeout == 7
+
+
+def test_one_at_a_time_holds_across_arrays_and_retries(workdir: Path) -> None:
+    cfg = make_config(workdir, slurm={"array_parallelism": 1, "max_retries": 1})
+    backend = FakeBackend(max_array=2)
+    first = run_sweep(cfg, backend, **SWEEP_KW)
+    a, b = first.arrays
+    assert (a["throttle"], a["after"], b["throttle"], b["after"]) == (1, None, 1, a["slurm_id"])  # a chain
+    assert backend.submitted[1]["params"]["dependency"] == f"afterany:{a['slurm_id']}"
+    backend.set_state([f"{a['slurm_id']}_0"], "FAILED")
+    backend.set_state([f"{a['slurm_id']}_1"], "RUNNING")
+    again = run_sweep(cfg, backend, retry_failed=True, **SWEEP_KW)  # b is still queued: the retry waits
+    [retry] = again.arrays
+    assert retry["throttle"] == 1 and retry["after"] == f"{a['slurm_id']}:{b['slurm_id']}"  # after both

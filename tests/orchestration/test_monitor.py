@@ -83,6 +83,8 @@ def test_local_runs_use_their_pid(cfg, workdir: Path) -> None:
     state = SweepState(sweep=cfg.name)
     state.jobs[spec.job_id] = {"slurm_ids": [], "local": {"pid": os.getpid(), "host": socket.gethostname()}}
     assert job_rows([spec], state, None)[0].state == "RUNNING"
+    state.jobs[spec.job_id]["local"]["process_start"] = 1.0  # this pid, but another process (pid reused)
+    assert job_rows([spec], state, None)[0].state == "NOT_SUBMITTED"
     state.jobs[spec.job_id]["local"]["pid"] = 2**22 + 12345  # no such process
     assert job_rows([spec], state, None)[0].state == "NOT_SUBMITTED"
     run = Path(spec.run_dir)

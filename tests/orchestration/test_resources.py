@@ -95,3 +95,30 @@ def test_tune_allocation_is_one_task_per_node_without_kill_on_bad_exit(tmp_path)
     cfg = make_config(tmp_path, tune={"datasets": ["ckplus"]}, slurm={"nodes": 2, "gpus_per_node": 2}, grid=[])
     p = slurm_parameters(cfg)
     assert p["nodes"] == 2 and p["ntasks_per_node"] == 1 and "srun_args" not in p
+
+
+def test_site_setup_exclusive_gpu_type_and_memory_per_gpu(tmp_path) -> None:
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    slurm = Slurm(gpus_per_node=2, gpu_type="a100", mem_per_gpu_gb=20, exclusive=True,
+                  setup=["module load cuda/12.1", "conda activate fer"])  # fmt: skip
+    p = submitit_parameters(slurm, job_name="fc-s-abc", array_parallelism=3, code_dir=tmp_path)
+    assert p["setup"][:2] == ["module load cuda/12.1", "conda activate fer"]  # the site's lines, then
+    assert any(line.startswith("export PYTHONPATH=") for line in p["setup"][2:])  # the snapshot's (kept)
+    text = _make_sbatch_string(command="python -c 1", folder="/tmp/x/%j", map_count=4, **p)
+    for line in ("#SBATCH --gpus-per-node=a100:2", "#SBATCH --mem-per-gpu=20480MB", "#SBATCH --exclusive"):
+        assert line in text
+    assert text.index("conda activate fer") < text.index("export PYTHONPATH=") < text.index("srun")
+    agg = submitit_parameters(slurm, job_name="agg", gpus=False)
+    assert agg["setup"] == slurm.setup and not {"exclusive", "mem_per_gpu", "gpus_per_node"} & set(agg)
+
+
+def test_lanes_keep_the_whole_sweep_within_its_limit() -> None:
+    from fercluster.orchestration.slurm.resources import array_lanes
+
+    assert array_lanes(4, 1, []) == [(1, None), (1, 0), (1, 1), (1, 2)]  # one at a time: a chain
+    assert array_lanes(3, 64, []) == [(22, None), (21, None), (21, None)]
+    assert array_lanes(5, 2, []) == [(1, None), (1, None), (1, 0), (1, 1), (1, 2)]
+    assert array_lanes(2, 4, [("900", 2)]) == [(1, None), (1, None)]  # the slots the active array leaves
+    assert array_lanes(3, 4, [("900", 3), ("901", 1)]) == [(2, "900:901"), (1, "900:901"), (1, "900:901")]
+    assert array_lanes(2, 1, [("900", 1)]) == [(1, "900"), (1, 0)]  # none free: after every active array

@@ -68,7 +68,9 @@ def test_retry_reuses_the_submitted_snapshot_unless_told_current(cfg, workdir: P
     bigger = make_config(workdir, grid=grid, slurm={"max_retries": 2})
     for spec in first.specs[1:]:  # done
         Path(spec.run_dir).mkdir(parents=True, exist_ok=True)
-        (Path(spec.run_dir) / "job.json").write_text(json.dumps({"code": {"hash": old}}))
+        (Path(spec.run_dir) / "job.json").write_text(
+            json.dumps({"code": {"hash": old}, "status": "completed", "val_acc": 0.5, "test_acc": 0.5})
+        )
     result = run_sweep(bigger, backend, retry_failed=True, **SWEEP_KW)
     new = result.code["current"]
     assert new != old and result.code["created"]

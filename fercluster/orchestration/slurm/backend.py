@@ -1,17 +1,19 @@
-"""SLURM as a ``Backend``: sbatch through submitit, states from sacct (squeue/scontrol as fallbacks).
+"""SLURM as a ``Backend``: sbatch through submitit, states from sacct (``squeue --me -j`` as fallback).
 
-``SlurmBackend`` submits arrays, finds arrays by job name (orphans after a crash), answers one
-batched state query, and cancels; ``calls`` counts the commands it ran. ``allocation_live`` asks
+``SlurmBackend`` submits arrays, finds this user's arrays by job name (orphans after a crash),
+answers one batched state query for the sweep's ids (never a cluster-wide one), and cancels; ``calls`` counts the commands it ran. ``allocation_live`` asks
 whether one allocation (a Ray Tune search) is still queued or running.
 """
 
 from __future__ import annotations
 
+import contextlib
+import getpass
 import shutil
 import subprocess
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from fercluster.errors import SlurmError
 from fercluster.orchestration.backend import base_id
@@ -19,17 +21,23 @@ from fercluster.orchestration.slurm import parse as slurm_parse
 from fercluster.orchestration.slurm.parse import SlurmInfo
 from fercluster.orchestration.states import ACTIVE
 
-MAX_TIMEOUT_REQUEUES = 3  # submitit requeues a Checkpointable job this often after time-outs
-
 
 class SlurmBackend:
     name = "slurm"
 
-    def __init__(self, folder: Path, timeout_s: float = 120.0) -> None:
+    def __init__(
+        self, folder: Path, timeout_s: float = 120.0, max_timeout_requeues: int = 3, sbatch_timeout_s: float = 60.0
+    ) -> None:
         self.folder = Path(folder).absolute()  # jobs/<sweep>/submitit; one sub-folder per job
         self.timeout_s = timeout_s
+        self.max_timeout_requeues = max_timeout_requeues  # slurm.max_timeout_requeues
+        # sbatch retries by itself while the controller refuses jobs (MaxJobCount reached, busy):
+        # bounded, so that a sweep ends with its summary instead of waiting minutes per array
+        self.sbatch_timeout_s = sbatch_timeout_s
         self.calls: Counter[str] = Counter()
         self.last_source = ""
+        self.last_error = ""  # why the last query could not see every id ("" when it could)
+        self.user = getpass.getuser()  # lookups and queries are scoped to this user
 
     # -- commands ----------------------------------------------------------------------------
     def _run(self, argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -44,33 +52,69 @@ class SlurmBackend:
             raise SlurmError(f"{' '.join(argv[:3])} ... failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
         return proc
 
+    def _ask(self, argv: Sequence[str]) -> str:
+        """A query's stdout; ``SlurmError`` when it fails or times out (never an empty answer)."""
+        proc = self._run(argv, check=False)
+        if proc.returncode != 0:
+            raise SlurmError(f"{' '.join(argv[:3])} ... failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}")
+        return proc.stdout
+
     def max_array_size(self) -> int:
         return slurm_parse.parse_max_array_size(self._run(["scontrol", "show", "config"]).stdout)
 
     def _executor(self, params: dict[str, Any]) -> Any:
         import submitit
 
-        ex = submitit.SlurmExecutor(folder=self.folder / "%j", max_num_timeout=MAX_TIMEOUT_REQUEUES)
+        ex = submitit.SlurmExecutor(folder=self.folder / "%j", max_num_timeout=self.max_timeout_requeues)
         ex.update_parameters(**params)
         return ex
+
+    @contextlib.contextmanager
+    def _bounded_sbatch(self) -> Iterator[None]:
+        """sbatch under ``timeout``: submitit's hook for the submit command, set on the class for
+        the call (``map_array`` submits through a fresh ``SlurmExecutor`` of its own)."""
+        import submitit
+
+        cls = submitit.SlurmExecutor
+        command = cls._make_submission_command
+        if shutil.which("timeout") is None:
+            yield
+            return
+        limit = str(max(1, round(self.sbatch_timeout_s)))
+        cls._make_submission_command = lambda ex, path: ["timeout", "-k", "5", limit, *command(ex, path)]
+        try:
+            yield
+        finally:
+            cls._make_submission_command = command
+
+    def _sbatch_error(self, params: dict[str, Any], exc: Exception) -> SlurmError:
+        text, cause = str(exc), exc.__cause__
+        if isinstance(cause, subprocess.CalledProcessError) and cause.returncode in (124, 137):  # timeout's
+            return SlurmError(
+                f"sbatch for {params.get('job_name')} did not finish within {self.sbatch_timeout_s:.0f} s "
+                "(SLURM kept refusing it: the cluster's job limit MaxJobCount, a QOS limit, or a busy controller)"
+            )
+        return SlurmError(f"sbatch failed for {params.get('job_name')}: {text.strip()[-500:]}")
 
     def submit_array(self, fn: Callable[..., Any], args: list[Any], params: dict[str, Any]) -> list[str]:
         """One sbatch: ``fn(arg)`` for each arg as tasks of one array; returns per-task ids."""
         ex = self._executor(params)
         self.calls["sbatch"] += 1
         try:
-            jobs = ex.map_array(fn, args)
+            with self._bounded_sbatch():
+                jobs = ex.map_array(fn, args)
         except Exception as exc:  # submitit wraps sbatch's failure in its own error types
-            raise SlurmError(f"sbatch failed for {params.get('job_name')}: {exc}") from None
+            raise self._sbatch_error(params, exc) from None
         return [job.job_id for job in jobs]
 
     def submit_one(self, fn: Callable[..., Any], args: tuple[Any, ...], params: dict[str, Any]) -> str:
         ex = self._executor(params)
         self.calls["sbatch"] += 1
         try:
-            return ex.submit(fn, *args).job_id
+            with self._bounded_sbatch():
+                return ex.submit(fn, *args).job_id
         except Exception as exc:
-            raise SlurmError(f"sbatch failed for {params.get('job_name')}: {exc}") from None
+            raise self._sbatch_error(params, exc) from None
 
     def repair_pickles(self, slurm_ids: list[str], fn: Callable[..., Any], args: list[Any], timeout_min: int) -> int:
         """Write the submitted pickles an adopted orphan array is missing; returns how many."""
@@ -83,77 +127,80 @@ class SlurmBackend:
                 continue
             paths.folder.mkdir(parents=True, exist_ok=True)
             delayed = DelayedSubmission(fn, arg)
-            delayed.set_timeout(timeout_min, MAX_TIMEOUT_REQUEUES)
+            delayed.set_timeout(timeout_min, self.max_timeout_requeues)
             delayed.dump(paths.submitted_pickle)
             written += 1
         return written
 
     def find_by_name(self, names: Sequence[str]) -> dict[str, str]:
-        """SLURM job id of each array among ``names`` (squeue, then accounting for old ones)."""
+        """SLURM job id of each array among ``names`` (job names) that THIS user submitted.
+
+        squeue (``--me``), then accounting (``-u``) for the names squeue does not show; the newest
+        array wins when a name was submitted more than once. A lookup that fails (an error, a
+        time-out) raises ``SlurmError``: it is never taken for "not found".
+        """
         if not names:
             return {}
         found: dict[str, str] = {}
-        proc = self._run(["squeue", "-h", "-t", "all", "--name=" + ",".join(names), "-o", "%F|%j"], check=False)
-        for line in proc.stdout.splitlines():
-            jid, _, name = line.partition("|")
-            if name in names and jid.strip().isdigit():
-                found.setdefault(name, jid.strip())
+        argv = ["squeue", "--me", "-h", "-t", "all", "--name=" + ",".join(names), "-o", "%F|%j|%u"]
+        _newest(found, self._ask(argv), set(names), self.user)
         missing = [n for n in names if n not in found]
         if missing:
-            proc = self._run(
-                [
-                    "sacct",
-                    "-X",
-                    "--parsable2",
-                    "--noheader",
-                    "-S",
-                    "2000-01-01",
-                    "--name=" + ",".join(missing),
-                    "--format=JobID,JobName",
-                ],
-                check=False,
-            )
-            if proc.returncode == 0:
-                for line in proc.stdout.splitlines():
-                    jid, _, name = line.partition("|")
-                    if name in missing:
-                        found.setdefault(name, base_id(jid.strip()))
+            argv = ["sacct", "-X", "--parsable2", "--noheader", "-S", "2000-01-01", "-u", self.user,
+                    "--name=" + ",".join(missing), "--format=JobID,JobName,User"]  # fmt: skip
+            _newest(found, self._ask(argv), set(missing), self.user)
         return found
 
     def query(self, slurm_ids: Sequence[str]) -> dict[str, SlurmInfo]:
-        """State of ``slurm_ids`` from ONE batched sacct; squeue/scontrol when sacct fails.
+        """State of the sweep's ``slurm_ids`` from ONE batched sacct (``-j`` those ids only).
 
-        Ids that sacct does not know yet (just submitted) are looked up with one squeue.
+        Ids sacct does not show (accounting lags, or is off) are asked of ONE ``squeue --me -j``
+        for their arrays; when sacct fails (an error, a time-out, a rate limit) that squeue is the
+        only fallback, and ``last_error`` says why: ids neither answers are left out, and the
+        monitor shows their last known state, marked stale. Nothing cluster-wide is ever run.
         """
+        self.last_error = ""
         if not slurm_ids:
             return {}
         bases = sorted({base_id(s) for s in slurm_ids}, key=int)
-        proc = self._run(
-            ["sacct", "-j", ",".join(bases), "--parsable2", "--noheader", f"--format={slurm_parse.SACCT_FORMAT}"],
-            check=False,
-        )
-        if proc.returncode == 0:
-            self.last_source = "sacct"
-            infos = slurm_parse.parse_sacct(proc.stdout)
-            if all(s in infos for s in slurm_ids):
-                return infos
-            return {**self._queue(), **infos}
-        self.last_source = "squeue"
-        return self._queue()
+        try:
+            text = self._ask(
+                ["sacct", "-j", ",".join(bases), "--parsable2", "--noheader", f"--format={slurm_parse.SACCT_FORMAT}"]
+            )
+        except SlurmError as exc:
+            self.last_error = str(exc)
+            self.last_source = "squeue"
+            return self._queue(bases)
+        self.last_source = "sacct"
+        infos = slurm_parse.parse_sacct(text)
+        missing = sorted({base_id(s) for s in slurm_ids if s not in infos}, key=int)
+        return {**self._queue(missing), **infos} if missing else infos
 
-    def _queue(self) -> dict[str, SlurmInfo]:
-        proc = self._run(["squeue", "-h", "-r", "-t", "all", "-o", slurm_parse.SQUEUE_FORMAT], check=False)
-        if proc.returncode == 0:
-            return slurm_parse.parse_squeue(proc.stdout)
-        proc = self._run(["scontrol", "show", "job", "-o"], check=False)
-        if proc.returncode == 0:
-            self.last_source = "scontrol"
-            return slurm_parse.parse_scontrol_jobs(proc.stdout)
-        raise SlurmError(f"cannot reach SLURM: sacct, squeue and scontrol all failed ({proc.stderr.strip()[-300:]})")
+    def _queue(self, bases: Sequence[str]) -> dict[str, SlurmInfo]:
+        """``squeue --me -j <bases>``: this user's given jobs only ({} when squeue fails too)."""
+        argv = ["squeue", "--me", "-h", "-r", "-t", "all", "-j", ",".join(bases), "-o", slurm_parse.SQUEUE_FORMAT]
+        try:
+            return slurm_parse.parse_squeue(self._ask(argv))
+        except SlurmError as exc:
+            if "Invalid job id" in str(exc):  # every id has left slurmctld: it knows none of them
+                return {}
+            self.last_error = f"{self.last_error}; {exc}" if self.last_error else str(exc)
+            return {}
 
     def cancel(self, slurm_ids: Sequence[str]) -> None:
         if slurm_ids:
             self._run(["scancel", *slurm_ids])
+
+
+def _newest(found: dict[str, str], text: str, names: set[str], user: str) -> None:
+    """Lines ``id|name|user``: per name, the highest (newest) array id of ``user``."""
+    for line in text.splitlines():
+        jid, name, owner = (line.split("|") + ["", ""])[:3]
+        jid = base_id(jid.strip())
+        if name not in names or owner.strip() != user or not jid.isdigit():
+            continue  # another user's job of the same name (an identical sweep) is never adopted
+        if name not in found or int(jid) > int(found[name]):
+            found[name] = jid
 
 
 def allocation_live(slurm_id: str | None, timeout_s: float = 30.0) -> bool | None:

@@ -7,7 +7,7 @@ keep SLURM's spelling ``<array id>_<task>``; a pending range (``123_[4-9%2]``) i
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fercluster.orchestration.states import ACTIVE, COMPLETED
 
@@ -45,7 +45,7 @@ _REASONS = {
     "BOOT_FAIL": "node failed to boot",
     "TIMEOUT": "time limit reached: raise slurm.time_min",
     "DEADLINE": "deadline reached",
-    "PREEMPTED": "pre-empted and not requeued",
+    "PREEMPTED": "pre-empted (SIGTERM); the next `sweep` requeues it from its checkpoint, no retry used",
     "CANCELLED": "cancelled (scancel or an administrator)",
     "REVOKED": "revoked by a federated cluster",
 }
@@ -62,6 +62,17 @@ class SlurmInfo:
     node: str = ""
     reason: str = ""  # SLURM's Reason column (pending reason), or one we derive
     source: str = "sacct"  # which command said so
+    alloc_tres: str = ""  # sacct's AllocTRES, e.g. "billing=4,cpu=4,gres/gpu=1,mem=16G,node=1"
+    elapsed_raw: int | None = None  # sacct's ElapsedRaw, seconds
+
+    @property
+    def gpu_hours(self) -> float | None:
+        """GPUs allocated x time run, in hours (None where sacct did not say)."""
+        return _hours(tres_count(self.alloc_tres, "gres/gpu"), self.elapsed_raw)
+
+    @property
+    def cpu_hours(self) -> float | None:
+        return _hours(tres_count(self.alloc_tres, "cpu"), self.elapsed_raw)
 
     @property
     def state(self) -> str:
@@ -73,6 +84,22 @@ class SlurmInfo:
 
     def failure_reason(self) -> str:
         return failure_reason(self)
+
+
+def tres_count(tres: str, name: str) -> int | None:
+    """How many of ``name`` (``cpu``, ``gres/gpu``) an AllocTRES string holds; 0 when absent from a
+    non-empty string (no GPUs), None for an empty one (not known)."""
+    if not tres.strip():
+        return None
+    for item in tres.split(","):
+        key, _, value = item.partition("=")
+        if key.strip() == name and value.strip().isdigit():
+            return int(value)
+    return 0
+
+
+def _hours(count: int | None, seconds: int | None) -> float | None:
+    return None if count is None or seconds is None else count * seconds / 3600.0
 
 
 def map_state(raw: str) -> str:
@@ -116,16 +143,15 @@ def _with_tasks(info: SlurmInfo) -> list[SlurmInfo]:
     ids = expand_task_ids(info.slurm_id)
     if len(ids) == 1 and ids[0] == info.slurm_id:
         return [info]
-    return [
-        SlurmInfo(i, info.raw_state, info.exit_code, info.elapsed, info.node, info.reason, info.source) for i in ids
-    ]
+    return [replace(info, slurm_id=i) for i in ids]
 
 
-SACCT_FORMAT = "JobID,State,ExitCode,Elapsed,NodeList,Reason"
+SACCT_FORMAT = "JobID,State,ExitCode,Elapsed,NodeList,Reason,AllocTRES,ElapsedRaw"
 
 
 def parse_sacct(text: str) -> dict[str, SlurmInfo]:
-    """``sacct --parsable2 --noheader --format=JobID,State,ExitCode,Elapsed,NodeList,Reason``.
+    """``sacct --parsable2 --noheader --format=JobID,State,ExitCode,Elapsed,NodeList,Reason,AllocTRES,ElapsedRaw``
+    (the last two optional: the cost of each job).
 
     Step lines (``123_4.batch``, ``123_4.0``) are folded into their job: an OOM or a signal seen
     on a step is kept as the job's exit code or state when the allocation line hides it.
@@ -136,10 +162,11 @@ def parse_sacct(text: str) -> dict[str, SlurmInfo]:
         fields = line.split("|")
         if len(fields) < 2 or not fields[0].strip():
             continue
-        fields += [""] * (6 - len(fields))
-        jid, state, exit_code, elapsed, node, reason = (f.strip() for f in fields[:6])
+        fields += [""] * (8 - len(fields))
+        jid, state, exit_code, elapsed, node, reason, tres, raw = (f.strip() for f in fields[:8])
         state = state.split(" by ")[0]
-        info = SlurmInfo(jid, state, exit_code, elapsed, node if node != "None assigned" else "", reason)
+        info = SlurmInfo(jid, state, exit_code, elapsed, node if node != "None assigned" else "", reason,
+                         alloc_tres=tres, elapsed_raw=int(raw) if raw.isdigit() else None)  # fmt: skip
         if "." in jid:
             steps.setdefault(jid.split(".")[0], []).append(info)
             continue
@@ -152,9 +179,9 @@ def parse_sacct(text: str) -> dict[str, SlurmInfo]:
         for step in step_infos:
             word = step.raw_state.upper()
             if word.startswith("OUT_OF_MEMORY"):
-                job = SlurmInfo(job.slurm_id, "OUT_OF_MEMORY", step.exit_code, job.elapsed, job.node, job.reason)
+                job = replace(job, raw_state="OUT_OF_MEMORY", exit_code=step.exit_code)
             elif step.exit_code.partition(":")[2] not in ("", "0") and job.exit_code.partition(":")[2] in ("", "0"):
-                job = SlurmInfo(job.slurm_id, job.raw_state, step.exit_code, job.elapsed, job.node, job.reason)
+                job = replace(job, exit_code=step.exit_code)
         jobs[jid] = job
     return jobs
 
@@ -220,3 +247,20 @@ def elapsed_seconds(text: str) -> float | None:
     for p in parts:
         secs = secs * 60 + p
     return secs + (int(days) * 86400 if days else 0)
+
+
+# sbatch's words for a submit limit (QOS, association, the cluster's MaxJobCount): what fits went in
+_SUBMIT_LIMITS = {
+    "QOSMaxSubmitJobPerUserLimit": "the QOS limit on jobs submitted per user (MaxSubmitJobsPerUser)",
+    "QOSMaxSubmitJobPerAccountLimit": "the QOS limit on jobs submitted per account",
+    "AssocMaxSubmitJobLimit": "the association's limit on submitted jobs (MaxSubmitJobs)",
+    "MaxSubmitJob": "a submit limit (MaxSubmitJobs)",
+    "Job violates accounting/QOS policy": "an accounting/QOS policy limit (sacctmgr show qos lists them)",
+    "MaxJobCount": "the cluster's job limit (MaxJobCount)",
+    "did not finish within": "the cluster refusing jobs while sbatch retried (a job or QOS limit?)",
+}
+
+
+def submit_limit(error: str) -> str | None:
+    """Which submit limit an sbatch error says was reached (None: some other failure)."""
+    return next((what for word, what in _SUBMIT_LIMITS.items() if word.lower() in error.lower()), None)
