@@ -117,3 +117,16 @@ def two_node_cluster() -> SlurmCluster:
     cluster = _need_slurm()
     need_nodes(cluster, 2)
     return cluster
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch):
+    """The CLI's SLURM replaced by the in-memory ``FakeBackend`` (returned), with the training
+    callable and the data preparation stubbed out: for CLI tests that submit nothing real."""
+    from fercluster.orchestration.fake import FakeBackend
+
+    backend = FakeBackend()
+    monkeypatch.setattr("fercluster.cli.sweep._backend", lambda cfg: backend)
+    monkeypatch.setattr("fercluster.orchestration.jobs.training_callable", lambda: print)
+    monkeypatch.setattr("fercluster.orchestration.coordinator.prepare_datasets", lambda cfg, names: None)
+    return backend

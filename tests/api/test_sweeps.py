@@ -44,15 +44,6 @@ def config(workdir: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> FakeBackend:
-    backend = FakeBackend()
-    monkeypatch.setattr("fercluster.cli.sweep._backend", lambda cfg: backend)
-    monkeypatch.setattr("fercluster.orchestration.jobs.training_callable", lambda: print)
-    monkeypatch.setattr("fercluster.orchestration.coordinator.prepare_datasets", lambda cfg, names: None)
-    return backend
-
-
 def cli(*args: str) -> Any:
     out = runner.invoke(app, list(args))
     assert out.exit_code == 0, out.output

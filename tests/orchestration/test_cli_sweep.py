@@ -35,15 +35,6 @@ def config_file(workdir: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> FakeBackend:
-    backend = FakeBackend()
-    monkeypatch.setattr("fercluster.cli.sweep._backend", lambda cfg: backend)
-    monkeypatch.setattr("fercluster.orchestration.jobs.training_callable", lambda: print)
-    monkeypatch.setattr("fercluster.orchestration.coordinator.prepare_datasets", lambda cfg, names: None)
-    return backend
-
-
 def test_dry_run_prints_the_plan_and_actions(config_file: Path, fake: FakeBackend) -> None:
     out = runner.invoke(app, ["sweep", str(config_file), "--dry-run"])
     assert out.exit_code == 0, out.output
