@@ -16,19 +16,18 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
 import pytest
 import yaml
+from slurm_helpers import wait_for as wait_for_status
 
 from fercluster import code
 from fercluster.config import load_config, parse_config
 from fercluster.orchestration.coordinator import run_sweep
 from fercluster.orchestration.slurm.backend import SlurmBackend
-from fercluster.orchestration.status import snapshot
 
 pytestmark = pytest.mark.slurm
 
@@ -50,17 +49,8 @@ def sweep_data(name: str, root: Path, data: Path) -> dict[str, Any]:
 
 
 def wait_for(cfg: Any, done: Callable[[dict], bool], timeout_s: float, what: str) -> dict:
-    backend = SlurmBackend(cfg.jobs_dir / "submitit")
-    deadline = time.monotonic() + timeout_s
-    snap: dict = {}
-    while time.monotonic() < deadline:
-        snap = snapshot(cfg, backend)
-        if done(snap):
-            return snap
-        time.sleep(1.0)
-    pytest.fail(
-        f"{what}: not reached after {timeout_s:.0f} s; last {[(j['state'], j['reason']) for j in snap['jobs']]}"
-    )
+    """``slurm_helpers.wait_for`` on the sweep's own SLURM backend."""
+    return wait_for_status(cfg, SlurmBackend(cfg.jobs_dir / "submitit"), done, timeout_s, what)
 
 
 def completed(snap: dict) -> bool:
