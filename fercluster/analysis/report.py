@@ -185,9 +185,9 @@ def _cost(cfg: SweepConfig) -> dict[str, Any]:
 
     backend = None
     if os.environ.get("SLURM_JOB_ID") and shutil.which("sacct"):
-        from fercluster.orchestration.slurm.backend import SlurmBackend
+        from fercluster.orchestration.backends import backend_for
 
-        backend = SlurmBackend(cfg.jobs_dir / "submitit", timeout_s=60)
+        backend = backend_for(cfg, query_timeout_s=60)  # inside the aggregation job, within its time
     try:
         return sweep_cost(cfg, backend)
     except FerclusterError:

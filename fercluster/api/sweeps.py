@@ -242,10 +242,10 @@ def aggregate(config: SweepConfig, *, console: Any = None) -> dict[str, Any]:
 
 
 def slurm_backend(config: SweepConfig) -> Backend:
-    """SLURM through submitit, with the sweep's submitit folder."""
-    from fercluster.orchestration.slurm.backend import SlurmBackend
+    """SLURM through submitit, with the sweep's submitit folder (``backends.backend_for``)."""
+    from fercluster.orchestration.backends import backend_for
 
-    return SlurmBackend(config.jobs_dir / "submitit", max_timeout_requeues=config.slurm.max_timeout_requeues)
+    return backend_for(config)
 
 
 def _grid_only(config: SweepConfig, what: str) -> None:

@@ -1,45 +1,137 @@
 """What the coordinator, the monitor and ``status`` need from wherever jobs run: ``Backend``.
 
-Implementations: ``slurm.backend.SlurmBackend`` (sbatch through submitit, sacct/squeue/scontrol),
-``fake.FakeBackend`` (in memory, for tests and ``fercluster bench orchestration``) and
-``local_backend.LocalBackend`` (jobs run here by ``sweep --local``; the query side only).
+In fercluster's own terms: a ``Submission`` (a name, what to run, ``Resources``, what it waits
+for, the code it imports) goes in, a ``Submitted`` (its id and one id per task) comes out; a query
+answers ``JobInfo`` records; ``find`` and ``adopt`` recover what a crash left submitted but not
+recorded. How a scheduler spells any of it (sbatch flags, submitit's pickles, SLURM's numeric ids)
+stays behind the implementation:
 
-Ids are the backend's own: SLURM's ``<array id>_<task>`` (or a plain job id for a single job);
-``base_id`` and ``task_ids`` convert between an array and its tasks.
+- ``slurm.backend.SlurmBackend``: sbatch through submitit, sacct/squeue/scontrol.
+- ``fake.FakeBackend``: in memory, for tests and ``fercluster bench orchestration``.
+- ``local_backend.LocalBackend``: jobs run here by ``sweep --local`` (the query side only).
+
+``backends.backend_for(cfg)`` is the one way to build the SLURM one from a config.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Protocol, Sequence, runtime_checkable
+
+from fercluster.errors import SlurmError
+
+if TYPE_CHECKING:
+    from fercluster.config import Slurm
 
 
 def base_id(slurm_id: str) -> str:
-    """``"123_4"`` -> ``"123"`` (an array task's array); other ids unchanged."""
+    """``"123_4"`` -> ``"123"`` (an array task's array); other ids unchanged (the monitor's view
+    of a task's siblings; submission ids otherwise come from ``Submitted`` and ``submissions_of``)."""
     return slurm_id.split("_")[0]
 
 
-def task_ids(base: str, n: int) -> list[str]:
-    """Per-task SLURM ids of a submission of ``n`` jobs (submitit sends one job without an array)."""
-    return [base] if n == 1 else [f"{base}_{i}" for i in range(n)]
+@dataclass(frozen=True)
+class JobInfo:
+    """One job as its backend sees it now (or last saw it: ``known.KnownInfo``)."""
+
+    state: str  # one of ``states.STATES``
+    node: str = ""
+    reason: str = ""  # why it is pending (SLURM's Reason) or what stopped it
+    elapsed_s: float | None = None
+    failure: str = ""  # one line, for a job that ended badly ("" otherwise)
+    gpu_hours: float | None = None  # GPUs allocated x time run (None: not known)
+    cpu_hours: float | None = None
+
+    def failure_reason(self) -> str:
+        return self.failure or f"state {self.state}"
 
 
-class JobInfo(Protocol):
-    """One job as its backend sees it (``slurm.parse.SlurmInfo``, ``local_backend.LocalInfo``)."""
+@dataclass(frozen=True)
+class Resources:
+    """What one job of a submission asks for. ``training(cfg.slurm)`` and ``aggregation(cfg.slurm)``
+    derive it from the config; ``slurm.resources.submitit_parameters`` is its one mapping to sbatch."""
+
+    time_min: int = 60
+    nodes: int = 1
+    gpus_per_node: int = 0
+    gpu_type: str | None = None
+    tasks_per_node: int = 1  # processes per node (one per GPU for DDP)
+    ranks: bool = True  # the tasks are ranks of one job: one that dies ends the others
+    cpus_per_task: int = 1
+    mem_gb: float | None = None
+    mem_per_gpu_gb: float | None = None
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    exclusive: bool = False
+    signal_delay_s: int = 120  # the job is told this long before its time limit
+    throttle: int | None = None  # at most this many tasks of the submission at once (arrays)
+    setup: tuple[str, ...] = ()  # shell lines run before the job (the site's)
+    extra: tuple[tuple[str, str], ...] = ()  # more scheduler flags, passed as given
 
     @property
-    def state(self) -> str: ...  # one of ``states.STATES``
+    def processes(self) -> int:
+        """How many processes one job runs as (``JobSpec.processes``; DDP when > 1)."""
+        return self.nodes * self.tasks_per_node
+
+    @classmethod
+    def training(cls, slurm: Slurm) -> Resources:
+        """A training job under ``slurm``: one task per GPU of each node, or one per node without GPUs."""
+        return cls(
+            time_min=slurm.time_min, nodes=slurm.nodes, gpus_per_node=slurm.gpus_per_node, gpu_type=slurm.gpu_type,
+            tasks_per_node=max(1, slurm.gpus_per_node), cpus_per_task=slurm.cpus_per_task, mem_gb=slurm.mem_gb,
+            mem_per_gpu_gb=slurm.mem_per_gpu_gb, partition=slurm.partition, account=slurm.account, qos=slurm.qos,
+            constraint=slurm.constraint, exclusive=slurm.exclusive, signal_delay_s=slurm.signal_delay_s,
+            setup=tuple(slurm.setup), extra=tuple(slurm.extra.items()),
+        )  # fmt: skip
+
+    @classmethod
+    def aggregation(cls, slurm: Slurm) -> Resources:
+        """The aggregation job: the sweep's partition, account, time and memory; one node, no GPU."""
+        return replace(cls.training(slurm), nodes=1, gpus_per_node=0, gpu_type=None, tasks_per_node=1,
+                       mem_per_gpu_gb=None, exclusive=False)  # fmt: skip
+
+    def one_task_per_node(self) -> Resources:
+        """Not ranks: one task per node that shares the node's GPUs (a Ray node, a check)."""
+        return replace(self, tasks_per_node=1, ranks=False)
+
+
+Kind = Literal["train", "aggregate", "search"]
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One submission. ``train``: one task per element of ``args``, each running ``fn(arg)`` (an
+    array); ``aggregate`` and ``search``: ONE job running ``fn(*args)``."""
+
+    name: str  # how the scheduler knows it: a crash's orphan is found again by it (``find``)
+    kind: Kind
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    resources: Resources
+    after: tuple[str, ...] = ()  # submission or task ids it starts after, however they end (afterany)
+    code_dir: Path | None = None  # the code snapshot the job imports; None: whatever is installed
 
     @property
-    def node(self) -> str: ...
+    def n_tasks(self) -> int:
+        return len(self.args) if self.kind == "train" else 1
 
-    @property
-    def reason(self) -> str: ...  # why it is pending (SLURM's Reason) or what stopped it
 
-    @property
-    def elapsed_s(self) -> float | None: ...
+@dataclass(frozen=True)
+class Submitted:
+    id: str  # the submission's id (SLURM: the array's, or the single job's)
+    tasks: tuple[str, ...] = field(default=())  # one id per task, in the order of ``Submission.args``
 
-    def failure_reason(self) -> str: ...  # one line, for a job that ended badly
+
+class SubmitLimit(SlurmError):
+    """The scheduler refused a submission because a limit is reached; what went in before stands."""
+
+    def __init__(self, message: str, limit: str) -> None:
+        super().__init__(message)
+        self.limit = limit  # which limit, in words ("the QOS limit on jobs submitted per user ...")
 
 
 @runtime_checkable
@@ -56,22 +148,27 @@ class JobQuery(Protocol):
 
 @runtime_checkable
 class Backend(JobQuery, Protocol):
-    """A scheduler: submit arrays (and single jobs), find arrays by name after a crash, cancel."""
+    """A scheduler: submit, find submissions by name after a crash and adopt them, cancel."""
 
-    def max_array_size(self) -> int: ...
-
-    def submit_array(self, fn: Callable[..., Any], args: list[Any], params: dict[str, Any]) -> list[str]:
-        """One submission running ``fn(arg)`` for each of ``args``; returns the per-task ids."""
+    def max_tasks(self) -> int:
+        """The most tasks one ``train`` submission may hold (SLURM: MaxArraySize)."""
         ...
 
-    def submit_one(self, fn: Callable[..., Any], args: tuple[Any, ...], params: dict[str, Any]) -> str: ...
-
-    def repair_pickles(self, ids: list[str], fn: Callable[..., Any], args: list[Any], timeout_min: int) -> int:
-        """Write what an adopted orphan submission is missing to run ``fn(arg)``; returns how many."""
+    def submit(self, submission: Submission) -> Submitted:
+        """Submit; ``SubmitLimit`` when a limit refuses it, ``SlurmError`` for other failures."""
         ...
 
-    def find_by_name(self, names: Sequence[str]) -> dict[str, str]:
-        """The id of each submission among ``names`` (job names) that the scheduler knows."""
+    def find(self, names: Sequence[str]) -> dict[str, str]:
+        """The id of each submission among ``names`` that the scheduler knows (this user's, the newest)."""
+        ...
+
+    def adopt(self, submission: Submission, submission_id: str) -> Submitted:
+        """Take over ``submission``, found as ``submission_id`` after a crash: write what it is
+        missing to run (SLURM: submitit's pickles), return its task ids."""
+        ...
+
+    def submissions_of(self, ids: Sequence[str]) -> list[str]:
+        """The submissions holding these submission or task ids, each once, oldest first."""
         ...
 
     def cancel(self, ids: Sequence[str]) -> None: ...

@@ -16,10 +16,9 @@ from fercluster.config import SweepConfig, Train
 from fercluster.errors import SlurmError
 from fercluster.orchestration import jobs as jobs_mod
 from fercluster.orchestration import plan as plan_mod
-from fercluster.orchestration.backend import Backend, base_id
+from fercluster.orchestration.backend import Backend, Resources, Submission, SubmitLimit
+from fercluster.orchestration.lanes import array_lanes
 from fercluster.orchestration.monitor import JobRow, job_rows
-from fercluster.orchestration.slurm.parse import submit_limit
-from fercluster.orchestration.slurm.resources import array_lanes, processes, submitit_parameters
 from fercluster.orchestration.snapshots import CodeChoice, CodePlan, RetryCode, plan_code
 from fercluster.orchestration.state import (
     SweepState,
@@ -143,7 +142,7 @@ def adopt_orphans(
     backend: Backend,
     fn_for: Callable[[], Any] | None,
     specs_by_id: dict[str, JobSpec],
-    timeout_min: int,
+    resources: Resources,
 ) -> tuple[list[str], str]:
     """Pending submissions (written before sbatch) whose array SLURM has: record them.
 
@@ -151,12 +150,12 @@ def adopt_orphans(
     does not know are dropped (sbatch never ran); their jobs are submitted again by the caller.
     A lookup that FAILED drops nothing: the records stay, their jobs are held (``Diff.hold``) and
     the next run tries again; "could not ask" is never "not found". An adopted array gets any
-    submitted pickles it is missing.
+    submitted pickles it is missing (``Backend.adopt``).
     """
     if not state.pending:
         return [], ""
     try:
-        found = backend.find_by_name(sorted(state.pending))
+        found = backend.find(sorted(state.pending))
     except SlurmError as exc:
         return [], str(exc)
     adopted = []
@@ -175,7 +174,7 @@ def adopt_orphans(
                                requeue_ids=set(rec.get("requeue", [])))  # fmt: skip
             args = [specs_by_id[j] for j in job_ids if j in specs_by_id]  # already as submitted (processes)
             if fn_for is not None and len(args) == len(job_ids):
-                backend.repair_pickles([state.slurm_id(j) for j in job_ids], fn_for(), args, timeout_min)
+                backend.adopt(Submission(name, "train", fn_for(), tuple(args), resources), sid)
         adopted.append(name)
     return adopted, ""
 
@@ -209,7 +208,7 @@ def run_sweep(
     fn_for = fn_for or jobs_mod.training_callable
     aggregate_fn = aggregate_fn or jobs_mod.aggregate_job
     specs = plan_mod.expand(cfg)
-    n = processes(cfg.slurm)  # a SLURM job runs as this many processes (DDP when > 1); not in its id
+    n = Resources.training(cfg.slurm).processes  # a job runs as this many processes (DDP when > 1); not in its id
     if n > 1:
         specs = [replace(s, processes=n) for s in specs]
     specs_by_id = {s.job_id: s for s in specs}
@@ -222,7 +221,7 @@ def run_sweep(
         return result
     with sweep_lock(cfg.jobs_dir):
         state = load_state(cfg.jobs_dir, cfg.name)
-        adopted, recovery_error = adopt_orphans(state, backend, fn_for, specs_by_id, cfg.slurm.time_min)
+        adopted, recovery_error = adopt_orphans(state, backend, fn_for, specs_by_id, Resources.training(cfg.slurm))
         if adopted:
             save_state(cfg.jobs_dir, state)
         result = _diff(cfg, specs, state, backend, retry_failed, timings, dry_run=False)
@@ -268,7 +267,7 @@ def _submit_work(
                 prepare_datasets(cfg, {s.dataset for s in todo})
             retry_ids, requeue_ids = {s.job_id for s in d.retry}, {s.job_id for s in d.requeue}
             with private_umask():
-                result.arrays, result.submit_error = _submit_arrays(
+                result.arrays, error = _submit_arrays(
                     cfg,
                     state,
                     backend,
@@ -277,11 +276,12 @@ def _submit_work(
                     code,
                     retry_ids,
                     requeue_ids,
-                    _active_arrays(state, result.rows, cfg.slurm.array_parallelism),
+                    _active_arrays(state, backend, result.rows, cfg.slurm.array_parallelism),
                 )
-            if result.submit_error:
+            result.submit_error = str(error) if error else ""
+            if error:
                 sent = {j for a in result.arrays for j in state.arrays[a["name"]]["job_ids"]}
-                limit = submit_limit(result.submit_error)
+                limit = error.limit if isinstance(error, SubmitLimit) else None
                 why = (f"waits: {limit} is reached; the next `sweep` submits it" if limit else
                        f"not submitted: {result.submit_error}; the next `sweep` submits it")  # fmt: skip
                 d.hold({s.job_id for s in todo} - sent, why)
@@ -297,9 +297,8 @@ def _aggregate_after(
     code: CodePlan,
 ) -> None:
     """The aggregation job, after every queued or running training job of the sweep."""
-    deps = {a["slurm_id"] for a in result.arrays} | {
-        base_id(r.slurm_id) for r in result.rows if r.state in ACTIVE and r.slurm_id
-    }
+    live = [r.slurm_id for r in result.rows if r.state in ACTIVE and r.slurm_id]
+    deps = backend.submissions_of([a["slurm_id"] for a in result.arrays] + live)
     # a pending aggregation record left by a crash may be in SLURM: recovery decides next time;
     # nothing submitted because sbatch fails: an aggregation job now would fail as well
     crashed = any(rec.get("kind") == "aggregate" for rec in state.pending.values())
@@ -307,7 +306,7 @@ def _aggregate_after(
         try:
             with private_umask():
                 result.aggregate_id = _submit_aggregate(
-                    cfg, state, backend, aggregate_fn, sorted(deps, key=int), code.aggregate or code.current
+                    cfg, state, backend, aggregate_fn, deps, code.aggregate or code.current
                 )
         except SlurmError as exc:
             result.submit_error = "; ".join(e for e in (result.submit_error, f"aggregation job: {exc}") if e)
@@ -351,13 +350,13 @@ def _submit_arrays(
     retry_ids: set[str],
     requeue_ids: set[str] = frozenset(),
     active: Sequence[tuple[str, int]] = (),
-) -> tuple[list[dict[str, Any]], str]:
+) -> tuple[list[dict[str, Any]], SlurmError | None]:
     """One array per code snapshot (split at the cluster's MaxArraySize); returns the arrays
     submitted and, when an sbatch failed, why (the arrays after it are not tried: they would
     fail the same way, each after sbatch's own retries). The failed array's pending record
     stays: the next run looks it up (an sbatch that timed out may have submitted it)."""
     ensure_dir(cfg.jobs_dir / "submitit")
-    size = max(1, backend.max_array_size())
+    size = max(1, backend.max_tasks())
     chunks = [(choice, group[i : i + size]) for choice, group in code.groups for i in range(0, len(group), size)]
     lanes = array_lanes(len(chunks), cfg.slurm.array_parallelism, active)
     specs_by_id = {s.job_id: s for s in specs}
@@ -375,30 +374,28 @@ def _submit_arrays(
             "code": choice.key,
         }
         save_state(cfg.jobs_dir, state)  # BEFORE sbatch: a crash after it is found by name
-        wait = arrays[after]["slurm_id"] if isinstance(after, int) else after  # its lane's array before it
-        params = submitit_parameters(cfg.slurm, job_name=name, array_parallelism=throttle, code_dir=choice.path,
-                                     dependency=f"afterany:{wait}" if wait else None)  # fmt: skip
+        wait = (arrays[after]["slurm_id"],) if isinstance(after, int) else after or ()  # its lane's array before it
+        resources = replace(Resources.training(cfg.slurm), throttle=throttle)
+        sub = Submission(name, "train", fn, tuple(_args(chunk, choice, code.current)), resources, wait, choice.path)
         try:
-            ids = backend.submit_array(fn, _args(chunk, choice, code.current), params)
+            sid = backend.submit(sub).id
         except SlurmError as exc:
-            return arrays, str(exc)
+            return arrays, exc
         summaries = _summaries(specs_by_id, job_ids)
-        state.record_array(name, base_id(ids[0]), job_ids, retry_ids, summaries, code=choice.key,
-                           requeue_ids=requeue_ids)  # fmt: skip
+        state.record_array(name, sid, job_ids, retry_ids, summaries, code=choice.key, requeue_ids=requeue_ids)
         state.arrays[name]["throttle"] = throttle
         save_state(cfg.jobs_dir, state)
-        arrays.append({"name": name, "slurm_id": base_id(ids[0]), "n": len(chunk), "throttle": throttle,
-                       "code": choice.key, "after": wait})  # fmt: skip
-    return arrays, ""
+        arrays.append({"name": name, "slurm_id": sid, "n": len(chunk), "throttle": throttle,
+                       "code": choice.key, "after": ":".join(wait) or None})  # fmt: skip
+    return arrays, None
 
 
-def _active_arrays(state: SweepState, rows: Sequence[JobRow], limit: int) -> list[tuple[str, int]]:
-    """The sweep's arrays with tasks queued or running, as (SLURM id, its %K): they hold slots of
-    ``array_parallelism`` (an array recorded without its %K is taken to hold all ``limit``)."""
-    live = {base_id(r.slurm_id) for r in rows if r.state in ACTIVE and r.slurm_id}
-    out = [(rec["slurm_id"], int(rec.get("throttle") or limit)) for rec in state.arrays.values()
-           if rec["slurm_id"] in live]  # fmt: skip
-    return sorted(out, key=lambda a: int(a[0]))
+def _active_arrays(state: SweepState, backend: Backend, rows: Sequence[JobRow], limit: int) -> list[tuple[str, int]]:
+    """The sweep's arrays with tasks queued or running, as (id, its throttle), oldest first: they hold
+    slots of ``array_parallelism`` (an array recorded without its throttle is taken to hold all ``limit``)."""
+    live = backend.submissions_of([r.slurm_id for r in rows if r.state in ACTIVE and r.slurm_id])
+    throttles = {rec["slurm_id"]: int(rec.get("throttle") or limit) for rec in state.arrays.values()}
+    return [(sid, throttles[sid]) for sid in live if sid in throttles]
 
 
 def _args(chunk: list[JobSpec], choice: CodeChoice, current: CodeChoice) -> list[Any]:
@@ -425,9 +422,9 @@ def _submit_aggregate(
     name = array_name(cfg.name + "-aggregate", deps)
     state.pending[name] = {"job_ids": ["aggregate"], "created": time.time(), "kind": "aggregate", "code": code.key}
     save_state(cfg.jobs_dir, state)
-    dependency = "afterany:" + ":".join(deps) if deps else None
-    params = submitit_parameters(cfg.slurm, job_name=name, gpus=False, dependency=dependency, code_dir=code.path)
-    sid = backend.submit_one(aggregate_fn, (cfg.model_dump(mode="json"),), params)
+    resources = Resources.aggregation(cfg.slurm)
+    sub = Submission(name, "aggregate", aggregate_fn, (cfg.model_dump(mode="json"),), resources, tuple(deps), code.path)
+    sid = backend.submit(sub).id
     state.aggregate = {"name": name, "slurm_id": sid, "submitted": time.time(), "after": deps, "code": code.key}
     state.pending.pop(name, None)
     return sid

@@ -10,9 +10,10 @@ from collections import Counter
 from typing import Any, Sequence
 
 from fercluster.errors import SlurmError
-from fercluster.orchestration.backend import base_id, task_ids
+from fercluster.orchestration.backend import JobInfo, Submission, Submitted
 from fercluster.orchestration.slurm import parse as slurm_parse
 from fercluster.orchestration.slurm.parse import SlurmInfo
+from fercluster.orchestration.slurm.resources import submission_parameters
 from fercluster.orchestration.states import ACTIVE
 
 
@@ -28,45 +29,47 @@ class FakeBackend:
         self.next_id = 1000
         self.states: dict[str, str] = {}  # per-task id -> SLURM state word
         self.names: dict[str, str] = {}  # job name -> base id
-        self.submitted: list[dict[str, Any]] = []  # one entry per sbatch: name, ids, params, args
+        self.submitted: list[Submission] = []  # one entry per sbatch
+        self.params: list[dict[str, Any]] = []  # per sbatch: the submitit parameters it would get
+        self.adopted: list[tuple[str, str]] = []  # (name, id) of each submission adopted after a crash
         self.sacct_ok = True  # False: accounting is off (every sacct fails)
         self.failing: set[str] = set()  # commands that fail now ("sacct", "squeue"): an outage
         self.lag: set[str] = set()  # ids sacct does not show yet (accounting lags behind)
         self.last_error = ""
         self.tres = "billing=1,cpu=1,gres/gpu=1,mem=4G,node=1"  # AllocTRES of every job (each runs 60 s)
-        self.lookup_error = ""  # set: find_by_name fails with this (squeue and sacct do not answer)
+        self.lookup_error = ""  # set: find fails with this (squeue and sacct do not answer)
         self.last_source = ""
         self.user = "me"
         self.foreign: list[tuple[str, str, str]] = []  # other users' jobs: (id, name, user)
 
-    def max_array_size(self) -> int:
+    def max_tasks(self) -> int:
         self.calls["scontrol"] += 1
         return self.max_array
 
-    def _sbatch(self, n: int, fn: Any, args: list[Any], params: dict[str, Any]) -> list[str]:
+    def submit(self, submission: Submission) -> Submitted:
+        """Recorded (``submitted``, ``params``: what sbatch would get), never run."""
         self.calls["sbatch"] += 1
         base = str(self.next_id)
         self.next_id += 1
-        ids = task_ids(base, n)
+        ids = slurm_parse.task_ids(base, submission.n_tasks)
         for sid in ids:
             self.states[sid] = "PENDING"
-        self.names[params["job_name"]] = base
-        self.submitted.append({"name": params["job_name"], "ids": ids, "params": params, "args": args, "fn": fn})
+        self.names[submission.name] = base
+        self.submitted.append(submission)
+        self.params.append(submission_parameters(submission))
         if self.crash_after_sbatch:
             self.crash_after_sbatch = False
             raise KeyboardInterrupt("simulated crash between sbatch and recording the job id")
-        return ids
+        return Submitted(base, tuple(ids))
 
-    def submit_array(self, fn: Any, args: list[Any], params: dict[str, Any]) -> list[str]:
-        return self._sbatch(len(args), fn, args, params)
+    def adopt(self, submission: Submission, submission_id: str) -> Submitted:
+        self.adopted.append((submission.name, submission_id))
+        return Submitted(submission_id, tuple(slurm_parse.task_ids(submission_id, submission.n_tasks)))
 
-    def submit_one(self, fn: Any, args: tuple[Any, ...], params: dict[str, Any]) -> str:
-        return self._sbatch(1, fn, list(args), params)[0]
+    def submissions_of(self, ids: Sequence[str]) -> list[str]:
+        return slurm_parse.arrays_of(ids)
 
-    def repair_pickles(self, slurm_ids: list[str], fn: Any, args: list[Any], timeout_min: int) -> int:
-        return 0
-
-    def find_by_name(self, names: Sequence[str]) -> dict[str, str]:
+    def find(self, names: Sequence[str]) -> dict[str, str]:
         """This user's newest submission of each name; other users' jobs of the same name ignored."""
         self.calls["squeue"] += 1
         if self.lookup_error:
@@ -85,9 +88,12 @@ class FakeBackend:
         for sid in slurm_ids:
             self.states[sid] = state
 
-    def query(self, slurm_ids: Sequence[str]) -> dict[str, SlurmInfo]:
+    def query(self, slurm_ids: Sequence[str]) -> dict[str, JobInfo]:
         """As ``SlurmBackend.query``: one sacct for the ids; one squeue for the ids it lacks
         (``lag``) or for all of them when sacct fails (``sacct_ok``, ``failing``)."""
+        return {sid: info.job_info() for sid, info in self._sacct(slurm_ids).items()}
+
+    def _sacct(self, slurm_ids: Sequence[str]) -> dict[str, SlurmInfo]:
         self.last_error = ""
         if not slurm_ids:
             return {}
@@ -118,7 +124,7 @@ class FakeBackend:
     def cancel(self, slurm_ids: Sequence[str]) -> None:
         self.calls["scancel"] += 1
         for sid in slurm_ids:
-            targets = [s for s in self.states if s == sid or base_id(s) == sid]
+            targets = [s for s in self.states if s == sid or slurm_parse.array_id(s) == sid]
             for t in targets:
                 if slurm_parse.map_state(self.states[t]) in ACTIVE:
                     self.states[t] = "CANCELLED"

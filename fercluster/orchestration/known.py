@@ -54,9 +54,8 @@ class Known:
     def remember(self, infos: Mapping[str, JobInfo], now: float | None = None) -> None:
         now = time.time() if now is None else now
         for sid, info in infos.items():
-            failure = info.failure_reason() if info.state not in ("PENDING", "RUNNING", "COMPLETED") else ""
-            gpu, cpu = getattr(info, "gpu_hours", None), getattr(info, "cpu_hours", None)
-            self.states[sid] = KnownInfo(info.state, info.node, info.reason, info.elapsed_s, failure, now, gpu, cpu)
+            self.states[sid] = KnownInfo(info.state, info.node, info.reason, info.elapsed_s, info.failure, now,
+                                         info.gpu_hours, info.cpu_hours)  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         states = {

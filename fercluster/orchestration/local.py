@@ -17,11 +17,11 @@ from fercluster.errors import FerclusterError, SlurmError
 from fercluster.orchestration import jobs as jobs_mod
 from fercluster.orchestration import plan as plan_mod
 from fercluster.orchestration.backend import JobQuery
+from fercluster.orchestration.backends import backend_for
 from fercluster.orchestration.coordinator import prepare_datasets
 from fercluster.orchestration.local_backend import mark_ended, mark_started
 from fercluster.orchestration.monitor import JobRow, job_rows
 from fercluster.orchestration.progress import accuracy_text, job_progress
-from fercluster.orchestration.slurm.backend import SlurmBackend
 from fercluster.orchestration.state import SweepState, load_state, save_state, sweep_lock
 from fercluster.orchestration.states import ACTIVE, COMPLETED
 from fercluster.train.spec import JobSpec
@@ -82,7 +82,7 @@ def _rows(
     """Job rows; SLURM is asked only when this sweep has SLURM jobs (so they are not run twice)."""
     if not any(r.get("slurm_ids") for r in state.jobs.values()):
         return job_rows(specs, state, None)
-    backend = backend or SlurmBackend(cfg.jobs_dir / "submitit", max_timeout_requeues=cfg.slurm.max_timeout_requeues)
+    backend = backend or backend_for(cfg)
     try:
         return job_rows(specs, state, backend)
     except SlurmError as exc:

@@ -18,27 +18,13 @@ import os
 import socket
 import time
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from fercluster.lock import process_start, same_process
+from fercluster.orchestration.backend import JobInfo
 from fercluster.orchestration.states import NOT_SUBMITTED, RUNNING
 
 KEY = "local"  # the key of a job's record in state.json
-
-
-@dataclass(frozen=True)
-class LocalInfo:
-    """A ``backend.JobInfo`` for a job run (or never run) here."""
-
-    job_id: str
-    state: str  # RUNNING or NOT_SUBMITTED
-    node: str = ""
-    reason: str = ""
-    elapsed_s: float | None = None
-
-    def failure_reason(self) -> str:
-        return self.reason
 
 
 def mark_started(rec: dict[str, Any]) -> None:
@@ -62,7 +48,7 @@ class LocalBackend:
         self.last_source = ""
         self.last_error = ""  # local records always answer
 
-    def query(self, ids: Sequence[str]) -> dict[str, LocalInfo]:
+    def query(self, ids: Sequence[str]) -> dict[str, JobInfo]:
         """An answer for every id: RUNNING (alive here) or NOT_SUBMITTED (reason set if a run stopped)."""
         self.last_source = "local"
         host = socket.gethostname()
@@ -70,15 +56,11 @@ class LocalBackend:
         for job_id in ids:
             run = (self.jobs.get(job_id) or {}).get(KEY)
             if not run:
-                out[job_id] = LocalInfo(job_id, NOT_SUBMITTED)
+                out[job_id] = JobInfo(NOT_SUBMITTED)
                 continue
             # by pid AND process start time: a pid the kernel reused for another process is not the run
             alive = run.get("host") == host and same_process(int(run.get("pid", 0)), run.get("process_start"))
             state = RUNNING if alive and not run.get("ended") else NOT_SUBMITTED
-            out[job_id] = LocalInfo(
-                job_id,
-                state,
-                node=run.get("host", "") if alive else "",
-                reason="" if state == RUNNING else "local run stopped",
-            )
+            reason = "" if state == RUNNING else "local run stopped"
+            out[job_id] = JobInfo(state, node=run.get("host", "") if alive else "", reason=reason, failure=reason)
         return out

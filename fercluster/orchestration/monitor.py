@@ -124,7 +124,7 @@ def job_rows(
 
 def _final_cost(row: JobRow, info: JobInfo | None, known: Known | None) -> None:
     """A completed job's cost from SLURM's record of its run, kept with its job.json in ``known``."""
-    row.gpu_hours, row.cpu_hours = getattr(info, "gpu_hours", None), getattr(info, "cpu_hours", None)
+    row.gpu_hours, row.cpu_hours = (info.gpu_hours, info.cpu_hours) if info is not None else (None, None)
     done = known.done.get(row.job_id) if known is not None else None
     if done is not None and row.gpu_hours is not None and info is not None and info.state not in ACTIVE:
         done.update(gpu_hours=row.gpu_hours, cpu_hours=row.cpu_hours, slurm_id=row.slurm_id)
@@ -229,7 +229,7 @@ def _apply_slurm(row: JobRow, info: JobInfo | None, asked: bool, known_arrays: s
 
 def _apply(row: JobRow, info: JobInfo) -> None:
     row.state = info.state
-    row.gpu_hours, row.cpu_hours = getattr(info, "gpu_hours", None), getattr(info, "cpu_hours", None)
+    row.gpu_hours, row.cpu_hours = info.gpu_hours, info.cpu_hours
     row.node = info.node
     row.elapsed = info.elapsed_s
     if row.state == COMPLETED:  # no job.json (checked before): the function did not finish

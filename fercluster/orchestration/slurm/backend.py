@@ -1,24 +1,27 @@
 """SLURM as a ``Backend``: sbatch through submitit, states from sacct (``squeue --me -j`` as fallback).
 
-``SlurmBackend`` submits arrays, finds this user's arrays by job name (orphans after a crash),
-answers one batched state query for the sweep's ids (never a cluster-wide one), and cancels; ``calls`` counts the commands it ran. ``allocation_live`` asks
+``SlurmBackend`` submits (a ``train`` submission as one array, through ``executor.BoundedExecutor``:
+sbatch bounded in time), finds this user's arrays by job name after a crash and adopts them
+(writing submitit's pickles they miss), answers one batched state query for the sweep's ids (never a
+cluster-wide one), and cancels; ``calls`` counts the commands it ran. Build it with
+``orchestration.backends.backend_for(cfg)``. ``allocation_live`` asks
 whether one allocation (a Ray Tune search) is still queued or running.
 """
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import shutil
 import subprocess
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Sequence
 
 from fercluster.errors import SlurmError
-from fercluster.orchestration.backend import base_id
+from fercluster.orchestration.backend import JobInfo, Submission, SubmitLimit, Submitted
 from fercluster.orchestration.slurm import parse as slurm_parse
 from fercluster.orchestration.slurm.parse import SlurmInfo
+from fercluster.orchestration.slurm.resources import submission_parameters
 from fercluster.orchestration.states import ACTIVE
 
 
@@ -59,80 +62,67 @@ class SlurmBackend:
             raise SlurmError(f"{' '.join(argv[:3])} ... failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}")
         return proc.stdout
 
-    def max_array_size(self) -> int:
+    def max_tasks(self) -> int:
         return slurm_parse.parse_max_array_size(self._run(["scontrol", "show", "config"]).stdout)
 
-    def _executor(self, params: dict[str, Any]) -> Any:
-        import submitit
+    def _executor(self, sub: Submission) -> Any:
+        from fercluster.orchestration.slurm.executor import BoundedExecutor
 
-        ex = submitit.SlurmExecutor(folder=self.folder / "%j", max_num_timeout=self.max_timeout_requeues)
-        ex.update_parameters(**params)
+        ex = BoundedExecutor(self.folder / "%j", self.max_timeout_requeues, self.sbatch_timeout_s)
+        ex.update_parameters(**submission_parameters(sub))
         return ex
 
-    @contextlib.contextmanager
-    def _bounded_sbatch(self) -> Iterator[None]:
-        """sbatch under ``timeout``: submitit's hook for the submit command, set on the class for
-        the call (``map_array`` submits through a fresh ``SlurmExecutor`` of its own)."""
-        import submitit
-
-        cls = submitit.SlurmExecutor
-        command = cls._make_submission_command
-        if shutil.which("timeout") is None:
-            yield
-            return
-        limit = str(max(1, round(self.sbatch_timeout_s)))
-        cls._make_submission_command = lambda ex, path: ["timeout", "-k", "5", limit, *command(ex, path)]
-        try:
-            yield
-        finally:
-            cls._make_submission_command = command
-
-    def _sbatch_error(self, params: dict[str, Any], exc: Exception) -> SlurmError:
-        text, cause = str(exc), exc.__cause__
+    def _sbatch_error(self, name: str, exc: Exception) -> SlurmError:
+        """A ``SubmitLimit`` when sbatch says (or, by timing out, suggests) a limit; else a ``SlurmError``."""
+        text, cause = str(exc).strip()[-500:], exc.__cause__
         if isinstance(cause, subprocess.CalledProcessError) and cause.returncode in (124, 137):  # timeout's
-            return SlurmError(
-                f"sbatch for {params.get('job_name')} did not finish within {self.sbatch_timeout_s:.0f} s "
-                "(SLURM kept refusing it: the cluster's job limit MaxJobCount, a QOS limit, or a busy controller)"
-            )
-        return SlurmError(f"sbatch failed for {params.get('job_name')}: {text.strip()[-500:]}")
+            text = (f"sbatch for {name} did not finish within {self.sbatch_timeout_s:.0f} s (SLURM kept refusing "
+                    "it: the cluster's job limit MaxJobCount, a QOS limit, or a busy controller)")  # fmt: skip
+        else:
+            text = f"sbatch failed for {name}: {text}"
+        limit = slurm_parse.submit_limit(text)
+        return SubmitLimit(text, limit) if limit else SlurmError(text)
 
-    def submit_array(self, fn: Callable[..., Any], args: list[Any], params: dict[str, Any]) -> list[str]:
-        """One sbatch: ``fn(arg)`` for each arg as tasks of one array; returns per-task ids."""
-        ex = self._executor(params)
+    def submit(self, submission: Submission) -> Submitted:
+        """One sbatch: an array of ``fn(arg)`` per arg (``train``) or one job ``fn(*args)``."""
+        ex = self._executor(submission)
         self.calls["sbatch"] += 1
         try:
-            with self._bounded_sbatch():
-                jobs = ex.map_array(fn, args)
+            if submission.kind == "train":
+                ids = [job.job_id for job in ex.map_array(submission.fn, list(submission.args))]
+            else:
+                ids = [ex.submit(submission.fn, *submission.args).job_id]
         except Exception as exc:  # submitit wraps sbatch's failure in its own error types
-            raise self._sbatch_error(params, exc) from None
-        return [job.job_id for job in jobs]
+            raise self._sbatch_error(submission.name, exc) from None
+        return Submitted(slurm_parse.array_id(ids[0]), tuple(ids))
 
-    def submit_one(self, fn: Callable[..., Any], args: tuple[Any, ...], params: dict[str, Any]) -> str:
-        ex = self._executor(params)
-        self.calls["sbatch"] += 1
-        try:
-            with self._bounded_sbatch():
-                return ex.submit(fn, *args).job_id
-        except Exception as exc:
-            raise self._sbatch_error(params, exc) from None
+    def adopt(self, submission: Submission, submission_id: str) -> Submitted:
+        """Write the submitted pickles a ``train`` array found after a crash is missing (sbatch ran,
+        the pickles were not moved in place yet): its tasks then run ``fn(arg)``."""
+        ids = slurm_parse.task_ids(submission_id, submission.n_tasks)
+        if submission.kind == "train":
+            self._repair_pickles(ids, submission)
+        return Submitted(submission_id, tuple(ids))
 
-    def repair_pickles(self, slurm_ids: list[str], fn: Callable[..., Any], args: list[Any], timeout_min: int) -> int:
-        """Write the submitted pickles an adopted orphan array is missing; returns how many."""
+    def _repair_pickles(self, slurm_ids: list[str], sub: Submission) -> int:
         from submitit.core.utils import DelayedSubmission, JobPaths
 
         written = 0
-        for sid, arg in zip(slurm_ids, args, strict=True):
+        for sid, arg in zip(slurm_ids, sub.args, strict=True):
             paths = JobPaths(self.folder / "%j", job_id=sid)
             if paths.submitted_pickle.exists():
                 continue
             paths.folder.mkdir(parents=True, exist_ok=True)
-            delayed = DelayedSubmission(fn, arg)
-            delayed.set_timeout(timeout_min, self.max_timeout_requeues)
+            delayed = DelayedSubmission(sub.fn, arg)
+            delayed.set_timeout(sub.resources.time_min, self.max_timeout_requeues)
             delayed.dump(paths.submitted_pickle)
             written += 1
         return written
 
-    def find_by_name(self, names: Sequence[str]) -> dict[str, str]:
+    def submissions_of(self, ids: Sequence[str]) -> list[str]:
+        return slurm_parse.arrays_of(ids)
+
+    def find(self, names: Sequence[str]) -> dict[str, str]:
         """SLURM job id of each array among ``names`` (job names) that THIS user submitted.
 
         squeue (``--me``), then accounting (``-u``) for the names squeue does not show; the newest
@@ -151,7 +141,7 @@ class SlurmBackend:
             _newest(found, self._ask(argv), set(missing), self.user)
         return found
 
-    def query(self, slurm_ids: Sequence[str]) -> dict[str, SlurmInfo]:
+    def query(self, slurm_ids: Sequence[str]) -> dict[str, JobInfo]:
         """State of the sweep's ``slurm_ids`` from ONE batched sacct (``-j`` those ids only).
 
         Ids sacct does not show (accounting lags, or is off) are asked of ONE ``squeue --me -j``
@@ -159,10 +149,13 @@ class SlurmBackend:
         only fallback, and ``last_error`` says why: ids neither answers are left out, and the
         monitor shows their last known state, marked stale. Nothing cluster-wide is ever run.
         """
+        return {sid: info.job_info() for sid, info in self._infos(slurm_ids).items()}
+
+    def _infos(self, slurm_ids: Sequence[str]) -> dict[str, SlurmInfo]:
         self.last_error = ""
         if not slurm_ids:
             return {}
-        bases = sorted({base_id(s) for s in slurm_ids}, key=int)
+        bases = slurm_parse.arrays_of(slurm_ids)
         try:
             text = self._ask(
                 ["sacct", "-j", ",".join(bases), "--parsable2", "--noheader", f"--format={slurm_parse.SACCT_FORMAT}"]
@@ -173,7 +166,7 @@ class SlurmBackend:
             return self._queue(bases)
         self.last_source = "sacct"
         infos = slurm_parse.parse_sacct(text)
-        missing = sorted({base_id(s) for s in slurm_ids if s not in infos}, key=int)
+        missing = slurm_parse.arrays_of([s for s in slurm_ids if s not in infos])
         return {**self._queue(missing), **infos} if missing else infos
 
     def _queue(self, bases: Sequence[str]) -> dict[str, SlurmInfo]:
@@ -196,7 +189,7 @@ def _newest(found: dict[str, str], text: str, names: set[str], user: str) -> Non
     """Lines ``id|name|user``: per name, the highest (newest) array id of ``user``."""
     for line in text.splitlines():
         jid, name, owner = (line.split("|") + ["", ""])[:3]
-        jid = base_id(jid.strip())
+        jid = slurm_parse.array_id(jid.strip())
         if name not in names or owner.strip() != user or not jid.isdigit():
             continue  # another user's job of the same name (an identical sweep) is never adopted
         if name not in found or int(jid) > int(found[name]):

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from typing import Sequence
 
+from fercluster.orchestration.backend import JobInfo
 from fercluster.orchestration.states import ACTIVE, COMPLETED
 
 # SLURM's state words -> fercluster's states (``fercluster.orchestration.states``).
@@ -85,6 +87,12 @@ class SlurmInfo:
     def failure_reason(self) -> str:
         return failure_reason(self)
 
+    def job_info(self) -> JobInfo:
+        """fercluster's record of this job: its state, and for one that ended badly, why."""
+        state = self.state
+        failure = failure_reason(self) if state not in (*ACTIVE, COMPLETED) else ""
+        return JobInfo(state, self.node, self.reason, self.elapsed_s, failure, self.gpu_hours, self.cpu_hours)
+
 
 def tres_count(tres: str, name: str) -> int | None:
     """How many of ``name`` (``cpu``, ``gres/gpu``) an AllocTRES string holds; 0 when absent from a
@@ -122,6 +130,21 @@ def failure_reason(info: SlurmInfo) -> str:
     if info.reason and info.reason not in ("None", "(null)"):
         parts.append(info.reason)
     return "; ".join(parts) or f"SLURM state {info.raw_state}"
+
+
+def task_ids(array_id: str, n: int) -> list[str]:
+    """Per-task ids of a submission of ``n`` jobs (submitit sends one job without an array)."""
+    return [array_id] if n == 1 else [f"{array_id}_{i}" for i in range(n)]
+
+
+def array_id(slurm_id: str) -> str:
+    """``"123_4"`` -> ``"123"`` (an array task's array); other ids unchanged."""
+    return slurm_id.split("_")[0]
+
+
+def arrays_of(slurm_ids: Sequence[str]) -> list[str]:
+    """The arrays (or single jobs) of ``slurm_ids``, each once, oldest (lowest id) first."""
+    return sorted({array_id(s) for s in slurm_ids}, key=int)
 
 
 def expand_task_ids(slurm_id: str) -> list[str]:

@@ -14,11 +14,12 @@ import shutil
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from fercluster.config import Slurm
+from fercluster.orchestration.backend import Resources
 from fercluster.orchestration.slurm.resources import submitit_parameters
 
 COMMAND_TIMEOUT_S = 30
@@ -105,7 +106,7 @@ def sbatch_script(slurm: Slurm, folder: Path) -> str:
     """The sbatch script a sweep's training job gets (submitit renders it from the same parameters)."""
     from submitit.slurm.slurm import _make_sbatch_string
 
-    params = submitit_parameters(slurm, job_name="fercluster-doctor")
+    params = submitit_parameters(Resources.training(slurm), job_name="fercluster-doctor")
     return _make_sbatch_string(command="true", folder=str(folder / "%j"), **params)
 
 
@@ -132,12 +133,8 @@ class NodeOutcome:
 
 def node_parameters(slurm: Slurm) -> dict[str, Any]:
     """The sweep's partition, account, qos, constraint, GPUs per node and memory; one task, 5 minutes."""
-    params = submitit_parameters(slurm, job_name="fercluster-doctor")
-    params.update(nodes=1, time=5)
-    params.pop("srun_args", None)
-    if "ntasks_per_node" in params:
-        params["ntasks_per_node"] = 1
-    return params
+    resources = replace(Resources.training(slurm).one_task_per_node(), nodes=1, time_min=5)
+    return submitit_parameters(resources, job_name="fercluster-doctor")
 
 
 def run_on_node(fn: Callable[[], Any], slurm: Slurm, folder: Path, timeout_s: float) -> NodeOutcome:

@@ -30,8 +30,9 @@ from fercluster.atomic import write_json
 from fercluster.code import check_imported_snapshot
 from fercluster.config import SweepConfig, load_config, parse_config
 from fercluster.errors import TrainingError
+from fercluster.orchestration.backend import Resources, Submission
+from fercluster.orchestration.backends import backend_for
 from fercluster.orchestration.slurm.backend import allocation_live
-from fercluster.orchestration.slurm.resources import submitit_parameters
 from fercluster.orchestration.snapshots import current_code
 from fercluster.orchestration.state import ensure_dir, private_umask
 from fercluster.orchestration.tune import ray_cluster, search
@@ -128,23 +129,19 @@ def _cpus() -> int:
 
 
 # -- the submitting side -------------------------------------------------------------------------
-def slurm_parameters(cfg: SweepConfig, code_dir: Path | None = None) -> dict[str, Any]:
-    """submitit parameters: the sweep's resources (``slurm.resources.submitit_parameters``), one task
-    per node; ``code_dir``: the code snapshot the allocation imports."""
-    params = submitit_parameters(cfg.slurm, job_name=f"fercluster-{cfg.name}-tune", code_dir=code_dir)
-    params["nodes"] = cfg.slurm.nodes
-    params["ntasks_per_node"] = 1  # one Ray node per SLURM node; Ray shares the node's GPUs among trials
-    # the tasks are Ray's head and workers, not the ranks of one job (as slurm/ray_tune.sbatch)
-    params.pop("srun_args", None)
-    return params
+def allocation(cfg: SweepConfig, code_dir: Path | None = None) -> Submission:
+    """The allocation as a submission: the sweep's resources, one task per node (a Ray node; Ray
+    shares the node's GPUs among trials; the tasks are Ray's head and workers, not the ranks of one
+    job, as slurm/ray_tune.sbatch); ``code_dir``: the code snapshot it imports."""
+    resources = Resources.training(cfg.slurm).one_task_per_node()
+    args = (cfg.model_dump(mode="json"), str(Path.cwd()))
+    return Submission(f"fercluster-{cfg.name}-tune", "search", TuneSearchJob(), args, resources, code_dir=code_dir)
 
 
 def submit(cfg: SweepConfig, folder: Path, code_dir: Path | None = None) -> str:
     """Submit the allocation (on the code snapshot ``code_dir``; None: live); returns its SLURM job id."""
-    executor = submitit.SlurmExecutor(folder=str(ensure_dir(folder / "submitit")))
-    executor.update_parameters(**slurm_parameters(cfg, code_dir))
-    job = executor.submit(TuneSearchJob(), cfg.model_dump(mode="json"), str(Path.cwd()))
-    return str(job.job_id)
+    backend = backend_for(cfg, folder=ensure_dir(folder / "submitit"))
+    return backend.submit(allocation(cfg, code_dir)).id
 
 
 def submit_tune_slurm(cfg: SweepConfig, console: Any = None) -> dict[str, Any]:
