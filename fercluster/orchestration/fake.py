@@ -7,6 +7,7 @@ with ``sacct_ok = False``, squeue's) text and parses it, so the parsing cost is 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from fercluster.errors import SlurmError
@@ -15,6 +16,23 @@ from fercluster.orchestration.slurm import parse as slurm_parse
 from fercluster.orchestration.slurm.parse import SlurmInfo
 from fercluster.orchestration.slurm.resources import submission_parameters
 from fercluster.orchestration.states import ACTIVE
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One submission the fake took: what was asked, the ids it got, what sbatch would have got."""
+
+    submission: Submission
+    ids: tuple[str, ...]
+    params: dict[str, Any]  # slurm.resources.submission_parameters: the one mapping, checked as it is
+
+    @property
+    def name(self) -> str:
+        return self.submission.name
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        return self.submission.args
 
 
 class FakeBackend:
@@ -29,8 +47,7 @@ class FakeBackend:
         self.next_id = 1000
         self.states: dict[str, str] = {}  # per-task id -> SLURM state word
         self.names: dict[str, str] = {}  # job name -> base id
-        self.submitted: list[Submission] = []  # one entry per sbatch
-        self.params: list[dict[str, Any]] = []  # per sbatch: the submitit parameters it would get
+        self.submitted: list[Sent] = []  # one entry per sbatch
         self.adopted: list[tuple[str, str]] = []  # (name, id) of each submission adopted after a crash
         self.sacct_ok = True  # False: accounting is off (every sacct fails)
         self.failing: set[str] = set()  # commands that fail now ("sacct", "squeue"): an outage
@@ -55,8 +72,7 @@ class FakeBackend:
         for sid in ids:
             self.states[sid] = "PENDING"
         self.names[submission.name] = base
-        self.submitted.append(submission)
-        self.params.append(submission_parameters(submission))
+        self.submitted.append(Sent(submission, tuple(ids), submission_parameters(submission)))
         if self.crash_after_sbatch:
             self.crash_after_sbatch = False
             raise KeyboardInterrupt("simulated crash between sbatch and recording the job id")

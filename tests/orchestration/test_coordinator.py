@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from orch_helpers import SWEEP_KW, finish, make_config
 
+from fercluster.orchestration.backend import Resources, Submission
 from fercluster.orchestration.coordinator import run_sweep
 from fercluster.orchestration.fake import FakeBackend
 from fercluster.orchestration.plan import expand
@@ -24,15 +25,16 @@ def test_submits_arrays_split_at_max_array_size_then_aggregation(workdir: Path) 
     assert [a["n"] for a in result.arrays] == [4, 4, 2]
     assert sum(a["throttle"] for a in result.arrays) <= cfg.slurm.array_parallelism
     train, agg = backend.submitted[:3], backend.submitted[3]
-    assert [len(s["args"]) for s in train] == [4, 4, 2]
-    assert [s.job_id for sub in train for s in sub["args"]] == [s.job_id for s in expand(cfg)]  # plan order
-    assert agg["params"]["dependency"] == "afterany:" + ":".join(sub["ids"][0].split("_")[0] for sub in train)
-    assert "gpus_per_node" not in agg["params"]
+    assert [len(s.args) for s in train] == [4, 4, 2] and {s.submission.kind for s in train} == {"train"}
+    assert [s.job_id for sub in train for s in sub.args] == [s.job_id for s in expand(cfg)]  # plan order
+    assert agg.submission.after == tuple(sub.ids[0].split("_")[0] for sub in train)  # every array, oldest first
+    assert agg.params["dependency"] == "afterany:" + ":".join(agg.submission.after)
+    assert agg.submission.resources.gpus_per_node == 0 and "gpus_per_node" not in agg.params
     state = load_state(cfg.jobs_dir, cfg.name)
     rec = state.jobs[expand(cfg)[5].job_id]
-    assert rec["slurm_ids"] == [train[1]["ids"][1]] and rec["task"] == 1 and rec["submissions"] == 1
-    assert state.pending == {} and state.aggregate["slurm_id"] == agg["ids"][0]
-    for name in [s["name"] for s in train]:
+    assert rec["slurm_ids"] == [train[1].ids[1]] and rec["task"] == 1 and rec["submissions"] == 1
+    assert state.pending == {} and state.aggregate["slurm_id"] == agg.ids[0]
+    for name in [s.name for s in train]:
         assert name.startswith("fc-t-") and name in state.arrays  # deterministic names
 
 
@@ -77,7 +79,7 @@ def test_retry_failed_is_explicit_and_bounded(cfg, workdir: Path) -> None:
     assert "cancelled" in plain.diff.failed[0][1].reason
     retried = run_sweep(cfg, backend, retry_failed=True, **SWEEP_KW)
     assert [a["n"] for a in retried.arrays] == [1]
-    assert backend.submitted[-2]["args"] == [first.specs[2]]  # only that job; then the aggregation
+    assert backend.submitted[-2].args == (first.specs[2],)  # only that job; then the aggregation
     rec = load_state(cfg.jobs_dir, cfg.name).jobs[first.specs[2].job_id]
     assert rec["retries"] == 1 and rec["submissions"] == 2 and len(rec["slurm_ids"]) == 2
     backend.set_state([rec["slurm_ids"][-1]], "FAILED")
@@ -109,7 +111,7 @@ def test_crash_between_sbatch_and_recording_is_adopted(cfg, workdir: Path) -> No
     assert len(state.pending) == 1 and state.jobs == {}  # pending written before sbatch, no id
     name = next(iter(state.pending))
     result = run_sweep(cfg, backend, **SWEEP_KW)
-    assert result.adopted == [name]
+    assert result.adopted == [name] and backend.adopted == [(name, backend.names[name])]
     assert backend.calls["sbatch"] == 2  # the orphan array + the aggregation: no second training array
     state = load_state(cfg.jobs_dir, cfg.name)
     assert state.pending == {} and state.arrays[name]["slurm_id"] == backend.names[name]
@@ -126,9 +128,9 @@ def test_pending_record_without_a_slurm_job_is_dropped_and_resubmitted(cfg, work
 
 
 class SlowBackend(FakeBackend):
-    def submit_array(self, fn, args, params):
+    def submit(self, submission):
         time.sleep(0.5)
-        return super().submit_array(fn, args, params)
+        return super().submit(submission)
 
 
 def test_two_sweeps_at_once_do_not_double_submit(cfg, workdir: Path) -> None:
@@ -147,7 +149,7 @@ def test_two_sweeps_at_once_do_not_double_submit(cfg, workdir: Path) -> None:
     for t in threads:
         t.join()
     assert errors == []
-    assert len([s for s in backend.submitted if len(s["args"]) == 4]) == 1
+    assert len([s for s in backend.submitted if len(s.args) == 4]) == 1
 
 
 def test_state_folder_not_world_writable(cfg, workdir: Path) -> None:
@@ -165,7 +167,7 @@ def test_jobs_with_several_gpus_are_submitted_as_ddp_with_their_plan_ids(workdir
     cfg = make_config(workdir, slurm={"gpus_per_node": 2})
     backend = FakeBackend()
     run_sweep(cfg, backend, **SWEEP_KW)
-    submitted = backend.submitted[0]["args"]
+    submitted = backend.submitted[0].args
     assert [s.processes for s in submitted] == [2] * 4
     assert [s.job_id for s in submitted] == [s.job_id for s in expand(cfg)]
 
@@ -179,7 +181,7 @@ def test_preempted_job_is_requeued_by_a_plain_sweep_without_using_a_retry(workdi
     backend.set_state([f"{base}_{i}" for i in (1, 2, 3)], "RUNNING")
     again = run_sweep(cfg, backend, **SWEEP_KW)  # no --retry-failed, and no retries allowed
     assert [a["n"] for a in again.arrays] == [1] and again.diff.summary()["requeue"] == 1
-    assert backend.submitted[-2]["args"] == [first.specs[0]] and again.diff.failed == []
+    assert backend.submitted[-2].args == (first.specs[0],) and again.diff.failed == []
     rec = load_state(cfg.jobs_dir, cfg.name).jobs[first.specs[0].job_id]
     assert (rec["retries"], rec["requeues"], rec["submissions"]) == (0, 1, 2)
 
@@ -190,7 +192,8 @@ def test_timeout_requeues_are_configurable(workdir: Path) -> None:
     cfg = make_config(workdir, slurm={"max_timeout_requeues": 7})
     backend = slurm_backend(cfg)
     assert backend.max_timeout_requeues == 7
-    assert backend._executor({"job_name": "x"}).max_num_timeout == 7
+    sub = Submission("x", "train", print, (1, 2), Resources.training(cfg.slurm))
+    assert backend._executor(sub).max_num_timeout == 7
 
 
 def test_one_at_a_time_holds_across_arrays_and_retries(workdir: Path) -> None:
@@ -199,7 +202,7 @@ def test_one_at_a_time_holds_across_arrays_and_retries(workdir: Path) -> None:
     first = run_sweep(cfg, backend, **SWEEP_KW)
     a, b = first.arrays
     assert (a["throttle"], a["after"], b["throttle"], b["after"]) == (1, None, 1, a["slurm_id"])  # a chain
-    assert backend.submitted[1]["params"]["dependency"] == f"afterany:{a['slurm_id']}"
+    assert backend.submitted[1].params["dependency"] == f"afterany:{a['slurm_id']}"
     backend.set_state([f"{a['slurm_id']}_0"], "FAILED")
     backend.set_state([f"{a['slurm_id']}_1"], "RUNNING")
     again = run_sweep(cfg, backend, retry_failed=True, **SWEEP_KW)  # b is still queued: the retry waits

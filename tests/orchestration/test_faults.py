@@ -80,8 +80,8 @@ class CrashOnce(SlurmBackend):
 
     crash = True
 
-    def submit_array(self, fn, args, params):
-        ids = super().submit_array(fn, args, params)
+    def submit(self, submission):
+        ids = super().submit(submission)
         if self.crash:
             self.crash = False
             raise KeyboardInterrupt("crash between sbatch and recording the id")
@@ -325,7 +325,7 @@ def test_broken_job_record_is_failed_everywhere_and_rerun(cfg, workdir: Path, co
 
     assert broken.job_id in {s["job_id"] for s in collect(cfg).skipped}  # the aggregation: failed, with why
     retried = run_sweep(cfg, backend, retry_failed=True, **SWEEP_KW)
-    assert [a["n"] for a in retried.arrays] == [1] and backend.submitted[-2]["args"] == [broken]
+    assert [a["n"] for a in retried.arrays] == [1] and backend.submitted[-2].args == (broken,)
 
 
 def test_the_job_moves_a_broken_record_aside_and_runs_again(cfg, workdir: Path, monkeypatch) -> None:
@@ -348,6 +348,9 @@ def test_the_job_moves_a_broken_record_aside_and_runs_again(cfg, workdir: Path, 
 # -- sbatch failing part-way: a summary, what went in stands, the rest waits; sbatch bounded ----
 @pytest.mark.parametrize("fault", ["fail", "timeout"])
 def test_sbatch_failing_part_way_ends_with_a_summary(workdir: Path, fakeslurm: FakeSlurm, fault: str) -> None:
+    from submitit.slurm.slurm import SlurmExecutor
+
+    original = SlurmExecutor._make_submission_command
     cfg = _cfg(workdir)
     backend = SlurmBackend(cfg.jobs_dir / "submitit", timeout_s=5.0, sbatch_timeout_s=1.0)
     fakeslurm.fault(sbatch=fault, sbatch_ok=1, max_array=2)  # the second array on is refused
@@ -355,8 +358,9 @@ def test_sbatch_failing_part_way_ends_with_a_summary(workdir: Path, fakeslurm: F
     assert [a["n"] for a in result.arrays] == [2] and len(result.diff.waiting) == 2
     assert result.diff.summary()["submit"] == 2
     assert result.aggregate_id is None and "aggregation job: " in result.submit_error  # refused as well: said
-    if fault == "timeout":
-        assert "did not finish within 1 s" in result.submit_error
+    if fault == "timeout":  # the bound holds for the array's sbatch and for the single aggregation job's
+        assert result.submit_error.count("did not finish within 1 s") == 2
+        assert SlurmExecutor._make_submission_command is original  # through a subclass: submitit untouched
     else:
         assert "Unable to contact slurm controller" in result.submit_error
     fakeslurm.fault(max_array=2)  # the limit lifts: the next sweep submits the rest, nothing twice
@@ -370,14 +374,16 @@ def test_cli_sweep_prints_the_summary_then_fails(workdir: Path, monkeypatch: pyt
     from typer.testing import CliRunner
 
     from fercluster.cli.main import _register, app
-    from fercluster.errors import SlurmError
+    from fercluster.orchestration.backend import SubmitLimit
+
+    LIMIT = "the QOS limit on jobs submitted per user (MaxSubmitJobsPerUser)"
 
     class Refusing(FakeBackend):
-        def submit_array(self, fn, args, params):
-            if self.calls["sbatch"] >= 1:
+        def submit(self, submission):
+            if submission.kind == "train" and self.calls["sbatch"] >= 1:  # the aggregation job goes in
                 self.calls["sbatch"] += 1
-                raise SlurmError("sbatch: error: QOSMaxSubmitJobPerUserLimit")
-            return super().submit_array(fn, args, params)
+                raise SubmitLimit("sbatch: error: QOSMaxSubmitJobPerUserLimit", LIMIT)
+            return super().submit(submission)
 
     _register()
     cfg_file = workdir / "p.yaml"

@@ -1,9 +1,26 @@
-"""SLURM resources -> submitit parameters (one function), and the split of %K over arrays."""
+"""A sweep's ``Resources`` -> submitit parameters (one function), and the split of %K over arrays."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from fercluster.config import Slurm
-from fercluster.orchestration.slurm.resources import array_throttles, processes, submitit_parameters
+from fercluster.orchestration.backend import Resources
+from fercluster.orchestration.lanes import array_lanes, array_throttles
+from fercluster.orchestration.slurm import resources as slurm_resources
+
+
+def submitit_parameters(
+    slurm: Slurm, *, job_name: str, array_parallelism=None, dependency=(), gpus=True, code_dir=None
+):
+    """The parameters of a training job (``gpus=False``: the aggregation job) of ``slurm``."""
+    res = Resources.training(slurm) if gpus else Resources.aggregation(slurm)
+    res = replace(res, throttle=array_parallelism)
+    return slurm_resources.submitit_parameters(res, job_name=job_name, dependency=dependency, code_dir=code_dir)
+
+
+def processes(slurm: Slurm) -> int:
+    return Resources.training(slurm).processes
 
 
 def test_all_resources_map() -> None:
@@ -18,7 +35,7 @@ def test_all_resources_map() -> None:
         constraint="a100",
         extra={"mail-type": "END"},
     )
-    p = submitit_parameters(slurm, job_name="fc-x-1", array_parallelism=8, dependency="afterany:12")
+    p = submitit_parameters(slurm, job_name="fc-x-1", array_parallelism=8, dependency=("12",))
     assert p["partition"] == "gpu" and p["account"] == "lab" and p["qos"] == "high"
     assert p["time"] == 30 and p["cpus_per_task"] == 4 and p["mem"] == "16384MB"
     assert p["gpus_per_node"] == 1 and p["ntasks_per_node"] == 1
@@ -90,11 +107,14 @@ def test_multi_task_jobs_end_every_rank_when_one_dies() -> None:
 def test_tune_allocation_is_one_task_per_node_without_kill_on_bad_exit(tmp_path) -> None:
     from orch_helpers import make_config
 
-    from fercluster.orchestration.tune.allocation import slurm_parameters
+    from fercluster.orchestration.slurm.resources import submission_parameters
+    from fercluster.orchestration.tune.allocation import allocation
 
     cfg = make_config(tmp_path, tune={"datasets": ["ckplus"]}, slurm={"nodes": 2, "gpus_per_node": 2}, grid=[])
-    p = slurm_parameters(cfg)
-    assert p["nodes"] == 2 and p["ntasks_per_node"] == 1 and "srun_args" not in p
+    sub = allocation(cfg)
+    assert sub.kind == "search" and sub.n_tasks == 1 and sub.resources.processes == 2  # one Ray node per node
+    p = submission_parameters(sub)
+    assert p["nodes"] == 2 and p["ntasks_per_node"] == 1 and p["gpus_per_node"] == 2 and "srun_args" not in p
 
 
 def test_site_setup_exclusive_gpu_type_and_memory_per_gpu(tmp_path) -> None:
@@ -110,15 +130,21 @@ def test_site_setup_exclusive_gpu_type_and_memory_per_gpu(tmp_path) -> None:
         assert line in text
     assert text.index("conda activate fer") < text.index("export PYTHONPATH=") < text.index("srun")
     agg = submitit_parameters(slurm, job_name="agg", gpus=False)
-    assert agg["setup"] == slurm.setup and not {"exclusive", "mem_per_gpu", "gpus_per_node"} & set(agg)
+    assert (
+        agg["setup"] == slurm.setup
+        and agg["nodes"] == 1
+        and not {"exclusive", "mem_per_gpu", "gpus_per_node"} & set(agg)
+    )
 
 
 def test_lanes_keep_the_whole_sweep_within_its_limit() -> None:
-    from fercluster.orchestration.slurm.resources import array_lanes
-
     assert array_lanes(4, 1, []) == [(1, None), (1, 0), (1, 1), (1, 2)]  # one at a time: a chain
     assert array_lanes(3, 64, []) == [(22, None), (21, None), (21, None)]
     assert array_lanes(5, 2, []) == [(1, None), (1, None), (1, 0), (1, 1), (1, 2)]
     assert array_lanes(2, 4, [("900", 2)]) == [(1, None), (1, None)]  # the slots the active array leaves
-    assert array_lanes(3, 4, [("900", 3), ("901", 1)]) == [(2, "900:901"), (1, "900:901"), (1, "900:901")]
-    assert array_lanes(2, 1, [("900", 1)]) == [(1, "900"), (1, 0)]  # none free: after every active array
+    assert array_lanes(3, 4, [("900", 3), ("901", 1)]) == [
+        (2, ("900", "901")),
+        (1, ("900", "901")),
+        (1, ("900", "901")),
+    ]
+    assert array_lanes(2, 1, [("900", 1)]) == [(1, ("900",)), (1, 0)]  # none free: after every active array

@@ -48,11 +48,11 @@ def test_jobs_and_aggregation_run_one_snapshot_recorded_in_the_state(cfg, workdi
     assert result.code["created"] and code.read_snapshot(folder)["hash"] == digest == code.code_files().hash
     train, agg = backend.submitted
     for sub in (train, agg):
-        assert setup_folder(sub["params"]) == str(folder)
-        assert f"export PYTHONPATH={folder}${{PYTHONPATH:+:$PYTHONPATH}}" in sub["params"]["setup"]
+        assert setup_folder(sub.params) == str(folder)
+        assert f"export PYTHONPATH={folder}${{PYTHONPATH:+:$PYTHONPATH}}" in sub.params["setup"]
     state = load_state(cfg.jobs_dir, cfg.name)
     assert {rec["code"] for rec in state.jobs.values()} == {digest}
-    assert state.arrays[train["name"]]["code"] == digest and state.aggregate["code"] == digest
+    assert state.arrays[train.name]["code"] == digest and state.aggregate["code"] == digest
     assert result.arrays[0]["code"] == digest and result.code["note"] == ""
 
 
@@ -76,11 +76,11 @@ def test_retry_reuses_the_submitted_snapshot_unless_told_current(cfg, workdir: P
     assert new != old and result.code["created"]
     by_code = {a["code"]: a for a in result.arrays}
     assert set(by_code) == {old, new} and by_code[old]["n"] == 1 and by_code[new]["n"] == 2  # two D jobs new
-    subs = {s["name"]: s for s in backend.submitted}
+    subs = {s.name: s for s in backend.submitted}
     retried = subs[by_code[old]["name"]]
-    assert setup_folder(retried["params"]).endswith(f"/code/{old}")
-    assert retried["args"] == [first.specs[0].to_dict()]  # plain data for older code
-    assert setup_folder(subs[by_code[new]["name"]]["params"]).endswith(f"/code/{new}")
+    assert setup_folder(retried.params).endswith(f"/code/{old}")
+    assert retried.args == (first.specs[0].to_dict(),)  # plain data for older code
+    assert setup_folder(subs[by_code[new]["name"]].params).endswith(f"/code/{new}")
     assert "mix code versions" in result.code["note"] and old in result.code["note"]
     assert (
         f"code: did rerun 1 failed jobs on snapshot {old}, the code they were submitted with" in result.code["lines"][1]
@@ -113,7 +113,7 @@ def test_live_code_sets_no_snapshot(workdir: Path) -> None:
     cfg = make_config(workdir, slurm={"code": "live"})
     backend = FakeBackend()
     result = run_sweep(cfg, backend, **SWEEP_KW)
-    assert all("setup" not in s["params"] for s in backend.submitted)
+    assert all("setup" not in s.params for s in backend.submitted)
     assert not (Path(cfg.jobs_dir) / "code").exists() and result.arrays[0]["code"] == "live"
     status = snapshot(cfg, backend)["code"]
     assert status["latest"] == "live" and "warning" not in status and status["line"].startswith("code: live")
