@@ -129,7 +129,7 @@ def _run(root: Path, jobs: int) -> dict[str, Any]:
 def _mix_states(backend: FakeBackend, specs: list[Any]) -> None:
     """A realistic mid-sweep: a fifth running (with progress files), some done, failed, pending."""
     states = ["RUNNING", "PENDING", "COMPLETED", "FAILED", "PENDING"]
-    ids = sorted(sid for sub in backend.submitted for sid in sub["ids"])  # the sweep's own
+    ids = sorted(sid for sub in backend.submitted for sid in sub.ids)  # the sweep's own
     for i, sid in enumerate(ids):
         backend.states[sid] = states[i % len(states)]
     for spec in specs[::5]:
