@@ -14,8 +14,11 @@ the module you need. What the rest of the code (the CLI, the analysis) may call:
 - ``known``: ``load_known`` / ``save_known`` (what ``status`` last knew: stale states, done jobs).
 - ``last``: ``record_last``, ``last_config`` (CONFIG of ``status`` when none is given).
 - ``states``: fercluster's job states and their groups (``ACTIVE``, ``ENDED_BADLY``).
-- ``backend``: the ``Backend`` protocol (and ``JobQuery``, its query side); implementations
+- ``backend``: the ``Backend`` protocol (and ``JobQuery``, its query side) in fercluster's terms:
+  ``Submission``, ``Resources``, ``Submitted``, ``JobInfo``, ``SubmitLimit``; implementations
   ``slurm.backend.SlurmBackend``, ``fake.FakeBackend``, ``local_backend.LocalBackend``.
+- ``backends``: ``backend_for(cfg)``, the one way to build the SLURM backend from a config.
+- ``lanes``: ``array_lanes`` (the sweep's concurrency limit shared over its arrays).
 - ``jobs``: the submitted callables; ``aggregate_job`` is the one call into the analysis.
 - ``progress``: ``job_progress`` (the progress bar of a training job).
 - ``bench``: ``run_bench`` (``fercluster bench orchestration``).

@@ -2,10 +2,13 @@
 
 Nothing is imported here, import the module you need. The surface:
 
-- ``backend``: ``SlurmBackend`` (a ``Backend``), ``allocation_live(slurm_id)``.
+- ``backend``: ``SlurmBackend`` (a ``Backend``; built by ``orchestration.backends.backend_for``),
+  ``allocation_live(slurm_id)``.
+- ``executor``: ``BoundedExecutor``, submitit's ``SlurmExecutor`` with sbatch under a time bound.
 - ``parse``: ``SlurmInfo``, ``map_state`` (SLURM's words -> fercluster's states), ``failure_reason``,
-  ``parse_sacct`` / ``parse_squeue`` / ``parse_scontrol_jobs`` (pure, tested without a cluster).
-- ``resources``: ``submitit_parameters(cfg.slurm, ...)`` (the one mapping of a sweep's resources),
-  ``array_throttles``, ``array_lanes`` (the sweep's limit across its arrays).
+  ``parse_sacct`` / ``parse_squeue`` / ``parse_scontrol_jobs`` (pure, tested without a cluster),
+  SLURM's ids (``task_ids``, ``array_id``, ``arrays_of``), ``submit_limit`` (sbatch's refusals).
+- ``resources``: ``submitit_parameters(resources, ...)`` (the one mapping of ``backend.Resources``
+  to submitit), ``submission_parameters(submission)``.
 - ``requeue``: ``JobCheckpointable`` (the submitted training job; requeued on pre-emption).
 """
