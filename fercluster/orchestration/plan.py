@@ -2,7 +2,8 @@
 
 Order: grid entries as written; inside an entry, fold x variant x seed (fold slowest). A job that
 two entries both name appears once, where it first appears. Job ids hash what changes a job's
-result (``fercluster.train.spec.identity``): SLURM resources and paths never change them.
+result (``fercluster.train.spec.identity``): SLURM resources and paths never change them; the
+data counts by its content (``fercluster.data.fingerprint``), not by where it lies.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 from pathlib import Path
 
 from fercluster.config import SweepConfig, Train
+from fercluster.data import fingerprint
 from fercluster.errors import ConfigError
 from fercluster.train import spec as spec_mod
 from fercluster.train.spec import JobSpec
@@ -21,6 +23,7 @@ def expand(cfg: SweepConfig) -> list[JobSpec]:
     specs: list[JobSpec] = []
     seen: set[str] = set()
     trains: dict[str, Train] = {}
+    data_ids = fingerprint.data_ids(cfg, [entry.dataset for entry in cfg.grid])  # each raw tree listed once
     for entry in cfg.grid:
         name = entry.dataset
         if name not in trains:
@@ -29,7 +32,9 @@ def expand(cfg: SweepConfig) -> list[JobSpec]:
         for fold in folds:
             for variant in entry.variants:
                 for seed in entry.seeds:
-                    spec = spec_mod.make_spec(cfg, name, fold, variant, seed, train=trains[name])
+                    spec = spec_mod.make_spec(
+                        cfg, name, fold, variant, seed, train=trains[name], data_id=data_ids[name]
+                    )
                     if spec.job_id not in seen:
                         seen.add(spec.job_id)
                         specs.append(spec)
