@@ -6,7 +6,6 @@ valid. Paths are relative to the current working directory, as with any command-
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -334,21 +333,6 @@ class SweepConfig(Strict):
     def train_for(self, dataset: str) -> Train:
         """The training settings of one data set: ``train`` with its ``train_overrides`` applied."""
         return self._trains.get(dataset, self.train)
-
-    def data_id(self, dataset: str) -> str:
-        """A short fingerprint of what a data set's images are made from: the raw source (its
-        resolved path), the prepared folder and the preparation options. Part of every job id,
-        so the same sweep pointed at other data has other jobs."""
-        ds = self.datasets[dataset]
-        recipe = {
-            "kind": ds.kind,
-            "classes": ds.classes,
-            "crop": ds.crop if ds.kind == "ckplus" else None,
-            "root": str(Path(ds.root).resolve()),
-            "prepared": str(Path(self.prepared_dir(dataset)).resolve()),
-            "synthetic": ds.synthetic.model_dump(mode="json") if ds.synthetic is not None else None,
-        }
-        return hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
 
     @property
     def source(self) -> str | None:

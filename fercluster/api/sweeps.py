@@ -129,6 +129,18 @@ class Submission:
     config: SweepConfig
     result: SweepResult  # the coordinator's account: specs, rows, diff, arrays, aggregation job
     change: OverrideChange | None = None
+    renamed: tuple[tuple[str, str], ...] = ()  # (old id, new id) of jobs that run again under a new id
+
+    def renamed_line(self) -> str | None:
+        """Why jobs run again that an earlier version of fercluster ran: one line, None if none."""
+        if not self.renamed:
+            return None
+        runs = self.config.results_dir / "runs"
+        return (  # the place matches, not why the id changed: the version's change or the user's edit
+            f"{len(self.renamed)} jobs have new ids: since fercluster 0.2 a job's id fingerprints the data "
+            "by its content, not its path (a change of the data or of the settings changes it too); they will "
+            f"run again (their old results stay in {runs}/<old id>)"
+        )
 
     @property
     def jobs(self) -> pd.DataFrame:
@@ -143,6 +155,7 @@ class Submission:
             "dry_run": r.dry_run,
             "overrides": list(self.config.overrides),
             "overrides_changed": self.change.to_dict() if self.change else None,
+            "renamed": [{"old": old, "new": new} for old, new in self.renamed],
             "summary": r.diff.summary(),
             "jobs": [
                 {**{key: getattr(row, key) for key in keys}, "action": todo.get(row.job_id, "")} for row in r.rows
@@ -176,12 +189,14 @@ def submit(
     ``backend``: default SLURM through submitit (``jobs/<sweep>/submitit``).
     """
     from fercluster.orchestration.coordinator import run_sweep
+    from fercluster.orchestration.plan import renamed_jobs
 
     _grid_only(config, "submit")
     backend = backend or slurm_backend(config)
+    before = load_state(config.jobs_dir, config.name)  # the jobs known before this run: renamed_jobs
     change = _override_change(config) if dry_run else _record_config(config)
     result = run_sweep(config, backend, dry_run=dry_run, retry_failed=retry_failed, prune=prune, retry_code=retry_code)
-    return Submission(config, result, change)
+    return Submission(config, result, change, tuple(renamed_jobs(result.specs, before)))
 
 
 def run_local(config: SweepConfig, *, console: Any = None) -> dict[str, Any]:

@@ -174,6 +174,8 @@ def sweep_cmd(
         print(json.dumps(submission.to_dict(), default=str))
     else:
         _print_change(submission.change, console, dry_run=dry_run)
+        if submission.renamed_line():
+            console.print(submission.renamed_line(), style="yellow", markup=False, highlight=False, soft_wrap=True)
         _print_sweep(cfg, submission.result, console)
     if submission.result.submit_error:  # the summary is out: what went in stands, the rest waits
         raise typer.Exit(1)

@@ -2,18 +2,24 @@
 
 Order: grid entries as written; inside an entry, fold x variant x seed (fold slowest). A job that
 two entries both name appears once, where it first appears. Job ids hash what changes a job's
-result (``fercluster.train.spec.identity``): SLURM resources and paths never change them.
+result (``fercluster.train.spec.identity``): SLURM resources and paths never change them; the
+data counts by its content (``fercluster.data.fingerprint``), not by where it lies.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
 
 from fercluster.config import SweepConfig, Train
+from fercluster.data import fingerprint
 from fercluster.errors import ConfigError
 from fercluster.train import spec as spec_mod
 from fercluster.train.spec import JobSpec
+
+if TYPE_CHECKING:
+    from fercluster.orchestration.state import SweepState
 
 
 def expand(cfg: SweepConfig) -> list[JobSpec]:
@@ -21,6 +27,7 @@ def expand(cfg: SweepConfig) -> list[JobSpec]:
     specs: list[JobSpec] = []
     seen: set[str] = set()
     trains: dict[str, Train] = {}
+    data_ids = fingerprint.data_ids(cfg, [entry.dataset for entry in cfg.grid])  # each raw tree listed once
     for entry in cfg.grid:
         name = entry.dataset
         if name not in trains:
@@ -29,7 +36,9 @@ def expand(cfg: SweepConfig) -> list[JobSpec]:
         for fold in folds:
             for variant in entry.variants:
                 for seed in entry.seeds:
-                    spec = spec_mod.make_spec(cfg, name, fold, variant, seed, train=trains[name])
+                    spec = spec_mod.make_spec(
+                        cfg, name, fold, variant, seed, train=trains[name], data_id=data_ids[name]
+                    )
                     if spec.job_id not in seen:
                         seen.add(spec.job_id)
                         specs.append(spec)
@@ -39,6 +48,31 @@ def expand(cfg: SweepConfig) -> list[JobSpec]:
 def make_spec(cfg: SweepConfig, dataset: str, fold: int, variant: str, seed: int) -> JobSpec:
     """The ``JobSpec`` of one job of ``cfg`` (whether or not its grid names it), ``from_tune`` resolved."""
     return spec_mod.make_spec(cfg, dataset, fold, variant, seed, train=resolved_train(cfg, dataset))
+
+
+def renamed_jobs(specs: Sequence[JobSpec], state: SweepState) -> list[tuple[str, str]]:
+    """``(old id, new id)`` of each planned job that the state does not have, while it has a job no
+    longer planned at the same place (data set, fold, variant, seed): the same job under an older
+    id, e.g. from before job ids fingerprinted the data by content. Pure: reads nothing."""
+    planned = {s.job_id for s in specs}
+    old: dict[tuple[Any, ...], str] = {}
+    for job_id in state.jobs:
+        place = None if job_id in planned else _place(state, job_id)
+        if place is not None:
+            old.setdefault(place, job_id)
+    return [
+        (old[place], s.job_id)
+        for s in specs
+        if s.job_id not in state.jobs and (place := (s.dataset, s.fold, s.variant, s.seed)) in old
+    ]
+
+
+def _place(state: SweepState, job_id: str) -> tuple[Any, ...] | None:
+    """A recorded job's (dataset, fold, variant, seed); None if the state does not say (the only
+    place ``renamed_jobs`` reads the state's records)."""
+    rec = state.jobs[job_id]
+    place = tuple(rec.get(key) for key in ("dataset", "fold", "variant", "seed"))
+    return None if None in place else place
 
 
 def resolved_train(cfg: SweepConfig, dataset: str) -> Train:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from fercluster.config import SweepConfig, Train
+from fercluster.data import fingerprint
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class JobSpec:
     prepared_dir: str  # prepared data set folder (manifest.parquet + images.npy)
     run_dir: str  # where the job writes its outputs
     crop: str = "none"  # CK+ crop method (also in data_id; kept for the record)
-    data_id: str = ""  # fingerprint of the data: SweepConfig.data_id
+    data_id: str = ""  # fingerprint of the data's content: fercluster.data.fingerprint.data_id
     # How many processes fercluster launches the job as (DDP when > 1): set by the SLURM
     # submission; local runs, Ray trials and `fercluster job` run one. Not part of the identity.
     processes: int = 1
@@ -90,13 +91,15 @@ def make_spec(
     seed: int = 0,
     run_dir: str | None = None,
     train: Train | None = None,
+    data_id: str | None = None,
 ) -> JobSpec:
-    """The ``JobSpec`` of one grid cell of a sweep config (pure: reads no file, writes none).
+    """The ``JobSpec`` of one grid cell of a sweep config (writes nothing; reads only the data's listing).
 
     ``run_dir`` defaults to ``cfg.results_dir / "runs" / job_id``; ``prepared_dir`` is
     ``cfg.prepared_dir(dataset)`` (``fercluster.data.ensure_prepared`` makes sure it exists before
     the job runs). ``train`` replaces the data set's training settings (the coordinator passes them
-    with ``k: from_tune`` resolved to a number).
+    with ``k: from_tune`` resolved to a number). ``data_id``: the data set's fingerprint, computed
+    here if not given (it lists the raw tree: a caller making many specs computes it once).
     """
     ds = cfg.datasets[dataset]
     spec = JobSpec(
@@ -111,7 +114,7 @@ def make_spec(
         prepared_dir=str(cfg.prepared_dir(dataset)),
         run_dir="",
         crop=ds.crop if ds.kind == "ckplus" else "none",
-        data_id=cfg.data_id(dataset),
+        data_id=data_id if data_id is not None else fingerprint.data_id(cfg, dataset),
     )
     target = run_dir if run_dir is not None else str(cfg.results_dir / "runs" / spec.job_id)
     return replace(spec, run_dir=target)
