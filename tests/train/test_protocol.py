@@ -136,3 +136,12 @@ def test_tf32_default_is_ieee_fp32(make_spec, tmp_path):
     run_job(spec)
     assert torch.backends.cudnn.conv.fp32_precision == "ieee"
     assert torch.backends.cuda.matmul.fp32_precision == "ieee"
+
+
+def test_paper_yaml_pins_the_kl_selection_and_timing_settings():
+    cfg = load_config(REPO / "configs" / "paper.yaml")
+    # the literal KL reading: a tiny epsilon in every bin, evenly ("uniform"), 20 bins
+    assert (cfg.analysis.kl_prior, cfg.analysis.kl_eps, cfg.analysis.kl_bins) == ("uniform", 1e-6, 20)
+    t = cfg.train
+    assert (t.selection, t.eval_at, t.eval_every, t.iterations) == ("2017", "code", 1000, 31_000)
+    assert (t.augment_centre, t.normalize, t.fc4_init, t.k, t.tf32) == ("code", "mean", "code", "random", False)
