@@ -75,7 +75,11 @@ def selections(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             for row in rows[1:]:
                 if row[key] > pick[key]:
                     pick = row
-        out[name] = {"iteration": pick.get("iteration"), "val_acc": pick.get("val_acc"), "test_acc": pick.get("test_acc")}
+        out[name] = {
+            "iteration": pick.get("iteration"),
+            "val_acc": pick.get("val_acc"),
+            "test_acc": pick.get("test_acc"),
+        }
     return out
 
 

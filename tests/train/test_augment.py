@@ -109,7 +109,7 @@ def _authors_warp(image: np.ndarray, flip: bool, angle: float, scale: float, tx:
 
 @pytest.mark.parametrize("flip", [False, True])
 def test_warp_is_the_authors_scikit_image_crop(flip):
-    size, yy, xx = 96, *np.mgrid[0:96, 0:96]
+    yy, xx = np.mgrid[0:96, 0:96]
     image = 1.0 + np.sin(xx / 7.0) * np.cos(yy / 11.0) + 0.3 * np.sin((xx + 2 * yy) / 5.0)  # smooth, asymmetric
     image = (image - image.min()) / (image.max() - image.min()) * 2.0  # in [0, 2]
     angle, scale, tx, ty = 4.3, 1.27, 3.4, -2.2

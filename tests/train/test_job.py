@@ -187,7 +187,10 @@ def test_job_records_every_checkpoint_selection(make_spec, tmp_path):
     last = metrics.iloc[-1]
     assert sel["last"] == {"iteration": 30, "val_acc": last["val_acc"], "test_acc": last["test_acc"]}
     # the top-level fields keep their meaning: the configured selection ("2017": best validation)
-    assert (record["selected_iteration"], record["test_acc"]) == (sel["best_val"]["iteration"], sel["best_val"]["test_acc"])
+    assert (record["selected_iteration"], record["test_acc"]) == (
+        sel["best_val"]["iteration"],
+        sel["best_val"]["test_acc"],
+    )
 
 
 def test_eval_at_code_evaluates_after_updates_1_11_21(make_spec, tmp_path):
