@@ -122,6 +122,13 @@ class Train(Strict):
     k_low: float = Field(0.2, gt=0)
     k_high: float = Field(1.2, gt=0)
     selection: Literal["2017", "2015"] = "2017"  # 2017: best validation; 2015: best test (optimistic)
+    # When to evaluate (and keep a selectable checkpoint). round: before any update, every eval_every
+    # and at the end (what Ray Tune's reports and the demo's curves need); code: after updates
+    # 1, 1 + eval_every, ... as the authors' Monitor saved (1, 1001, ..., 30001; configs/paper.yaml).
+    eval_at: Literal["round", "code"] = "round"
+    # Augmentation's rotation/scale centre. code: the authors' Crop, S/2 = 48 in scikit-image's pixel
+    # indices (half a pixel off); true: the image's true centre, 47.5.
+    augment_centre: Literal["code", "true"] = "code"
     fc4_init: Literal["code", "fan_in"] = "code"  # code: sigma k/256 (authors' quirk); fan_in: k/32
     normalize: Literal["mean", "mean_std"] = "mean"  # 5x5 mean subtraction; mean_std also divides
     dropout: float = Field(0.5, ge=0, lt=1)  # used by variants D and AD

@@ -174,6 +174,9 @@ def _au_labels(prepared, rows: np.ndarray, kind: str, min_positive: int):
     return (matrix, numbers) if numbers else None
 
 
+FIGURE1_SIDE = 5  # the paper's Figure 1: 5 filters x 5 top images
+
+
 def _grids(section: Section, views, filters, top, dataset: str, out: Path) -> None:
     labels = [f"filter {f}" + (f"\nAU{int(top.loc[f, 'au'])}" if top is not None else "") for f in filters]
     gb_rows = [[pad_square(crop_support(m), TILE) for m in maps] for maps in views.projections]
@@ -196,6 +199,18 @@ def _grids(section: Section, views, filters, top, dataset: str, out: Path) -> No
         "(one row per filter, strongest image left; cropped to the support; red positive, blue negative).",
     )
     section.image(patches, "The same images: the 32x32 receptive-field patch around the unit's argmax.")
+    n = FIGURE1_SIDE
+    fig1 = figures.figure1(
+        [p[:n] for p in views.patches[:n]],
+        [m[:n] for m in views.projection_patches[:n]],
+        labels[:n],
+        out / f"figure1_{dataset}.png",
+    )
+    section.image(
+        fig1,
+        f"Figure 1 laid out as the paper's: {min(n, len(filters))} filters (rows) x their top {n} training images, "
+        "each patch followed by its guided-backprop map over the same 32x32 receptive field.",
+    )
 
 
 def _rankings(values: np.ndarray, au, a, au_regions) -> tuple[np.ndarray, pd.DataFrame]:

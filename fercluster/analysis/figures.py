@@ -128,6 +128,33 @@ def grid(
     return save(fig, path)
 
 
+def figure1(
+    patches: Sequence[Sequence[np.ndarray]], maps: Sequence[Sequence[np.ndarray]], labels: Sequence[str], path: Path
+) -> Path:
+    """The paper's Figure 1: one row per filter, its top images side by side, each image's patch
+    (grey) followed by its guided-backprop map over the same patch (red positive, blue negative)."""
+    plt = _plt()
+    n_rows, n_cols = len(patches), max((len(r) for r in patches), default=1)
+    fig, axes = plt.subplots(n_rows, 2 * n_cols, figsize=(1.6 * n_cols + 1.2, 0.85 * n_rows + 0.5), squeeze=False)
+    for i in range(n_rows):
+        for j in range(2 * n_cols):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j // 2 >= len(patches[i]):
+                continue
+            if j % 2 == 0:
+                ax.imshow(patches[i][j // 2], cmap="gray", vmin=0, vmax=255)
+            else:
+                tile = maps[i][j // 2]
+                scale = float(np.abs(tile).max()) or 1.0
+                ax.imshow(tile, cmap="RdBu_r", vmin=-scale, vmax=scale)
+        axes[i][0].set_ylabel(labels[i], rotation=0, ha="right", va="center", fontsize=7)
+    fig.suptitle("Figure 1 (as the paper): top images of 5 conv3 filters with their guided-backprop maps", fontsize=9)
+    fig.subplots_adjust(wspace=0.04, hspace=0.06)
+    return save(fig, path)
+
+
 def agreement_plot(
     rate: float | None,
     shuffled_rates: Sequence[float],

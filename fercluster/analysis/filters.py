@@ -11,7 +11,7 @@ backward signal are both positive; max pooling routes through the forward switch
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +189,7 @@ class FilterViews:
     projections: list[np.ndarray]  # per filter (n, S, S) guided-backprop maps
     patches: list[list[np.ndarray]]  # per filter, n receptive-field patches (uint8)
     image_size: int
+    projection_patches: list[list[np.ndarray]] = field(default_factory=list)  # the maps over the same patches
 
 
 def visualise(
@@ -197,15 +198,17 @@ def visualise(
     """Top images, guided-backprop maps and patches of each filter. ``rows[k]``: the prepared-set
     row of activation image k."""
     top = top_images(acts.values[:, filters], top_n)  # (len(filters), n) activation rows
-    projections, patches = [], []
+    projections, patches, map_patches = [], [], []
     size = model.config.image_size
     for i, filt in enumerate(filters):
         k = top[i]
         x = network_input(images[rows[k]], model, normalize)
         projections.append(guided_backprop(model, x, filt, acts.ys[k, filt], acts.xs[k, filt]))
         shown = display_images(images[rows[k]], size)
-        patches.append([patch(shown[j], int(acts.ys[kk, filt]), int(acts.xs[kk, filt])) for j, kk in enumerate(k)])
-    return FilterViews(list(filters), rows[top], projections, patches, size)
+        units = [(int(acts.ys[kk, filt]), int(acts.xs[kk, filt])) for kk in k]
+        patches.append([patch(shown[j], *unit) for j, unit in enumerate(units)])
+        map_patches.append([patch(projections[-1][j], *unit) for j, unit in enumerate(units)])
+    return FilterViews(list(filters), rows[top], projections, patches, size, map_patches)
 
 
 def display_images(images: np.ndarray, size: int) -> np.ndarray:

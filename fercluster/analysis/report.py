@@ -21,6 +21,7 @@ import yaml
 
 from fercluster.analysis import figures, tables
 from fercluster.analysis.collect import Collection, collect
+from fercluster.analysis.compare import comparison_section
 from fercluster.analysis.dataset_section import analyse_dataset
 from fercluster.analysis.render import Section, to_html, to_markdown
 from fercluster.analysis.tune_section import TITLE as TUNE_TITLE
@@ -53,7 +54,7 @@ def aggregate(cfg: SweepConfig, console: Any = None) -> dict[str, Any]:
         kinds = {n: (d.kind, d.classes) for n, d in cfg.datasets.items()}
         acc = tables.accuracy_table(folds, col.planned, kinds)
         paths = tables.write_tables(out, acc, folds)
-        sections += [_accuracy_section(acc, folds), _curves_section(cfg, col, out)]
+        sections += [_accuracy_section(acc, folds), comparison_section(folds, kinds), _curves_section(cfg, col, out)]
     for dataset in sorted({r.spec["dataset"] for r in col.results}):
         log(f"analysing {dataset}")
         result = analyse_dataset(cfg, dataset, col.results, out, log)

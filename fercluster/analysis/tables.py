@@ -21,6 +21,7 @@ import pandas as pd
 from fercluster.analysis.collect import JobResult, PlannedJob
 from fercluster.atomic import write_text
 
+SELECTIONS = ("best_val", "best_test", "last")  # job.json's "selections" (fercluster.train.job.selections)
 STD_NOTE = "std: sample standard deviation over folds (ddof = 1)"
 VARIANT_ORDER = {"none": 0, "D": 1, "A": 2, "AD": 3}
 
@@ -76,6 +77,7 @@ def fold_table(results: Sequence[JobResult]) -> pd.DataFrame:
             "test_acc": 100.0 * _accuracy(r),
             "val_acc": 100.0 * _float(r.info.get("val_acc")),
             "selected_iteration": int(r.info.get("selected_iteration", -1)),
+            **selection_accuracies(r.info),
         }
         for r in results
     ]
@@ -91,9 +93,16 @@ def fold_table(results: Sequence[JobResult]) -> pd.DataFrame:
         "test_acc",
         "val_acc",
         "selected_iteration",
+        *(f"test_{name}" for name in SELECTIONS),
     ]
     frame = pd.DataFrame(rows, columns=columns)
     return _sort(frame, ["dataset", "variant", "fold", "seed"])
+
+
+def selection_accuracies(info: dict[str, Any]) -> dict[str, float]:
+    """Test accuracy (%) of each checkpoint selection job.json records (NaN where a record has none)."""
+    recorded = info.get("selections") if isinstance(info.get("selections"), dict) else {}
+    return {f"test_{name}": 100.0 * _float((recorded.get(name) or {}).get("test_acc")) for name in SELECTIONS}
 
 
 def _accuracy(r: JobResult) -> float:

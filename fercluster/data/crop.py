@@ -48,18 +48,20 @@ def crop_box(image: np.ndarray, x0: float, y0: float, side: float, size: int = C
     return cv2.resize(square(image, x0, y0, side), (size, size), interpolation=cv2.INTER_AREA)
 
 
-# The authors' CK+ pipeline ran on scikit-image: rgb2gray (ITU-R BT.709 weights, float in [0, 1]),
-# transform.resize with bilinear interpolation and no anti-aliasing (scikit-image had none then),
-# and a cast of value * 255 to uint8, which truncates.
+# The authors' CK+ pipeline ran on scikit-image: rgb2gray (ITU-R BT.709 weights, float in [0, 1])
+# for colour frames, stored as uint8 (value * 255, truncated) before the crop; transform.resize
+# with bilinear interpolation and no anti-aliasing (scikit-image had none then); and a cast of
+# value * 255 to uint8, which truncates.
 def to_grey(image: np.ndarray) -> np.ndarray:
     """A frame (grey, RGB or RGBA; uint8 or uint16) as float grey in [0, 1], as scikit-image reads
-    it: ``rgb2gray`` (0.2125 R + 0.7154 G + 0.0721 B) for colour, alpha dropped."""
+    it: ``rgb2gray`` (0.2125 R + 0.7154 G + 0.0721 B) for colour, alpha dropped, then truncated to
+    the uint8 grid as the authors stored the grey frame (up to 1 grey level, on about half the pixels)."""
     from skimage.color import rgb2gray
 
-    image = np.asarray(image, dtype=np.float64) / np.iinfo(image.dtype).max  # exact: v / 255 * 255 == v
-    if image.ndim == 3:
-        image = rgb2gray(image[..., :3])
-    return image
+    image = np.asarray(image)
+    if image.ndim == 3:  # rgb2gray on the integer frame, as the authors called it (its float cast included)
+        return to_uint8(rgb2gray(image[..., :3])) / 255.0
+    return image.astype(np.float64) / np.iinfo(image.dtype).max  # exact: v / 255 * 255 == v
 
 
 def to_uint8(grey: np.ndarray) -> np.ndarray:

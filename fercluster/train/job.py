@@ -57,6 +57,32 @@ class History:
             }
 
 
+SELECTIONS = {"best_val": "val_acc", "best_test": "test_acc", "last": None}  # name -> the accuracy it maximises
+
+
+def selections(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each checkpoint selection of a run's evaluations: ``{name: {iteration, val_acc, test_acc}}``.
+
+    best_val ("2017") and best_test ("2015") keep the earliest of tied checkpoints, as ``History``;
+    last is the final evaluation. One run gives the paper's both protocols' numbers where their
+    training sets agree (TFD: always; CK+ 2015 trains on 9 folds, a separate grid).
+    """
+    out = {}
+    for name, key in SELECTIONS.items():
+        pick = rows[-1] if rows else {}
+        if key is not None and rows:
+            pick = rows[0]
+            for row in rows[1:]:
+                if row[key] > pick[key]:
+                    pick = row
+        out[name] = {
+            "iteration": pick.get("iteration"),
+            "val_acc": pick.get("val_acc"),
+            "test_acc": pick.get("test_acc"),
+        }
+    return out
+
+
 def run_job(spec: JobSpec | dict, reporter: Reporter | None = None, progress: Progress | None = None) -> dict:
     """Run one job (see the module doc); ``progress(iteration, iterations)`` is called every step."""
     spec = JobSpec.from_dict(spec) if isinstance(spec, dict) else spec
@@ -79,6 +105,14 @@ def run_job(spec: JobSpec | dict, reporter: Reporter | None = None, progress: Pr
         return record
     finally:
         distributed.teardown(info)
+
+
+def due_eval(it: int, eval_at: str, every: int, iterations: int) -> bool:
+    """Whether iteration ``it`` (updates done) is evaluated. round: 0, every, 2 every, ... and the
+    last; code: 1, 1 + every, ... as the authors' Monitor saved after updates 1, 1001, ..., 30001."""
+    if eval_at == "code":
+        return it >= 1 and (it - 1) % every == 0
+    return it % every == 0 or it == iterations
 
 
 def _limit_threads(device: torch.device) -> None:
@@ -149,7 +183,7 @@ class _Run:
 
     def _due_eval(self, it: int) -> bool:
         evaluated = bool(self.history.rows) and self.history.rows[-1]["iteration"] == it
-        return not evaluated and (it % self.eval_every == 0 or it == self.iterations)
+        return not evaluated and due_eval(it, self.spec.train.eval_at, self.eval_every, self.iterations)
 
     def _saved_at(self, it: int) -> bool:
         return getattr(self, "_last_saved", None) == it
@@ -290,6 +324,7 @@ class _Run:
             "selected_iteration": best["iteration"],
             "val_acc": best["val_acc"],
             "test_acc": best["test_acc"],
+            "selections": selections(self.history.rows),
             "code_version": outputs.code_version(),
             "code": self.code,
             "packages": outputs.packages(),

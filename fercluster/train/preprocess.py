@@ -1,7 +1,10 @@
 """Pre-processing as the authors' code ran it: scale to [0, 2], then 5x5 local mean subtraction.
 
-The code meant to divide by the local standard deviation too, but Python 2's integer division made
-the divisor 1: mean subtraction is the default, ``normalize="mean_std"`` is the text's reading.
+The code (anna's ``Normer3``) meant to divide by the local standard deviation too, but Python 2's
+integer division made the divisor ``std ** (1 / 2)`` equal 1: mean subtraction is the default, and
+``normalize="mean_std"`` is the text's reading with Normer3's own variance, the 5x5 box mean of the
+squared deviations ``box_mean((x - box_mean(x)) ** 2)`` (each pixel's deviation from its own local
+mean), plus ``STD_EPS`` so flat (or zero-padded) regions do not divide by zero.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ def local_normalize(x: torch.Tensor, mode: str = "mean") -> torch.Tensor:
     centred = x - mean
     if mode == "mean":
         return centred
-    variance = (box_mean(x * x) - mean * mean).clamp_min(0.0)
+    variance = box_mean(centred * centred)  # Normer3: conv of diff ** 2 with the same 1/25 box
     return centred / torch.sqrt(variance + STD_EPS)
 
 

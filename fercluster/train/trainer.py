@@ -56,6 +56,7 @@ class Trainer:
         self.spec, self.data, self.device, self.dist = spec, data, device, dist
         self.augment = spec.augment
         self.normalize = t.normalize
+        self.augment_centre = t.augment_centre
         self.model: ZeroBiasCNN = build_model(
             spec.classes,
             width=t.width,
@@ -110,7 +111,7 @@ class Trainer:
     def batch_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.randint(len(self.data.train), (self.batch,), generator=self.batch_gen, device=self.device)
         if self.augment:
-            x = local_normalize(augment(self.data.train_raw[idx], self.aug_gen), self.normalize)
+            x = local_normalize(augment(self.data.train_raw[idx], self.aug_gen, self.augment_centre), self.normalize)
         else:
             x = self.data.train.x[idx]
         if self.channels_last:

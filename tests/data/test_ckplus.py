@@ -159,7 +159,9 @@ def test_rgb_frames_become_grey(ck_root):
     path = ck_root / "cohn-kanade-images/S011/001/S011_001_00000005.png"
     assert cv2.imread(str(path), cv2.IMREAD_UNCHANGED).ndim == 3  # the fixture wrote it in colour
     rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
-    grey = rgb @ np.array([0.2125, 0.7154, 0.0721]) / 255  # scikit-image's rgb2gray weights, as the authors'
+    from skimage.color import rgb2gray  # the authors' call (weights 0.2125, 0.7154, 0.0721)
+
+    grey = (rgb2gray(rgb) * 255).astype(np.uint8) / 255.0  # stored as uint8 grey before the crop, as the authors'
     points = parse_landmarks(ck_root / "Landmarks/S011/001/S011_001_00000005_landmarks.txt")
     diff = data.images[i].astype(int) - face_crop(grey, *landmark_box(points)).astype(int)
     assert np.abs(diff).max() <= 1

@@ -61,13 +61,14 @@ def test_rotation_scale_and_shift_follow_the_pixel_matrix(flip):
     assert np.allclose(centroid, p_out, atol=0.15)
 
 
-def test_pixel_matrix_is_the_spec_formula():
+@pytest.mark.parametrize("centre, c", [("true", 48.0), ("code", 48.5)])  # continuous coordinates: x runs 0..96
+def test_pixel_matrix_is_the_spec_formula(centre, c):
     p = _params(angle=3.0, scale=1.2, tx=4.0, ty=1.0)
-    m = pixel_matrix(p, 96)[0].double()
+    m = pixel_matrix(p, 96, centre)[0].double()
     a = math.radians(3.0)
     r = 1.2 * torch.tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]], dtype=torch.float64)
     p_out = torch.tensor([20.0, 70.0], dtype=torch.float64)
-    c = torch.tensor([48.0, 48.0], dtype=torch.float64)
+    c = torch.tensor([c, c], dtype=torch.float64)
     expected = r @ (p_out - c) + c + torch.tensor([4.0, 1.0], dtype=torch.float64)
     assert torch.allclose(m[:, :2] @ p_out + m[:, 2], expected, atol=1e-4)
 
@@ -88,3 +89,35 @@ def test_augment_is_batched_and_reproducible_from_the_generator():
     b = augment(x, torch.Generator().manual_seed(3))
     assert a.shape == x.shape and torch.equal(a, b)
     assert a.min() >= 0 and a.max() <= 2 + 1e-5
+
+
+def _authors_warp(image: np.ndarray, flip: bool, angle: float, scale: float, tx: float, ty: float) -> np.ndarray:
+    """The authors' ``Crop`` (anna.util) rebuilt from scikit-image's own calls: rotate, scale, centre
+    (c = S / 2 in pixel indices), translate, composed with ``+``; ``warp`` with that inverse map."""
+    from skimage.transform import AffineTransform
+    from skimage.transform import warp as sk_warp
+
+    size = image.shape[0]
+    if flip:
+        image = image[:, ::-1]
+    centre = np.array([size // 2, size // 2, 1])
+    tf = AffineTransform(rotation=np.deg2rad(angle)) + AffineTransform(scale=(scale, scale))
+    shift = centre - tf.params @ centre
+    tf = tf + AffineTransform(translation=shift[:2]) + AffineTransform(translation=(tx, ty))
+    return sk_warp(image, tf.params, order=1, mode="constant", cval=0.0, preserve_range=True)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_warp_is_the_authors_scikit_image_crop(flip):
+    yy, xx = np.mgrid[0:96, 0:96]
+    image = 1.0 + np.sin(xx / 7.0) * np.cos(yy / 11.0) + 0.3 * np.sin((xx + 2 * yy) / 5.0)  # smooth, asymmetric
+    image = (image - image.min()) / (image.max() - image.min()) * 2.0  # in [0, 2]
+    angle, scale, tx, ty = 4.3, 1.27, 3.4, -2.2
+    reference = _authors_warp(image, flip, angle, scale, tx, ty)
+    params = _params(flip=flip, angle=angle, scale=scale, tx=tx, ty=ty)
+    x = torch.tensor(image.copy(), dtype=torch.float64)[None, None]
+    ours = warp(x, params)[0, 0].numpy()
+    assert np.abs(ours - reference).max() < 1e-4  # float rounding in affine_grid; the true centre is off by > 0.01
+    # the true centre (47.5) is measurably off the authors' warp: the default is what pins the centre
+    true = warp(x, params, centre="true")[0, 0].numpy()
+    assert np.abs(true - reference).max() > 0.01

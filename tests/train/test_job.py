@@ -173,3 +173,30 @@ def test_full_disk_leaves_no_partial_file(make_spec, monkeypatch):
     run = Path(spec.run_dir)
     assert not (run / "metrics.parquet").exists() and not list(run.glob(".tmp-*"))
     assert json.loads((run / "progress.json").read_text())["state"] == "failed"
+
+
+def test_job_records_every_checkpoint_selection(make_spec, tmp_path):
+    record = run_job(make_spec("none", run_dir=tmp_path / "run", iterations=30, eval_every=10))
+    metrics = pd.read_parquet(tmp_path / "run" / "metrics.parquet")
+    sel = json.loads((tmp_path / "run" / "job.json").read_text())["selections"]
+    assert set(sel) == {"best_val", "best_test", "last"}
+    for name, column in (("best_val", "val_acc"), ("best_test", "test_acc")):
+        first = metrics[metrics[column] == metrics[column].max()].iloc[0]  # ties: the earliest
+        assert sel[name] == {"iteration": int(first["iteration"]), "val_acc": first["val_acc"],
+                             "test_acc": first["test_acc"]}  # fmt: skip
+    last = metrics.iloc[-1]
+    assert sel["last"] == {"iteration": 30, "val_acc": last["val_acc"], "test_acc": last["test_acc"]}
+    # the top-level fields keep their meaning: the configured selection ("2017": best validation)
+    assert (record["selected_iteration"], record["test_acc"]) == (
+        sel["best_val"]["iteration"],
+        sel["best_val"]["test_acc"],
+    )
+
+
+def test_eval_at_code_evaluates_after_updates_1_11_21(make_spec, tmp_path):
+    run_job(make_spec("none", run_dir=tmp_path / "run", iterations=30, eval_every=10, eval_at="code"))
+    assert pd.read_parquet(tmp_path / "run" / "metrics.parquet")["iteration"].tolist() == [1, 11, 21]
+    # as the authors' Monitor: a checkpoint after updates 1, 1001, ..., 30001 of 31,000
+    from fercluster.train.job import due_eval
+
+    assert [it for it in range(31_001) if due_eval(it, "code", 1000, 31_000)] == list(range(1, 30_002, 1000))

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from fercluster.train.preprocess import box_mean, local_normalize, preprocess, to_float
+from fercluster.train.preprocess import STD_EPS, box_mean, local_normalize, preprocess, to_float
 
 
 def test_to_float_maps_uint8_to_0_2():
@@ -41,3 +41,17 @@ def test_mean_std_divides_by_local_deviation():
 def test_unknown_normalize_is_refused():
     with pytest.raises(ValueError, match="mean_std"):
         local_normalize(torch.zeros(1, 1, 4, 4), "zscore")
+
+
+def test_mean_std_is_normer3_box_mean_of_squared_deviations():
+    # Normer3 (anna.util) with scipy's correlation as the convolution: mean = box(x), diff = x - mean,
+    # var = box(diff ** 2), zero-padded borders, always / 25. E[x^2] - E[x]^2 is a different number.
+    from scipy.ndimage import correlate
+
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 16)) * 2
+    box = lambda a: correlate(a, np.ones((5, 5)) / 25.0, mode="constant", cval=0.0)  # noqa: E731
+    diff = x - box(x)
+    expected = diff / np.sqrt(box(diff**2) + STD_EPS)
+    out = local_normalize(torch.tensor(x, dtype=torch.float64)[None, None], "mean_std")[0, 0].numpy()
+    assert np.abs(out - expected).max() < 1e-9

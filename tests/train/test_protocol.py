@@ -107,3 +107,41 @@ def test_tf32_is_set_explicitly_by_the_job(make_spec, tmp_path, tf32, precision)
 def test_tf32_is_part_of_the_job_identity(make_spec):
     base = make_spec("none")
     assert replace(base, train=base.train.model_copy(update={"tf32": True}), job_id="").job_id != base.job_id
+
+
+def test_folds_start_from_different_weights(make_spec):
+    def first_weights(spec):
+        data = load_job_data(spec, torch.device("cpu"))
+        return Trainer(spec, data, torch.device("cpu"), distributed.DistInfo(), resolve_k(spec)).model.conv3.weight
+
+    a = make_spec("AD", k="random")
+    b = replace(a, fold=1, job_id="")
+    assert b.job_id != a.job_id and resolve_k(a) != resolve_k(b)
+    assert not torch.equal(first_weights(a), first_weights(b))
+    # with k fixed the weights still differ: the fold moves the init seed, not only k
+    fa, fb = make_spec("AD", k=0.8), replace(make_spec("AD", k=0.8), fold=1, job_id="")
+    assert not torch.equal(first_weights(fa) / 0.8, first_weights(fb) / 0.8)
+
+
+def test_tf32_default_is_ieee_fp32(make_spec, tmp_path):
+    if not hasattr(torch.backends.cudnn, "conv") or not hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        pytest.skip("this torch has no torch.backends.cudnn.conv.fp32_precision (torch < 2.9)")
+    from fercluster.config import Train
+
+    assert Train().tf32 is False
+    torch.backends.cudnn.conv.fp32_precision = "tf32"  # the opposite of the default
+    torch.backends.cuda.matmul.fp32_precision = "tf32"
+    spec = make_spec("none", run_dir=tmp_path / "run", iterations=1, eval_every=1)
+    spec = replace(spec, train=spec.train.model_copy(update={"tf32": Train().tf32}))
+    run_job(spec)
+    assert torch.backends.cudnn.conv.fp32_precision == "ieee"
+    assert torch.backends.cuda.matmul.fp32_precision == "ieee"
+
+
+def test_paper_yaml_pins_the_kl_selection_and_timing_settings():
+    cfg = load_config(REPO / "configs" / "paper.yaml")
+    # the literal KL reading: a tiny epsilon in every bin, evenly ("uniform"), 20 bins
+    assert (cfg.analysis.kl_prior, cfg.analysis.kl_eps, cfg.analysis.kl_bins) == ("uniform", 1e-6, 20)
+    t = cfg.train
+    assert (t.selection, t.eval_at, t.eval_every, t.iterations) == ("2017", "code", 1000, 31_000)
+    assert (t.augment_centre, t.normalize, t.fc4_init, t.k, t.tf32) == ("code", "mean", "code", "random", False)
