@@ -38,4 +38,5 @@ __all__ = [
     "Results",
     "Submission",
     "OverrideChange",
+    "record_last",
 ]
