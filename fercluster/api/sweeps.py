@@ -273,7 +273,7 @@ def _config(config: SweepConfig | str | Path, what: str) -> SweepConfig:
 
 
 def _require_folders(config: SweepConfig) -> None:
-    from fercluster.orchestration.doctor import require_folders
+    from fercluster.orchestration.folders import require_folders
 
     require_folders(config)
 

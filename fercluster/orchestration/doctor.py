@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 from fercluster.config import Slurm, SweepConfig
-from fercluster.errors import ConfigError
 from fercluster.orchestration.slurm import preflight
 
 OK, WARNING, ERROR = "ok", "warning", "error"
@@ -205,20 +204,6 @@ def data_checks(cfg: SweepConfig) -> list[Check]:
 def folder_checks(cfg: SweepConfig) -> list[Check]:
     """The sweep's state folder (submitted pickles run as you: error if others can write) and outputs."""
     return [_folder_check("jobs folder", Path(cfg.jobs_dir), ERROR), _folder_check("results folder", Path(cfg.results_dir), WARNING)]  # fmt: skip
-
-
-def require_folders(cfg: SweepConfig) -> None:
-    """Refuse, before any work, a sweep whose jobs or results folder cannot be made or written
-    (under a file, or in a folder that is not writable): one ConfigError line naming the key."""
-    for key, path in (("paths.jobs", Path(cfg.jobs_dir)), ("paths.results", Path(cfg.results_dir))):
-        existing = next(p for p in (path, *path.absolute().parents) if p.exists())
-        if not existing.is_dir():
-            why = f"{path} would lie under {existing}, which is a file"
-        elif not os.access(existing, os.W_OK | os.X_OK):
-            why = f"{existing} is not writable" + (f" (for {path})" if existing != path else "")
-        else:
-            continue
-        raise ConfigError(f"{key}: {why}; set {key} to a folder you can write (--set {key}=DIR)")
 
 
 def data_warnings(cfg: SweepConfig) -> list[str]:

@@ -124,3 +124,18 @@ def test_status_says_where_the_states_came_from(workdir: Path, fake) -> None:  #
     assert runner.invoke(app, ["sweep", "t.yaml"]).exit_code == 0
     out = runner.invoke(app, ["status", "t.yaml"])
     assert out.exit_code == 0 and "(states from SLURM's sacct, at " in out.stdout and "SLURM via" not in out.stdout
+
+
+def test_an_unwritable_jobs_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not writable (root writes anywhere, so the permission is faked): the same one line."""
+    import fercluster.orchestration.folders as folders
+
+    monkeypatch.chdir(tmp_path)
+    cfg = fercluster.load_config(write(tmp_path))
+    monkeypatch.setattr(folders.os, "access", lambda path, mode: Path(path) != tmp_path)
+    with pytest.raises(ConfigError) as err:
+        folders.require_folders(cfg)
+    assert str(err.value) == (
+        f"paths.jobs: {tmp_path} is not writable (for jobs/t); set paths.jobs to a folder you can write "
+        "(--set paths.jobs=DIR)"
+    )
