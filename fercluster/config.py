@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Sequence
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -23,8 +22,10 @@ from pydantic import (
     model_validator,
 )
 
+from fercluster.config_errors import format_problems, problem_lines
 from fercluster.errors import ConfigError
 from fercluster.overrides import annotate, apply_overrides
+from fercluster.yaml_io import read_yaml
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -322,7 +323,7 @@ class SweepConfig(Strict):
                     json.dumps({**self.train.model_dump(mode="json"), **overrides})
                 )
             except ValidationError as exc:
-                problems += _lines(exc, prefix=f"train_overrides.{name}.")
+                problems += problem_lines(exc, Train, prefix=f"train_overrides.{name}.")
         if self.tune is not None:
             for name in self.tune.datasets:
                 if name not in self.datasets:
@@ -360,51 +361,6 @@ class SweepConfig(Strict):
         return self.paths.results / self.name
 
 
-# pydantic's location parts that are not keys: union members, validator wrappers, dict-key marker.
-_TAG_RE = re.compile(r"^(literal\[.*\]|[a-z-]+\[.*\]|function-.*)$")
-
-
-def _format(lines: list[str]) -> str:
-    """One line for one problem; a head line and one indented line per problem for several."""
-    return "invalid config: " + lines[0] if len(lines) == 1 else "invalid config:\n  " + "\n  ".join(lines)
-
-
-def _lines(exc: ValidationError, prefix: str = "") -> list[str]:
-    """One line per problem, each naming the key (with ``prefix``), the value and what is valid."""
-    located = []  # (where, error, bad dict key?, member of a union?)
-    for err in exc.errors():
-        parts = [str(p) for p in err["loc"]]
-        is_key = parts[-1:] == ["[key]"]  # a bad dict key: the error belongs to the dict
-        if is_key:
-            parts = parts[:-2]
-        tagged = any(_TAG_RE.match(p) for p in parts)
-        parts = [p for p in parts if not _TAG_RE.match(p)]
-        located.append((prefix + ".".join(parts), err, is_key, tagged))
-    lines: dict[str, str] = {}
-    for loc, err, is_key, tagged in located:
-        # A union-typed value gets one error per member: keep the deepest, join the rest with "or".
-        if tagged and any(other.startswith(loc + ".") for other, *_ in located):
-            continue
-        value, msg = err.get("input"), err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            line = f"{loc}: unknown key (value {value!r})"
-        elif err["type"] == "missing":
-            line = f"{loc}: missing; {msg.lower()}"
-        elif is_key:
-            line = f"{loc}: bad key {value!r}; {msg}"
-        elif isinstance(value, dict) and err["type"] == "value_error":
-            # A model's own cross-field check: its message names the keys, one line each.
-            for i, part in enumerate(msg.split("\n")):
-                where = f"{loc}." if re.match(r"^[\w.-]+: ", part) else f"{loc}: "
-                lines[f"{loc}#{i}"] = (where if loc else "") + part
-            continue
-        else:
-            line = f"{loc or '(top level)'}: got {value!r}; {msg}"
-        key = f"{loc}#union" if tagged else f"{loc}#{len(lines)}"
-        lines[key] = f"{lines[key]} or {msg}" if key in lines else line
-    return list(lines.values())
-
-
 def parse_config(data: Any, source: str = "<config>", overrides: Sequence[str] = ()) -> SweepConfig:
     """Validate a mapping (e.g. parsed YAML) into a frozen ``SweepConfig``.
 
@@ -423,9 +379,9 @@ def parse_config(data: Any, source: str = "<config>", overrides: Sequence[str] =
         # a number), while paths may be written as strings.
         cfg = SweepConfig.model_validate_json(json.dumps(data, default=str))
     except ValidationError as exc:
-        problems += annotate(_lines(exc), overrides)
+        problems += annotate(problem_lines(exc, SweepConfig), overrides)
     if problems:
-        raise ConfigError(f"{source}: " + _format(problems)) from None
+        raise ConfigError(f"{source}: " + format_problems(problems)) from None
     cfg._overrides = overrides
     return cfg
 
@@ -433,14 +389,7 @@ def parse_config(data: Any, source: str = "<config>", overrides: Sequence[str] =
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> SweepConfig:
     """Load and validate a sweep config from a YAML file, with ``key=value`` ``overrides`` applied."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    data = read_yaml(path)  # one ConfigError line: not found, a folder, unreadable, a syntax error
     cfg = parse_config(data, source=str(path), overrides=overrides)
     cfg._source = str(path.resolve())
     return cfg

@@ -2,7 +2,7 @@
 
 An override names a place in the parsed YAML with a dotted key (mapping keys, and list indices for
 lists: ``grid.0.folds``) and gives a YAML value (``500``, ``[0, 1]``, ``gpu``, ``null``; an unquoted
-``1e-3`` is a number, as in YAML 1.2, where the file's YAML 1.1 reader needs ``1.0e-3``).
+``1e-3`` is a number, as in YAML 1.2), read as the file is (``fercluster.yaml_io``).
 Overrides are applied in order to the parsed mapping, before validation, so the result is checked
 as strictly as the file. A missing mapping on the way is created (``slurm.partition=gpu`` in a
 file without a ``slurm:`` section); a list index past the end, a key through a value that is not a
@@ -18,9 +18,9 @@ from typing import Any, Sequence
 
 import yaml
 
+from fercluster.yaml_io import parse_yaml
+
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
-# YAML 1.2's float (1e-3, 5E+2), which PyYAML (YAML 1.1, needs a dot: 1.0e-3) reads as a string
-FLOAT_RE = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+$")
 EXAMPLE = "e.g. train.iterations=500"
 
 
@@ -37,12 +37,10 @@ def split(override: str) -> tuple[str, Any]:
             f"override {override!r}: the key must be names and list indices joined by dots, {EXAMPLE} or grid.0.folds=[0,1]"
         )
     try:
-        value = yaml.safe_load(text)
+        value = parse_yaml(text)
     except yaml.YAMLError as exc:
         detail = getattr(exc, "problem", None) or " ".join(str(exc).split())
         raise ValueError(f"override {override!r}: the value is not valid YAML ({detail})") from None
-    if isinstance(value, str) and FLOAT_RE.match(text.strip()):
-        value = float(value)  # written unquoted: a number, as a shell user means it
     return key, value
 
 

@@ -28,6 +28,8 @@ BASE = {
     "fercluster.lock",
     "fercluster.fmt",
     "fercluster.overrides",
+    "fercluster.yaml_io",
+    "fercluster.config_errors",
     "fercluster.config",
     "fercluster.code",
 }

@@ -77,7 +77,10 @@ def test_load_config_with_overrides_records_them() -> None:
         ("name.x=1", "name: is 't', not a mapping or a list, so it has no keys (override 'name.x=1')"),
         ("train.k=[", "override 'train.k=[': the value is not valid YAML ("),
         ("train.lr=-1", "train.lr: got -1; Input should be greater than 0 (override 'train.lr=-1')"),
-        ("train.itrations=5", "train.itrations: unknown key (value 5) (override 'train.itrations=5')"),
+        (
+            "train.itrations=5",
+            "train.itrations: unknown key (value 5); did you mean `iterations`? (override 'train.itrations=5')",
+        ),
         ("train.iterations='40'", "train.iterations: got '40'; Input should be a valid integer (override"),
         ("grid.0.folds=[12]", "grid.0.folds.0: got 12; Input should be less than or equal to 9 (override"),
     ],

@@ -18,6 +18,7 @@ from fercluster.api.sweeps import (
     cancel,
     load_config,
     plan,
+    record_last,
     run_local,
     status,
     submit,
@@ -37,4 +38,5 @@ __all__ = [
     "Results",
     "Submission",
     "OverrideChange",
+    "record_last",
 ]

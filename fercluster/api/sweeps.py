@@ -4,16 +4,17 @@ What the ``fercluster`` commands call (``fercluster.cli`` only parses options an
 notebook and the command line get the same results and the same errors (``FerclusterError``
 subclasses; the CLI turns them into one line and exit code 2).
 
-Overrides: ``sweep_config`` is the config a command uses. Overrides given (``--set``) are used as
-they are; none given means the ones recorded by the sweep's last run (``jobs/<sweep>/state.json``,
-or, when the file's own sweep never ran, those of the last sweep started here from the same file),
-so ``status``, ``aggregate``, ``job`` and a re-run see the config the sweep ran with. ``submit`` and
-``run_local`` record them before they start, and say which jobs a change of overrides adds to the
-sweep and which it leaves.
+Overrides: ``sweep_config`` is the config a command uses. A config path means that file's sweep
+(its ``name``), with the overrides recorded by that sweep's last run (``jobs/<sweep>/state.json``)
+unless overrides are given; no path means the last sweep started from this folder, with its
+overrides. ``submit`` and ``run_local`` (the CLI's ``sweep`` calls them) record both before they
+start, and say which jobs a change of overrides adds to the sweep and which it leaves.
 """
 
 from __future__ import annotations
 
+import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -35,15 +36,15 @@ STATUS_COLUMNS = list(JobRow.__dataclass_fields__)  # status --json's jobs (plus
 def sweep_config(path: str | Path | None = None, overrides: Sequence[str] | None = None) -> SweepConfig:
     """The config a command works on: ``path`` with ``overrides``.
 
-    ``path`` None: the last sweep started from this folder (with its overrides unless some are
-    given). ``overrides`` None: those recorded by the last run of the file's sweep
-    (``jobs/<name>/state.json``); if that sweep never ran, those of the last sweep started here
-    from the same file (which may have overridden ``name``); ``[]``: none.
+    ``path``: that file's sweep; None: the last sweep started from this folder (``submit`` and
+    ``run_local`` record it), with its overrides unless some are given. ``overrides`` None: those
+    recorded by the last run of the file's sweep (``jobs/<name>/state.json``; none if it never ran);
+    ``[]``: none.
     """
-    from fercluster.orchestration.last import last_sweep
-
-    last = last_sweep()
     if path is None:
+        from fercluster.orchestration.last import last_sweep
+
+        last = last_sweep()
         if last is None:
             raise ConfigError(
                 "no CONFIG given and no sweep started from this folder; example: fercluster status configs/smoke.yaml"
@@ -53,11 +54,19 @@ def sweep_config(path: str | Path | None = None, overrides: Sequence[str] | None
     if overrides is not None:
         return load_config(path, overrides)
     cfg = load_config(path)
-    if state_path(cfg.jobs_dir).exists():
-        recorded = recorded_overrides(cfg)
-    else:
-        recorded = last[1] if last is not None and last[0] == Path(path).resolve() else []
+    recorded = recorded_overrides(cfg) if state_path(cfg.jobs_dir).exists() else []
     return load_config(path, recorded) if recorded else cfg
+
+
+def never_submitted(config: SweepConfig) -> None:
+    """ConfigError (one line, with the command that starts it) when ``config``'s sweep never ran."""
+    if not state_path(config.jobs_dir).exists():
+        src = os.path.relpath(config.source) if config.source else "CONFIG"
+        sets = "".join(f" --set {o}" for o in config.overrides)
+        raise ConfigError(
+            f"sweep {config.name!r} was never submitted (no {state_path(config.jobs_dir)}); "
+            f"start it with: fercluster sweep {src}{sets} (or --local), or check its name"
+        )
 
 
 def recorded_overrides(cfg: SweepConfig) -> list[str]:
@@ -66,7 +75,7 @@ def recorded_overrides(cfg: SweepConfig) -> list[str]:
     return [str(o) for o in config.get("overrides") or []]
 
 
-def plan(config: SweepConfig) -> pd.DataFrame:
+def plan(config: SweepConfig | str | Path) -> pd.DataFrame:
     """The sweep's jobs in plan order, one row each (pure: reads nothing, asks SLURM nothing).
 
     Columns: job_id, dataset, fold, variant, seed, k (the drawn init scale), iterations, run_dir.
@@ -74,7 +83,7 @@ def plan(config: SweepConfig) -> pd.DataFrame:
     from fercluster.orchestration.plan import expand
     from fercluster.train.seeds import resolve_k
 
-    _grid_only(config, "plan")
+    config = _grid_only(config, "plan")
     rows = [
         (s.job_id, s.dataset, s.fold, s.variant, s.seed, resolve_k(s), s.train.iterations, s.run_dir)
         for s in expand(config)
@@ -172,7 +181,7 @@ class Submission:
 
 
 def submit(
-    config: SweepConfig,
+    config: SweepConfig | str | Path,
     *,
     dry_run: bool = False,
     retry_failed: bool = False,
@@ -191,7 +200,7 @@ def submit(
     from fercluster.orchestration.coordinator import run_sweep
     from fercluster.orchestration.plan import renamed_jobs
 
-    _grid_only(config, "submit")
+    config = _grid_only(config, "submit")
     backend = backend or slurm_backend(config)
     before = load_state(config.jobs_dir, config.name)  # the jobs known before this run: renamed_jobs
     change = _override_change(config) if dry_run else _record_config(config)
@@ -199,7 +208,7 @@ def submit(
     return Submission(config, result, change, tuple(renamed_jobs(result.specs, before)))
 
 
-def run_local(config: SweepConfig, *, console: Any = None) -> dict[str, Any]:
+def run_local(config: SweepConfig | str | Path, *, console: Any = None) -> dict[str, Any]:
     """Run the sweep's jobs that are not done on this machine, one at a time (GPU or CPU), then
     aggregate; same state, outputs, skip-if-done and resume as on SLURM.
 
@@ -211,7 +220,7 @@ def run_local(config: SweepConfig, *, console: Any = None) -> dict[str, Any]:
 
     from fercluster.orchestration.local import run_local as run
 
-    _grid_only(config, "run_local")
+    config = _grid_only(config, "run_local")
     console = console or Console()
     change = _record_config(config)
     for line in change.lines() if change else []:
@@ -221,7 +230,7 @@ def run_local(config: SweepConfig, *, console: Any = None) -> dict[str, Any]:
     return summary
 
 
-def status(config: SweepConfig, *, failed: bool = False, backend: Any = None) -> pd.DataFrame:
+def status(config: SweepConfig | str | Path, *, failed: bool = False, backend: Any = None) -> pd.DataFrame:
     """One row per planned job with its state (run directories and ONE SLURM query).
 
     Columns: those of ``status --json``'s jobs (job_id, dataset, fold, variant, seed, state,
@@ -231,7 +240,7 @@ def status(config: SweepConfig, *, failed: bool = False, backend: Any = None) ->
     """
     from fercluster.orchestration.status import snapshot
 
-    _grid_only(config, "status")
+    config = _grid_only(config, "status")
     snap = snapshot(config, backend or slurm_backend(config), failed=failed)
     jobs = snap.pop("jobs")
     extra = [c for job in jobs for c in job if c not in STATUS_COLUMNS]
@@ -240,19 +249,23 @@ def status(config: SweepConfig, *, failed: bool = False, backend: Any = None) ->
     return frame
 
 
-def cancel(config: SweepConfig, job: str | None = None, *, backend: Backend | None = None) -> list[str]:
+def cancel(config: SweepConfig | str | Path, job: str | None = None, *, backend: Backend | None = None) -> list[str]:
     """Cancel the sweep's queued and running SLURM jobs and its aggregation job, or only ``job``
     (a fercluster job id or a SLURM id); returns the SLURM ids cancelled."""
     from fercluster.orchestration.status import cancel as cancel_jobs
 
+    config = _config(config, "cancel")
+    _require_folders(config)
     return cancel_jobs(config, backend or slurm_backend(config), job)
 
 
-def aggregate(config: SweepConfig, *, console: Any = None) -> dict[str, Any]:
+def aggregate(config: SweepConfig | str | Path, *, console: Any = None) -> dict[str, Any]:
     """Write the sweep's tables and report from the jobs complete so far (``results/<sweep>/report``);
     returns ``summary.json``'s content plus ``paths`` and ``table`` (the accuracy table)."""
     from fercluster.analysis.report import aggregate as build
 
+    config = _config(config, "aggregate")
+    _require_folders(config)
     return build(config, console)
 
 
@@ -263,18 +276,52 @@ def slurm_backend(config: SweepConfig) -> Backend:
     return backend_for(config)
 
 
-def _grid_only(config: SweepConfig, what: str) -> None:
+def _config(config: SweepConfig | str | Path, what: str) -> SweepConfig:
+    """A config given as itself or as its file's path (that file's sweep, as ``sweep_config``)."""
+    if isinstance(config, (str, os.PathLike)):
+        return sweep_config(config)
     if not isinstance(config, SweepConfig):
-        raise ConfigError(f"{what}: expected a config (fercluster.load_config(path)), got {type(config).__name__}")
+        raise ConfigError(
+            f"{what}: expected a config or its file's path (e.g. 'configs/smoke.yaml'), got {type(config).__name__}"
+        )
+    return config
+
+
+def _require_folders(config: SweepConfig) -> None:
+    from fercluster.orchestration.folders import require_folders
+
+    require_folders(config)
+
+
+def _grid_only(config: SweepConfig | str | Path, what: str) -> SweepConfig:
+    config = _config(config, what)
+    if what != "plan":  # plan reads and writes nothing
+        _require_folders(config)
     if config.tune is not None:
         raise ConfigError(
             f"{what}: sweep {config.name} is a Ray Tune search (it has a tune: section); "
             f"run it with: fercluster sweep {config.source or 'CONFIG'} [--local]"
         )
+    return config
+
+
+def record_last(config: SweepConfig) -> None:
+    """Record ``config`` (its file and overrides) as the last sweep started from this folder, the one
+    a command without CONFIG uses; a warning, not an error, when the per-user file cannot be written."""
+    from fercluster.orchestration.last import record_last as record
+
+    if config.source is None:
+        return  # built from a mapping: no file to point at
+    try:
+        record(config.source, overrides=config.overrides)
+    except OSError as exc:  # a read-only home must not stop a sweep
+        warnings.warn(f"could not record sweep {config.name} for commands without CONFIG ({exc})", stacklevel=3)
 
 
 def _record_config(config: SweepConfig) -> OverrideChange | None:
-    """Record the config file and overrides in the sweep's state; the change from the last run."""
+    """Record the config file and overrides in the sweep's state and as the last sweep started here;
+    the change from the sweep's last run."""
+    record_last(config)
     with sweep_lock(config.jobs_dir):
         state = load_state(config.jobs_dir, config.name)
         change = _override_change(config, state)

@@ -27,11 +27,13 @@ def load(config: Optional[Path], sets: Optional[list[str]], *, no_overrides: boo
     """The config of a command: ``config`` (default: the last sweep) with ``--set`` (default: recorded)."""
     from fercluster.api import sweep_config
     from fercluster.errors import ConfigError
+    from fercluster.orchestration.folders import require_folders
 
     if no_overrides and sets:
         raise ConfigError("--no-overrides uses the config file alone; it does not combine with --set")
     given = list(sets or []) or ([] if no_overrides else None)
     cfg = sweep_config(config, given)
+    require_folders(cfg)  # before any work: paths.jobs / paths.results under a file or not writable
     if given is None and cfg.overrides:
         print(
             f"note: sweep {cfg.name}: using the overrides of its last run: {' '.join(cfg.overrides)}"

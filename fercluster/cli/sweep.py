@@ -30,6 +30,10 @@ STATE_STYLE = {
     "NOT_SUBMITTED": "dim",
 }
 
+# where a status refresh read the states of jobs not done (status.snapshot's "source")
+SOURCE_TEXT = {"": "SLURM not asked: no job of the sweep waits on it", "sacct": "states from SLURM's sacct",
+               "squeue": "states from SLURM's squeue", "local": "states of jobs running here"}  # fmt: skip
+
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     app.command("sweep")(sweep_cmd)
@@ -46,15 +50,6 @@ def _console(stderr: bool = False) -> Any:
 
     stream = sys.stderr if stderr else sys.stdout
     return Console(stderr=stderr, width=None if stream.isatty() else 160)  # pipes: wide rows, no wrap
-
-
-def _record_last(config: Path, overrides: tuple[str, ...], console: Any) -> None:
-    from fercluster.orchestration.last import record_last
-
-    try:
-        record_last(config, overrides=overrides)
-    except OSError as exc:  # a read-only home must not stop a sweep
-        console.print(f"[yellow]note: could not record this sweep for `fercluster status` without CONFIG ({exc})[/]")
 
 
 def _backend(cfg: Any) -> Any:
@@ -140,9 +135,14 @@ def sweep_cmd(
         raise ConfigError(f"--code: got {code!r}; it goes with --retry-failed and is 'submitted' or 'current'")
     cfg = load(config, sets, no_overrides=no_overrides, hint="--set replaces them, --no-overrides drops them")
     console = _console()
-    if not dry_run:
-        _record_last(config, cfg.overrides, console)
+    if dry_run:  # a run would stop at a data set it cannot find: say so now
+        from fercluster.orchestration.doctor import data_warnings
+
+        for line in data_warnings(cfg):
+            _console(stderr=True).print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
     if cfg.tune is not None:
+        if not dry_run:
+            api.record_last(cfg)  # a grid sweep's submit and run_local record it themselves
         if dry_run:
             console.print(f"[bold]{cfg.name}[/]: a Ray Tune search (dry run, nothing started):")
             console.print(cfg.tune.model_dump(mode="json"))
@@ -296,8 +296,10 @@ def status_cmd(
         else:
             _console().print(status_table(snap) if snap is not None else f"no tune run recorded for {cfg.name}")
         return
+    from fercluster.api.sweeps import never_submitted
     from fercluster.orchestration.status import snapshot
 
+    never_submitted(cfg)
     backend = _backend(cfg)
     if as_json:
         print(json.dumps(snapshot(cfg, backend, failed=failed), default=str))
@@ -342,7 +344,7 @@ def _render(cfg: Any, snap: dict[str, Any], failed: bool, next_s: float | None =
         Text.from_markup(
             f"[bold]{cfg.name}[/]: {len(rows)} jobs  "
             + counts_line(snap["counts"])
-            + f"  (SLURM via {snap['source'] or '-'}, {time.strftime('%H:%M:%S')})"
+            + f"  ({SOURCE_TEXT.get(snap['source'], snap['source'])}, at {time.strftime('%H:%M:%S')})"
         )
     ]
     if snap.get("stale"):

@@ -43,6 +43,8 @@ def job(
     if not 0 <= fold < folds:
         raise ConfigError(f"--fold: got {fold}; {dataset} has folds 0..{folds - 1}")
     spec = make_spec(cfg, dataset, fold, variant, seed)  # the sweep's job: same id, k from_tune resolved
+    if run_dir is None:
+        _require_planned(cfg, spec)
     spec = replace(
         spec, prepared_dir=str(ensure_prepared(cfg, dataset)), **({"run_dir": str(run_dir)} if run_dir else {})
     )
@@ -55,6 +57,19 @@ def job(
         f"job {record['job_id']}: test accuracy {record['test_acc']:.4f} at iteration "
         f"{record['selected_iteration']} (selection {record.get('selection', '?')}, k={record['k']:.3f}); "
         f"outputs in {spec.run_dir}"
+    )
+
+
+def _require_planned(cfg, spec) -> None:
+    """A job outside the sweep's grid must not write into the sweep's results: refuse, naming --run-dir."""
+    from fercluster.errors import ConfigError
+    from fercluster.orchestration.plan import expand
+
+    if any(s.job_id == spec.job_id for s in expand(cfg)):
+        return
+    raise ConfigError(
+        f"{spec.dataset} fold {spec.fold} variant {spec.variant} seed {spec.seed} is not a job of sweep "
+        f"{cfg.name!r} (its grid does not plan it); give it its own --run-dir DIR, or add it to the grid"
     )
 
 

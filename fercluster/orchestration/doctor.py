@@ -206,6 +206,11 @@ def folder_checks(cfg: SweepConfig) -> list[Check]:
     return [_folder_check("jobs folder", Path(cfg.jobs_dir), ERROR), _folder_check("results folder", Path(cfg.results_dir), WARNING)]  # fmt: skip
 
 
+def data_warnings(cfg: SweepConfig) -> list[str]:
+    """One line per data set that a run would not find (neither raw, prepared nor synthetic), with the fix."""
+    return [f"{c.name}: {c.message}; {c.fix}" for c in data_checks(cfg) if c.status == ERROR]
+
+
 def _folder_check(label: str, path: Path, open_level: str) -> Check:
     existing = next(p for p in (path, *path.absolute().parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):

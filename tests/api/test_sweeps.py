@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 import fercluster
 from fercluster.cli.main import _register, app
 from fercluster.config import parse_config
-from fercluster.errors import ConfigError
+from fercluster.errors import AnalysisError, ConfigError
 from fercluster.orchestration.fake import FakeBackend
 from fercluster.orchestration.last import last_sweep
 from fercluster.orchestration.state import load_state
@@ -91,15 +91,38 @@ def test_sweep_records_its_overrides_and_status_uses_them(config: Path, fake: Fa
     assert {j["state"] for j in json.loads(other.stdout)["jobs"]} == {"NOT_SUBMITTED"}
 
 
-def test_a_sweep_renamed_by_set_is_found_from_its_file(config: Path, fake: FakeBackend) -> None:
-    """The file's own sweep never ran: its commands use the last sweep started here from that file."""
+def test_a_config_path_means_that_files_sweep(config: Path, fake: FakeBackend) -> None:
+    """``--set name=other`` made another sweep: the file's path still means the file's own sweep
+    (never submitted, and status says so); only a command without CONFIG means the last one."""
     cli("sweep", str(config), "--set", "name=other")
-    out = cli("status", str(config), "--json")
-    assert json.loads(out.stdout)["sweep"] == "other" and "note: sweep other: using the overrides" in out.stderr
-    assert "did submit 0" in cli("sweep", str(config)).stdout  # a re-run: the same sweep, other
-    cli("sweep", str(config), "--no-overrides")  # the file's own sweep: from now on its commands are its own
+    assert fercluster.sweep_config(config).name == "mini" and fercluster.sweep_config(config).overrides == ()
+    refused = runner.invoke(app, ["status", str(config), "--json"])
+    assert refused.exit_code == 1 and isinstance(refused.exception, ConfigError)  # main() makes it exit 2
+    assert str(refused.exception).startswith("sweep 'mini' was never submitted (no jobs/mini/state.json)")
+    last = cli("status", "--json")  # no CONFIG: the last sweep started here, with its overrides
+    assert (
+        json.loads(last.stdout)["sweep"] == "other" and "using the overrides of its last run: name=other" in last.stderr
+    )
+    cli("sweep", str(config))  # the file's own sweep, with no overrides: the last sweep now
     assert json.loads(cli("status", str(config), "--json").stdout)["sweep"] == "mini"
     assert json.loads(cli("status", "--json").stdout)["sweep"] == "mini"
+    assert json.loads(cli("status", "--json", "--set", "name=other").stdout)["sweep"] == "other"
+
+
+def test_the_api_records_the_last_sweep_as_the_cli_does(
+    config: Path, fake: FakeBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fercluster.submit(fercluster.load_config(config, ["train.iterations=20"]), backend=fake)
+    assert last_sweep() == (config.resolve(), ["train.iterations=20"])
+    assert json.loads(cli("status", "--json").stdout)["sweep"] == "mini"
+    fercluster.submit(fercluster.load_config(config, ["name=sub"]), dry_run=True, backend=fake)
+    assert last_sweep() == (config.resolve(), ["train.iterations=20"])  # a dry run records nothing
+    import fercluster.orchestration.local as local
+
+    monkeypatch.setattr(local, "run_local", lambda cfg, console: {"ran": 0, "cfg": cfg.name})
+    summary = fercluster.run_local(fercluster.load_config(config, ["name=nb"]))
+    assert summary["cfg"] == "nb" and last_sweep() == (config.resolve(), ["name=nb"])
+    assert json.loads(cli("status", "--json").stdout)["sweep"] == "nb"  # the CLI sees the notebook's sweep
 
 
 def test_a_rerun_with_other_overrides_says_what_it_adds_and_leaves(config: Path, fake: FakeBackend) -> None:
@@ -134,12 +157,23 @@ def test_cancel_through_the_api_and_the_cli(config: Path, fake: FakeBackend) -> 
 
 
 def test_the_api_refuses_what_is_not_a_grid_config(config: Path) -> None:
-    with pytest.raises(ConfigError, match="expected a config"):
-        fercluster.plan(str(config))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="^plan: expected a config or its file's path .*got dict$"):
+        fercluster.plan({"name": "mini"})  # type: ignore[arg-type]
     data = yaml.safe_load(config.read_text())
     data["tune"] = {"datasets": ["ckplus"]}
     with pytest.raises(ConfigError, match="is a Ray Tune search"):
         fercluster.submit(parse_config(data))
+
+
+def test_every_function_takes_a_path_as_plan_does(config: Path, fake: FakeBackend) -> None:
+    """A path is that file's sweep (``sweep_config``): no AttributeError from aggregate or cancel."""
+    assert fercluster.plan(str(config)).equals(fercluster.plan(fercluster.load_config(config)))
+    assert fercluster.cancel(str(config), backend=fake) == []  # nothing submitted: nothing to cancel
+    with pytest.raises(AnalysisError, match="^no completed job for sweep 'mini'"):
+        fercluster.aggregate(config)
+    cli("sweep", str(config), *SET20)
+    assert list(fercluster.status(config, backend=fake)["iterations"]) == [20, 20]  # the recorded overrides
+    assert fercluster.cancel(str(config), backend=fake) == ["1000_0", "1000_1", "1001"]
 
 
 def fercluster_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
