@@ -20,6 +20,8 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from fercluster.api.frames import param_row, typed, with_params
+from fercluster.api.outcomes import Aggregation, Cancelled, LocalRun
 from fercluster.config import SweepConfig, load_config
 from fercluster.errors import ConfigError
 from fercluster.orchestration.backend import Backend
@@ -66,20 +68,21 @@ def recorded_overrides(cfg: SweepConfig) -> list[str]:
     return [str(o) for o in config.get("overrides") or []]
 
 
-def plan(config: SweepConfig) -> pd.DataFrame:
-    """The sweep's jobs in plan order, one row each (pure: reads nothing, asks SLURM nothing).
+def plan(config: SweepConfig | str | Path) -> pd.DataFrame:
+    """The sweep's jobs in plan order, one row each (pure: asks SLURM nothing, runs nothing).
 
-    Columns: job_id, dataset, fold, variant, seed, k (the drawn init scale), iterations, run_dir.
+    Columns: job_id, dataset, fold, variant, seed, k (the drawn init scale), iterations, run_dir,
+    then the job's training settings as ``params.*`` (``frames.PARAM_COLUMNS``).
     """
     from fercluster.orchestration.plan import expand
     from fercluster.train.seeds import resolve_k
 
-    _grid_only(config, "plan")
-    rows = [
-        (s.job_id, s.dataset, s.fold, s.variant, s.seed, resolve_k(s), s.train.iterations, s.run_dir)
-        for s in expand(config)
-    ]
-    return pd.DataFrame(rows, columns=PLAN_COLUMNS)
+    config = _grid_only(config, "plan")
+    specs = expand(config)
+    ks = [resolve_k(s) for s in specs]
+    rows = [(s.job_id, s.dataset, s.fold, s.variant, s.seed, k, s.train.iterations, s.run_dir) for s, k in zip(specs, ks)]
+    frame = typed(pd.DataFrame(rows, columns=PLAN_COLUMNS))
+    return with_params(frame, (param_row(s.train.model_dump(mode="json"), k) for s, k in zip(specs, ks)))
 
 
 @dataclass(frozen=True)
@@ -130,10 +133,16 @@ class Submission:
     result: SweepResult  # the coordinator's account: specs, rows, diff, arrays, aggregation job
     change: OverrideChange | None = None
 
+    def __repr__(self) -> str:
+        s = self.result.diff.summary()
+        verb = "would submit" if self.result.dry_run else "submitted"
+        return (f"<Submission of sweep {self.config.name!r}: {len(self.result.specs)} jobs; {verb} {s['submit']}, "
+                f"retry {s['retry']}, {s['done']} done, {s['active']} queued/running, {s['failed']} failed>")  # fmt: skip
+
     @property
     def jobs(self) -> pd.DataFrame:
         """One row per planned job: job_id, dataset, fold, variant, seed, k, state, action."""
-        return pd.DataFrame([job for job in self.to_dict()["jobs"]], columns=SUBMISSION_COLUMNS)
+        return typed(pd.DataFrame([job for job in self.to_dict()["jobs"]], columns=SUBMISSION_COLUMNS))
 
     def to_dict(self) -> dict[str, Any]:
         r, todo = self.result, actions(self.result.diff)
@@ -159,7 +168,7 @@ class Submission:
 
 
 def submit(
-    config: SweepConfig,
+    config: SweepConfig | str | Path,
     *,
     dry_run: bool = False,
     retry_failed: bool = False,
@@ -177,36 +186,34 @@ def submit(
     """
     from fercluster.orchestration.coordinator import run_sweep
 
-    _grid_only(config, "submit")
+    config = _grid_only(config, "submit")
     backend = backend or slurm_backend(config)
     change = _override_change(config) if dry_run else _record_config(config)
     result = run_sweep(config, backend, dry_run=dry_run, retry_failed=retry_failed, prune=prune, retry_code=retry_code)
     return Submission(config, result, change)
 
 
-def run_local(config: SweepConfig, *, console: Any = None) -> dict[str, Any]:
+def run_local(config: SweepConfig | str | Path, *, console: Any = None) -> LocalRun:
     """Run the sweep's jobs that are not done on this machine, one at a time (GPU or CPU), then
     aggregate; same state, outputs, skip-if-done and resume as on SLURM.
 
-    Returns counts (``jobs``, ``ran``, ``skipped``, ``left_to_slurm``, ``failed``), times, the
-    aggregation's summary (``aggregate``) and ``change`` (an ``OverrideChange`` or None).
+    Returns a ``LocalRun``: counts (``jobs``, ``ran``, ``skipped``, ``left_to_slurm``, ``failed``),
+    times, the ``aggregation`` (and its ``report``) and ``change`` (an ``OverrideChange`` or None).
     ``console``: a rich Console for the progress bars (default: a new one on stdout).
     """
     from rich.console import Console
 
     from fercluster.orchestration.local import run_local as run
 
-    _grid_only(config, "run_local")
+    config = _grid_only(config, "run_local")
     console = console or Console()
     change = _record_config(config)
     for line in change.lines() if change else []:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
-    summary = run(config, console)
-    summary["change"] = change
-    return summary
+    return LocalRun.from_summary(config.name, run(config, console), change)
 
 
-def status(config: SweepConfig, *, failed: bool = False, backend: Any = None) -> pd.DataFrame:
+def status(config: SweepConfig | str | Path, *, failed: bool = False, backend: Any = None) -> pd.DataFrame:
     """One row per planned job with its state (run directories and ONE SLURM query).
 
     Columns: those of ``status --json``'s jobs (job_id, dataset, fold, variant, seed, state,
@@ -216,29 +223,32 @@ def status(config: SweepConfig, *, failed: bool = False, backend: Any = None) ->
     """
     from fercluster.orchestration.status import snapshot
 
-    _grid_only(config, "status")
+    config = _grid_only(config, "status")
     snap = snapshot(config, backend or slurm_backend(config), failed=failed)
     jobs = snap.pop("jobs")
     extra = [c for job in jobs for c in job if c not in STATUS_COLUMNS]
-    frame = pd.DataFrame(jobs, columns=STATUS_COLUMNS + list(dict.fromkeys(extra)))
+    frame = typed(pd.DataFrame(jobs, columns=STATUS_COLUMNS + list(dict.fromkeys(extra))))
     frame.attrs.update(snap)
     return frame
 
 
-def cancel(config: SweepConfig, job: str | None = None, *, backend: Backend | None = None) -> list[str]:
+def cancel(
+    config: SweepConfig | str | Path, job: str | None = None, *, backend: Backend | None = None
+) -> Cancelled:
     """Cancel the sweep's queued and running SLURM jobs and its aggregation job, or only ``job``
-    (a fercluster job id or a SLURM id); returns the SLURM ids cancelled."""
+    (a fercluster job id or a SLURM id); returns what was cancelled (``Cancelled``)."""
     from fercluster.orchestration.status import cancel as cancel_jobs
 
-    return cancel_jobs(config, backend or slurm_backend(config), job)
+    config = _config(config, "cancel")
+    return Cancelled.of(config.name, cancel_jobs(config, backend or slurm_backend(config), job))
 
 
-def aggregate(config: SweepConfig, *, console: Any = None) -> dict[str, Any]:
+def aggregate(config: SweepConfig | str | Path, *, console: Any = None) -> Aggregation:
     """Write the sweep's tables and report from the jobs complete so far (``results/<sweep>/report``);
-    returns ``summary.json``'s content plus ``paths`` and ``table`` (the accuracy table)."""
+    returns an ``Aggregation`` (counts, the accuracy table, the report's path; ``to_dict()``: summary.json)."""
     from fercluster.analysis.report import aggregate as build
 
-    return build(config, console)
+    return Aggregation.from_summary(build(_config(config, "aggregate"), console))
 
 
 def slurm_backend(config: SweepConfig) -> Backend:
@@ -248,14 +258,26 @@ def slurm_backend(config: SweepConfig) -> Backend:
     return SlurmBackend(config.jobs_dir / "submitit", max_timeout_requeues=config.slurm.max_timeout_requeues)
 
 
-def _grid_only(config: SweepConfig, what: str) -> None:
-    if not isinstance(config, SweepConfig):
-        raise ConfigError(f"{what}: expected a config (fercluster.load_config(path)), got {type(config).__name__}")
+def _config(config: SweepConfig | str | Path, what: str) -> SweepConfig:
+    """The config an API function works on: a ``SweepConfig`` as it is, a path as the CLI reads it
+    (``sweep_config``: that file's sweep, with the overrides recorded by its last run)."""
+    if isinstance(config, SweepConfig):
+        return config
+    if isinstance(config, (str, Path)):
+        return sweep_config(config)
+    raise ConfigError(
+        f"{what}: expected a config path or a config (fercluster.load_config(path)), got {type(config).__name__}"
+    )
+
+
+def _grid_only(config: SweepConfig | str | Path, what: str) -> SweepConfig:
+    config = _config(config, what)
     if config.tune is not None:
         raise ConfigError(
             f"{what}: sweep {config.name} is a Ray Tune search (it has a tune: section); "
             f"run it with: fercluster sweep {config.source or 'CONFIG'} [--local]"
         )
+    return config
 
 
 def _record_config(config: SweepConfig) -> OverrideChange | None:
