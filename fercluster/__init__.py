@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-_API = (
+__all__ = [
     "load_config",
     "sweep_config",
     "plan",
@@ -30,13 +30,13 @@ _API = (
     "Job",
     "JobResult",
     "Results",
+    "TuneResults",
     "Submission",
     "OverrideChange",
     "LocalRun",
     "Aggregation",
     "Cancelled",
-)
-_ERRORS = (  # every FerclusterError of fercluster.errors (tests/api/test_exports.py keeps it so)
+    "SweepConfig",
     "FerclusterError",
     "ConfigError",
     "DataError",
@@ -45,8 +45,10 @@ _ERRORS = (  # every FerclusterError of fercluster.errors (tests/api/test_export
     "SlurmError",
     "CodeError",
     "AnalysisError",
-)
-__all__ = [*_API, "SweepConfig", *_ERRORS, "__version__"]
+    "__version__",
+]
+# every FerclusterError of fercluster.errors is exported (tests/api/test_exports.py keeps it so)
+_ERRORS = frozenset(name for name in __all__ if name.endswith("Error"))
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time, __getattr__ below
     from fercluster.api import (
@@ -58,6 +60,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time, __getattr__ bel
         OverrideChange,
         Results,
         Submission,
+        TuneResults,
         aggregate,
         cancel,
         jobs,
@@ -91,7 +94,7 @@ def __getattr__(name: str) -> Any:
         from fercluster import config
 
         value = config.SweepConfig
-    elif name in _API:
+    elif name in __all__ and name != "__version__":
         from fercluster import api  # deferred: the one import of the top layer from here
 
         value = getattr(api, name)

@@ -9,11 +9,11 @@ function takes a config or a config path; every result is typed.
   ``cancel`` (-> ``Cancelled``), ``aggregate`` (-> ``Aggregation``).
 - ``sweep_results``: ``results`` (-> ``Results``: jobs, metrics, predictions, accuracy, kl,
   activations as pandas DataFrames; a Ray Tune sweep's ``trials``).
-- ``jobs``: ``jobs`` (-> ``[Job]``: a handle per job: state, wait, result, logs, cancel).
+- ``handles``: ``jobs`` (-> ``[Job]``: a handle per job: state, wait, result, logs, cancel).
 - ``frames``: the dtypes the frames share and the ``params.*`` columns.
 """
 
-from fercluster.api.jobs import Job, JobResult, jobs
+from fercluster.api.handles import Job, JobResult, jobs
 from fercluster.api.outcomes import Aggregation, Cancelled, LocalRun
 from fercluster.api.sweep_results import Results, results
 from fercluster.api.sweeps import (
@@ -28,6 +28,7 @@ from fercluster.api.sweeps import (
     submit,
     sweep_config,
 )
+from fercluster.api.tune_results import TuneResults
 
 __all__ = [
     "load_config",
@@ -43,6 +44,7 @@ __all__ = [
     "Job",
     "JobResult",
     "Results",
+    "TuneResults",
     "Submission",
     "OverrideChange",
     "LocalRun",

@@ -80,9 +80,10 @@ def plan(config: SweepConfig | str | Path) -> pd.DataFrame:
     config = _grid_only(config, "plan")
     specs = expand(config)
     ks = [resolve_k(s) for s in specs]
-    rows = [(s.job_id, s.dataset, s.fold, s.variant, s.seed, k, s.train.iterations, s.run_dir) for s, k in zip(specs, ks)]
+    pairs = list(zip(specs, ks, strict=True))
+    rows = [(s.job_id, s.dataset, s.fold, s.variant, s.seed, k, s.train.iterations, s.run_dir) for s, k in pairs]
     frame = typed(pd.DataFrame(rows, columns=PLAN_COLUMNS))
-    return with_params(frame, (param_row(s.train.model_dump(mode="json"), k) for s, k in zip(specs, ks)))
+    return with_params(frame, (param_row(s.train.model_dump(mode="json"), k) for s, k in pairs))
 
 
 @dataclass(frozen=True)
@@ -232,9 +233,7 @@ def status(config: SweepConfig | str | Path, *, failed: bool = False, backend: A
     return frame
 
 
-def cancel(
-    config: SweepConfig | str | Path, job: str | None = None, *, backend: Backend | None = None
-) -> Cancelled:
+def cancel(config: SweepConfig | str | Path, job: str | None = None, *, backend: Backend | None = None) -> Cancelled:
     """Cancel the sweep's queued and running SLURM jobs and its aggregation job, or only ``job``
     (a fercluster job id or a SLURM id); returns what was cancelled (``Cancelled``)."""
     from fercluster.orchestration.status import cancel as cancel_jobs

@@ -1,5 +1,7 @@
 """One handle per job, as submitit's: ``fercluster.jobs(cfg)`` -> ``[Job, ...]`` in plan order.
 
+(Named ``handles``: a module ``api.jobs`` would be shadowed by the function ``api.jobs``.)
+
 A ``Job`` is a planned job of a sweep (its spec) and the backend that ran it (SLURM, or this
 machine for ``run_local``): ``state`` asks again each time it is read, through the same rows as
 ``fercluster.status`` (``orchestration.monitor.job_rows``: the run directory, then ONE query);
