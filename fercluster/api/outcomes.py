@@ -29,6 +29,10 @@ class Aggregation:
     paths: Mapping[str, Path] = field(default_factory=dict, repr=False)  # every file written, by name
     summary: Mapping[str, Any] = field(default_factory=dict, repr=False)  # summary.json's content
 
+    def __repr__(self) -> str:
+        return (f"<Aggregation of sweep {self.sweep!r}: {self.complete} of {self.planned} jobs complete, "
+                f"{len(self.missing)} missing, {len(self.skipped)} skipped; report {self.report}>")  # fmt: skip
+
     @classmethod
     def from_summary(cls, summary: Mapping[str, Any]) -> Aggregation:
         """From ``analysis.report.aggregate``'s result (summary.json, ``paths`` and ``table``)."""
@@ -68,6 +72,10 @@ class LocalRun:
     aggregation: Aggregation | None = field(default=None, repr=False)  # None: not run (a job failed, or nothing new)
     change: Any = field(default=None, repr=False)  # an OverrideChange, or None
 
+    def __repr__(self) -> str:
+        return (f"<LocalRun of sweep {self.sweep!r}: {self.jobs} jobs; ran {self.ran}, skipped {self.skipped} done, "
+                f"failed {self.failed}, left to SLURM {self.left_to_slurm}; {self.total_s:.1f} s; report {self.report}>")  # fmt: skip
+
     @property
     def report(self) -> Path | None:
         """The report written by this run's aggregation (None when it did not aggregate)."""
@@ -101,6 +109,9 @@ class Cancelled:
     sweep: str
     slurm_ids: tuple[str, ...]
     by_array: str  # e.g. "array 1000 (2 tasks), job 1001"; "-" when none
+
+    def __repr__(self) -> str:
+        return f"<Cancelled {len(self.slurm_ids)} SLURM jobs of sweep {self.sweep!r}: {self.by_array}>"
 
     @classmethod
     def of(cls, sweep: str, slurm_ids: Sequence[str]) -> Cancelled:

@@ -21,7 +21,9 @@ def test_every_error_and_the_config_type_are_exported() -> None:
                if inspect.isclass(value) and issubclass(value, errors.FerclusterError)}  # fmt: skip
     assert defined <= set(fercluster.__all__), f"not exported from fercluster: {sorted(defined - set(dir(fercluster)))}"
     assert {"ConfigError", "DataError", "SlurmError", "AnalysisError", "FerclusterError"} <= defined
-    assert fercluster.AnalysisError is errors.AnalysisError and issubclass(fercluster.SlurmError, fercluster.FerclusterError)
+    assert fercluster.AnalysisError is errors.AnalysisError and issubclass(
+        fercluster.SlurmError, fercluster.FerclusterError
+    )
     from fercluster.config import SweepConfig
 
     assert fercluster.SweepConfig is SweepConfig

@@ -39,13 +39,15 @@ def test_plan_status_and_results_share_dtypes_and_states(config: Path) -> None:
     assert types["plan"]["fold"] == types["plan"]["seed"] == "Int64" and types["plan"]["k"] == "float64"
     assert frames["status"]["state"].tolist() == frames["results"]["state"].tolist() == ["NOT_SUBMITTED"] * 4
     for column in ("job_id", "fold", "seed", "k"):
-        assert frames["plan"][column].tolist() == frames["status"][column].tolist() == frames["results"][column].tolist()
+        assert (
+            frames["plan"][column].tolist() == frames["status"][column].tolist() == frames["results"][column].tolist()
+        )
 
 
 def test_params_columns_are_the_resolved_training_settings(config: Path) -> None:
     cfg = fercluster.load_config(config)
     plan, jobs = fercluster.plan(cfg), fercluster.results(cfg).jobs
-    assert list(plan.columns[-len(PARAM_COLUMNS):]) == list(jobs.columns[-len(PARAM_COLUMNS):]) == PARAM_COLUMNS
+    assert list(plan.columns[-len(PARAM_COLUMNS) :]) == list(jobs.columns[-len(PARAM_COLUMNS) :]) == PARAM_COLUMNS
     assert {"params.lr", "params.width", "params.iterations", "params.batch_size", "params.k"} <= set(PARAM_COLUMNS)
     pd.testing.assert_frame_equal(plan[PARAM_COLUMNS], jobs[PARAM_COLUMNS])
     assert set(plan["params.lr"]) == {0.02} and set(plan["params.width"]) == {0.5}

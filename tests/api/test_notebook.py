@@ -34,7 +34,11 @@ def test_a_notebook_session_on_the_smoke_config(tmp_path: Path, monkeypatch: pyt
     run = fercluster.run_local(cfg, console=Console(file=io.StringIO()))
     assert isinstance(run, fercluster.LocalRun) and (run.jobs, run.ran, run.skipped, run.failed) == (4, 4, 0, 0)
     assert run.report is not None and run.report.exists() and run.aggregation.complete == 4
-    assert "aggregation=" not in repr(run) and len(repr(run)) < 200
+    assert repr(run).startswith("<LocalRun of sweep 'notebook': 4 jobs; ran 4, skipped 0 done, failed 0")
+    assert (
+        repr(run.aggregation)
+        == f"<Aggregation of sweep 'notebook': 4 of 4 jobs complete, 0 missing, 0 skipped; report {run.report}>"
+    )
 
     handles = fercluster.jobs(cfg)
     assert [j.state for j in handles] == ["COMPLETED"] * 4

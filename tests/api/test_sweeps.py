@@ -17,8 +17,8 @@ import yaml
 from typer.testing import CliRunner
 
 import fercluster
-from fercluster.cli.main import _register, app
 from fercluster.api.frames import PARAM_COLUMNS
+from fercluster.cli.main import _register, app
 from fercluster.config import parse_config
 from fercluster.errors import ConfigError
 from fercluster.orchestration.fake import FakeBackend
@@ -70,7 +70,9 @@ def test_plan_and_dry_run_give_the_jobs_the_cli_prints(config: Path, fake: FakeB
     assert set(plan["iterations"]) == {20}
     dry = fercluster.submit(cfg, dry_run=True, backend=fake)
     assert dry.to_dict() == printed and printed["overrides"] == ["train.iterations=20"]
-    assert repr(dry) == "<Submission of sweep 'mini': 2 jobs; would submit 2, retry 0, 0 done, 0 queued/running, 0 failed>"
+    assert (
+        repr(dry) == "<Submission of sweep 'mini': 2 jobs; would submit 2, retry 0, 0 done, 0 queued/running, 0 failed>"
+    )
     code = printed["code"]
     assert code["created"] is False and code["would_create"] is True  # a dry run creates no snapshot
     assert dry.jobs.to_dict("records") == printed["jobs"] and set(dry.jobs["action"]) == {"submit"}
@@ -138,6 +140,7 @@ def test_cancel_through_the_api_and_the_cli(config: Path, fake: FakeBackend) -> 
     done = fercluster.cancel(str(config), job, backend=fake)  # a path: the sweep with its recorded overrides
     assert isinstance(done, fercluster.Cancelled) and fake.states["1000_0"] == "CANCELLED"
     assert done.to_dict() == {"sweep": "mini", "slurm_ids": ["1000_0"], "by_array": "array 1000 (1 task)"}
+    assert repr(done) == "<Cancelled 1 SLURM jobs of sweep 'mini': array 1000 (1 task)>"
     out = cli("cancel", str(config))
     assert "cancelled 2 SLURM job(s) of sweep " in out.stdout and ": array 1000 (1 task), job 1001" in out.stdout
     assert fake.states["1000_1"] == "CANCELLED" and fake.calls["scancel"] == 2  # the array by its id
