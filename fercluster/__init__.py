@@ -3,6 +3,7 @@
 The library (``fercluster.api``, documented in the README) is re-exported here lazily (PEP 562):
 every job imports this package, and a job must not load pandas-heavy orchestration, rich,
 submitit or ray for names it never uses. ``fercluster.results`` imports them on first use.
+``dir(fercluster)`` is ``__all__``: the API, its result types, ``SweepConfig`` and the errors.
 
     import fercluster
     cfg = fercluster.load_config("configs/smoke.yaml", overrides=["train.iterations=20"])
@@ -25,22 +26,44 @@ __all__ = [
     "cancel",
     "aggregate",
     "results",
+    "jobs",
+    "Job",
+    "JobResult",
     "Results",
+    "TuneResults",
     "Submission",
     "OverrideChange",
-    "ConfigError",
+    "LocalRun",
+    "Aggregation",
+    "Cancelled",
+    "SweepConfig",
     "FerclusterError",
+    "ConfigError",
+    "DataError",
+    "CheckpointError",
+    "TrainingError",
+    "SlurmError",
+    "CodeError",
+    "AnalysisError",
     "__version__",
 ]
-_ERRORS = ("ConfigError", "FerclusterError")
+# every FerclusterError of fercluster.errors is exported (tests/api/test_exports.py keeps it so)
+_ERRORS = frozenset(name for name in __all__ if name.endswith("Error"))
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time, __getattr__ below
     from fercluster.api import (
+        Aggregation,
+        Cancelled,
+        Job,
+        JobResult,
+        LocalRun,
         OverrideChange,
         Results,
         Submission,
+        TuneResults,
         aggregate,
         cancel,
+        jobs,
         load_config,
         plan,
         results,
@@ -49,7 +72,17 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time, __getattr__ bel
         submit,
         sweep_config,
     )
-    from fercluster.errors import ConfigError, FerclusterError
+    from fercluster.config import SweepConfig
+    from fercluster.errors import (
+        AnalysisError,
+        CheckpointError,
+        CodeError,
+        ConfigError,
+        DataError,
+        FerclusterError,
+        SlurmError,
+        TrainingError,
+    )
 
 
 def __getattr__(name: str) -> Any:
@@ -57,6 +90,10 @@ def __getattr__(name: str) -> Any:
         from fercluster import errors
 
         value = getattr(errors, name)
+    elif name == "SweepConfig":
+        from fercluster import config
+
+        value = config.SweepConfig
     elif name in __all__ and name != "__version__":
         from fercluster import api  # deferred: the one import of the top layer from here
 
@@ -68,4 +105,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(__all__)

@@ -21,16 +21,18 @@ import pandas as pd
 
 from fercluster.analysis import tables
 from fercluster.analysis.collect import ALL_METRIC_COLUMNS, JobResult, PlannedJob, collect, read_runs
+from fercluster.api.frames import param_row, typed, with_params
+from fercluster.api.tune_results import TuneResults, tune_results
 from fercluster.config import SweepConfig
 from fercluster.errors import AnalysisError
 from fercluster.orchestration.monitor import read_json
+from fercluster.orchestration.states import NOT_SUBMITTED
 
 JOB_KEYS = ["job_id", "dataset", "fold", "variant", "seed", "k"]  # every frame's job columns
-KEY_TYPES = {"fold": "Int64", "seed": "Int64", "k": "float64"}
 JOB_COLUMNS = [*JOB_KEYS, "state", "iteration", "val_acc", "test_acc", "selected_iteration"]
 PREDICTION_COLUMNS = ["image_id", "label", "prediction", "probs"]
 # A job's state as its run directory tells it (the job's own account: no SLURM query).
-COMPLETED, RUNNING, FAILED, NOT_STARTED, UNREADABLE = "COMPLETED", "RUNNING", "FAILED", "NOT_STARTED", "UNREADABLE"
+COMPLETED, RUNNING, FAILED, UNREADABLE = "COMPLETED", "RUNNING", "FAILED", "UNREADABLE"
 FROM_PROGRESS = {"running": RUNNING, "completed": RUNNING, "failed": FAILED}  # completed: job.json comes next
 
 
@@ -41,6 +43,7 @@ class _Job:
     job_id: str
     run_dir: Path
     keys: dict[str, Any]  # dataset, fold, variant, seed, k (None where not known yet)
+    train: dict[str, Any] | None = None  # its training settings (the spec's), for params.*
     result: JobResult | None = None  # complete and readable
     broken: str = ""  # complete but unreadable: why
     progress: dict[str, Any] = field(default_factory=dict)
@@ -71,8 +74,10 @@ class Results:
     @cached_property
     def jobs(self) -> pd.DataFrame:
         """One row per job: job_id, dataset, fold, variant, seed, k, state (COMPLETED, RUNNING,
-        FAILED, NOT_STARTED or UNREADABLE, from the run directory), iteration (reached), val_acc and
-        test_acc (selected checkpoint when complete, best so far while running), selected_iteration."""
+        FAILED, NOT_SUBMITTED or UNREADABLE, from the run directory), iteration (reached), val_acc and
+        test_acc (selected checkpoint when complete, best so far while running), selected_iteration,
+        then its training settings as ``params.*`` (``api.frames``; unknown for a job of a results
+        folder that has not completed)."""
         rows = []
         for j in self._jobs:
             r, p = j.result, j.progress
@@ -81,12 +86,13 @@ class Results:
                 rows.append((*_keys(j), COMPLETED, train.get("iterations"), _num(r.info.get("val_acc")),
                              _num(r.info.get("test_acc")), r.info.get("selected_iteration")))  # fmt: skip
             else:
-                state = UNREADABLE if j.broken else FROM_PROGRESS.get(p.get("state"), NOT_STARTED if not p else RUNNING)
+                state = (
+                    UNREADABLE if j.broken else FROM_PROGRESS.get(p.get("state"), NOT_SUBMITTED if not p else RUNNING)
+                )
                 rows.append((*_keys(j), state, p.get("iteration"), _num(p.get("best_val_acc", p.get("val_acc"))),
                              _num(p.get("best_test_acc", p.get("test_acc"))), None))  # fmt: skip
-        frame = pd.DataFrame(rows, columns=JOB_COLUMNS)
-        types = {"iteration": "Int64", "val_acc": "float64", "test_acc": "float64", "selected_iteration": "Int64"}
-        return frame.astype({**KEY_TYPES, **types})
+        frame = typed(pd.DataFrame(rows, columns=JOB_COLUMNS))
+        return with_params(frame, (param_row(j.train, j.keys["k"]) for j in self._jobs))
 
     @cached_property
     def metrics(self) -> pd.DataFrame:
@@ -145,13 +151,14 @@ class Results:
         return pd.read_parquet(job.run_dir / "activations.parquet")
 
 
-def results(source: SweepConfig | str | Path) -> Results:
+def results(source: SweepConfig | str | Path) -> Results | TuneResults:
     """The results of a sweep, from its config (every planned job, complete or not) or from its
     results folder (``results/<sweep>``: every run directory in ``runs/``; a job not complete yet
     has no data set, fold, variant or seed there, as its spec is written when it ends, and the
-    accuracy table's planned folds are the folds done)."""
+    accuracy table's planned folds are the folds done). A config with a ``tune:`` section gives
+    the search's trials (``TuneResults``)."""
     if isinstance(source, SweepConfig):
-        return _from_config(source)
+        return tune_results(source) if source.tune is not None else _from_config(source)
     folder = Path(source)
     if not (folder / "runs").is_dir():
         hint = " (a config file: read it with fercluster.load_config first)" if folder.is_file() else ""
@@ -174,9 +181,11 @@ def _from_config(cfg: SweepConfig) -> Results:
     jobs = []
     for spec, p in zip(specs, plan, strict=True):
         keys = {"dataset": p.dataset, "fold": p.fold, "variant": p.variant, "seed": p.seed, "k": None}
-        job = _Job(p.job_id, p.run_dir, keys, done.get(p.job_id), broken.get(p.job_id, ""))
+        job = _Job(p.job_id, p.run_dir, keys, spec.train.model_dump(mode="json"), done.get(p.job_id),
+                   broken.get(p.job_id, ""))  # fmt: skip
         if job.result is not None:
             keys["k"] = _num(job.result.info.get("k"))
+            job.train = job.result.spec.get("train") or job.train
         else:
             keys["k"] = resolve_k(spec)
             job.progress = read_json(p.run_dir / "progress.json") or {}
@@ -194,6 +203,7 @@ def _from_folder(folder: Path) -> Results:
         job = _Job(run_dir.name, run_dir, keys)
         if isinstance(outcome, JobResult):
             job.result, spec = outcome, outcome.spec
+            job.train = spec.get("train")
             keys.update({key: spec.get(key) for key in ("dataset", "fold", "variant", "seed")})
             keys["k"] = _num(outcome.info.get("k"))
             kinds[spec["dataset"]] = (spec.get("kind", ""), int(spec.get("classes", 0)))
@@ -238,7 +248,7 @@ def _read_parquet(path: Path, columns: list[str] | tuple[str, ...]) -> dict[str,
 def _long(parts: list[tuple[_Job, dict[str, np.ndarray]]], columns: tuple[str, ...] | list[str]) -> pd.DataFrame:
     """One frame of the jobs' rows: job columns repeated per row (a typed take), then ``columns``."""
     lengths = np.array([len(cols[columns[0]]) for _, cols in parts], dtype=np.int64)
-    keys = pd.DataFrame([_keys(j) for j, _ in parts], columns=JOB_KEYS).astype(KEY_TYPES)
+    keys = typed(pd.DataFrame([_keys(j) for j, _ in parts], columns=JOB_KEYS))
     frame = keys.take(np.repeat(np.arange(len(parts)), lengths)).reset_index(drop=True)
     for c in columns:
         frame[c] = np.concatenate([cols[c] for _, cols in parts]) if parts else np.array([], dtype=object)

@@ -21,6 +21,8 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from fercluster.api.frames import param_row, typed, with_params
+from fercluster.api.outcomes import Aggregation, Cancelled, LocalRun
 from fercluster.config import SweepConfig, load_config
 from fercluster.errors import ConfigError
 from fercluster.orchestration.backend import Backend
@@ -76,19 +78,21 @@ def recorded_overrides(cfg: SweepConfig) -> list[str]:
 
 
 def plan(config: SweepConfig | str | Path) -> pd.DataFrame:
-    """The sweep's jobs in plan order, one row each (pure: reads nothing, asks SLURM nothing).
+    """The sweep's jobs in plan order, one row each (pure: asks SLURM nothing, runs nothing).
 
-    Columns: job_id, dataset, fold, variant, seed, k (the drawn init scale), iterations, run_dir.
+    Columns: job_id, dataset, fold, variant, seed, k (the drawn init scale), iterations, run_dir,
+    then the job's training settings as ``params.*`` (``frames.PARAM_COLUMNS``).
     """
     from fercluster.orchestration.plan import expand
     from fercluster.train.seeds import resolve_k
 
     config = _grid_only(config, "plan")
-    rows = [
-        (s.job_id, s.dataset, s.fold, s.variant, s.seed, resolve_k(s), s.train.iterations, s.run_dir)
-        for s in expand(config)
-    ]
-    return pd.DataFrame(rows, columns=PLAN_COLUMNS)
+    specs = expand(config)
+    ks = [resolve_k(s) for s in specs]
+    pairs = list(zip(specs, ks, strict=True))
+    rows = [(s.job_id, s.dataset, s.fold, s.variant, s.seed, k, s.train.iterations, s.run_dir) for s, k in pairs]
+    frame = typed(pd.DataFrame(rows, columns=PLAN_COLUMNS))
+    return with_params(frame, (param_row(s.train.model_dump(mode="json"), k) for s, k in pairs))
 
 
 @dataclass(frozen=True)
@@ -151,10 +155,16 @@ class Submission:
             f"run again (their old results stay in {runs}/<old id>)"
         )
 
+    def __repr__(self) -> str:
+        s = self.result.diff.summary()
+        verb = "would submit" if self.result.dry_run else "submitted"
+        return (f"<Submission of sweep {self.config.name!r}: {len(self.result.specs)} jobs; {verb} {s['submit']}, "
+                f"retry {s['retry']}, {s['done']} done, {s['active']} queued/running, {s['failed']} failed>")  # fmt: skip
+
     @property
     def jobs(self) -> pd.DataFrame:
         """One row per planned job: job_id, dataset, fold, variant, seed, k, state, action."""
-        return pd.DataFrame([job for job in self.to_dict()["jobs"]], columns=SUBMISSION_COLUMNS)
+        return typed(pd.DataFrame([job for job in self.to_dict()["jobs"]], columns=SUBMISSION_COLUMNS))
 
     def to_dict(self) -> dict[str, Any]:
         r, todo = self.result, actions(self.result.diff)
@@ -208,12 +218,12 @@ def submit(
     return Submission(config, result, change, tuple(renamed_jobs(result.specs, before)))
 
 
-def run_local(config: SweepConfig | str | Path, *, console: Any = None) -> dict[str, Any]:
+def run_local(config: SweepConfig | str | Path, *, console: Any = None) -> LocalRun:
     """Run the sweep's jobs that are not done on this machine, one at a time (GPU or CPU), then
     aggregate; same state, outputs, skip-if-done and resume as on SLURM.
 
-    Returns counts (``jobs``, ``ran``, ``skipped``, ``left_to_slurm``, ``failed``), times, the
-    aggregation's summary (``aggregate``) and ``change`` (an ``OverrideChange`` or None).
+    Returns a ``LocalRun``: counts (``jobs``, ``ran``, ``skipped``, ``left_to_slurm``, ``failed``),
+    times, the ``aggregation`` (and its ``report``) and ``change`` (an ``OverrideChange`` or None).
     ``console``: a rich Console for the progress bars (default: a new one on stdout).
     """
     from rich.console import Console
@@ -225,9 +235,7 @@ def run_local(config: SweepConfig | str | Path, *, console: Any = None) -> dict[
     change = _record_config(config)
     for line in change.lines() if change else []:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
-    summary = run(config, console)
-    summary["change"] = change
-    return summary
+    return LocalRun.from_summary(config.name, run(config, console), change)
 
 
 def status(config: SweepConfig | str | Path, *, failed: bool = False, backend: Any = None) -> pd.DataFrame:
@@ -244,29 +252,29 @@ def status(config: SweepConfig | str | Path, *, failed: bool = False, backend: A
     snap = snapshot(config, backend or slurm_backend(config), failed=failed)
     jobs = snap.pop("jobs")
     extra = [c for job in jobs for c in job if c not in STATUS_COLUMNS]
-    frame = pd.DataFrame(jobs, columns=STATUS_COLUMNS + list(dict.fromkeys(extra)))
+    frame = typed(pd.DataFrame(jobs, columns=STATUS_COLUMNS + list(dict.fromkeys(extra))))
     frame.attrs.update(snap)
     return frame
 
 
-def cancel(config: SweepConfig | str | Path, job: str | None = None, *, backend: Backend | None = None) -> list[str]:
+def cancel(config: SweepConfig | str | Path, job: str | None = None, *, backend: Backend | None = None) -> Cancelled:
     """Cancel the sweep's queued and running SLURM jobs and its aggregation job, or only ``job``
-    (a fercluster job id or a SLURM id); returns the SLURM ids cancelled."""
+    (a fercluster job id or a SLURM id); returns what was cancelled (``Cancelled``)."""
     from fercluster.orchestration.status import cancel as cancel_jobs
 
     config = _config(config, "cancel")
     _require_folders(config)
-    return cancel_jobs(config, backend or slurm_backend(config), job)
+    return Cancelled.of(config.name, cancel_jobs(config, backend or slurm_backend(config), job))
 
 
-def aggregate(config: SweepConfig | str | Path, *, console: Any = None) -> dict[str, Any]:
+def aggregate(config: SweepConfig | str | Path, *, console: Any = None) -> Aggregation:
     """Write the sweep's tables and report from the jobs complete so far (``results/<sweep>/report``);
-    returns ``summary.json``'s content plus ``paths`` and ``table`` (the accuracy table)."""
+    returns an ``Aggregation`` (counts, the accuracy table, the report's path; ``to_dict()``: summary.json)."""
     from fercluster.analysis.report import aggregate as build
 
     config = _config(config, "aggregate")
     _require_folders(config)
-    return build(config, console)
+    return Aggregation.from_summary(build(config, console))
 
 
 def slurm_backend(config: SweepConfig) -> Backend:

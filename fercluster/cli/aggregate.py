@@ -28,21 +28,20 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         from fercluster.api import aggregate
 
         cfg = load(config, sets)
-        summary = aggregate(cfg, console=Console(stderr=True))
-        table = summary.pop("table")
+        done = aggregate(cfg, console=Console(stderr=True))
         if as_json:
-            print(json.dumps(summary, indent=2, default=str))
+            print(json.dumps(done.to_dict(), indent=2, default=str))
             return
-        if len(table):
-            Console().print(accuracy_table(table, cfg.name))
-        print(f"report: {summary['paths']['report_html']}")
-        if summary.get("agreement") is not None:
+        if len(done.accuracy):
+            Console().print(accuracy_table(done.accuracy, cfg.name))
+        print(f"report: {done.report}")
+        if done.agreement is not None:
             print(
-                f"agreement with planted AU regions: {summary['agreement']:.2f} "
-                f"(shuffled labels: {summary['agreement_shuffled']:.2f})"
+                f"agreement with planted AU regions: {done.agreement:.2f} "
+                f"(shuffled labels: {done.agreement_shuffled:.2f})"
             )
-        if summary["missing"]:
-            print(f"{len(summary['missing'])} planned jobs not complete (listed in the report)")
+        if done.missing:
+            print(f"{len(done.missing)} planned jobs not complete (listed in the report)")
 
     @bench.command("aggregate")
     def bench_aggregate(

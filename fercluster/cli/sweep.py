@@ -156,10 +156,10 @@ def sweep_cmd(
             )
         summary = api.run_local(cfg, console=console)  # it says first what changed overrides add and leave
         console.print(
-            f"[bold]{cfg.name}[/]: ran {summary['ran']}, skipped {summary['skipped']} done, "
-            f"failed {summary['failed']}, in {summary['total_s']:.1f} s"
+            f"[bold]{cfg.name}[/]: ran {summary.ran}, skipped {summary.skipped} done, "
+            f"failed {summary.failed}, in {summary.total_s:.1f} s"
         )
-        if summary["failed"]:
+        if summary.failed:
             raise typer.Exit(1)
         return
     submission = api.submit(
@@ -399,10 +399,8 @@ def cancel_cmd(
     from fercluster.api import cancel
 
     cfg = load(config, sets)
-    from fercluster.orchestration.status import by_array
-
-    ids = cancel(cfg, job, backend=_backend(cfg))
-    _console().print(f"cancelled {len(ids)} SLURM job(s) of sweep {cfg.name}: {by_array(ids)}", soft_wrap=True)
+    done = cancel(cfg, job, backend=_backend(cfg))
+    _console().print(f"cancelled {len(done)} SLURM job(s) of sweep {cfg.name}: {done.by_array}", soft_wrap=True)
 
 
 # -- bench -----------------------------------------------------------------------------------------

@@ -54,7 +54,8 @@ class CodePlan:
             "lines": [self._line(c, g["jobs"], g["retried"]) for (c, _), g in zip(self.groups, groups, strict=True)],
             "current": self.current.key,
             "path": str(self.current.path) if self.current.path else None,
-            "created": self.created,
+            "created": self.created and not self.dry_run,  # a dry run creates nothing
+            "would_create": self.created and self.dry_run,
             "retry_code": self.retry_code,
             "groups": groups,
             "aggregate": self.aggregate.key if self.aggregate else None,

@@ -11,11 +11,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import yaml
 from typer.testing import CliRunner
 
 import fercluster
+from fercluster.api.frames import PARAM_COLUMNS
 from fercluster.cli.main import _register, app
 from fercluster.config import parse_config
 from fercluster.errors import AnalysisError, ConfigError
@@ -60,11 +62,19 @@ def test_plan_and_dry_run_give_the_jobs_the_cli_prints(config: Path, fake: FakeB
     cfg = fercluster.load_config(config, overrides=["train.iterations=20"])
     printed = json.loads(cli("sweep", str(config), "--dry-run", "--json", *SET20).stdout)
     plan = fercluster.plan(cfg)
-    assert list(plan.columns) == ["job_id", "dataset", "fold", "variant", "seed", "k", "iterations", "run_dir"]
+    assert list(plan.columns) == ["job_id", "dataset", "fold", "variant", "seed", "k", "iterations", "run_dir",
+                                  *PARAM_COLUMNS]  # fmt: skip
+    assert set(plan["params.iterations"]) == {20} and plan["params.k"].tolist() == plan["k"].tolist()
+    assert set(plan["params.lr"]) == {0.01} and set(plan["params.batch_size"]) == {64}
     assert plan[["job_id", "k"]].to_dict("records") == [{"job_id": j["job_id"], "k": j["k"]} for j in printed["jobs"]]
     assert set(plan["iterations"]) == {20}
     dry = fercluster.submit(cfg, dry_run=True, backend=fake)
     assert dry.to_dict() == printed and printed["overrides"] == ["train.iterations=20"]
+    assert (
+        repr(dry) == "<Submission of sweep 'mini': 2 jobs; would submit 2, retry 0, 0 done, 0 queued/running, 0 failed>"
+    )
+    code = printed["code"]
+    assert code["created"] is False and code["would_create"] is True  # a dry run creates no snapshot
     assert dry.jobs.to_dict("records") == printed["jobs"] and set(dry.jobs["action"]) == {"submit"}
     assert fake.calls["sbatch"] == 0 and not (config.parent / "jobs" / "mini" / "state.json").exists()
 
@@ -119,9 +129,9 @@ def test_the_api_records_the_last_sweep_as_the_cli_does(
     assert last_sweep() == (config.resolve(), ["train.iterations=20"])  # a dry run records nothing
     import fercluster.orchestration.local as local
 
-    monkeypatch.setattr(local, "run_local", lambda cfg, console: {"ran": 0, "cfg": cfg.name})
+    monkeypatch.setattr(local, "run_local", lambda cfg, console: {"ran": 0, "jobs": 0})
     summary = fercluster.run_local(fercluster.load_config(config, ["name=nb"]))
-    assert summary["cfg"] == "nb" and last_sweep() == (config.resolve(), ["name=nb"])
+    assert summary.sweep == "nb" and last_sweep() == (config.resolve(), ["name=nb"])
     assert json.loads(cli("status", "--json").stdout)["sweep"] == "nb"  # the CLI sees the notebook's sweep
 
 
@@ -150,7 +160,10 @@ def test_cancel_through_the_api_and_the_cli(config: Path, fake: FakeBackend) -> 
     cli("sweep", str(config), *SET20)
     cfg = fercluster.sweep_config(config)
     job = fercluster.status(cfg, backend=fake)["job_id"][0]
-    assert fercluster.cancel(cfg, job, backend=fake) == ["1000_0"] and fake.states["1000_0"] == "CANCELLED"
+    done = fercluster.cancel(str(config), job, backend=fake)  # a path: the sweep with its recorded overrides
+    assert isinstance(done, fercluster.Cancelled) and fake.states["1000_0"] == "CANCELLED"
+    assert done.to_dict() == {"sweep": "mini", "slurm_ids": ["1000_0"], "by_array": "array 1000 (1 task)"}
+    assert repr(done) == "<Cancelled 1 SLURM jobs of sweep 'mini': array 1000 (1 task)>"
     out = cli("cancel", str(config))
     assert "cancelled 2 SLURM job(s) of sweep " in out.stdout and ": array 1000 (1 task), job 1001" in out.stdout
     assert fake.states["1000_1"] == "CANCELLED" and fake.calls["scancel"] == 2  # the array by its id
@@ -159,6 +172,8 @@ def test_cancel_through_the_api_and_the_cli(config: Path, fake: FakeBackend) -> 
 def test_the_api_refuses_what_is_not_a_grid_config(config: Path) -> None:
     with pytest.raises(ConfigError, match="^plan: expected a config or its file's path .*got dict$"):
         fercluster.plan({"name": "mini"})  # type: ignore[arg-type]
+    by_path = fercluster.plan(str(config))  # a path: read as the CLI reads it
+    pd.testing.assert_frame_equal(by_path, fercluster.plan(fercluster.load_config(config)))
     data = yaml.safe_load(config.read_text())
     data["tune"] = {"datasets": ["ckplus"]}
     with pytest.raises(ConfigError, match="is a Ray Tune search"):
@@ -168,12 +183,12 @@ def test_the_api_refuses_what_is_not_a_grid_config(config: Path) -> None:
 def test_every_function_takes_a_path_as_plan_does(config: Path, fake: FakeBackend) -> None:
     """A path is that file's sweep (``sweep_config``): no AttributeError from aggregate or cancel."""
     assert fercluster.plan(str(config)).equals(fercluster.plan(fercluster.load_config(config)))
-    assert fercluster.cancel(str(config), backend=fake) == []  # nothing submitted: nothing to cancel
+    assert fercluster.cancel(str(config), backend=fake).slurm_ids == ()  # nothing submitted: nothing to cancel
     with pytest.raises(AnalysisError, match="^no completed job for sweep 'mini'"):
         fercluster.aggregate(config)
     cli("sweep", str(config), *SET20)
     assert list(fercluster.status(config, backend=fake)["iterations"]) == [20, 20]  # the recorded overrides
-    assert fercluster.cancel(str(config), backend=fake) == ["1000_0", "1000_1", "1001"]
+    assert fercluster.cancel(str(config), backend=fake).slurm_ids == ("1000_0", "1000_1", "1001")
 
 
 def fercluster_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
