@@ -57,6 +57,8 @@ def resolve(group: Any, words: list[str]) -> tuple[Any, list[str]]:
     rest = list(words)
     while hasattr(cmd, "commands") and rest and not rest[0].startswith("-"):
         name = rest.pop(0)
+        if name.isupper():  # a placeholder (COMMAND, CONFIG): nothing to check past it
+            return cmd, []
         if "|" in name:  # "train | gpu | orchestration": each alternative must exist
             for alt in name.split("|"):
                 assert alt.strip() in cmd.commands, f"no command {alt!r}"
