@@ -113,7 +113,7 @@ def _run(root: Path, jobs: int) -> dict[str, Any]:
         "refresh_queries": queries,
         "refresh_scheduler_calls": scheduler_calls,  # every command of the refresh: 1 when healthy
         "other_users_jobs": OTHER_JOBS,
-        "refresh_counts": snap["counts"],
+        "refresh_counts": dict(snap.counts),
         "rerun_s": round(rerun_s, 3),
         "rerun_submissions": rerun_subs,
         "state_json_mb": round((cfg.jobs_dir / "state.json").stat().st_size / 1e6, 2),

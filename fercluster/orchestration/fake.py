@@ -13,7 +13,7 @@ from fercluster.errors import SlurmError
 from fercluster.orchestration.backend import base_id, task_ids
 from fercluster.orchestration.slurm import parse as slurm_parse
 from fercluster.orchestration.slurm.parse import SlurmInfo
-from fercluster.orchestration.states import ACTIVE
+from fercluster.orchestration.store.vocabulary import ACTIVE
 
 
 class FakeBackend:

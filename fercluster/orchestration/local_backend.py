@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from fercluster.lock import process_start, same_process
-from fercluster.orchestration.states import NOT_SUBMITTED, RUNNING
+from fercluster.orchestration.store.vocabulary import NOT_SUBMITTED, RUNNING
 
 KEY = "local"  # the key of a job's record in state.json
 
@@ -36,6 +36,8 @@ class LocalInfo:
     node: str = ""
     reason: str = ""
     elapsed_s: float | None = None
+    gpu_hours: float | None = None  # a local run is not billed by SLURM
+    cpu_hours: float | None = None
 
     def failure_reason(self) -> str:
         return self.reason

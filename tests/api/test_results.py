@@ -128,7 +128,7 @@ def test_a_sweep_still_running_is_read_as_it_is(here: Path) -> None:
     shutil.rmtree(waiting)
     shutil.rmtree(copy / "smokeapi" / "report")
     r = fercluster.results(cfg)
-    assert r.jobs["state"].tolist() == ["COMPLETED", "COMPLETED", "RUNNING", "NOT_STARTED"]
+    assert r.jobs["state"].tolist() == ["COMPLETED", "COMPLETED", "RUNNING", "NOT_SUBMITTED"]
     assert r.jobs["iteration"].tolist()[2:] == [12, pd.NA] and pd.isna(r.jobs["selected_iteration"][2])
     assert r.jobs["k"].tolist() == [0.7] * 4  # drawn from the plan for the jobs not complete
     assert r.metrics.groupby("job_id").size().to_dict() == {j: 2 for j in r.jobs["job_id"][:3]}
@@ -143,7 +143,7 @@ def test_a_sweep_not_run_yet_has_its_planned_jobs_and_empty_frames(workdir: Path
     cfg = fercluster.load_config(REPO / "configs" / "smoke.yaml", overrides=["name=never"])
     r = fercluster.results(cfg)
     assert (
-        r.jobs["state"].tolist() == ["NOT_STARTED"] * 4
+        r.jobs["state"].tolist() == ["NOT_SUBMITTED"] * 4
         and r.jobs["job_id"].tolist() == fercluster.plan(cfg)["job_id"].tolist()
     )
     assert r.metrics.empty and list(r.metrics.columns)[6:] == METRIC_COLUMNS and r.predictions.empty

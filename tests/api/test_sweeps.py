@@ -21,7 +21,7 @@ from fercluster.config import parse_config
 from fercluster.errors import ConfigError
 from fercluster.orchestration.fake import FakeBackend
 from fercluster.orchestration.last import last_sweep
-from fercluster.orchestration.state import load_state
+from fercluster.orchestration.store.state import load_state
 
 _register()
 runner = CliRunner()

@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from fercluster.orchestration.states import ACTIVE, COMPLETED
+from fercluster.orchestration.store.vocabulary import ACTIVE, COMPLETED
 
-# SLURM's state words -> fercluster's states (``fercluster.orchestration.states``).
+# SLURM's state words -> fercluster's states (``fercluster.orchestration.store.vocabulary``).
 _SLURM_TO_STATE = {
     "PENDING": "PENDING",
     "REQUEUED": "PENDING",  # a requeue (pre-emption, timeout with checkpoint) is not a failure

@@ -82,7 +82,7 @@ def check_fingerprint(cfg: SweepConfig) -> None:
 @contextlib.contextmanager
 def search_lock(cfg: SweepConfig) -> Iterator[None]:
     """Hold the search's lock: one driver per search (a second one fails at once, naming the first)."""
-    from fercluster.orchestration.state import ensure_dir
+    from fercluster.orchestration.store.state import ensure_dir
 
     with file_lock(ensure_dir(state_dir(cfg)) / ".lock", timeout_s=0, what=f"search {cfg.name}"):
         yield

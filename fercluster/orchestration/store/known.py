@@ -1,34 +1,35 @@
-"""What ``status`` last knew about a sweep's jobs: ``jobs/<sweep>/known.json``.
-
-Two things, kept between refreshes so that a refresh costs little and an outage shows something:
+"""What ``status`` last heard from SLURM about a sweep: ``jobs/<sweep>/known.json``.
 
 - ``states``: the last state SLURM gave for each of the sweep's ids, with when. When the query
   fails (slurmdbd down, a rate limit) ``status`` shows these, marked stale with the reason,
   instead of asking the cluster something larger.
-- ``done``: what a completed job's ``job.json`` said (accuracies, host, code), read once, and its
-  final cost from sacct (asked once, in the refresh's one query): a completed job does not change,
-  so its files are not read again.
-- ``cost``: GPU-hours and CPU-hours summed over the sweep's runs (``status``, the report).
+- ``costs``: a completed job's final cost from sacct (asked once, in the refresh's one query).
+  Not in the run index (``store.index``): that one is rebuilt from the run folders, and SLURM's
+  accounting is not in them.
 
 Its own file, not ``state.json``: ``status`` runs without the sweep's lock, and ``state.json`` is
-``sweep``'s, written under it. Written atomically; a file that does not parse is started afresh.
+``sweep``'s, written under it. Written atomically; a file that does not parse, or of another
+schema, is started afresh (what it held is asked again).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from fercluster.atomic import write_text
+import orjson
+
+from fercluster.atomic import write_bytes
 from fercluster.orchestration.backend import JobInfo
+from fercluster.orchestration.store.vocabulary import ENDED_BADLY
 
 FILE = "known.json"
+SCHEMA = 2  # 1: written without the field, with a "done" map (its records now live in the run index)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KnownInfo:
     """A ``backend.JobInfo`` remembered from an earlier refresh."""
 
@@ -45,35 +46,43 @@ class KnownInfo:
         return self.failure or f"state {self.state}"
 
 
+@dataclass(frozen=True, slots=True)
+class FinalCost:
+    """A completed job's cost, from SLURM's record of its last run."""
+
+    slurm_id: str
+    gpu_hours: float
+    cpu_hours: float | None
+
+
 @dataclass
 class Known:
     path: Path
     states: dict[str, KnownInfo] = field(default_factory=dict)  # SLURM id -> last answer
-    done: dict[str, dict[str, Any]] = field(default_factory=dict)  # job id -> what job.json said
+    costs: dict[str, FinalCost] = field(default_factory=dict)  # job id -> its final cost
 
     def remember(self, infos: Mapping[str, JobInfo], now: float | None = None) -> None:
         now = time.time() if now is None else now
         for sid, info in infos.items():
-            failure = info.failure_reason() if info.state not in ("PENDING", "RUNNING", "COMPLETED") else ""
-            gpu, cpu = getattr(info, "gpu_hours", None), getattr(info, "cpu_hours", None)
-            self.states[sid] = KnownInfo(info.state, info.node, info.reason, info.elapsed_s, failure, now, gpu, cpu)
+            failure = info.failure_reason() if info.state in ENDED_BADLY else ""
+            self.states[sid] = KnownInfo(info.state, info.node, info.reason, info.elapsed_s, failure, now,
+                                         info.gpu_hours, info.cpu_hours)  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         states = {
             sid: [k.state, k.node, k.reason, k.elapsed_s, k.failure, k.at, k.gpu_hours, k.cpu_hours]
             for sid, k in self.states.items()
         }
-        return {"states": states, "done": self.done}
+        costs = {j: [c.slurm_id, c.gpu_hours, c.cpu_hours] for j, c in self.costs.items()}
+        return {"schema": SCHEMA, "states": states, "costs": costs}
 
 
 def cost(known: Known) -> dict[str, Any]:
     """GPU-hours and CPU-hours the sweep's SLURM jobs used, every run counted (failed and retried
     ones too: the allocation paid for them): per SLURM id its last known figure, a completed
-    job's final one (recorded with its ``job.json``) in place of the last seen while it ran."""
+    job's final one in place of the last seen while it ran."""
     per_id = {sid: (k.gpu_hours, k.cpu_hours) for sid, k in known.states.items()}
-    for rec in known.done.values():
-        if rec.get("slurm_id") and rec.get("gpu_hours") is not None:
-            per_id[rec["slurm_id"]] = (rec["gpu_hours"], rec.get("cpu_hours"))
+    per_id.update({c.slurm_id: (c.gpu_hours, c.cpu_hours) for c in known.costs.values()})
     gpu = sum(g for g, _ in per_id.values() if g is not None)
     cpu = sum(c for _, c in per_id.values() if c is not None)
     return {"gpu_hours": round(gpu, 2), "cpu_hours": round(cpu, 2), "runs": len(per_id)}
@@ -82,13 +91,15 @@ def cost(known: Known) -> dict[str, Any]:
 def load_known(jobs_dir: Path) -> Known:
     path = Path(jobs_dir) / FILE
     try:
-        data = json.loads(path.read_text())
-        states = {sid: KnownInfo(*fields) for sid, fields in data.get("states", {}).items()}
-        return Known(path, states, dict(data.get("done", {})))
-    except (FileNotFoundError, json.JSONDecodeError, TypeError, AttributeError):
+        with open(path, "rb") as f:
+            data = orjson.loads(f.read())
+        states = {sid: KnownInfo(*fields) for sid, fields in data["states"].items()}
+        costs = {j: FinalCost(*c) for j, c in data.get("costs", {}).items()}
+        return Known(path, states, costs)
+    except (OSError, orjson.JSONDecodeError, TypeError, AttributeError, KeyError):
         return Known(path)
 
 
 def save_known(known: Known) -> None:
     if known.path.parent.is_dir():  # never create a sweep's folder just to remember states
-        write_text(known.path, json.dumps(known.to_dict(), separators=(",", ":")) + "\n")
+        write_bytes(known.path, orjson.dumps(known.to_dict()) + b"\n")
