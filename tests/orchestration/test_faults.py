@@ -129,7 +129,7 @@ def test_lookup_is_scoped_to_the_user_and_the_newest_array_wins(workdir: Path, f
     fakeslurm.clear_calls()
     result = run_sweep(cfg, backend, **SWEEP_KW)
     assert result.adopted == [name] and int(newer) > int(mine)
-    assert load_state(cfg.jobs_dir, cfg.name).arrays[name]["slurm_id"] == newer
+    assert load_state(cfg.jobs_dir, cfg.name).arrays[name].slurm_id == newer
     lookups = [c for c in fakeslurm.calls() if any(a.startswith("--name=") for a in c)]
     assert lookups and all("--me" in c or "-u" in c for c in lookups)
     assert not [c for c in fakeslurm.calls("sbatch") if name in Path(c[-1]).read_text()]
@@ -182,7 +182,7 @@ def test_healthy_refresh_is_one_sacct_for_the_sweeps_ids(workdir: Path, fakeslur
 
 def test_sacct_lag_asks_squeue_for_the_missing_ids_only(workdir: Path, fakeslurm: FakeSlurm) -> None:
     cfg, backend = _submitted(workdir, fakeslurm)
-    base = load_state(cfg.jobs_dir, cfg.name).arrays.popitem()[1]["slurm_id"]
+    base = load_state(cfg.jobs_dir, cfg.name).arrays.popitem()[1].slurm_id
     fakeslurm.fault(lag=[f"{base}_1"])
     snap = snapshot(cfg, backend).to_dict()
     squeue = fakeslurm.calls("squeue")

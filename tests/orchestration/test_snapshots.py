@@ -51,7 +51,7 @@ def test_jobs_and_aggregation_run_one_snapshot_recorded_in_the_state(cfg, workdi
         assert setup_folder(sub["params"]) == str(folder)
         assert f"export PYTHONPATH={folder}${{PYTHONPATH:+:$PYTHONPATH}}" in sub["params"]["setup"]
     state = load_state(cfg.jobs_dir, cfg.name)
-    assert {rec["code"] for rec in state.jobs.values()} == {digest}
+    assert {rec.code for rec in state.jobs.values()} == {digest}
     assert state.arrays[train["name"]].code == digest and state.aggregate.code == digest
     assert result.arrays[0]["code"] == digest and result.code["note"] == ""
 
