@@ -24,6 +24,7 @@ from fercluster.analysis import tables
 from fercluster.analysis.collect import ALL_METRIC_COLUMNS, JobResult, PlannedJob, read_runs
 from fercluster.config import SweepConfig
 from fercluster.errors import AnalysisError
+from fercluster.orchestration.store import many_records
 from fercluster.orchestration.store.index import RunEntry, RunIndex
 from fercluster.orchestration.store.vocabulary import COMPLETED, UNREADABLE, from_progress
 from fercluster.train.record import ProgressRecord, read_progress
@@ -39,10 +40,14 @@ class _Job:
     """One job of the results: its identity and run directory, what was read of it."""
 
     job_id: str
-    run_dir: Path
+    run_path: str | Path  # its run directory (a Path made on use: 10,000 of them cost a tenth of a second)
     keys: dict[str, Any]  # dataset, fold, variant, seed, k (None where not known yet)
     entry: RunEntry | None = None  # complete (job.json exists): the run index's entry
     progress: ProgressRecord | None = None  # not complete: its progress.json, if any
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run_path)
 
     @property
     def complete(self) -> bool:
@@ -158,7 +163,8 @@ def results(source: SweepConfig | str | Path) -> Results:
     has no data set, fold, variant or seed there, as its spec is written when it ends, and the
     accuracy table's planned folds are the folds done)."""
     if isinstance(source, SweepConfig):
-        return _from_config(source)
+        with many_records():
+            return _from_config(source)
     folder = Path(source)
     if not (folder / "runs").is_dir():
         hint = " (a config file: read it with fercluster.load_config first)" if folder.is_file() else ""
@@ -166,7 +172,8 @@ def results(source: SweepConfig | str | Path) -> Results:
             f"{folder} is not a sweep's results folder (no runs/ inside){hint}; "
             "give results/<sweep> or a config, e.g. fercluster.results(fercluster.load_config('configs/smoke.yaml'))"
         )
-    return _from_folder(folder)
+    with many_records():
+        return _from_folder(folder)
 
 
 def _from_config(cfg: SweepConfig) -> Results:
@@ -179,7 +186,7 @@ def _from_config(cfg: SweepConfig) -> Results:
     jobs = []
     for spec in specs:
         keys = {"dataset": spec.dataset, "fold": spec.fold, "variant": spec.variant, "seed": spec.seed, "k": None}
-        job = _Job(spec.job_id, Path(spec.run_dir), keys, entries[spec.job_id])
+        job = _Job(spec.job_id, spec.run_dir, keys, entries[spec.job_id])
         if job.entry is None:
             job.progress = read_progress(spec.run_dir)
         keys["k"] = job.entry.k if job.entry is not None and job.entry.k is not None else resolve_k(spec)

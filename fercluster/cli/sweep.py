@@ -402,9 +402,10 @@ def bench_cmd(
 
     Example: fercluster bench orchestration --jobs 10000
     """
+    from fercluster.api.sweep_results import results
     from fercluster.orchestration.bench import run_bench
 
-    report = run_bench(jobs)
+    report = run_bench(jobs, results=results)
     if as_json:
         print(json.dumps(report))
         return

@@ -13,7 +13,7 @@ import math
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from fercluster.config import parse_config
 from fercluster.orchestration.coordinator import run_sweep
@@ -21,6 +21,7 @@ from fercluster.orchestration.fake import FakeBackend
 from fercluster.orchestration.status import snapshot
 
 MAX_ARRAY = 1001
+METRIC_COLUMNS = ("iteration", "train_loss", "train_acc", "val_acc", "test_acc", "wall_time")  # as train.outputs writes
 OTHER_JOBS = 100_000  # other users' jobs on the fake cluster: a busy shared cluster around the sweep
 
 
@@ -45,12 +46,13 @@ def bench_config(root: Path, jobs: int) -> Any:
     )
 
 
-def run_bench(jobs: int = 10_000) -> dict[str, Any]:
+def run_bench(jobs: int = 10_000, results: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    """The figures; ``results``: ``fercluster.results``, to time it too."""
     with tempfile.TemporaryDirectory(prefix="fercluster-bench-") as tmp:
-        return _run(Path(tmp), jobs)
+        return _run(Path(tmp), jobs, results)
 
 
-def _run(root: Path, jobs: int) -> dict[str, Any]:
+def _run(root: Path, jobs: int, results: Callable[[Any], Any] | None = None) -> dict[str, Any]:
     cfg = bench_config(root, jobs)
     backend = FakeBackend(max_array=MAX_ARRAY)
     backend.add_foreign(OTHER_JOBS)
@@ -76,13 +78,14 @@ def _run(root: Path, jobs: int) -> dict[str, Any]:
     scheduler_calls = sum(backend.calls.values()) - calls_before
 
     finish_all(sub.specs)  # every job done (not timed: this is the jobs' work)
+    backend.set_state([sid for s in backend.submitted for sid in s["ids"]], "COMPLETED")
     before_sbatch = backend.calls["sbatch"]
     t = time.perf_counter()
     rerun = run_sweep(cfg, backend, **kw)
     rerun_s = time.perf_counter() - t
     rerun_subs = backend.calls["sbatch"] - before_sbatch
 
-    reads = read_figures(cfg, backend, sub.specs)
+    reads = read_figures(cfg, backend, sub.specs, results) if results is not None else {}
     targets = [
         {"name": "plan + diff", "value": f"{plan_s:.2f} s", "target": "< 10 s", "pass": plan_s < 10},
         {"name": "sbatch calls (arrays + aggregation)", "value": sbatch, "target": "<= 11", "pass": sbatch <= 11},
@@ -170,10 +173,8 @@ def _parquet_bytes() -> tuple[bytes, bytes]:
 
     import pandas as pd
 
-    from fercluster.analysis.collect import ALL_METRIC_COLUMNS
-
     out = []
-    frames = [pd.DataFrame({c: [500.0, 1000.0] for c in ALL_METRIC_COLUMNS}).astype({"iteration": "int64"}),
+    frames = [pd.DataFrame({c: [500.0, 1000.0] for c in METRIC_COLUMNS}).astype({"iteration": "int64"}),
               pd.DataFrame({"image_id": ["a", "b"], "label": [0, 1], "prediction": [0, 1],
                             "probs": [[0.9, 0.1], [0.2, 0.8]]})]  # fmt: skip
     for frame in frames:
@@ -183,10 +184,10 @@ def _parquet_bytes() -> tuple[bytes, bytes]:
     return out[0], out[1]
 
 
-def read_figures(cfg: Any, backend: FakeBackend, specs: list[Any]) -> dict[str, float]:
-    """``status`` and ``fercluster.results(cfg).jobs`` on the finished sweep: cold (no run index),
-    warm (a second call), changed (after 10 jobs wrote new files), in seconds."""
-    from fercluster.api.sweep_results import results
+def read_figures(cfg: Any, backend: FakeBackend, specs: list[Any], results: Callable[[Any], Any]) -> dict[str, float]:
+    """``status`` and ``results(cfg).jobs`` (``fercluster.results``, handed down by the CLI: the
+    API sits above this layer) on the finished sweep: cold (no run index), warm (a second call),
+    changed (after 10 jobs wrote new files), in seconds."""
     from fercluster.orchestration.store.index import FILE
 
     def timed(call: Any) -> float:

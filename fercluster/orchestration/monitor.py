@@ -64,7 +64,9 @@ def job_rows(
         index.save()
     open_rows = [r for r in rows if r.state == ""]
     # completed jobs whose final cost is not known yet ride along, once (status only)
-    costless = [r for r in rows if known is not None and r.state == COMPLETED and r.slurm_id and r.gpu_hours is None]
+    costless = [
+        r for r in rows if r.state == COMPLETED and r.slurm_id and known is not None and _cost_unknown(r, known)
+    ]
     ask = [r.slurm_id for r in open_rows + costless if r.slurm_id] + list(extra_ids)
     infos: Mapping[str, JobInfo] = backend.query(ask) if (ask and backend is not None) else {}
     error = backend.last_error if (ask and backend is not None) else ""
@@ -73,7 +75,7 @@ def job_rows(
     if infos_out is not None:
         infos_out.update({i: infos[i] for i in extra_ids if i in infos})
         if error and known is not None:
-            infos_out.update({i: known.states[i] for i in extra_ids if i not in infos and i in known.states})
+            infos_out.update({i: last for i in extra_ids if i not in infos and (last := known.last(i)) is not None})
     for row in costless:
         _final_cost(row, infos.get(row.slurm_id or ""), known)
     locals_ = {r.job_id: {LOCAL_KEY: e.local} for r in open_rows if (e := state.jobs.get(r.job_id)) and e.local}
@@ -81,7 +83,7 @@ def job_rows(
     known_arrays = {base_id(sid) for sid in infos if "_" in sid}
     for row in open_rows:
         if row.slurm_id and error and row.slurm_id not in infos:
-            _apply_stale(row, known.states.get(row.slurm_id) if known else None, error)
+            _apply_stale(row, known.last(row.slurm_id) if known else None, error)
         elif row.slurm_id:
             _apply_slurm(row, infos.get(row.slurm_id), backend is not None, known_arrays)
         else:
@@ -94,12 +96,18 @@ def results_dir_of(specs: Sequence[JobSpec]) -> str:
     return os.path.dirname(os.path.dirname(specs[0].run_dir)) if specs else os.devnull
 
 
+def _cost_unknown(row: JobRow, known: Known) -> bool:
+    final = known.costs.get(row.job_id)
+    return final is None or final.slurm_id != row.slurm_id
+
+
 def _final_cost(row: JobRow, info: JobInfo | None, known: Known | None) -> None:
-    """A completed job's cost from SLURM's record of its run, kept in ``known`` (asked once)."""
+    """A completed job's cost from SLURM's record of its run, kept in ``known``: asked once, once
+    SLURM has ended the job (a site without accounting answers no cost: that is kept too)."""
     if info is None:
         return
     row.gpu_hours, row.cpu_hours = info.gpu_hours, info.cpu_hours
-    if known is not None and row.gpu_hours is not None and row.slurm_id and info.state not in ACTIVE:
+    if known is not None and row.slurm_id and info.state not in ACTIVE:
         known.costs[row.job_id] = FinalCost(row.slurm_id, row.gpu_hours, row.cpu_hours)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import replace
 from pathlib import Path
 
 from fercluster.config import SweepConfig, Train
@@ -59,13 +58,18 @@ class _Cells:
         self.parts.append(text[start:])
         self.order = [{json.dumps(_FOLD): 0, json.dumps(_SEED): 1, json.dumps(_VARIANT): 2}[c] for _, c in cuts]
         self.runs = str(cfg.results_dir / "runs")
+        self.fields = dict(self.base.__dict__)
 
     def spec(self, fold: int, variant: str, seed: int) -> JobSpec:
         values = (str(fold), str(seed), json.dumps(variant))
         p, o = self.parts, self.order
         blob = p[0] + values[o[0]] + p[1] + values[o[1]] + p[2] + values[o[2]] + p[3]
         job_id = hashlib.sha1(blob.encode()).hexdigest()[:10]
-        return replace(self.base, fold=fold, variant=variant, seed=seed, job_id=job_id, run_dir=f"{self.runs}/{job_id}")
+        # dataclasses.replace, without its per-call introspection: a third of the plan's time
+        spec = object.__new__(JobSpec)
+        spec.__dict__.update(self.fields, fold=fold, variant=variant, seed=seed, job_id=job_id,
+                             run_dir=f"{self.runs}/{job_id}")  # fmt: skip
+        return spec
 
 
 def make_spec(cfg: SweepConfig, dataset: str, fold: int, variant: str, seed: int) -> JobSpec:

@@ -12,6 +12,7 @@ from fercluster.orchestration.coordinator import removed_specs
 from fercluster.orchestration.cost import spent as _spent
 from fercluster.orchestration.monitor import counts, failure_details, job_rows
 from fercluster.orchestration.snapshots import code_status
+from fercluster.orchestration.store import many_records
 from fercluster.orchestration.store.index import RunIndex
 from fercluster.orchestration.store.known import load_known, save_known
 from fercluster.orchestration.store.snapshot import StatusSnapshot
@@ -27,6 +28,11 @@ def snapshot(cfg: SweepConfig, backend: JobQuery, failed: bool = False) -> Statu
 
     ``failed``: add each failed job's exception (submitit's result pickle) and log tail.
     """
+    with many_records():
+        return _snapshot(cfg, backend, failed)
+
+
+def _snapshot(cfg: SweepConfig, backend: JobQuery, failed: bool) -> StatusSnapshot:
     specs = plan_mod.expand(cfg)
     state = load_state(cfg.jobs_dir, cfg.name)
     agg = state.aggregate

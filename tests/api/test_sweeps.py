@@ -74,7 +74,7 @@ def test_sweep_records_its_overrides_and_status_uses_them(config: Path, fake: Fa
     ids = [j["job_id"] for j in submitted["jobs"]]
     assert ids == list(fercluster.plan(fercluster.load_config(config, overrides=["train.iterations=20"]))["job_id"])
     state = load_state(workdir / "jobs" / "mini", "mini")
-    assert state.config == {"path": str(config.resolve()), "overrides": ["train.iterations=20"]}
+    assert state.config.to_dict() == {"path": str(config.resolve()), "overrides": ["train.iterations=20"]}
     assert last_sweep() == (config.resolve(), ["train.iterations=20"])
     fake.set_state(["1000_0"], "RUNNING")
     for args in (["status", str(config), "--json"], ["status", "--json"]):  # CONFIG given, or the last sweep's

@@ -26,6 +26,24 @@ and never imports this package, so their types live in ``fercluster.train.record
 re-exported here. Job states: ``vocabulary``.
 """
 
+import contextlib
+import gc
+from typing import Iterator
+
 from fercluster.train.record import JobRecord, ProgressRecord, Selection, read_job_record, read_progress
 
-__all__ = ["JobRecord", "ProgressRecord", "Selection", "read_job_record", "read_progress"]
+__all__ = ["JobRecord", "ProgressRecord", "Selection", "many_records", "read_job_record", "read_progress"]
+
+
+@contextlib.contextmanager
+def many_records() -> Iterator[None]:
+    """Pause the cyclic garbage collector while tens of thousands of records are read: they all
+    stay alive, so each collection it would start in the meantime walks them all for nothing
+    (a fifth of a warm ``status`` on 10,000 jobs). Reference counting still frees what it can."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()

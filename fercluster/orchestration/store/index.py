@@ -70,8 +70,8 @@ class RunEntry:
 
     @classmethod
     def from_row(cls, row: list[Any]) -> RunEntry:
-        entry = cls(*row)
-        return replace(entry, signature=tuple(entry.signature)) if isinstance(entry.signature, list) else entry
+        row[1] = tuple(row[1])  # JSON has no tuples
+        return cls(*row)
 
 
 def signature(run_dir: str) -> tuple[int, int] | None:

@@ -51,14 +51,16 @@ class FinalCost:
     """A completed job's cost, from SLURM's record of its last run."""
 
     slurm_id: str
-    gpu_hours: float
+    gpu_hours: float | None  # None: SLURM keeps no accounting of it
     cpu_hours: float | None
 
 
 @dataclass
 class Known:
     path: Path
-    states: dict[str, KnownInfo] = field(default_factory=dict)  # SLURM id -> last answer
+    # SLURM id -> last answer; as read, each stays the file's list until asked for (``last``):
+    # a refresh of 10,000 jobs needs few of them, and building them all costs a tenth of a second
+    states: dict[str, KnownInfo | list[Any]] = field(default_factory=dict)
     costs: dict[str, FinalCost] = field(default_factory=dict)  # job id -> its final cost
 
     def remember(self, infos: Mapping[str, JobInfo], now: float | None = None) -> None:
@@ -68,11 +70,16 @@ class Known:
             self.states[sid] = KnownInfo(info.state, info.node, info.reason, info.elapsed_s, failure, now,
                                          info.gpu_hours, info.cpu_hours)  # fmt: skip
 
+    def last(self, slurm_id: str) -> KnownInfo | None:
+        """What SLURM last said of ``slurm_id`` (None: never asked, or never answered)."""
+        info = self.states.get(slurm_id)
+        if isinstance(info, list):
+            info = self.states[slurm_id] = KnownInfo(*info)
+        return info
+
     def to_dict(self) -> dict[str, Any]:
-        states = {
-            sid: [k.state, k.node, k.reason, k.elapsed_s, k.failure, k.at, k.gpu_hours, k.cpu_hours]
-            for sid, k in self.states.items()
-        }
+        final = {c.slurm_id for c in self.costs.values()}  # what a completed job's run left: kept in costs
+        states = {sid: _as_list(k) for sid, k in self.states.items() if sid not in final}
         costs = {j: [c.slurm_id, c.gpu_hours, c.cpu_hours] for j, c in self.costs.items()}
         return {"schema": SCHEMA, "states": states, "costs": costs}
 
@@ -81,11 +88,17 @@ def cost(known: Known) -> dict[str, Any]:
     """GPU-hours and CPU-hours the sweep's SLURM jobs used, every run counted (failed and retried
     ones too: the allocation paid for them): per SLURM id its last known figure, a completed
     job's final one in place of the last seen while it ran."""
-    per_id = {sid: (k.gpu_hours, k.cpu_hours) for sid, k in known.states.items()}
+    per_id = {sid: tuple(_as_list(k)[6:8]) for sid, k in known.states.items()}
     per_id.update({c.slurm_id: (c.gpu_hours, c.cpu_hours) for c in known.costs.values()})
     gpu = sum(g for g, _ in per_id.values() if g is not None)
     cpu = sum(c for _, c in per_id.values() if c is not None)
     return {"gpu_hours": round(gpu, 2), "cpu_hours": round(cpu, 2), "runs": len(per_id)}
+
+
+def _as_list(k: KnownInfo | list[Any]) -> list[Any]:
+    if isinstance(k, list):
+        return k
+    return [k.state, k.node, k.reason, k.elapsed_s, k.failure, k.at, k.gpu_hours, k.cpu_hours]
 
 
 def load_known(jobs_dir: Path) -> Known:
@@ -93,7 +106,7 @@ def load_known(jobs_dir: Path) -> Known:
     try:
         with open(path, "rb") as f:
             data = orjson.loads(f.read())
-        states = {sid: KnownInfo(*fields) for sid, fields in data["states"].items()}
+        states = {sid: list(fields) for sid, fields in data["states"].items() if len(fields) == 8}
         costs = {j: FinalCost(*c) for j, c in data.get("costs", {}).items()}
         return Known(path, states, costs)
     except (OSError, orjson.JSONDecodeError, TypeError, AttributeError, KeyError):
