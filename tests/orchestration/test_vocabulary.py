@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
+from orch_helpers import SWEEP_KW, finish, make_config
 
 import fercluster
 from fercluster.analysis.tune_section import per_trial
@@ -19,7 +20,6 @@ from fercluster.orchestration.status import snapshot
 from fercluster.orchestration.store import vocabulary
 from fercluster.orchestration.store.vocabulary import STATES, from_progress, from_ray, from_search
 from fercluster.orchestration.tune.state import status_path, tune_status
-from orch_helpers import SWEEP_KW, finish, make_config
 
 REPO = Path(__file__).resolve().parents[2]
 
