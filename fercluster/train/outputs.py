@@ -116,4 +116,5 @@ def device_name(device: torch.device, world_size: int) -> str:
 
 def write_job_record(run_dir: Path, data: dict[str, Any]) -> None:
     """job.json, written last through its one writer (``train.record``): its presence means the job completed."""
+    data.setdefault("schema", record.SCHEMA)  # the caller's dict says what the file says
     record.write_job_record(run_dir, record.JobRecord.from_dict(data))
