@@ -29,7 +29,7 @@ from fercluster.errors import AnalysisError
 from fercluster.orchestration.store import many_records
 from fercluster.orchestration.store.index import RunEntry, RunIndex
 from fercluster.orchestration.store.vocabulary import COMPLETED, UNREADABLE, from_progress
-from fercluster.train.record import ProgressRecord, read_progress
+from fercluster.train.record import ProgressRecord, read_job_record, read_progress
 
 JOB_KEYS = ["job_id", "dataset", "fold", "variant", "seed", "k"]  # every frame's job columns
 JOB_COLUMNS = [*JOB_KEYS, "state", "iteration", "val_acc", "test_acc", "selected_iteration"]
@@ -216,6 +216,7 @@ def _from_folder(folder: Path) -> Results:
         if entry is not None and not entry.broken:
             keys.update(dataset=entry.dataset, fold=entry.fold, variant=entry.variant, seed=entry.seed, k=entry.k)
             kinds[entry.dataset] = (entry.kind, entry.classes)
+            job.train = _train_of(run_dir)
         elif entry is None:
             job.progress = read_progress(run_dir)
             if job.progress is None:
@@ -224,6 +225,14 @@ def _from_folder(folder: Path) -> Results:
     _check_files(index, jobs)
     jobs.sort(key=_place)  # the plan's order as far as the folder tells it; jobs not complete last
     return Results(folder, jobs, kinds, folder.name)
+
+
+def _train_of(run_dir: Path) -> dict[str, Any] | None:
+    """A complete job's training settings from its ``job.json`` (params.* of a results folder, which
+    has no plan to take them from; the run index keeps only what status shows)."""
+    record, _ = read_job_record(run_dir)
+    train = record.spec.get("train") if record is not None else None
+    return dict(train) if isinstance(train, dict) else None
 
 
 def _check_files(index: RunIndex, jobs: list[_Job]) -> None:

@@ -78,7 +78,7 @@ def _run(root: Path, jobs: int, results: Callable[[Any], Any] | None = None) -> 
     scheduler_calls = sum(backend.calls.values()) - calls_before
 
     finish_all(sub.specs)  # every job done (not timed: this is the jobs' work)
-    backend.set_state([sid for s in backend.submitted for sid in s["ids"]], "COMPLETED")
+    backend.set_state([sid for s in backend.submitted for sid in s.ids], "COMPLETED")
     before_sbatch = backend.calls["sbatch"]
     t = time.perf_counter()
     rerun = run_sweep(cfg, backend, **kw)

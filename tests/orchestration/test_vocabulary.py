@@ -28,7 +28,7 @@ def status_states(cfg) -> set[str]:
     """A sweep of 8 jobs in every state status can show: SLURM's, complete, broken, local."""
     backend = FakeBackend()
     result = run_sweep(cfg, backend, **SWEEP_KW)
-    ids = sorted(sid for sub in backend.submitted for sid in sub["ids"] if "_" in sid)
+    ids = sorted(sid for sub in backend.submitted for sid in sub.ids if "_" in sid)
     for sid, word in zip(ids, ["RUNNING", "PENDING", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED"], strict=False):
         backend.states[sid] = word
     finish(result.specs[-1])
