@@ -107,6 +107,7 @@ def analyse_dataset(
         "job_id": job.job_id,
         "fold": int(spec["fold"]),
         "variant": spec["variant"],
+        "guided_mask": a.guided_mask,
     }
     filters = _shown_filters(section, acts.values, a, summary)
     au = _au_labels(prepared, rows, spec["kind"], a.min_positive)
@@ -117,7 +118,7 @@ def analyse_dataset(
         kl_values, top = _rankings(acts.values, au, a, prepared.au_regions)
     log(f"{dataset}: guided backprop of {len(filters)} filters x {a.top_n} images")
     normalize = spec["train"].get("normalize", Train().normalize)  # a job.json without it ran the default
-    views = visualise(model, prepared.images, rows, acts, filters, a.top_n, normalize)
+    views = visualise(model, prepared.images, rows, acts, filters, a.top_n, normalize, a.guided_mask)
     sections = [section]
     _grids(section, views, filters, top, dataset, out)
     if kl_values is not None:
@@ -126,7 +127,9 @@ def analyse_dataset(
             if a.agreement_filters == "all":
                 log(f"{dataset}: guided backprop of all {acts.values.shape[1]} filters for the agreement check")
                 counted = list(range(acts.values.shape[1]))
-                counted_views = visualise(model, prepared.images, rows, acts, counted, a.top_n, normalize)
+                counted_views = visualise(
+                    model, prepared.images, rows, acts, counted, a.top_n, normalize, a.guided_mask
+                )
             else:
                 counted, counted_views = filters, views
             sections.append(
