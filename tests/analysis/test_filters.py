@@ -209,3 +209,26 @@ def test_the_pixel_mask_changes_the_shown_maps():
         for j in range(len(k)):
             shown_relu, shown_pixel = filters.crop_support(relu[j]), filters.crop_support(pixel[j])
             assert shown_pixel.shape[0] <= shown_relu.shape[0] and shown_pixel.shape[1] <= shown_relu.shape[1]
+
+
+def test_the_report_computes_every_map_with_the_configured_mask(tmp_path, monkeypatch):
+    """analysis.guided_mask reaches each guided-backprop call of a data set's section (the shown
+    filters and the agreement check over all filters), and the summary names it."""
+    import fabricate as fab
+
+    from fercluster.analysis import dataset_section
+    from fercluster.analysis.collect import collect
+    from fercluster.orchestration.plan import expand
+
+    prep = fab.make_prepared(tmp_path / "prep", subjects=20)
+    cfg = fab.make_config(tmp_path, prep, folds=(0,), variants=("AD",), n_filters=2, top_n=2, guided_mask="pixel")
+    fab.write_run(expand(cfg)[0], prep)
+    masks, real = [], dataset_section.visualise
+
+    def recording(*args, **kwargs):
+        masks.append(args[7] if len(args) > 7 else kwargs.get("guided_mask", "relu (the default)"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dataset_section, "visualise", recording)
+    summary = dataset_section.analyse_dataset(cfg, "ckplus", collect(cfg).results, tmp_path / "a", log=print).summary
+    assert summary["guided_mask"] == "pixel" and masks == ["pixel", "pixel"]
