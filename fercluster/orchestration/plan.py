@@ -20,7 +20,7 @@ from fercluster.train import spec as spec_mod
 from fercluster.train.spec import JobSpec
 
 if TYPE_CHECKING:
-    from fercluster.orchestration.state import SweepState
+    from fercluster.orchestration.store.state import SweepState
 
 
 def expand(cfg: SweepConfig) -> list[JobSpec]:
