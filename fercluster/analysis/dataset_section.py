@@ -95,6 +95,7 @@ def analyse_dataset(
         return DatasetAnalysis([section], {"dataset": dataset, "job_id": None}, skipped)
     job, prepared, acts, rows, model = loaded
     summary = _job_text(section, dataset, job, acts, variant)
+    summary["guided_mask"] = a.guided_mask
     filters = _shown_filters(section, acts.values, a, summary)
     au = _au_labels(prepared, rows, job.spec["kind"], a.min_positive)
     kl_values = top = None
@@ -104,7 +105,7 @@ def analyse_dataset(
         kl_values, top = _rankings(acts.values, au, a, prepared.au_regions)
     log(f"{dataset}: guided backprop of {len(filters)} filters x {a.top_n} images")
     normalize = job.spec["train"].get("normalize", Train().normalize)  # a job.json without it ran the default
-    views = visualise(model, prepared.images, rows, acts, filters, a.top_n, normalize)
+    views = visualise(model, prepared.images, rows, acts, filters, a.top_n, normalize, a.guided_mask)
     sections = [section]
     _grids(section, views, filters, top, dataset, out)
     if kl_values is not None:
@@ -146,7 +147,7 @@ def _counted_filters(cfg: SweepConfig, dataset: str, loaded: tuple, filters, vie
     _, prepared, acts, rows, model = loaded
     log(f"{dataset}: guided backprop of all {acts.values.shape[1]} filters for the agreement check")
     counted = list(range(acts.values.shape[1]))
-    return counted, visualise(model, prepared.images, rows, acts, counted, a.top_n, normalize)
+    return counted, visualise(model, prepared.images, rows, acts, counted, a.top_n, normalize, a.guided_mask)
 
 
 def _first_usable(cfg: SweepConfig, jobs: Sequence[JobResult], log) -> tuple[tuple | None, list[dict[str, Any]]]:
