@@ -168,3 +168,20 @@ def test_status_json_keeps_the_keys_the_earlier_version_printed(tmp_path: Path) 
     assert new["counts"] == old["counts"] and [j["test_acc"] for j in new["jobs"]] == [
         j["test_acc"] for j in old["jobs"]
     ]
+
+
+def test_the_earlier_sweep_reruns_once_under_new_ids_then_never(tmp_path: Path) -> None:
+    """As the earlier version left it (its ids hashed where the data lay), a dry run says why its
+    jobs run again; once under the new ids (content, not place), a re-run submits nothing."""
+    earlier = copied_sweep(tmp_path / "earlier")
+    state = json.loads((FIXTURE / "jobs" / "smoke" / "state.json").read_text())
+    (earlier.jobs_dir / "state.json").write_text(json.dumps(state))  # the earlier ids, as written
+    backend = FakeBackend()
+    dry = fercluster.submit(earlier, dry_run=True, backend=backend)
+    assert len(dry.renamed) == 4 and "4 jobs have new ids" in (dry.renamed_line() or "")
+    assert {old for old, _ in dry.renamed} == set(state["jobs"])
+
+    cfg = copied_sweep(tmp_path / "now")
+    rerun = fercluster.submit(cfg, backend=backend)
+    assert backend.calls["sbatch"] == 0 and rerun.renamed == ()
+    assert len(rerun.result.diff.done) == 4 and rerun.result.diff.submit == []
