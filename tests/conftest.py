@@ -127,6 +127,6 @@ def fake(monkeypatch: pytest.MonkeyPatch):
 
     backend = FakeBackend()
     monkeypatch.setattr("fercluster.cli.sweep._backend", lambda cfg: backend)
-    monkeypatch.setattr("fercluster.orchestration.jobs.training_callable", lambda: print)
-    monkeypatch.setattr("fercluster.orchestration.coordinator.prepare_datasets", lambda cfg, names: None)
+    monkeypatch.setattr("fercluster.orchestration.submit.jobs.training_callable", lambda: print)
+    monkeypatch.setattr("fercluster.orchestration.submit.coordinator.prepare_datasets", lambda cfg, names: None)
     return backend

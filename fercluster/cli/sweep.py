@@ -127,7 +127,7 @@ def sweep_cmd(
     cfg = load(config, sets, no_overrides=no_overrides, hint="--set replaces them, --no-overrides drops them")
     console = _console()
     if dry_run:  # a run would stop at a data set it cannot find: say so now
-        from fercluster.orchestration.doctor import data_warnings
+        from fercluster.orchestration.preflight.doctor import data_warnings
 
         for line in data_warnings(cfg):
             _console(stderr=True).print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
@@ -288,7 +288,7 @@ def status_cmd(
             _console().print(status_table(snap) if snap is not None else f"no tune run recorded for {cfg.name}")
         return
     from fercluster.api.sweeps import never_submitted
-    from fercluster.orchestration.status import snapshot
+    from fercluster.orchestration.watch.status import snapshot
 
     never_submitted(cfg)
     backend = _backend(cfg)
@@ -306,7 +306,7 @@ def _watch(cfg: Any, backend: Any, console: Any, failed: bool, interval: float) 
     """Refresh until every job has ended: never faster than the floor, backing off while SLURM fails."""
     from rich.live import Live
 
-    from fercluster.orchestration.status import snapshot, watch_interval
+    from fercluster.orchestration.watch.status import snapshot, watch_interval
 
     floor = cfg.slurm.watch_floor_s
     if interval < floor:

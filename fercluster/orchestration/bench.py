@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fercluster.config import parse_config
-from fercluster.orchestration.coordinator import run_sweep
 from fercluster.orchestration.fake import FakeBackend
-from fercluster.orchestration.status import snapshot
+from fercluster.orchestration.submit.coordinator import run_sweep
+from fercluster.orchestration.watch.status import snapshot
 
 MAX_ARRAY = 1001
 METRIC_COLUMNS = ("iteration", "train_loss", "train_acc", "val_acc", "test_acc", "wall_time")  # as train.outputs writes

@@ -14,12 +14,7 @@ from typing import Any, Callable, Sequence
 
 from fercluster.config import SweepConfig, Train
 from fercluster.errors import SlurmError
-from fercluster.orchestration import jobs as jobs_mod
-from fercluster.orchestration import plan as plan_mod
 from fercluster.orchestration.backend import Backend, Resources, Submission, SubmitLimit
-from fercluster.orchestration.lanes import array_lanes
-from fercluster.orchestration.monitor import JobRow, job_rows
-from fercluster.orchestration.snapshots import CodeChoice, CodePlan, RetryCode, plan_code
 from fercluster.orchestration.store.entries import AGGREGATE, TRAIN, AggregateEntry, PendingEntry
 from fercluster.orchestration.store.state import (
     SweepState,
@@ -31,6 +26,11 @@ from fercluster.orchestration.store.state import (
     sweep_lock,
 )
 from fercluster.orchestration.store.vocabulary import ACTIVE, COMPLETED, NOT_SUBMITTED, PREEMPTED
+from fercluster.orchestration.submit import jobs as jobs_mod
+from fercluster.orchestration.submit import plan as plan_mod
+from fercluster.orchestration.submit.lanes import array_lanes
+from fercluster.orchestration.submit.snapshots import CodeChoice, CodePlan, RetryCode, plan_code
+from fercluster.orchestration.watch.monitor import JobRow, job_rows
 from fercluster.train.spec import JobSpec
 
 
