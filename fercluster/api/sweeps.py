@@ -28,7 +28,8 @@ from fercluster.errors import ConfigError
 from fercluster.orchestration.backend import Backend
 from fercluster.orchestration.store.entries import ConfigEntry
 from fercluster.orchestration.store.state import load_state, save_state, state_path, sweep_lock
-from fercluster.orchestration.submit.coordinator import Diff, SweepResult
+from fercluster.orchestration.submit.coordinator import SweepResult
+from fercluster.orchestration.submit.reconcile import Diff
 from fercluster.orchestration.watch.monitor import JobRow
 
 PLAN_COLUMNS = ["job_id", "dataset", "fold", "variant", "seed", "k", "iterations", "run_dir"]

@@ -32,10 +32,11 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_the_coordinator_speaks_only_the_protocol() -> None:
-    path = PACKAGE / "orchestration" / "submit" / "coordinator.py"
-    imported = _imports(path)
-    assert not [m for m in imported if m.startswith(("fercluster.orchestration.slurm", "submitit"))]
-    assert "key=int" not in path.read_text() and "base_id" not in path.read_text()
+    for name in ("coordinator.py", "reconcile.py"):
+        path = PACKAGE / "orchestration" / "submit" / name
+        imported = _imports(path)
+        assert not [m for m in imported if m.startswith(("fercluster.orchestration.slurm", "submitit"))]
+        assert "key=int" not in path.read_text() and "base_id" not in path.read_text()
 
 
 def test_one_builder_for_the_slurm_backend() -> None:

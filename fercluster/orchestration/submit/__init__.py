@@ -1,7 +1,7 @@
 """Submission: a sweep config turned into jobs and reconciled with what the backend holds.
 
 - ``plan``: ``expand(cfg)`` (the sweep's jobs, pure and ordered), ``make_spec``.
-- ``reconcile``: ``diff`` (pure: which planned jobs to submit, retry, requeue, skip, leave or
+- ``reconcile``: ``reconcile`` (pure: which planned jobs to submit, retry, requeue, skip, leave or
   cancel, from the recorded state and one query) and its ``Diff``.
 - ``coordinator``: ``run_sweep(cfg, backend, ...)`` (the diff carried out: submit, retry, prune,
   adopt orphan submissions, the aggregation job).

@@ -14,7 +14,7 @@ from fercluster.orchestration.store.snapshot import StatusSnapshot
 from fercluster.orchestration.store.state import load_state
 from fercluster.orchestration.store.vocabulary import ACTIVE, ENDED_BADLY, FAILED
 from fercluster.orchestration.submit import plan as plan_mod
-from fercluster.orchestration.submit.coordinator import removed_specs
+from fercluster.orchestration.submit.reconcile import removed_specs
 from fercluster.orchestration.submit.snapshots import code_status
 from fercluster.orchestration.watch.cost import spent as _spent
 from fercluster.orchestration.watch.monitor import counts, failure_details, job_rows
