@@ -289,7 +289,7 @@ def test_watch_raises_an_interval_below_the_floor(workdir: Path, monkeypatch: py
         )  # fmt: skip
     )
     backend = FakeBackend()
-    monkeypatch.setattr("fercluster.cli.sweep._backend", lambda cfg: backend)
+    monkeypatch.setattr("fercluster.cli.tables.backend", lambda cfg: backend)
     monkeypatch.setattr("fercluster.orchestration.submit.jobs.training_callable", lambda: print)
     monkeypatch.setattr("fercluster.orchestration.submit.coordinator.prepare_datasets", lambda cfg, names: None)
     runner = CliRunner()
@@ -401,7 +401,7 @@ def test_cli_sweep_prints_the_summary_then_fails(workdir: Path, monkeypatch: pyt
         )  # fmt: skip
     )
     backend = Refusing(max_array=2)
-    monkeypatch.setattr("fercluster.cli.sweep._backend", lambda cfg: backend)
+    monkeypatch.setattr("fercluster.cli.tables.backend", lambda cfg: backend)
     monkeypatch.setattr("fercluster.orchestration.submit.jobs.training_callable", lambda: print)
     monkeypatch.setattr("fercluster.orchestration.submit.coordinator.prepare_datasets", lambda cfg, names: None)
     out = CliRunner().invoke(app, ["sweep", str(cfg_file)])

@@ -134,7 +134,7 @@ def test_status_warns_when_the_checkout_differs(cfg, workdir: Path, edit_code) -
 
 def test_cli_says_which_code_and_rejects_code_without_retry(workdir: Path, monkeypatch, edit_code) -> None:
     backend = FakeBackend()
-    monkeypatch.setattr("fercluster.cli.sweep._backend", lambda cfg: backend)
+    monkeypatch.setattr("fercluster.cli.tables.backend", lambda cfg: backend)
     monkeypatch.setattr("fercluster.orchestration.submit.jobs.training_callable", lambda: print)
     monkeypatch.setattr("fercluster.orchestration.submit.coordinator.prepare_datasets", lambda cfg, names: None)
     path = workdir / "mini.yaml"
