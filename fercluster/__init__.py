@@ -8,6 +8,20 @@ submitit or ray for names it never uses. ``fercluster.results`` imports them on 
     import fercluster
     cfg = fercluster.load_config("configs/smoke.yaml", overrides=["train.iterations=20"])
     fercluster.results(cfg).jobs
+
+Layout. Layers, lowest first; a module imports its own layer or lower ones, never up
+(``tests/test_layers.py`` keeps it so, and the sizes: modules under 400 lines, functions under 50):
+
+- the base (modules directly in ``fercluster/``): ``config`` (the typed settings), ``code`` (code
+  snapshots), ``errors``, ``atomic``, ``lock``, ``overrides`` and the small helpers they share.
+- ``data/``: the data sets (CK+, TFD, their synthetic stand-ins), cropped and prepared for training.
+- ``train/``: the job side: model, training, checkpoints, and each run's records (``job.json``, ...).
+- ``orchestration/``: from a sweep config to jobs on SLURM and back: ``submit/`` (plan, reconcile,
+  submit), ``watch/`` (status, cost), ``local/`` (``sweep --local``), ``preflight/`` (``doctor``),
+  ``store/`` (the typed files of a sweep's folder), ``slurm/`` (submitit and SLURM), ``tune/`` (Ray Tune).
+- ``analysis/``: the tables, figures and report of a sweep's results.
+- ``api/`` and ``cli/``: the library's functions (re-exported here) and the ``fercluster`` command,
+  one module per command, a thin layer over the API.
 """
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ def fake(monkeypatch: pytest.MonkeyPatch):
     from fercluster.orchestration.fake import FakeBackend
 
     backend = FakeBackend()
-    monkeypatch.setattr("fercluster.cli.sweep._backend", lambda cfg: backend)
-    monkeypatch.setattr("fercluster.orchestration.jobs.training_callable", lambda: print)
-    monkeypatch.setattr("fercluster.orchestration.coordinator.prepare_datasets", lambda cfg, names: None)
+    monkeypatch.setattr("fercluster.cli.tables.backend", lambda cfg: backend)
+    monkeypatch.setattr("fercluster.orchestration.submit.jobs.training_callable", lambda: print)
+    monkeypatch.setattr("fercluster.orchestration.submit.coordinator.prepare_datasets", lambda cfg, names: None)
     return backend

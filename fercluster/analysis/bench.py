@@ -76,7 +76,7 @@ def _blobs(rng: np.random.Generator, n_test: int = 130) -> list[tuple[bytes, byt
 
 def fabricate(root: Path, jobs: int, seed: int = 0):
     """Write ``jobs`` fabricated run directories of the bench sweep under ``root``; returns the config."""
-    from fercluster.orchestration.plan import expand
+    from fercluster.orchestration.submit.plan import expand
 
     cfg = bench_config(root, jobs)
     rng = np.random.default_rng(seed)

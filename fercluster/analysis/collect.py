@@ -76,8 +76,8 @@ class Collection:
 
 
 def planned_jobs(cfg: SweepConfig) -> list[PlannedJob]:
-    """The sweep's jobs, from ``fercluster.orchestration.plan.expand``."""
-    from fercluster.orchestration.plan import expand
+    """The sweep's jobs, from ``fercluster.orchestration.submit.plan.expand``."""
+    from fercluster.orchestration.submit.plan import expand
 
     return [PlannedJob(s.dataset, int(s.fold), s.variant, int(s.seed), s.job_id, Path(s.run_dir)) for s in expand(cfg)]
 

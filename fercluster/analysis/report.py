@@ -182,7 +182,7 @@ def _missing_section(col: Collection, skipped: list[dict]) -> Section:
 def _cost(cfg: SweepConfig) -> dict[str, Any]:
     """What the sweep cost on SLURM: asked of sacct (one query) inside a SLURM job (the aggregation
     job), else as the last ``fercluster status`` recorded it."""
-    from fercluster.orchestration.cost import sweep_cost
+    from fercluster.orchestration.watch.cost import sweep_cost
 
     backend = None
     if os.environ.get("SLURM_JOB_ID") and shutil.which("sacct"):

@@ -73,8 +73,8 @@ class Job:
     def state(self) -> str:
         """The job's state now (one query, as ``fercluster.status`` asks it): PENDING, RUNNING,
         COMPLETED, FAILED, CANCELLED, TIMEOUT, PREEMPTED or NOT_SUBMITTED."""
-        from fercluster.orchestration.monitor import job_rows
         from fercluster.orchestration.store.state import load_state
+        from fercluster.orchestration.watch.monitor import job_rows
 
         state = load_state(self.config.jobs_dir, self.config.name)
         (row,) = job_rows([self.spec], state, self._backend)
@@ -130,8 +130,8 @@ class Job:
         return cancel(self.config, self.job_id, backend=self._backend)
 
     def _log(self, which: str, lines: int) -> str:
-        from fercluster.orchestration.monitor import submitit_paths
         from fercluster.orchestration.store.state import load_state
+        from fercluster.orchestration.watch.monitor import submitit_paths
 
         slurm_id = load_state(self.config.jobs_dir, self.config.name).slurm_id(self.job_id)
         if not slurm_id:
@@ -149,7 +149,7 @@ def jobs(config: SweepConfig | str | Path, *, backend: Any = None) -> list[Job]:
 
     ``config``: a config or a config path; ``backend``: SLURM by default (a job run here by
     ``run_local`` is seen without it, as in ``status``)."""
-    from fercluster.orchestration.plan import expand
+    from fercluster.orchestration.submit.plan import expand
 
     config = _grid_only(config, "jobs")
     backend = backend or slurm_backend(config)

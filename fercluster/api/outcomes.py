@@ -115,7 +115,7 @@ class Cancelled:
 
     @classmethod
     def of(cls, sweep: str, slurm_ids: Sequence[str]) -> Cancelled:
-        from fercluster.orchestration.status import by_array
+        from fercluster.orchestration.watch.status import by_array
 
         return cls(sweep, tuple(slurm_ids), by_array(slurm_ids))
 

@@ -182,7 +182,7 @@ def results(source: SweepConfig | str | Path) -> Results | TuneResults:
 
 
 def _from_config(cfg: SweepConfig) -> Results:
-    from fercluster.orchestration.plan import expand
+    from fercluster.orchestration.submit.plan import expand
     from fercluster.train.seeds import resolve_k
 
     specs = expand(cfg)

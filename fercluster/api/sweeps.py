@@ -26,10 +26,11 @@ from fercluster.api.outcomes import Aggregation, Cancelled, LocalRun
 from fercluster.config import SweepConfig, load_config
 from fercluster.errors import ConfigError
 from fercluster.orchestration.backend import Backend
-from fercluster.orchestration.coordinator import Diff, SweepResult
-from fercluster.orchestration.monitor import JobRow
 from fercluster.orchestration.store.entries import ConfigEntry
 from fercluster.orchestration.store.state import load_state, save_state, state_path, sweep_lock
+from fercluster.orchestration.submit.coordinator import SweepResult
+from fercluster.orchestration.submit.reconcile import Diff
+from fercluster.orchestration.watch.monitor import JobRow
 
 PLAN_COLUMNS = ["job_id", "dataset", "fold", "variant", "seed", "k", "iterations", "run_dir"]
 SUBMISSION_COLUMNS = ["job_id", "dataset", "fold", "variant", "seed", "k", "state", "action"]
@@ -45,7 +46,7 @@ def sweep_config(path: str | Path | None = None, overrides: Sequence[str] | None
     ``[]``: none.
     """
     if path is None:
-        from fercluster.orchestration.last import last_sweep
+        from fercluster.orchestration.submit.last import last_sweep
 
         last = last_sweep()
         if last is None:
@@ -84,7 +85,7 @@ def plan(config: SweepConfig | str | Path) -> pd.DataFrame:
     Columns: job_id, dataset, fold, variant, seed, k (the drawn init scale), iterations, run_dir,
     then the job's training settings as ``params.*`` (``frames.PARAM_COLUMNS``).
     """
-    from fercluster.orchestration.plan import expand
+    from fercluster.orchestration.submit.plan import expand
     from fercluster.train.seeds import resolve_k
 
     config = _grid_only(config, "plan")
@@ -208,8 +209,8 @@ def submit(
     or on the current code (``"current"``). ``prune``: cancel jobs no longer in the config.
     ``backend``: default SLURM through submitit (``jobs/<sweep>/submitit``).
     """
-    from fercluster.orchestration.coordinator import run_sweep
-    from fercluster.orchestration.plan import renamed_jobs
+    from fercluster.orchestration.submit.coordinator import run_sweep
+    from fercluster.orchestration.submit.plan import renamed_jobs
 
     config = _grid_only(config, "submit")
     backend = backend or slurm_backend(config)
@@ -229,7 +230,7 @@ def run_local(config: SweepConfig | str | Path, *, console: Any = None) -> Local
     """
     from rich.console import Console
 
-    from fercluster.orchestration.local import run_local as run
+    from fercluster.orchestration.local.run import run_local as run
 
     config = _grid_only(config, "run_local")
     console = console or Console()
@@ -247,7 +248,7 @@ def status(config: SweepConfig | str | Path, *, failed: bool = False, backend: A
     ``failed``, also exception, log_tail and log of the jobs that ended badly). ``attrs`` holds
     the rest of ``status --json``: sweep, counts, total, source, aggregate, removed_from_config.
     """
-    from fercluster.orchestration.status import snapshot
+    from fercluster.orchestration.watch.status import snapshot
 
     config = _grid_only(config, "status")
     snap = snapshot(config, backend or slurm_backend(config), failed=failed).to_dict()
@@ -261,7 +262,7 @@ def status(config: SweepConfig | str | Path, *, failed: bool = False, backend: A
 def cancel(config: SweepConfig | str | Path, job: str | None = None, *, backend: Backend | None = None) -> Cancelled:
     """Cancel the sweep's queued and running SLURM jobs and its aggregation job, or only ``job``
     (a fercluster job id or a SLURM id); returns what was cancelled (``Cancelled``)."""
-    from fercluster.orchestration.status import cancel as cancel_jobs
+    from fercluster.orchestration.watch.status import cancel as cancel_jobs
 
     config = _config(config, "cancel")
     _require_folders(config)
@@ -297,7 +298,7 @@ def _config(config: SweepConfig | str | Path, what: str) -> SweepConfig:
 
 
 def _require_folders(config: SweepConfig) -> None:
-    from fercluster.orchestration.folders import require_folders
+    from fercluster.orchestration.preflight.folders import require_folders
 
     require_folders(config)
 
@@ -317,7 +318,7 @@ def _grid_only(config: SweepConfig | str | Path, what: str) -> SweepConfig:
 def record_last(config: SweepConfig) -> None:
     """Record ``config`` (its file and overrides) as the last sweep started from this folder, the one
     a command without CONFIG uses; a warning, not an error, when the per-user file cannot be written."""
-    from fercluster.orchestration.last import record_last as record
+    from fercluster.orchestration.submit.last import record_last as record
 
     if config.source is None:
         return  # built from a mapping: no file to point at
@@ -340,7 +341,7 @@ def _record_config(config: SweepConfig) -> OverrideChange | None:
 
 
 def _override_change(config: SweepConfig, state: Any = None) -> OverrideChange | None:
-    from fercluster.orchestration.plan import expand
+    from fercluster.orchestration.submit.plan import expand
 
     state = state or load_state(config.jobs_dir, config.name)
     before = state.config.overrides if state.config is not None else ()

@@ -24,7 +24,7 @@ def doctor(
     Example: fercluster doctor configs/paper.yaml
     """
     from fercluster.config import load_config
-    from fercluster.orchestration.doctor import ERROR, run_doctor
+    from fercluster.orchestration.preflight.doctor import ERROR, run_doctor
 
     cfg = load_config(config) if config is not None else None
     report = run_doctor(cfg, job=not no_job, timeout_s=timeout)

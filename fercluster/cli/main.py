@@ -24,9 +24,9 @@ app.add_typer(bench_app, name="bench")
 
 
 def _register() -> None:
-    from fercluster.cli import aggregate, data, doctor, sweep, train
+    from fercluster.cli import aggregate, bench_orchestration, cancel, data, doctor, status, sweep, train
 
-    for module in (data, train, sweep, doctor, aggregate):
+    for module in (data, train, sweep, status, cancel, bench_orchestration, doctor, aggregate):
         module.register(app, bench_app)
 
 

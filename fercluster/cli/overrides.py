@@ -27,7 +27,7 @@ def load(config: Optional[Path], sets: Optional[list[str]], *, no_overrides: boo
     """The config of a command: ``config`` (default: the last sweep) with ``--set`` (default: recorded)."""
     from fercluster.api import sweep_config
     from fercluster.errors import ConfigError
-    from fercluster.orchestration.folders import require_folders
+    from fercluster.orchestration.preflight.folders import require_folders
 
     if no_overrides and sets:
         raise ConfigError("--no-overrides uses the config file alone; it does not combine with --set")

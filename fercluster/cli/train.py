@@ -30,7 +30,7 @@ def job(
     from fercluster.config import VARIANTS
     from fercluster.data import ensure_prepared
     from fercluster.errors import ConfigError
-    from fercluster.orchestration.plan import make_spec
+    from fercluster.orchestration.submit.plan import make_spec
     from fercluster.train.checkpoint import JobInterrupted
     from fercluster.train.job import run_job
 
@@ -63,7 +63,7 @@ def job(
 def _require_planned(cfg, spec) -> None:
     """A job outside the sweep's grid must not write into the sweep's results: refuse, naming --run-dir."""
     from fercluster.errors import ConfigError
-    from fercluster.orchestration.plan import expand
+    from fercluster.orchestration.submit.plan import expand
 
     if any(s.job_id == spec.job_id for s in expand(cfg)):
         return
@@ -74,7 +74,7 @@ def _require_planned(cfg, spec) -> None:
 
 
 def _run_with_progress(spec, run_job) -> dict:
-    from fercluster.orchestration.progress import job_progress
+    from fercluster.orchestration.watch.progress import job_progress
 
     iterations = spec.train.iterations
     with job_progress() as bar:

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from fercluster.analysis import collect as collect_mod
 from fercluster.analysis.bench import fabricate
-from fercluster.orchestration.plan import expand
+from fercluster.orchestration.submit.plan import expand
 
 
 def _runs(tmp_path, jobs=12):

@@ -15,7 +15,7 @@ import yaml
 
 from fercluster.analysis.report import aggregate
 from fercluster.errors import AnalysisError
-from fercluster.orchestration.plan import expand
+from fercluster.orchestration.submit.plan import expand
 
 SECTIONS = [
     "Accuracy (the paper's Tables 1-3)",

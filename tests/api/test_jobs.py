@@ -9,7 +9,7 @@ import yaml
 
 import fercluster
 from fercluster.orchestration.fake import FakeBackend
-from fercluster.orchestration.monitor import submitit_paths
+from fercluster.orchestration.watch.monitor import submitit_paths
 
 
 @pytest.fixture

@@ -22,8 +22,8 @@ from fercluster.cli.main import _register, app
 from fercluster.config import parse_config
 from fercluster.errors import AnalysisError, ConfigError
 from fercluster.orchestration.fake import FakeBackend
-from fercluster.orchestration.last import last_sweep
 from fercluster.orchestration.store.state import load_state
+from fercluster.orchestration.submit.last import last_sweep
 
 _register()
 runner = CliRunner()
@@ -127,7 +127,7 @@ def test_the_api_records_the_last_sweep_as_the_cli_does(
     assert json.loads(cli("status", "--json").stdout)["sweep"] == "mini"
     fercluster.submit(fercluster.load_config(config, ["name=sub"]), dry_run=True, backend=fake)
     assert last_sweep() == (config.resolve(), ["train.iterations=20"])  # a dry run records nothing
-    import fercluster.orchestration.local as local
+    import fercluster.orchestration.local.run as local
 
     monkeypatch.setattr(local, "run_local", lambda cfg, console: {"ran": 0, "jobs": 0})
     summary = fercluster.run_local(fercluster.load_config(config, ["name=nb"]))

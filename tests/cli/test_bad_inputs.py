@@ -128,7 +128,7 @@ def test_status_says_where_the_states_came_from(workdir: Path, fake) -> None:  #
 
 def test_an_unwritable_jobs_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Not writable (root writes anywhere, so the permission is faked): the same one line."""
-    import fercluster.orchestration.folders as folders
+    import fercluster.orchestration.preflight.folders as folders
 
     monkeypatch.chdir(tmp_path)
     cfg = fercluster.load_config(write(tmp_path))

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from fercluster.cli.main import _register, app
 from fercluster.errors import ConfigError
 from fercluster.orchestration.fake import FakeBackend
-from fercluster.orchestration.last import last_config, state_file
+from fercluster.orchestration.submit.last import last_config, state_file
 
 _register()
 runner = CliRunner()

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from fercluster.orchestration.slurm.backend import SlurmBackend
-from fercluster.orchestration.status import snapshot
 from fercluster.orchestration.store.vocabulary import ENDED_BADLY
+from fercluster.orchestration.watch.status import snapshot
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "configs" / "smoke.yaml"

@@ -12,10 +12,10 @@ from orch_helpers import SWEEP_KW, make_config
 import fercluster
 from fercluster.orchestration.backend import Backend, JobInfo, Resources, Submission, SubmitLimit
 from fercluster.orchestration.backends import backend_for
-from fercluster.orchestration.coordinator import run_sweep
 from fercluster.orchestration.fake import FakeBackend
-from fercluster.orchestration.local_backend import LocalBackend
+from fercluster.orchestration.local.backend import LocalBackend
 from fercluster.orchestration.slurm.backend import SlurmBackend
+from fercluster.orchestration.submit.coordinator import run_sweep
 
 PACKAGE = Path(fercluster.__file__).parent
 
@@ -32,10 +32,11 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_the_coordinator_speaks_only_the_protocol() -> None:
-    path = PACKAGE / "orchestration" / "coordinator.py"
-    imported = _imports(path)
-    assert not [m for m in imported if m.startswith(("fercluster.orchestration.slurm", "submitit"))]
-    assert "key=int" not in path.read_text() and "base_id" not in path.read_text()
+    for name in ("coordinator.py", "reconcile.py"):
+        path = PACKAGE / "orchestration" / "submit" / name
+        imported = _imports(path)
+        assert not [m for m in imported if m.startswith(("fercluster.orchestration.slurm", "submitit"))]
+        assert "key=int" not in path.read_text() and "base_id" not in path.read_text()
 
 
 def test_one_builder_for_the_slurm_backend() -> None:

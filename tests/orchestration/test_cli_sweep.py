@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from fercluster.cli.main import _register, app
 from fercluster.orchestration.fake import FakeBackend
-from fercluster.orchestration.last import last_config
+from fercluster.orchestration.submit.last import last_config
 
 _register()
 runner = CliRunner()

@@ -26,8 +26,8 @@ from slurm_helpers import wait_for as wait_for_status
 
 from fercluster import code
 from fercluster.config import load_config, parse_config
-from fercluster.orchestration.coordinator import run_sweep
 from fercluster.orchestration.slurm.backend import SlurmBackend
+from fercluster.orchestration.submit.coordinator import run_sweep
 
 pytestmark = pytest.mark.slurm
 
@@ -171,7 +171,7 @@ PACED_SUBMIT = textwrap.dedent(
     """
     import sys, time
     from fercluster.config import load_config
-    from fercluster.orchestration.coordinator import run_sweep
+    from fercluster.orchestration.submit.coordinator import run_sweep
     from fercluster.orchestration.slurm.backend import SlurmBackend
     from fercluster.orchestration.slurm.requeue import JobCheckpointable
 

@@ -12,10 +12,10 @@ import pytest
 from orch_helpers import SWEEP_KW, finish, make_config
 
 from fercluster.orchestration.backend import Resources, Submission
-from fercluster.orchestration.coordinator import run_sweep
 from fercluster.orchestration.fake import FakeBackend
-from fercluster.orchestration.plan import expand
 from fercluster.orchestration.store.state import load_state, state_path
+from fercluster.orchestration.submit.coordinator import run_sweep
+from fercluster.orchestration.submit.plan import expand
 
 
 def test_submits_arrays_split_at_max_array_size_then_aggregation(workdir: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from fercluster.config import Slurm, parse_config
-from fercluster.orchestration import doctor
+from fercluster.orchestration.preflight import doctor
 from fercluster.orchestration.slurm.preflight import NodeLine, gpu_count
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from orch_helpers import SWEEP_KW, finish, make_config
 
-from fercluster.orchestration.coordinator import run_sweep
 from fercluster.orchestration.fake import FakeBackend
 from fercluster.orchestration.slurm.backend import SlurmBackend
-from fercluster.orchestration.status import snapshot, watch_interval
 from fercluster.orchestration.store.state import load_state
+from fercluster.orchestration.submit.coordinator import run_sweep
+from fercluster.orchestration.watch.status import snapshot, watch_interval
 
 COMMANDS = ("sbatch", "squeue", "sacct", "scontrol", "scancel")
 
@@ -227,8 +227,8 @@ def test_sacct_down_squeue_answers_for_the_ids(workdir: Path, fakeslurm: FakeSlu
 
 
 def test_completed_jobs_files_are_read_once(cfg, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from fercluster.orchestration import monitor
     from fercluster.orchestration.store import index as index_mod
+    from fercluster.orchestration.watch import monitor
 
     backend = FakeBackend()
     result = run_sweep(cfg, backend, **SWEEP_KW)
@@ -289,9 +289,9 @@ def test_watch_raises_an_interval_below_the_floor(workdir: Path, monkeypatch: py
         )  # fmt: skip
     )
     backend = FakeBackend()
-    monkeypatch.setattr("fercluster.cli.sweep._backend", lambda cfg: backend)
-    monkeypatch.setattr("fercluster.orchestration.jobs.training_callable", lambda: print)
-    monkeypatch.setattr("fercluster.orchestration.coordinator.prepare_datasets", lambda cfg, names: None)
+    monkeypatch.setattr("fercluster.cli.tables.backend", lambda cfg: backend)
+    monkeypatch.setattr("fercluster.orchestration.submit.jobs.training_callable", lambda: print)
+    monkeypatch.setattr("fercluster.orchestration.submit.coordinator.prepare_datasets", lambda cfg, names: None)
     runner = CliRunner()
     assert runner.invoke(app, ["sweep", str(cfg_file)]).exit_code == 0
     backend.set_state(list(backend.states), "FAILED")
@@ -401,9 +401,9 @@ def test_cli_sweep_prints_the_summary_then_fails(workdir: Path, monkeypatch: pyt
         )  # fmt: skip
     )
     backend = Refusing(max_array=2)
-    monkeypatch.setattr("fercluster.cli.sweep._backend", lambda cfg: backend)
-    monkeypatch.setattr("fercluster.orchestration.jobs.training_callable", lambda: print)
-    monkeypatch.setattr("fercluster.orchestration.coordinator.prepare_datasets", lambda cfg, names: None)
+    monkeypatch.setattr("fercluster.cli.tables.backend", lambda cfg: backend)
+    monkeypatch.setattr("fercluster.orchestration.submit.jobs.training_callable", lambda: print)
+    monkeypatch.setattr("fercluster.orchestration.submit.coordinator.prepare_datasets", lambda cfg, names: None)
     out = CliRunner().invoke(app, ["sweep", str(cfg_file)])
     assert out.exit_code == 1, out.output
     assert "p: 3 jobs; did submit 2, retry 0; skip 0 done; leave 0 queued/running; 0 failed not retried; 1 waiting" in (

@@ -16,9 +16,9 @@ from fercluster import api
 from fercluster.cli.main import _register, app
 from fercluster.config import load_config
 from fercluster.orchestration.fake import FakeBackend
-from fercluster.orchestration.plan import expand, renamed_jobs
 from fercluster.orchestration.store.entries import JobEntry
 from fercluster.orchestration.store.state import SweepState
+from fercluster.orchestration.submit.plan import expand, renamed_jobs
 
 REPO = Path(__file__).resolve().parents[2]
 RAW = {"cohn-kanade-images/S005/001/S005_001_01.png": 40, "Emotion/S005/001/S005_001_01_emotion.txt": 3}

@@ -9,9 +9,9 @@ from typing import Any
 from orch_helpers import finish
 from rich.console import Console
 
-from fercluster.orchestration.local import run_local
-from fercluster.orchestration.plan import expand
+from fercluster.orchestration.local.run import run_local
 from fercluster.orchestration.store.state import load_state
+from fercluster.orchestration.submit.plan import expand
 
 
 def stand_in(calls: list[str], fail: str | None = None):

@@ -10,14 +10,14 @@ from pathlib import Path
 from orch_helpers import SWEEP_KW, finish
 
 from fercluster.orchestration.backend import Backend, JobQuery
-from fercluster.orchestration.coordinator import run_sweep
 from fercluster.orchestration.fake import FakeBackend
-from fercluster.orchestration.local_backend import LocalBackend
-from fercluster.orchestration.monitor import job_rows
+from fercluster.orchestration.local.backend import LocalBackend
 from fercluster.orchestration.slurm.backend import SlurmBackend
-from fercluster.orchestration.status import snapshot
 from fercluster.orchestration.store.entries import JobEntry
 from fercluster.orchestration.store.state import SweepState, load_state
+from fercluster.orchestration.submit.coordinator import run_sweep
+from fercluster.orchestration.watch.monitor import job_rows
+from fercluster.orchestration.watch.status import snapshot
 
 
 def submitted(cfg):
@@ -108,7 +108,7 @@ def test_failed_job_of_several_tasks_shows_the_rank_that_failed_first(workdir: P
     """Rank 1 raised (its pickle is the older); rank 0 then failed in a collective: show rank 1."""
     import cloudpickle
 
-    from fercluster.orchestration.monitor import JobRow, failure_details
+    from fercluster.orchestration.watch.monitor import JobRow, failure_details
 
     folder = workdir / "submitit" / "77"
     folder.mkdir(parents=True)

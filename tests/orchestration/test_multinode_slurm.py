@@ -27,8 +27,8 @@ import yaml
 from slurm_helpers import all_in, fercluster, learnable_set, reached, requeued, small_config, smoke_data, wait_for
 
 from fercluster.config import load_config
-from fercluster.orchestration.coordinator import run_sweep
 from fercluster.orchestration.slurm.backend import SlurmBackend
+from fercluster.orchestration.submit.coordinator import run_sweep
 
 pytestmark = pytest.mark.slurm
 

@@ -9,7 +9,7 @@ import pytest
 from orch_helpers import make_config
 
 from fercluster.errors import ConfigError
-from fercluster.orchestration.plan import expand, make_spec
+from fercluster.orchestration.submit.plan import expand, make_spec
 
 
 def test_order_is_grid_then_fold_variant_seed(tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 from fercluster.config import Slurm
 from fercluster.orchestration.backend import Resources
-from fercluster.orchestration.lanes import array_lanes, array_throttles
 from fercluster.orchestration.slurm import resources as slurm_resources
+from fercluster.orchestration.submit.lanes import array_lanes, array_throttles
 
 
 def submitit_parameters(

@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 from fercluster import code
 from fercluster.cli.main import _register, app
 from fercluster.errors import CodeError, ConfigError
-from fercluster.orchestration.coordinator import run_sweep
 from fercluster.orchestration.fake import FakeBackend
-from fercluster.orchestration.status import snapshot
 from fercluster.orchestration.store.state import load_state
+from fercluster.orchestration.submit.coordinator import run_sweep
+from fercluster.orchestration.watch.status import snapshot
 
 _register()
 
@@ -134,9 +134,9 @@ def test_status_warns_when_the_checkout_differs(cfg, workdir: Path, edit_code) -
 
 def test_cli_says_which_code_and_rejects_code_without_retry(workdir: Path, monkeypatch, edit_code) -> None:
     backend = FakeBackend()
-    monkeypatch.setattr("fercluster.cli.sweep._backend", lambda cfg: backend)
-    monkeypatch.setattr("fercluster.orchestration.jobs.training_callable", lambda: print)
-    monkeypatch.setattr("fercluster.orchestration.coordinator.prepare_datasets", lambda cfg, names: None)
+    monkeypatch.setattr("fercluster.cli.tables.backend", lambda cfg: backend)
+    monkeypatch.setattr("fercluster.orchestration.submit.jobs.training_callable", lambda: print)
+    monkeypatch.setattr("fercluster.orchestration.submit.coordinator.prepare_datasets", lambda cfg, names: None)
     path = workdir / "mini.yaml"
     data = {"name": "mini", "datasets": {"ckplus": {"kind": "ckplus", "root": "raw", "classes": 8}},
             "grid": [{"dataset": "ckplus", "folds": [0], "variants": ["none"]}], "train": {"iterations": 40, "k": 0.7}}  # fmt: skip

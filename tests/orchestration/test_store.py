@@ -23,12 +23,12 @@ import fercluster
 from fercluster.config import SweepConfig
 from fercluster.errors import StoreError
 from fercluster.orchestration.fake import FakeBackend
-from fercluster.orchestration.plan import expand
-from fercluster.orchestration.status import snapshot
 from fercluster.orchestration.store.index import FILE as INDEX_FILE
 from fercluster.orchestration.store.index import RunIndex
 from fercluster.orchestration.store.known import load_known
 from fercluster.orchestration.store.state import load_state, save_state
+from fercluster.orchestration.submit.plan import expand
+from fercluster.orchestration.watch.status import snapshot
 from fercluster.train.record import read_job_record, read_progress
 
 REPO = Path(__file__).resolve().parents[2]

@@ -19,9 +19,9 @@ import yaml
 from slurm_helpers import all_in, fercluster, reached, requeued, small_config, smoke_data, wait_for
 
 from fercluster.config import load_config, parse_config
-from fercluster.orchestration.coordinator import run_sweep
 from fercluster.orchestration.slurm.backend import SlurmBackend
-from fercluster.orchestration.status import snapshot
+from fercluster.orchestration.submit.coordinator import run_sweep
+from fercluster.orchestration.watch.status import snapshot
 
 pytestmark = pytest.mark.slurm
 

@@ -13,13 +13,13 @@ from orch_helpers import SWEEP_KW, finish, make_config
 import fercluster
 from fercluster.analysis.tune_section import per_trial
 from fercluster.config import parse_config
-from fercluster.orchestration.coordinator import run_sweep
 from fercluster.orchestration.fake import FakeBackend
 from fercluster.orchestration.slurm.parse import _SLURM_TO_STATE, map_state
-from fercluster.orchestration.status import snapshot
 from fercluster.orchestration.store import vocabulary
 from fercluster.orchestration.store.vocabulary import STATES, from_progress, from_ray, from_search
+from fercluster.orchestration.submit.coordinator import run_sweep
 from fercluster.orchestration.tune.state import status_path, tune_status
+from fercluster.orchestration.watch.status import snapshot
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -62,7 +62,7 @@ def test_table_text_flags_modes_that_miss_fp32s_loss():
 
 def test_paper_sweep_numbers_match_configs_paper():
     from fercluster.config import load_config
-    from fercluster.orchestration.plan import expand
+    from fercluster.orchestration.submit.plan import expand
 
     specs = expand(load_config(REPO / "configs" / "paper.yaml"))
     assert len(specs) == PAPER_RUNS

@@ -54,7 +54,7 @@ def test_job_command_honours_run_dir_and_seed(config, tmp_path):
 def test_job_command_runs_the_sweeps_job_with_k_from_tune_resolved(config, tmp_path):
     """Same job id and run directory as the sweep would use, with the searched k."""
     from fercluster.config import load_config
-    from fercluster.orchestration.plan import expand
+    from fercluster.orchestration.submit.plan import expand
 
     data = yaml.safe_load(config.read_text())
     data["train"]["k"] = "from_tune search"

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fercluster.config import load_config
-from fercluster.orchestration.plan import expand
+from fercluster.orchestration.submit.plan import expand
 from fercluster.train import distributed
 from fercluster.train.augment import augment
 from fercluster.train.dataset import load_job_data

@@ -12,7 +12,7 @@ from pydantic import create_model
 
 from fercluster.config import Train, parse_config
 from fercluster.errors import ConfigError
-from fercluster.orchestration.plan import expand
+from fercluster.orchestration.submit.plan import expand
 from fercluster.train.spec import JobSpec, identity, make_job_id
 
 REPO = Path(__file__).resolve().parents[2]

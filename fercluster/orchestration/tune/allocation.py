@@ -33,8 +33,8 @@ from fercluster.errors import TrainingError
 from fercluster.orchestration.backend import Resources, Submission
 from fercluster.orchestration.backends import backend_for
 from fercluster.orchestration.slurm.backend import allocation_live
-from fercluster.orchestration.snapshots import current_code
 from fercluster.orchestration.store.state import ensure_dir, private_umask
+from fercluster.orchestration.submit.snapshots import current_code
 from fercluster.orchestration.tune import ray_cluster, search
 from fercluster.orchestration.tune.state import (
     check_fingerprint,

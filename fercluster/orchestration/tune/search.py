@@ -103,7 +103,7 @@ def _dimension(p: SearchParam, grid: bool, n: int) -> Any:
 
 def base_job(cfg: SweepConfig, dataset: str) -> dict[str, Any]:
     """What every trial of a data set shares: its JobSpec (before sampling) and where trials go."""
-    from fercluster.orchestration.plan import resolved_train
+    from fercluster.orchestration.submit.plan import resolved_train
     from fercluster.train.spec import make_spec
 
     t = cfg.tune

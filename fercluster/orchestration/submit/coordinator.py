@@ -1,6 +1,6 @@
 """Reconcile a sweep with SLURM: submit what is missing, skip what is done, leave alone what runs.
 
-``reconcile`` is the diff (pure over rows and state); ``run_sweep`` takes the lock, adopts orphans
+``reconcile.reconcile`` is the diff (pure over rows and state); ``run_sweep`` takes the lock, adopts orphans
 of a crash, submits arrays (pending record first, then sbatch, then the id; one array per code
 snapshot, ``snapshots.plan_code``), the aggregation job after them (``afterany``), and, with
 ``prune``, cancels jobs no longer in the config.
@@ -12,14 +12,9 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
-from fercluster.config import SweepConfig, Train
+from fercluster.config import SweepConfig
 from fercluster.errors import SlurmError
-from fercluster.orchestration import jobs as jobs_mod
-from fercluster.orchestration import plan as plan_mod
 from fercluster.orchestration.backend import Backend, Resources, Submission, SubmitLimit
-from fercluster.orchestration.lanes import array_lanes
-from fercluster.orchestration.monitor import JobRow, job_rows
-from fercluster.orchestration.snapshots import CodeChoice, CodePlan, RetryCode, plan_code
 from fercluster.orchestration.store.entries import AGGREGATE, TRAIN, AggregateEntry, PendingEntry
 from fercluster.orchestration.store.state import (
     SweepState,
@@ -30,41 +25,14 @@ from fercluster.orchestration.store.state import (
     save_state,
     sweep_lock,
 )
-from fercluster.orchestration.store.vocabulary import ACTIVE, COMPLETED, NOT_SUBMITTED, PREEMPTED
+from fercluster.orchestration.store.vocabulary import ACTIVE
+from fercluster.orchestration.submit import jobs as jobs_mod
+from fercluster.orchestration.submit import plan as plan_mod
+from fercluster.orchestration.submit.lanes import array_lanes
+from fercluster.orchestration.submit.reconcile import Diff, reconcile, removed_specs
+from fercluster.orchestration.submit.snapshots import CodeChoice, CodePlan, RetryCode, plan_code
+from fercluster.orchestration.watch.monitor import JobRow, job_rows
 from fercluster.train.spec import JobSpec
-
-
-@dataclass
-class Diff:
-    submit: list[JobSpec] = field(default_factory=list)  # never submitted (or local run stopped)
-    retry: list[JobSpec] = field(default_factory=list)  # ended badly, --retry-failed, retries left
-    requeue: list[JobSpec] = field(default_factory=list)  # pre-empted (SIGTERM): resubmitted, no retry used
-    done: list[JobSpec] = field(default_factory=list)
-    active: list[JobSpec] = field(default_factory=list)  # queued or running: left alone
-    failed: list[tuple[JobSpec, JobRow]] = field(default_factory=list)  # ended badly, not retried
-    removed: list[str] = field(default_factory=list)  # in the state, not in the config, still active
-    waiting: list[tuple[JobSpec, str]] = field(default_factory=list)  # not submitted this time, and why
-
-    def summary(self) -> dict[str, int]:
-        out = {
-            "submit": len(self.submit),
-            "retry": len(self.retry),
-            "requeue": len(self.requeue),
-            "done": len(self.done),
-            "active": len(self.active),
-            "failed": len(self.failed),
-            "removed": len(self.removed),
-        }
-        if self.waiting:
-            out["waiting"] = len(self.waiting)
-        return out
-
-    def hold(self, job_ids: set[str], why: str) -> None:
-        """Move the jobs ``job_ids`` out of submit and retry, into waiting (``why``)."""
-        self.waiting += [(s, why) for s in self.submit + self.retry + self.requeue if s.job_id in job_ids]
-        self.submit = [s for s in self.submit if s.job_id not in job_ids]
-        self.retry = [s for s in self.retry if s.job_id not in job_ids]
-        self.requeue = [s for s in self.requeue if s.job_id not in job_ids]
 
 
 @dataclass
@@ -81,61 +49,6 @@ class SweepResult:
     dry_run: bool = False
     timings: dict[str, float] = field(default_factory=dict)
     code: dict[str, Any] | None = None  # CodePlan.summary() of what was (or would be) submitted
-
-
-def reconcile(
-    specs: Sequence[JobSpec],
-    rows: Sequence[JobRow],
-    state: SweepState,
-    *,
-    retry_failed: bool,
-    max_retries: int,
-    removed_rows: Sequence[JobRow] = (),
-) -> Diff:
-    diff = Diff()
-    for spec, row in zip(specs, rows, strict=True):
-        if row.state == COMPLETED:
-            diff.done.append(spec)
-        elif row.state in ACTIVE:
-            diff.active.append(spec)
-        elif row.state == NOT_SUBMITTED:
-            diff.submit.append(spec)
-        elif row.state == PREEMPTED:  # SLURM took the node back (PreemptMode=CANCEL): not the job's fault
-            diff.requeue.append(spec)
-        elif retry_failed and row.retries < max_retries:
-            diff.retry.append(spec)
-        else:
-            if retry_failed:
-                row.reason = f"retries exhausted ({row.retries}/{max_retries}); {row.reason}"
-            diff.failed.append((spec, row))
-    diff.removed = [r.job_id for r in removed_rows if r.state in ACTIVE]
-    return diff
-
-
-def removed_specs(specs: Sequence[JobSpec], state: SweepState) -> list[JobSpec]:
-    """Jobs the state knows that the config no longer has (as stand-in specs for the monitor)."""
-    planned = {s.job_id for s in specs}
-    # their settings are gone: no iteration count or k to show (k: None is neither a number nor "random")
-    unknown = Train.model_construct(iterations=0, k=None)
-    out = []
-    for job_id, e in state.jobs.items():
-        if job_id not in planned:
-            out.append(
-                JobSpec(
-                    sweep=state.sweep,
-                    dataset=e.dataset or "?",
-                    kind="?",
-                    classes=0,
-                    fold=-1 if e.fold is None else e.fold,
-                    variant=e.variant or "?",
-                    seed=-1 if e.seed is None else e.seed,
-                    train=unknown,
-                    prepared_dir="",
-                    run_dir=e.run_dir or "/nonexistent",
-                    job_id=job_id,
-                )
-            )
-    return out
 
 
 def adopt_orphans(
@@ -209,40 +122,76 @@ def run_sweep(
     t0 = time.perf_counter()
     fn_for = fn_for or jobs_mod.training_callable
     aggregate_fn = aggregate_fn or jobs_mod.aggregate_job
-    specs = plan_mod.expand(cfg)
-    n = Resources.training(cfg.slurm).processes  # a job runs as this many processes (DDP when > 1); not in its id
-    if n > 1:
-        specs = [replace(s, processes=n) for s in specs]
-    specs_by_id = {s.job_id: s for s in specs}
+    specs = _planned(cfg)
     timings = {"plan_s": time.perf_counter() - t0}
     if dry_run:
-        state = load_state(cfg.jobs_dir, cfg.name)
-        result = _diff(cfg, specs, state, backend, retry_failed, timings, dry_run=True)
-        d = result.diff
-        result.code = plan_code(cfg, state, d.submit, d.retry + d.requeue, retry_code, make=False).summary()
-        return result
+        return _dry_run(cfg, specs, backend, retry_failed, timings, retry_code)
     with sweep_lock(cfg.jobs_dir):
         state = load_state(cfg.jobs_dir, cfg.name)
-        adopted, recovery_error = adopt_orphans(state, backend, fn_for, specs_by_id, Resources.training(cfg.slurm))
-        if adopted:
-            save_state(cfg.jobs_dir, state)
-        result = _diff(cfg, specs, state, backend, retry_failed, timings, dry_run=False)
-        result.adopted, result.recovery_error = adopted, recovery_error
-        if state.pending:  # recovery failed: what these records hold may be in SLURM already
-            held = {j for rec in state.pending.values() for j in rec.job_ids}
-            result.diff.hold(held, "orphan recovery could not ask SLURM; the next sweep retries it")
+        result = _recover_and_diff(cfg, specs, state, backend, retry_failed, timings, fn_for)
         t1 = time.perf_counter()
         _submit_work(cfg, state, backend, result, fn_for, aggregate_fn, specs, prepare, retry_code)
-        if prune and result.diff.removed:
-            ids = [state.slurm_id(j) for j in result.diff.removed]
-            backend.cancel([i for i in ids if i])
-            result.cancelled = list(result.diff.removed)
         if prune:
-            for job_id in [j for j in state.jobs if j not in specs_by_id]:
-                state.removed[job_id] = state.jobs.pop(job_id)
+            _prune(state, backend, result, {s.job_id for s in specs})
         save_state(cfg.jobs_dir, state)
         timings["submit_s"] = time.perf_counter() - t1
     return result
+
+
+def _planned(cfg: SweepConfig) -> list[JobSpec]:
+    """The sweep's jobs, each with the processes it runs as (DDP when > 1; not in its id)."""
+    specs = plan_mod.expand(cfg)
+    n = Resources.training(cfg.slurm).processes
+    return [replace(s, processes=n) for s in specs] if n > 1 else specs
+
+
+def _dry_run(
+    cfg: SweepConfig,
+    specs: list[JobSpec],
+    backend: Backend,
+    retry_failed: bool,
+    timings: dict[str, float],
+    retry_code: RetryCode,
+) -> SweepResult:
+    """What a run would do, with the code it would submit; no lock taken, nothing written."""
+    state = load_state(cfg.jobs_dir, cfg.name)
+    result = _diff(cfg, specs, state, backend, retry_failed, timings, dry_run=True)
+    d = result.diff
+    result.code = plan_code(cfg, state, d.submit, d.retry + d.requeue, retry_code, make=False).summary()
+    return result
+
+
+def _recover_and_diff(
+    cfg: SweepConfig,
+    specs: list[JobSpec],
+    state: SweepState,
+    backend: Backend,
+    retry_failed: bool,
+    timings: dict[str, float],
+    fn_for: Callable[[], Any],
+) -> SweepResult:
+    """Adopt the orphans of a crash, then the diff; the jobs of records recovery could not look
+    up are held (what they hold may be in SLURM already)."""
+    specs_by_id = {s.job_id: s for s in specs}
+    adopted, recovery_error = adopt_orphans(state, backend, fn_for, specs_by_id, Resources.training(cfg.slurm))
+    if adopted:
+        save_state(cfg.jobs_dir, state)
+    result = _diff(cfg, specs, state, backend, retry_failed, timings, dry_run=False)
+    result.adopted, result.recovery_error = adopted, recovery_error
+    if state.pending:  # recovery failed: what these records hold may be in SLURM already
+        held = {j for rec in state.pending.values() for j in rec.job_ids}
+        result.diff.hold(held, "orphan recovery could not ask SLURM; the next sweep retries it")
+    return result
+
+
+def _prune(state: SweepState, backend: Backend, result: SweepResult, planned: set[str]) -> None:
+    """Cancel the active jobs no longer in the config; move every such job to ``removed``."""
+    if result.diff.removed:
+        ids = [state.slurm_id(j) for j in result.diff.removed]
+        backend.cancel([i for i in ids if i])
+        result.cancelled = list(result.diff.removed)
+    for job_id in [j for j in state.jobs if j not in planned]:
+        state.removed[job_id] = state.jobs.pop(job_id)
 
 
 def _submit_work(

@@ -2,7 +2,7 @@
 
 Same plan, same state file and run directories as on SLURM: completed jobs are skipped, stopped
 ones resume from their checkpoint. Jobs that SLURM holds (queued or running) are left alone.
-Each job's run is recorded in ``state.json`` (``local_backend``), so that ``status`` sees it.
+Each job's run is recorded in ``state.json`` (``local.backend``), so that ``status`` sees it.
 Jobs run in this process, on the code it imported (no snapshot); job.json records its hash.
 """
 
@@ -15,18 +15,18 @@ from typing import Any, Callable
 from fercluster import code
 from fercluster.config import SweepConfig
 from fercluster.errors import FerclusterError, SlurmError
-from fercluster.orchestration import jobs as jobs_mod
-from fercluster.orchestration import plan as plan_mod
 from fercluster.orchestration.backend import JobQuery
 from fercluster.orchestration.backends import backend_for
-from fercluster.orchestration.coordinator import prepare_datasets
-from fercluster.orchestration.local_backend import KEY as LOCAL_KEY
-from fercluster.orchestration.local_backend import mark_ended, mark_started
-from fercluster.orchestration.monitor import JobRow, job_rows
-from fercluster.orchestration.progress import accuracy_text, job_progress
+from fercluster.orchestration.local.backend import KEY as LOCAL_KEY
+from fercluster.orchestration.local.backend import mark_ended, mark_started
 from fercluster.orchestration.store.entries import JobEntry
 from fercluster.orchestration.store.state import SweepState, load_state, save_state, sweep_lock
 from fercluster.orchestration.store.vocabulary import ACTIVE, COMPLETED
+from fercluster.orchestration.submit import jobs as jobs_mod
+from fercluster.orchestration.submit import plan as plan_mod
+from fercluster.orchestration.submit.coordinator import prepare_datasets
+from fercluster.orchestration.watch.monitor import JobRow, job_rows
+from fercluster.orchestration.watch.progress import accuracy_text, job_progress
 from fercluster.train.spec import JobSpec
 
 

@@ -18,8 +18,8 @@ from typing import Any, Mapping, Sequence
 
 from fercluster.errors import ConfigError
 from fercluster.orchestration.backend import JobInfo, JobQuery, base_id
-from fercluster.orchestration.local_backend import KEY as LOCAL_KEY
-from fercluster.orchestration.local_backend import LocalBackend
+from fercluster.orchestration.local.backend import KEY as LOCAL_KEY
+from fercluster.orchestration.local.backend import LocalBackend
 from fercluster.orchestration.store.entries import JobEntry
 from fercluster.orchestration.store.index import RunIndex
 from fercluster.orchestration.store.known import FinalCost, Known, KnownInfo

@@ -6,18 +6,18 @@ from typing import Sequence
 
 from fercluster.config import SweepConfig
 from fercluster.errors import SlurmError
-from fercluster.orchestration import plan as plan_mod
 from fercluster.orchestration.backend import Backend, JobInfo, JobQuery, base_id
-from fercluster.orchestration.coordinator import removed_specs
-from fercluster.orchestration.cost import spent as _spent
-from fercluster.orchestration.monitor import counts, failure_details, job_rows
-from fercluster.orchestration.snapshots import code_status
 from fercluster.orchestration.store import many_records
 from fercluster.orchestration.store.index import RunIndex
 from fercluster.orchestration.store.known import load_known, save_known
 from fercluster.orchestration.store.snapshot import StatusSnapshot
 from fercluster.orchestration.store.state import load_state
 from fercluster.orchestration.store.vocabulary import ACTIVE, ENDED_BADLY, FAILED
+from fercluster.orchestration.submit import plan as plan_mod
+from fercluster.orchestration.submit.reconcile import removed_specs
+from fercluster.orchestration.submit.snapshots import code_status
+from fercluster.orchestration.watch.cost import spent as _spent
+from fercluster.orchestration.watch.monitor import counts, failure_details, job_rows
 
 LOST = "lost: SLURM no longer knows this job"  # the aggregation job, as a training job SLURM lost
 

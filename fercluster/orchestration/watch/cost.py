@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from fercluster.config import SweepConfig
-from fercluster.orchestration import plan as plan_mod
 from fercluster.orchestration.backend import JobQuery
-from fercluster.orchestration.monitor import job_rows
 from fercluster.orchestration.store.known import Known, cost, load_known, save_known
 from fercluster.orchestration.store.state import SweepState, load_state
+from fercluster.orchestration.submit import plan as plan_mod
+from fercluster.orchestration.watch.monitor import job_rows
 
 
 def sweep_cost(cfg: SweepConfig, backend: JobQuery | None = None) -> dict[str, Any]:

@@ -1,0 +1,8 @@
+"""Watching: what a sweep's jobs are doing, read from their run directories and ONE query.
+
+- ``monitor``: ``JobRow``, ``job_rows`` (one row per job).
+- ``status``: ``snapshot(cfg, backend)`` (what ``status --json`` prints), ``cancel``,
+  ``watch_interval``.
+- ``cost``: ``sweep_cost`` (GPU-hours, CPU-hours, requeues of a sweep: ``status``, the report).
+- ``progress``: ``job_progress`` (the progress bar of a training job).
+"""
