@@ -4,7 +4,7 @@
 
 A ``Job`` is a planned job of a sweep (its spec) and the backend that ran it (SLURM, or this
 machine for ``run_local``): ``state`` asks again each time it is read, through the same rows as
-``fercluster.status`` (``orchestration.monitor.job_rows``: the run directory, then ONE query);
+``fercluster.status`` (``orchestration.watch.monitor.job_rows``: the run directory, then ONE query);
 ``fercluster.jobs`` builds every handle from one ``fercluster.status`` call. ``wait`` polls
 ``state``; ``result`` reads the job's ``job.json`` and ``metrics.parquet``; ``stdout``/``stderr``
 are tails of its SLURM logs; ``cancel`` cancels it on SLURM.

@@ -1,4 +1,4 @@
-"""CLI command ``fercluster doctor``: the preflight checks of ``orchestration.doctor``."""
+"""CLI command ``fercluster doctor``: the preflight checks of ``orchestration.preflight.doctor``."""
 
 from __future__ import annotations
 

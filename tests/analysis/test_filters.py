@@ -218,7 +218,7 @@ def test_the_report_computes_every_map_with_the_configured_mask(tmp_path, monkey
 
     from fercluster.analysis import dataset_section
     from fercluster.analysis.collect import collect
-    from fercluster.orchestration.plan import expand
+    from fercluster.orchestration.submit.plan import expand
 
     prep = fab.make_prepared(tmp_path / "prep", subjects=20)
     cfg = fab.make_config(tmp_path, prep, folds=(0,), variants=("AD",), n_filters=2, top_n=2, guided_mask="pixel")

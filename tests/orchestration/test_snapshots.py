@@ -1,4 +1,4 @@
-"""Which code a sweep's submissions run (``orchestration.snapshots``), against the fake SLURM backend."""
+"""Which code a sweep's submissions run (``orchestration.submit.snapshots``), against the fake SLURM backend."""
 
 from __future__ import annotations
 
