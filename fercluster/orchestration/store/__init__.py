@@ -8,7 +8,7 @@
     ├── known.json        Known            status: SLURM's last answers, final costs ("schema": 2)
     ├── .lock, .claim                      sweep's lock (this host, every host)
     ├── submitit/<slurm id>_*              submitit: pickles, logs, result pickles (slurm/ only)
-    ├── code/<hash>/                       code snapshots the jobs import (snapshots.py)
+    ├── code/<hash>/                       code snapshots the jobs import (submit/snapshots.py)
     └── tune/search.json, tune/status/     a Ray Tune search (orchestration/tune/state.py)
     results/<sweep>/                       the jobs' side (paths.results)
     ├── index.json        RunIndex         status and results: complete runs, read once (a cache)
