@@ -47,8 +47,9 @@ def run_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     trial_id = tune.get_context().get_trial_id()
     run_dir = Path(base["trials_dir"]) / trial_id
     run_dir.mkdir(parents=True, exist_ok=True)
+    before = _progress_iteration(run_dir)  # where the run directory stood (ahead of Ray's after a Ctrl-C)
     restored = _restore_checkpoint(tune.get_checkpoint(), run_dir)
-    _record_attempt(run_dir, trial_id, restored)
+    _record_attempt(run_dir, trial_id, restored, before)
     spec = trial_spec(base, config, run_dir)
     extra = {"trial_id": trial_id, "dataset": spec.dataset, "fold": spec.fold, "job_id": spec.job_id,
              "node": node_name()}  # fmt: skip
@@ -126,7 +127,14 @@ def _replace_with_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, tmp)
 
 
-def _record_attempt(run_dir: Path, trial_id: str, restored: int | None) -> None:
+def _progress_iteration(run_dir: Path) -> int | None:
+    try:
+        return int(json.loads((run_dir / "progress.json").read_text())["iteration"])
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _record_attempt(run_dir: Path, trial_id: str, restored: int | None, before: int | None) -> None:
     from fercluster.train.distributed import node_name
 
     line = {
@@ -136,6 +144,7 @@ def _record_attempt(run_dir: Path, trial_id: str, restored: int | None) -> None:
         "node": node_name(),  # the SLURM node (several may share a host)
         "pid": os.getpid(),
         "ray_checkpoint_iteration": restored,
+        "run_dir_iteration": before,  # the job's progress before the restore (None: none)
         "has_job_checkpoint": (run_dir / "checkpoint.pt").exists(),
     }
     with open(run_dir / ATTEMPTS, "a") as f:
