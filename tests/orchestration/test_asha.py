@@ -143,3 +143,13 @@ def test_asha_rungs_live_outside_rays_experiment_folder(tmp_path):
 
     cfg = parse_config(tiny_config(tmp_path))
     assert storage_dir(cfg) not in asha_path(cfg, "ckplus").parents
+
+
+def test_a_scheduler_pickled_by_the_previous_version_still_restores(tmp_path):
+    """Tuner.restore unpickles the scheduler of the search's start, maybe without ``_stopped``."""
+    import pickle
+
+    old = make_asha(tmp_path / "asha.json")
+    del old.__dict__["_stopped"]
+    restored = pickle.loads(pickle.dumps(old))
+    assert replay(restored, TRIALS) == STOPS

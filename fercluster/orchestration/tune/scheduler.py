@@ -37,6 +37,10 @@ class PersistentASHA(AsyncHyperBandScheduler):
         self._loaded = False
         self._stopped: dict[str, float] = {}  # trial id -> the time_attr value ASHA stopped it at
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # a search started by an earlier version restores a pickle without the stop decisions
+        self.__dict__.update({"_stopped": {}, **state})
+
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
         self._load()
         super().on_trial_add(tune_controller, trial)
