@@ -45,6 +45,7 @@ __all__ = [
     "SlurmError",
     "CodeError",
     "AnalysisError",
+    "StoreError",
     "__version__",
 ]
 # every FerclusterError of fercluster.errors is exported (tests/api/test_exports.py keeps it so)
@@ -81,6 +82,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time, __getattr__ bel
         DataError,
         FerclusterError,
         SlurmError,
+        StoreError,
         TrainingError,
     )
 

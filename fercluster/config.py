@@ -283,6 +283,11 @@ class Analysis(Strict):
     kl_prior: Literal["pooled", "uniform"] = "pooled"
     # planted-truth agreement: over all conv3 filters ("all", default) or only the shown ones
     agreement_filters: Literal["all", "shown"] = "all"
+    # guided-backprop masks (fercluster/analysis/filters.py): "relu" (default, the spec's certain part) passes
+    # each ReLU below conv3 only where the backward signal and the forward input are both positive; "pixel"
+    # also masks the pixel map by (map > 0)·(input > 0) (the authors' guided layer on conv1's reconstruction,
+    # open in the spec); "none": the plain gradient of the unit
+    guided_mask: Literal["none", "relu", "pixel"] = "relu"
     min_positive: int = Field(5, ge=1)
     shuffle_seed: int = Field(0, ge=0)
     jobs: dict[Name, Annotated[str, AfterValidator(_check_name)]] = Field(default_factory=dict)

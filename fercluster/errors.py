@@ -31,3 +31,7 @@ class CodeError(FerclusterError):
 
 class AnalysisError(FerclusterError):
     """Aggregation cannot produce anything (e.g. no completed job)."""
+
+
+class StoreError(FerclusterError):
+    """A file of a sweep's folder (``state.json``, ...) that does not read: names the file and the fix."""

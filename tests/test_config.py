@@ -254,3 +254,11 @@ def test_slurm_gpu_settings_need_gpus_and_one_memory():
     assert problems(config_with(slurm={"setup": ["module load x\n#SBATCH --x"]})) == [
         f"slurm.setup.0: got 'module load x\\n#SBATCH --x'; {CONTROL_RULE}"
     ]
+
+
+def test_guided_mask_defaults_to_relu_and_names_its_choices():
+    assert parse_config(MINIMAL).analysis.guided_mask == "relu"  # the spec's certain part
+    assert parse_config(config_with(analysis={"guided_mask": "pixel"})).analysis.guided_mask == "pixel"
+    assert problems(config_with(analysis={"guided_mask": "both"})) == [
+        "analysis.guided_mask: got 'both'; Input should be 'none', 'relu' or 'pixel'"
+    ]

@@ -251,3 +251,66 @@ def test_the_package_reexports_the_api_lazily() -> None:
     assert proc.stdout.strip() == "[] []", (
         f"import fercluster loaded (fercluster.*, then above the job side): {proc.stdout}"
     )
+
+
+# -- size: modules under about 400 lines, functions under about 50, folders of about ten modules ----
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 50
+MAX_FOLDER_MODULES = 10  # a folder of orchestration/ holds at most this many modules, grouped by what they do
+LONG_MODULE = "# Over 400 lines:"  # within the module's first 30 lines: why it stays whole
+LONG_FUNCTION = "# Over 50 lines:"  # within the function's first 3 lines (def and docstring aside): why
+
+
+def long_functions(path: Path) -> list[str]:
+    """``file:line name (N lines)`` of each function over the limit that does not say why."""
+    lines = path.read_text().splitlines()
+    out = []
+    for node in ast.walk(ast.parse("\n".join(lines), filename=str(path))):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        length = node.end_lineno - node.lineno + 1
+        first = node.body[0]
+        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and len(node.body) > 1:
+            first = node.body[1]  # past the docstring
+        head = lines[first.lineno - 4 : first.lineno + 2]
+        if length > MAX_FUNCTION_LINES and not any(LONG_FUNCTION in ln for ln in head):
+            out.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name} ({length} lines)")
+    return out
+
+
+def test_functions_are_short_or_say_why() -> None:
+    found = [f for path in modules().values() for f in long_functions(path)]
+    assert not found, (
+        f"functions over {MAX_FUNCTION_LINES} lines without a `{LONG_FUNCTION} <why>` comment at the top:\n"
+        + "\n".join(found)
+    )
+
+
+def test_modules_are_short_or_say_why() -> None:
+    found = []
+    for path in modules().values():
+        lines = path.read_text().splitlines()
+        if len(lines) > MAX_MODULE_LINES and not any(LONG_MODULE in ln for ln in lines[:30]):
+            found.append(f"{path.relative_to(PACKAGE.parent)} ({len(lines)} lines)")
+    assert not found, f"modules over {MAX_MODULE_LINES} lines without a `{LONG_MODULE}` comment:\n" + "\n".join(found)
+
+
+def test_folders_hold_about_ten_modules() -> None:
+    crowded = []
+    for folder in sorted({p.parent for p in modules().values() if "orchestration" in p.parts}):
+        own = [p for p in folder.glob("*.py") if p.name != "__init__.py"]
+        if len(own) > MAX_FOLDER_MODULES:
+            crowded.append(f"{folder.relative_to(PACKAGE.parent)}: {len(own)} modules")
+    assert not crowded, "folders of more than about ten modules (group them by what they do):\n" + "\n".join(crowded)
+
+
+def test_the_size_checks_can_fail(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES + 5))
+    sample.write_text(f"def big():\n{body}\n\n\ndef why():\n    {LONG_FUNCTION} a table\n{body}\n")
+    global PACKAGE
+    saved, PACKAGE = PACKAGE, tmp_path
+    try:
+        assert [f.split(" ")[1] for f in long_functions(sample)] == ["big"]
+    finally:
+        PACKAGE = saved

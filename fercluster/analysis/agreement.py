@@ -35,7 +35,7 @@ AUs; the pooled prior (the default) removes most of that small-sample bias.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -139,21 +139,90 @@ def agreement(
     fractions = energy_fractions(projections, boxes)  # (filters, regions)
     sub = values[:, list(filters)]
     aus_arr = np.asarray(aus)
-    top = aus_arr[np.argmax(kl_matrix(sub, au, bins, eps, prior), axis=1)]
+
+    def top_au(labels: np.ndarray) -> np.ndarray:
+        """Each filter's top-KL AU under the AU indicators ``labels`` (N, J)."""
+        return aus_arr[np.argmax(kl_matrix(sub, labels, bins, eps, prior), axis=1)]
+
+    top = top_au(au)
     real = agrees(fractions, region_aus, top)
     pos = {int(f): i for i, f in enumerate(filters)}
     in_shown = np.array([pos[int(f)] for f in (shown or []) if int(f) in pos], dtype=np.int64)
     rng = np.random.default_rng(seed)
-    rates, rates_shown, shuffled_frac = [], [], np.zeros(len(filters))
+    baseline = _shuffled(top_au, au, len(filters), fractions, region_aus, in_shown, rng, n_shuffles)
+    return _result(filters, top, real, fractions, region_aus, in_shown, baseline)
+
+
+@dataclass
+class _Baseline:
+    rates: list[float]  # agreement rate of each label shuffle (over the counted filters)
+    rates_shown: list[float]  # the same over the shown filters
+    fraction: np.ndarray  # per filter: energy fraction in the top-AU box, mean over shuffles
+
+
+def _shuffled(
+    top_au: Callable[[np.ndarray], np.ndarray],
+    au: np.ndarray,
+    n_filters: int,
+    fractions: np.ndarray,
+    region_aus: list[int],
+    in_shown: np.ndarray,
+    rng: np.random.Generator,
+    n_shuffles: int,
+) -> _Baseline:
+    """The rule applied ``n_shuffles`` times with the AU label sets permuted across images.
+
+    ``top_au(labels)``: each filter's top-KL AU under the AU indicators ``labels``.
+    """
+    out = _Baseline([], [], np.zeros(n_filters))
     for _ in range(n_shuffles):
-        top_s = aus_arr[np.argmax(kl_matrix(sub, au[rng.permutation(len(au))], bins, eps, prior), axis=1)]
+        top_s = top_au(au[rng.permutation(len(au))])
         a = agrees(fractions, region_aus, top_s)
         if np.isfinite(a).any():
-            rates.append(float(np.nanmean(a)))
+            out.rates.append(float(np.nanmean(a)))
         if len(in_shown) and np.isfinite(a[in_shown]).any():
-            rates_shown.append(float(np.nanmean(a[in_shown])))
-        shuffled_frac += _fraction_of(fractions, region_aus, top_s) / n_shuffles
-    details = [
+            out.rates_shown.append(float(np.nanmean(a[in_shown])))
+        out.fraction += _fraction_of(fractions, region_aus, top_s) / n_shuffles
+    return out
+
+
+def _result(
+    filters: Sequence[int],
+    top: np.ndarray,
+    real: np.ndarray,
+    fractions: np.ndarray,
+    region_aus: list[int],
+    in_shown: np.ndarray,
+    baseline: _Baseline,
+) -> Agreement:
+    """The ``Agreement`` record from the true-label rule (``real``) and the shuffled baseline."""
+    rates = baseline.rates
+    counted = int(np.isfinite(real).sum())
+    real_shown = real[in_shown] if len(in_shown) else np.array([])
+    return Agreement(
+        rate=float(np.nanmean(real)) if counted else None,
+        shuffled=float(np.mean(rates)) if rates else None,
+        shuffled_rates=rates,
+        filters=[int(f) for f in filters],
+        top_au=[int(t) for t in top],
+        top_fraction=[float(v) for v in _fraction_of(fractions, region_aus, top)],
+        shuffled_fraction=[float(v) for v in baseline.fraction],
+        counted=counted,
+        rate_shown=float(np.nanmean(real_shown)) if np.isfinite(real_shown).any() else None,
+        shuffled_shown=float(np.mean(baseline.rates_shown)) if baseline.rates_shown else None,
+        shown=[int(filters[i]) for i in in_shown],
+        p_value=float(1 + sum(r >= np.nanmean(real) - 1e-12 for r in rates)) / (1 + len(rates))
+        if counted and rates
+        else None,
+        details=_details(filters, top, real, fractions, region_aus),
+    )
+
+
+def _details(
+    filters: Sequence[int], top: np.ndarray, real: np.ndarray, fractions: np.ndarray, region_aus: list[int]
+) -> list[dict]:
+    """One row per filter: its top AU, energy fraction in that AU's box, mean fraction over boxes, verdict."""
+    return [
         {"filter": int(f), "top_au": int(t), "fraction": _round(fr), "mean_fraction": _round(m), "agrees": _flag(a)}
         for f, t, fr, m, a in zip(
             filters,
@@ -164,25 +233,6 @@ def agreement(
             strict=True,
         )
     ]
-    counted = int(np.isfinite(real).sum())
-    real_shown = real[in_shown] if len(in_shown) else np.array([])
-    return Agreement(
-        rate=float(np.nanmean(real)) if counted else None,
-        shuffled=float(np.mean(rates)) if rates else None,
-        shuffled_rates=rates,
-        filters=[int(f) for f in filters],
-        top_au=[int(t) for t in top],
-        top_fraction=[float(v) for v in _fraction_of(fractions, region_aus, top)],
-        shuffled_fraction=[float(v) for v in shuffled_frac],
-        counted=counted,
-        rate_shown=float(np.nanmean(real_shown)) if np.isfinite(real_shown).any() else None,
-        shuffled_shown=float(np.mean(rates_shown)) if rates_shown else None,
-        shown=[int(filters[i]) for i in in_shown],
-        p_value=float(1 + sum(r >= np.nanmean(real) - 1e-12 for r in rates)) / (1 + len(rates))
-        if counted and rates
-        else None,
-        details=details,
-    )
 
 
 def _fraction_of(fractions: np.ndarray, region_aus: Sequence[int], top: Sequence[int]) -> np.ndarray:

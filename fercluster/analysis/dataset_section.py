@@ -15,8 +15,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from fercluster.analysis import agreement as agree_mod
 from fercluster.analysis import figures, kl
+from fercluster.analysis.agreement_section import agreement_section
 from fercluster.analysis.collect import JobResult
 from fercluster.analysis.filters import (
     FILTER_RULE,
@@ -33,7 +33,6 @@ from fercluster.analysis.tables import markdown_table
 from fercluster.atomic import write_parquet, write_text
 from fercluster.config import SweepConfig, Train
 from fercluster.errors import CheckpointError, DataError
-from fercluster.fmt import pct
 
 TILE = 32  # side of each tile in the filter grids (the conv3 receptive field at any image size)
 
@@ -95,6 +94,36 @@ def analyse_dataset(
         section.note("No complete job of this data set has usable activations and checkpoint; see Skipped jobs.")
         return DatasetAnalysis([section], {"dataset": dataset, "job_id": None}, skipped)
     job, prepared, acts, rows, model = loaded
+    summary = _job_text(section, dataset, job, acts, variant)
+    summary["guided_mask"] = a.guided_mask
+    filters = _shown_filters(section, acts.values, a, summary)
+    au = _au_labels(prepared, rows, job.spec["kind"], a.min_positive)
+    kl_values = top = None
+    if au is None:
+        section.note("No KL section: this data set has no AU labels (TFD codes no action units).")
+    else:
+        kl_values, top = _rankings(acts.values, au, a, prepared.au_regions)
+    log(f"{dataset}: guided backprop of {len(filters)} filters x {a.top_n} images")
+    normalize = job.spec["train"].get("normalize", Train().normalize)  # a job.json without it ran the default
+    views = visualise(model, prepared.images, rows, acts, filters, a.top_n, normalize, a.guided_mask)
+    sections = [section]
+    _grids(section, views, filters, top, dataset, out)
+    if kl_values is not None:
+        sections.append(_kl_section(dataset, kl_values, au[1], top, filters, prepared.au_regions, out, summary))
+        if prepared.au_regions:
+            counted, counted_views = _counted_filters(cfg, dataset, loaded, filters, views, normalize, log)
+            sections.append(
+                agreement_section(
+                    cfg, dataset, acts, au, counted, counted_views, filters, prepared.au_regions, out, summary
+                )
+            )
+        else:
+            section.note("No planted ground truth (real data): agreement not measured.")
+    return DatasetAnalysis(sections, summary, skipped)
+
+
+def _job_text(section: Section, dataset: str, job: JobResult, acts: Activations, variant: str) -> dict[str, Any]:
+    """Say which job is analysed (and why, when it is not the configured one); its summary entries."""
     spec = job.spec
     chosen = f"fold {spec['fold']} of variant {spec['variant']}, seed {spec['seed']} (job `{job.job_id}`)"
     if spec["variant"] != variant or int(spec["fold"]) != 0:
@@ -102,41 +131,23 @@ def analyse_dataset(
     section.text(
         f"Job analysed: {chosen}; {acts.values.shape[0]} training images, {acts.values.shape[1]} conv3 filters."
     )
-    summary: dict[str, Any] = {
+    return {
         "dataset": dataset,
         "job_id": job.job_id,
         "fold": int(spec["fold"]),
         "variant": spec["variant"],
     }
-    filters = _shown_filters(section, acts.values, a, summary)
-    au = _au_labels(prepared, rows, spec["kind"], a.min_positive)
-    kl_values = top = None
-    if au is None:
-        section.note("No KL section: this data set has no AU labels (TFD codes no action units).")
-    else:
-        kl_values, top = _rankings(acts.values, au, a, prepared.au_regions)
-    log(f"{dataset}: guided backprop of {len(filters)} filters x {a.top_n} images")
-    normalize = spec["train"].get("normalize", Train().normalize)  # a job.json without it ran the default
-    views = visualise(model, prepared.images, rows, acts, filters, a.top_n, normalize)
-    sections = [section]
-    _grids(section, views, filters, top, dataset, out)
-    if kl_values is not None:
-        sections.append(_kl_section(dataset, kl_values, au[1], top, filters, prepared.au_regions, out, summary))
-        if prepared.au_regions:
-            if a.agreement_filters == "all":
-                log(f"{dataset}: guided backprop of all {acts.values.shape[1]} filters for the agreement check")
-                counted = list(range(acts.values.shape[1]))
-                counted_views = visualise(model, prepared.images, rows, acts, counted, a.top_n, normalize)
-            else:
-                counted, counted_views = filters, views
-            sections.append(
-                _agreement_section(
-                    cfg, dataset, acts, au, counted, counted_views, filters, prepared.au_regions, out, summary
-                )
-            )
-        else:
-            section.note("No planted ground truth (real data): agreement not measured.")
-    return DatasetAnalysis(sections, summary, skipped)
+
+
+def _counted_filters(cfg: SweepConfig, dataset: str, loaded: tuple, filters, views, normalize, log) -> tuple:
+    """The filters the agreement rate counts (``analysis.agreement_filters``) and their guided-backprop views."""
+    a = cfg.analysis
+    if a.agreement_filters != "all":
+        return filters, views
+    _, prepared, acts, rows, model = loaded
+    log(f"{dataset}: guided backprop of all {acts.values.shape[1]} filters for the agreement check")
+    counted = list(range(acts.values.shape[1]))
+    return counted, visualise(model, prepared.images, rows, acts, counted, a.top_n, normalize, a.guided_mask)
 
 
 def _first_usable(cfg: SweepConfig, jobs: Sequence[JobResult], log) -> tuple[tuple | None, list[dict[str, Any]]]:
@@ -299,78 +310,3 @@ def _readings_rows(shown: pd.DataFrame, paper: pd.DataFrame, mine: str, other: s
         }
         for (f, r), p in zip(shown.iterrows(), paper.to_dict("records"), strict=True)
     ]
-
-
-def _agreement_section(
-    cfg, dataset, acts: Activations, au, counted, views, shown, au_regions, out: Path, summary: dict
-) -> Section:
-    a = cfg.analysis
-    res = agree_mod.agreement(
-        acts.values,
-        au[0],
-        au[1],
-        counted,
-        views.projections,
-        au_regions,
-        views.image_size,
-        a.kl_bins,
-        a.kl_eps,
-        a.kl_prior,
-        a.shuffle_seed,
-        shown=shown,
-    )
-    s = Section(f"Agreement with the planted AU regions: {dataset}")
-    which = "all conv3 filters" if a.agreement_filters == "all" else "the shown filters"
-    s.text(
-        f"**Agreement rate: {pct(res.rate, 0)}** of {res.counted} filters ({which}); **with shuffled AU labels: "
-        f"{pct(res.shuffled, 0)}** (mean over {len(res.shuffled_rates)} permutations, highest {pct(max(res.shuffled_rates, default=None), 0)}; permutation p = {res.p_value if res.p_value is None else round(res.p_value, 3)}). Over the {len(res.shown)} shown "
-        f"filters: {pct(res.rate_shown, 0)} vs {pct(res.shuffled_shown, 0)} shuffled.\n\n"
-        "Rule: a filter agrees when the share of its guided-backprop energy (squared maps summed over its top "
-        f"{a.top_n} images) inside the planted box of its top-KL AU exceeds the mean share over the boxes of all "
-        "candidate AUs, i.e. the KL-chosen AU points at the filter's region better than an AU drawn at random. "
-        "Baseline: the AU label sets shuffled across training images, KL and top AU recomputed with the same "
-        "smoothing, rule applied to the same filters and energy maps. The share favours large boxes (the "
-        "jaw/mouth AUs cover up to a fifth of the crop), which is why only the comparison with the baseline is "
-        "meaningful.\n\n"
-        f"KL smoothing: {a.kl_eps:g} pseudo-counts per bin on average, spread "
-        + (
-            "like the filter's histogram over all training images (a prior centred on 'no association'), so AUs "
-            "with few positive images do not win the ranking by sampling noise."
-            if a.kl_prior == "pooled"
-            else "evenly over the bins (the spec's 'small epsilon'); note that with few positive images this favours "
-            "rare AUs, with true and shuffled labels alike."
-        )
-    )
-    s.table(
-        [
-            {**d, "agrees": {True: "yes", False: "no", None: "-"}[d["agrees"]], "top_au": f"AU{d['top_au']}"}
-            for d in res.details
-            if d["filter"] in set(res.shown)
-        ],
-        "Per shown filter: share of energy in its top-AU box vs the mean over AU boxes "
-        f"(all {len(res.details)} filters in summary.json).",
-    )
-    s.image(
-        figures.agreement_plot(
-            res.rate,
-            res.shuffled_rates,
-            np.array(res.top_fraction),
-            np.array(res.shuffled_fraction),
-            res.filters,
-            out / f"agreement_{dataset}.png",
-        ),
-        "Left: agreement rate with the true labels (red line) against the rates of the label shuffles. "
-        "Right: energy share in the top-AU box per filter, true vs shuffled labels (mean).",
-    )
-    summary.update(
-        agreement=res.rate,
-        agreement_shuffled=res.shuffled,
-        agreement_shown=res.rate_shown,
-        agreement_shuffled_shown=res.shuffled_shown,
-        agreement_counted=res.counted,
-        agreement_p_value=res.p_value,
-        agreement_rule=res.rule,
-        agreement_smoothing={"kl_eps": a.kl_eps, "kl_prior": a.kl_prior, "kl_bins": a.kl_bins},
-        agreement_filters=res.details,
-    )
-    return s

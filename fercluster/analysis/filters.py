@@ -6,6 +6,11 @@ conv3 map of every training image, with its argmax). The projection is captum's
 ``NeuronGuidedBackprop`` on ``model.conv3`` with a per-example neuron selector (filter i at that
 image's argmax): each ReLU on the way down passes only where the forward activation and the
 backward signal are both positive; max pooling routes through the forward switches.
+
+``analysis.guided_mask`` chooses the masks (``GUIDED_MASKS``): ``relu`` is the above, what the spec
+is certain of; ``pixel`` also masks the pixel map by (map > 0)·(input > 0), as the authors' guided
+layer would on the reconstruction of conv1's input (open in the spec); ``none`` is the plain
+gradient of the unit (forward switches and ReLU masks only), for comparison.
 """
 
 from __future__ import annotations
@@ -95,23 +100,39 @@ def network_input(images: np.ndarray, model: Any, normalize: str) -> Any:
     return preprocess(torch.from_numpy(np.ascontiguousarray(images)), normalize=normalize, size=model.config.image_size)
 
 
-def guided_backprop(model: Any, x: Any, filt: int, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """Guided backprop of unit (filt, ys[k], xs[k]) of conv3 for each example k: (n, S, S)."""
-    import torch
-    from captum.attr import NeuronGuidedBackprop
+GUIDED_MASKS = ("none", "relu", "pixel")  # analysis.guided_mask
 
+
+def guided_backprop(model: Any, x: Any, filt: int, ys: np.ndarray, xs: np.ndarray, mask: str = "relu") -> np.ndarray:
+    """Guided backprop of unit (filt, ys[k], xs[k]) of conv3 for each example k: (n, S, S).
+
+    ``mask`` (one of ``GUIDED_MASKS``): ``relu`` captum's ``NeuronGuidedBackprop``; ``pixel`` that
+    map times (map > 0)·(x > 0); ``none`` captum's ``NeuronGradient`` (the plain gradient).
+    """
+    import torch
+    from captum.attr import NeuronGradient, NeuronGuidedBackprop
+
+    if mask not in GUIDED_MASKS:
+        raise ConfigError(f"analysis.guided_mask: got {mask!r}; valid: {', '.join(GUIDED_MASKS)}")
     rows = torch.arange(x.shape[0])
     ys_t, xs_t = torch.as_tensor(ys, dtype=torch.long), torch.as_tensor(xs, dtype=torch.long)
 
     def selector(out: torch.Tensor) -> torch.Tensor:
         return out[rows, filt, ys_t, xs_t]  # one unit per example
 
+    method = NeuronGradient if mask == "none" else NeuronGuidedBackprop
     with warnings.catch_warnings():  # captum announces its (temporary) ReLU hooks on every call
         warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
-        attr = NeuronGuidedBackprop(model, model.conv3).attribute(
-            x.clone().requires_grad_(True), neuron_selector=selector
-        )
-    return attr.detach()[:, 0].numpy()
+        attr = method(model, model.conv3).attribute(x.clone().requires_grad_(True), neuron_selector=selector)
+    maps = attr.detach()[:, 0]
+    if mask == "pixel":
+        maps = pixel_mask(maps, x[:, 0])
+    return maps.numpy()
+
+
+def pixel_mask(maps: Any, x: Any) -> Any:
+    """The guided rule once more at the pixels: keep the map where it and the network input are positive."""
+    return maps * (maps > 0) * (x > 0)
 
 
 def rf_box(y: int, x: int, size: int) -> tuple[int, int, int, int]:
@@ -193,17 +214,24 @@ class FilterViews:
 
 
 def visualise(
-    model: Any, images: np.ndarray, rows: np.ndarray, acts: Activations, filters: list[int], top_n: int, normalize: str
+    model: Any,
+    images: np.ndarray,
+    rows: np.ndarray,
+    acts: Activations,
+    filters: list[int],
+    top_n: int,
+    normalize: str,
+    guided_mask: str = "relu",
 ) -> FilterViews:
     """Top images, guided-backprop maps and patches of each filter. ``rows[k]``: the prepared-set
-    row of activation image k."""
+    row of activation image k; ``guided_mask``: see ``guided_backprop``."""
     top = top_images(acts.values[:, filters], top_n)  # (len(filters), n) activation rows
     projections, patches, map_patches = [], [], []
     size = model.config.image_size
     for i, filt in enumerate(filters):
         k = top[i]
         x = network_input(images[rows[k]], model, normalize)
-        projections.append(guided_backprop(model, x, filt, acts.ys[k, filt], acts.xs[k, filt]))
+        projections.append(guided_backprop(model, x, filt, acts.ys[k, filt], acts.xs[k, filt], guided_mask))
         shown = display_images(images[rows[k]], size)
         units = [(int(acts.ys[kk, filt]), int(acts.xs[kk, filt])) for kk in k]
         patches.append([patch(shown[j], *unit) for j, unit in enumerate(units)])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import html
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f
 td:first-child,th:first-child{text-align:left}
 figure{display:inline-block;vertical-align:top;margin:.6em .6em .6em 0;max-width:100%}figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.85em;color:#555}pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.8em}
-code{background:#f2f2f2;padding:0 .2em}.note{color:#8a6d3b;background:#fcf8e3;padding:.4em .8em}
+code{background:#f2f2f2;padding:0 .2em}.note{color:#8a6d3b;background:#fcf8e3;padding:.1em .8em;margin:.8em 0}
 """
 
 
@@ -77,9 +76,9 @@ def to_html(title: str, sections: list[Section]) -> str:
         for b in s.blocks:
             kind = b[0]
             if kind == "text":
-                body.append(f"<p>{_inline(b[1])}</p>")
+                body.append(_markdown(b[1]))
             elif kind == "note":
-                body.append(f'<p class="note">{_inline(b[1])}</p>')
+                body.append(f'<div class="note">{_markdown(b[1])}</div>')
             elif kind == "table":
                 body.append(_html_table(b[1], b[2]))
             elif kind == "image":
@@ -99,12 +98,12 @@ def _toc(sections: list[Section]) -> str:
     return f"<ul>{items}</ul>"
 
 
-def _inline(s: str) -> str:
-    """Escape, then render `code` and **bold** as Markdown would; paragraphs on blank lines."""
-    t = html.escape(s)
-    t = re.sub(r"`([^`]+)`", r"<code>\1</code>", t)
-    t = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", t)
-    return t.replace("\n\n", "</p><p>").replace("\n", "<br>")
+def _markdown(text: str) -> str:
+    """A text block's Markdown as HTML: CommonMark through markdown-it-py (rich's own Markdown
+    parser), raw HTML in the text escaped, never passed through."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False}).render(text)
 
 
 def _html_table(rows: list[dict[str, Any]], caption: str) -> str:

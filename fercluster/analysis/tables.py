@@ -12,6 +12,7 @@ otherwise), the quoted number is in ``paper`` and our columns (mean, std, folds)
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -256,12 +257,22 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# LaTeX's ten special characters, and the ± of "mean ± std"; backslash first, as the others add some
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+          "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$"}  # fmt: skip
+_LATEX_RE = re.compile("|".join(re.escape(c) for c in _LATEX))
+
+
+def latex_escape(value: object) -> str:
+    """``value`` as LaTeX text: every special character escaped in one pass (so an escape's own
+    backslash is never escaped again)."""
+    return _LATEX_RE.sub(lambda m: _LATEX[m.group(0)], str(value))
+
+
 def latex_table(rows: list[dict[str, str]], caption: str) -> str:
     """A booktabs table a paper can \\input."""
 
-    def esc(s: str) -> str:
-        return str(s).replace("±", "$\\pm$").replace("%", "\\%").replace("_", "\\_").replace("&", "\\&")
-
+    esc = latex_escape
     head = list(rows[0]) if rows else []
     body = [" & ".join(esc(r[h]) for h in head) + r" \\" for r in rows]
     return "\n".join(

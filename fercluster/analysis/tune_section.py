@@ -18,6 +18,7 @@ from fercluster.analysis.figures import _plt, save
 from fercluster.analysis.render import Section
 from fercluster.config import SweepConfig
 from fercluster.fmt import pct
+from fercluster.orchestration.store.vocabulary import from_ray
 
 TITLE = "Init-scale search (Ray Tune)"
 
@@ -60,11 +61,14 @@ def per_trial(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per trial: k, best and final validation accuracy, iterations trained, stopped."""
     rows = rows.sort_values(["dataset", "trial_id", "iteration"])
     groups = rows.groupby(["dataset", "trial_id"], sort=False)
-    return groups.agg(
+    out = groups.agg(
         k=("k", "first"), best_val=("val_acc", "max"), final_val=("val_acc", "last"),
         final_test=("test_acc", "last"), iterations=("iteration", "max"), stopped=("stopped_by_asha", "first"),
         state=("state", "first"),
     ).reset_index()  # fmt: skip
+    # one vocabulary: files of earlier versions say TERMINATED and ERROR
+    out["state"] = [from_ray(s, bool(x)) for s, x in zip(out["state"], out["stopped"], strict=True)]
+    return out
 
 
 def summary_lines(trials: pd.DataFrame, iterations: dict[str, int]) -> list[str]:

@@ -27,7 +27,7 @@ from fercluster.api.outcomes import Cancelled
 from fercluster.api.sweeps import _grid_only, cancel, slurm_backend, status
 from fercluster.config import SweepConfig
 from fercluster.errors import AnalysisError
-from fercluster.orchestration.states import COMPLETED, ENDED_BADLY, NOT_SUBMITTED
+from fercluster.orchestration.store.vocabulary import COMPLETED, ENDED_BADLY, NOT_SUBMITTED
 from fercluster.train.spec import JobSpec
 
 DONE = (COMPLETED, *ENDED_BADLY, NOT_SUBMITTED)  # states ``wait`` returns on: nothing more happens by itself
@@ -74,7 +74,7 @@ class Job:
         """The job's state now (one query, as ``fercluster.status`` asks it): PENDING, RUNNING,
         COMPLETED, FAILED, CANCELLED, TIMEOUT, PREEMPTED or NOT_SUBMITTED."""
         from fercluster.orchestration.monitor import job_rows
-        from fercluster.orchestration.state import load_state
+        from fercluster.orchestration.store.state import load_state
 
         state = load_state(self.config.jobs_dir, self.config.name)
         (row,) = job_rows([self.spec], state, self._backend)
@@ -131,7 +131,7 @@ class Job:
 
     def _log(self, which: str, lines: int) -> str:
         from fercluster.orchestration.monitor import submitit_paths
-        from fercluster.orchestration.state import load_state
+        from fercluster.orchestration.store.state import load_state
 
         slurm_id = load_state(self.config.jobs_dir, self.config.name).slurm_id(self.job_id)
         if not slurm_id:

@@ -1,17 +1,18 @@
 """A sweep's results as pandas DataFrames, for notebooks: ``results(config or results folder)``.
 
 Read from the run directories as they are (``results/<sweep>/runs/<job id>/``), so it works while
-the sweep runs: a complete job (``job.json`` written) is read in full with the aggregation's own
-reader (``fercluster.analysis.collect``, one pass, as fast as ``aggregate``); a job still running
-contributes its ``progress.json`` and the evaluations of its ``metrics.parquet`` so far. Nothing
-asks SLURM (``fercluster.status`` does). Predictions are read on first use, activations (large)
-per job on request.
+the sweep runs. A complete job (``job.json`` written) is known from the run index
+(``orchestration.store.index``, shared with ``status``): its job.json and whether its files read
+(the aggregation's own reader, ``fercluster.analysis.collect``) are read once, when they appear or
+change. A job still running contributes its ``progress.json`` and the evaluations of its
+``metrics.parquet`` so far. Nothing asks SLURM (``fercluster.status`` does). Metrics and
+predictions are read on first use, activations (large) per job on request.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -20,20 +21,19 @@ import numpy as np
 import pandas as pd
 
 from fercluster.analysis import tables
-from fercluster.analysis.collect import ALL_METRIC_COLUMNS, JobResult, PlannedJob, collect, read_runs
+from fercluster.analysis.collect import ALL_METRIC_COLUMNS, JobResult, PlannedJob, read_runs
 from fercluster.api.frames import param_row, typed, with_params
 from fercluster.api.tune_results import TuneResults, tune_results
 from fercluster.config import SweepConfig
 from fercluster.errors import AnalysisError
-from fercluster.orchestration.monitor import read_json
-from fercluster.orchestration.states import NOT_SUBMITTED
+from fercluster.orchestration.store import many_records
+from fercluster.orchestration.store.index import RunEntry, RunIndex
+from fercluster.orchestration.store.vocabulary import COMPLETED, UNREADABLE, from_progress
+from fercluster.train.record import ProgressRecord, read_job_record, read_progress
 
 JOB_KEYS = ["job_id", "dataset", "fold", "variant", "seed", "k"]  # every frame's job columns
 JOB_COLUMNS = [*JOB_KEYS, "state", "iteration", "val_acc", "test_acc", "selected_iteration"]
 PREDICTION_COLUMNS = ["image_id", "label", "prediction", "probs"]
-# A job's state as its run directory tells it (the job's own account: no SLURM query).
-COMPLETED, RUNNING, FAILED, UNREADABLE = "COMPLETED", "RUNNING", "FAILED", "UNREADABLE"
-FROM_PROGRESS = {"running": RUNNING, "completed": RUNNING, "failed": FAILED}  # completed: job.json comes next
 
 
 @dataclass
@@ -41,12 +41,25 @@ class _Job:
     """One job of the results: its identity and run directory, what was read of it."""
 
     job_id: str
-    run_dir: Path
+    run_path: str | Path  # its run directory (a Path made on use: 10,000 of them cost a tenth of a second)
     keys: dict[str, Any]  # dataset, fold, variant, seed, k (None where not known yet)
-    train: dict[str, Any] | None = None  # its training settings (the spec's), for params.*
-    result: JobResult | None = None  # complete and readable
-    broken: str = ""  # complete but unreadable: why
-    progress: dict[str, Any] = field(default_factory=dict)
+    entry: RunEntry | None = None  # complete (job.json exists): the run index's entry
+    progress: ProgressRecord | None = None  # not complete: its progress.json, if any
+    train: dict[str, Any] | None = None  # its training settings (the spec's JSON), for params.*
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run_path)
+
+    @property
+    def complete(self) -> bool:
+        """Complete and readable (its files are in the tables)."""
+        return self.entry is not None and not self.broken
+
+    @property
+    def broken(self) -> str:
+        """Complete but unreadable: why ("" otherwise)."""
+        return (self.entry.broken or self.entry.unreadable or "") if self.entry is not None else ""
 
 
 class Results:
@@ -63,7 +76,7 @@ class Results:
         self._kinds = kinds
 
     def __repr__(self) -> str:
-        done = sum(j.result is not None for j in self._jobs)
+        done = sum(j.complete for j in self._jobs)
         return f"<Results of sweep {self.sweep!r}: {len(self._jobs)} jobs, {done} complete, in {self.results_dir}>"
 
     @property
@@ -74,23 +87,19 @@ class Results:
     @cached_property
     def jobs(self) -> pd.DataFrame:
         """One row per job: job_id, dataset, fold, variant, seed, k, state (COMPLETED, RUNNING,
-        FAILED, NOT_SUBMITTED or UNREADABLE, from the run directory), iteration (reached), val_acc and
-        test_acc (selected checkpoint when complete, best so far while running), selected_iteration,
-        then its training settings as ``params.*`` (``api.frames``; unknown for a job of a results
-        folder that has not completed)."""
+        FAILED, NOT_SUBMITTED or UNREADABLE, from the run directory: ``store.vocabulary``),
+        iteration (reached), val_acc and test_acc (selected checkpoint when complete, best so far
+        while running), selected_iteration, then its training settings as ``params.*``
+        (``api.frames``; unknown for a job of a results folder)."""
         rows = []
         for j in self._jobs:
-            r, p = j.result, j.progress
-            if r is not None:
-                train = r.spec.get("train") or {}
-                rows.append((*_keys(j), COMPLETED, train.get("iterations"), _num(r.info.get("val_acc")),
-                             _num(r.info.get("test_acc")), r.info.get("selected_iteration")))  # fmt: skip
+            e, p = j.entry, j.progress
+            if e is not None and not j.broken:
+                rows.append((*_keys(j), COMPLETED, e.iterations, e.val_acc, e.test_acc, e.selected_iteration))
+            elif p is not None and not j.broken:
+                rows.append((*_keys(j), from_progress(p.state), p.iteration, p.shown_val, p.shown_test, None))
             else:
-                state = (
-                    UNREADABLE if j.broken else FROM_PROGRESS.get(p.get("state"), NOT_SUBMITTED if not p else RUNNING)
-                )
-                rows.append((*_keys(j), state, p.get("iteration"), _num(p.get("best_val_acc", p.get("val_acc"))),
-                             _num(p.get("best_test_acc", p.get("test_acc"))), None))  # fmt: skip
+                rows.append((*_keys(j), UNREADABLE if j.broken else from_progress(None), None, None, None, None))
         frame = typed(pd.DataFrame(rows, columns=JOB_COLUMNS))
         return with_params(frame, (param_row(j.train, j.keys["k"]) for j in self._jobs))
 
@@ -100,9 +109,7 @@ class Results:
         train_acc, val_acc, test_acc, wall_time (the rows of each job's metrics.parquet)."""
         parts = []
         for j in self._jobs:
-            if j.result is not None:
-                parts.append((j, j.result.metrics))
-            elif j.progress and not j.broken:
+            if j.complete or (j.progress is not None and not j.broken):
                 columns = _read_parquet(j.run_dir / "metrics.parquet", ALL_METRIC_COLUMNS)
                 if columns is not None:
                     parts.append((j, columns))
@@ -115,7 +122,7 @@ class Results:
         columns, then image_id, label, prediction, probs (class probabilities)."""
         parts = []
         for j in self._jobs:
-            if j.result is not None:
+            if j.complete:
                 columns = _read_parquet(j.run_dir / "predictions.parquet", PREDICTION_COLUMNS)
                 if columns is not None:
                     parts.append((j, columns))
@@ -126,7 +133,8 @@ class Results:
         """The report's accuracy table (``fercluster.analysis.tables``): per data set and variant,
         test accuracy in percent, mean and sample std over folds, folds done / planned, the
         paper's number and the difference, and the prior art the paper quotes (``source``)."""
-        done = [j.result for j in self._jobs if j.result is not None]
+        complete = [j.run_dir for j in self._jobs if j.complete]
+        done = [r for r in read_runs(complete) if isinstance(r, JobResult)]
         planned = [PlannedJob(k["dataset"], int(k["fold"]), k["variant"], int(k["seed"]), j.job_id, j.run_dir)
                    for j in self._jobs if (k := j.keys)["dataset"] is not None]  # fmt: skip
         return tables.accuracy_table(tables.fold_table(done), planned, self._kinds)
@@ -144,7 +152,7 @@ class Results:
         job = self._by_id.get(job_id)
         if job is None:
             raise AnalysisError(f"no job {job_id!r} in sweep {self.sweep}; the job ids are in .jobs['job_id']")
-        if job.result is None:
+        if not job.complete:
             raise AnalysisError(
                 f"job {job_id} is not complete (see .jobs): a job writes its activations when it completes"
             )
@@ -158,7 +166,10 @@ def results(source: SweepConfig | str | Path) -> Results | TuneResults:
     accuracy table's planned folds are the folds done). A config with a ``tune:`` section gives
     the search's trials (``TuneResults``)."""
     if isinstance(source, SweepConfig):
-        return tune_results(source) if source.tune is not None else _from_config(source)
+        if source.tune is not None:
+            return tune_results(source)
+        with many_records():
+            return _from_config(source)
     folder = Path(source)
     if not (folder / "runs").is_dir():
         hint = " (a config file: read it with fercluster.load_config first)" if folder.is_file() else ""
@@ -166,7 +177,8 @@ def results(source: SweepConfig | str | Path) -> Results | TuneResults:
             f"{folder} is not a sweep's results folder (no runs/ inside){hint}; "
             "give results/<sweep> or a config, e.g. fercluster.results(fercluster.load_config('configs/smoke.yaml'))"
         )
-    return _from_folder(folder)
+    with many_records():
+        return _from_folder(folder)
 
 
 def _from_config(cfg: SweepConfig) -> Results:
@@ -174,47 +186,63 @@ def _from_config(cfg: SweepConfig) -> Results:
     from fercluster.train.seeds import resolve_k
 
     specs = expand(cfg)
-    plan = [PlannedJob(s.dataset, int(s.fold), s.variant, int(s.seed), s.job_id, Path(s.run_dir)) for s in specs]
-    col = collect(cfg, plan=plan, metric_columns=ALL_METRIC_COLUMNS)
-    done = {r.job_id: r for r in col.results}
-    broken = {s["job_id"]: s["reason"] for s in col.skipped}
+    index = RunIndex(cfg.results_dir)
+    entries = index.refresh((s.job_id, s.run_dir) for s in specs)
     jobs = []
-    for spec, p in zip(specs, plan, strict=True):
-        keys = {"dataset": p.dataset, "fold": p.fold, "variant": p.variant, "seed": p.seed, "k": None}
-        job = _Job(p.job_id, p.run_dir, keys, spec.train.model_dump(mode="json"), done.get(p.job_id),
-                   broken.get(p.job_id, ""))  # fmt: skip
-        if job.result is not None:
-            keys["k"] = _num(job.result.info.get("k"))
-            job.train = job.result.spec.get("train") or job.train
-        else:
-            keys["k"] = resolve_k(spec)
-            job.progress = read_json(p.run_dir / "progress.json") or {}
+    trains: dict[int, dict[str, Any]] = {}  # a data set's jobs share one Train: dumped once
+    for spec in specs:
+        keys = {"dataset": spec.dataset, "fold": spec.fold, "variant": spec.variant, "seed": spec.seed, "k": None}
+        train = trains.get(id(spec.train)) or trains.setdefault(id(spec.train), spec.train.model_dump(mode="json"))
+        job = _Job(spec.job_id, spec.run_dir, keys, entries[spec.job_id], train=train)
+        if job.entry is None:
+            job.progress = read_progress(spec.run_dir)
+        keys["k"] = job.entry.k if job.entry is not None and job.entry.k is not None else resolve_k(spec)
         jobs.append(job)
+    _check_files(index, jobs)
     kinds = {name: (d.kind, d.classes) for name, d in cfg.datasets.items()}
     return Results(cfg.results_dir, jobs, kinds, cfg.name)
 
 
 def _from_folder(folder: Path) -> Results:
-    run_dirs = sorted(d for d in (folder / "runs").iterdir() if d.is_dir())
-    outcomes = read_runs(run_dirs, metric_columns=ALL_METRIC_COLUMNS)
+    with os.scandir(folder / "runs") as found:
+        run_dirs = sorted(Path(d.path) for d in found if d.is_dir())
+    index = RunIndex(folder)
+    entries = index.refresh((d.name, os.fspath(d)) for d in run_dirs)
     jobs, kinds = [], {}
-    for run_dir, outcome in zip(run_dirs, outcomes, strict=True):
+    for run_dir in run_dirs:
+        entry = entries[run_dir.name]
         keys: dict[str, Any] = {"dataset": None, "fold": None, "variant": None, "seed": None, "k": None}
-        job = _Job(run_dir.name, run_dir, keys)
-        if isinstance(outcome, JobResult):
-            job.result, spec = outcome, outcome.spec
-            job.train = spec.get("train")
-            keys.update({key: spec.get(key) for key in ("dataset", "fold", "variant", "seed")})
-            keys["k"] = _num(outcome.info.get("k"))
-            kinds[spec["dataset"]] = (spec.get("kind", ""), int(spec.get("classes", 0)))
-        else:
-            job.broken = outcome["reason"] if isinstance(outcome, dict) else ""
-            job.progress = read_json(run_dir / "progress.json") or {}
-            if outcome is None and not job.progress:
+        job = _Job(run_dir.name, run_dir, keys, entry)
+        if entry is not None and not entry.broken:
+            keys.update(dataset=entry.dataset, fold=entry.fold, variant=entry.variant, seed=entry.seed, k=entry.k)
+            kinds[entry.dataset] = (entry.kind, entry.classes)
+            job.train = _train_of(run_dir)
+        elif entry is None:
+            job.progress = read_progress(run_dir)
+            if job.progress is None:
                 continue  # an empty or foreign folder: not a job's
         jobs.append(job)
+    _check_files(index, jobs)
     jobs.sort(key=_place)  # the plan's order as far as the folder tells it; jobs not complete last
     return Results(folder, jobs, kinds, folder.name)
+
+
+def _train_of(run_dir: Path) -> dict[str, Any] | None:
+    """A complete job's training settings from its ``job.json`` (params.* of a results folder, which
+    has no plan to take them from; the run index keeps only what status shows)."""
+    record, _ = read_job_record(run_dir)
+    train = record.spec.get("train") if record is not None else None
+    return dict(train) if isinstance(train, dict) else None
+
+
+def _check_files(index: RunIndex, jobs: list[_Job]) -> None:
+    """Read, once per job.json, whether a complete job's files read (the aggregation's own reader);
+    the outcome is kept in the run index (``unreadable``), so the next call does not read them."""
+    todo = [j for j in jobs if j.entry is not None and not j.entry.broken and j.entry.unreadable is None]
+    for job, outcome in zip(todo, read_runs([j.run_dir for j in todo], metric_columns=ALL_METRIC_COLUMNS), strict=True):
+        index.checked(job.job_id, outcome["reason"] if isinstance(outcome, dict) else "")
+        job.entry = index.entries.get(job.job_id, job.entry)
+    index.save()
 
 
 def _place(job: _Job) -> tuple[Any, ...]:
@@ -227,10 +255,6 @@ def _place(job: _Job) -> tuple[Any, ...]:
 def _keys(job: _Job) -> tuple[Any, ...]:
     k = job.keys
     return (job.job_id, k["dataset"], k["fold"], k["variant"], k["seed"], k["k"])
-
-
-def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _read_parquet(path: Path, columns: list[str] | tuple[str, ...]) -> dict[str, np.ndarray] | None:

@@ -28,7 +28,8 @@ from fercluster.errors import ConfigError
 from fercluster.orchestration.backend import Backend
 from fercluster.orchestration.coordinator import Diff, SweepResult
 from fercluster.orchestration.monitor import JobRow
-from fercluster.orchestration.state import load_state, save_state, state_path, sweep_lock
+from fercluster.orchestration.store.entries import ConfigEntry
+from fercluster.orchestration.store.state import load_state, save_state, state_path, sweep_lock
 
 PLAN_COLUMNS = ["job_id", "dataset", "fold", "variant", "seed", "k", "iterations", "run_dir"]
 SUBMISSION_COLUMNS = ["job_id", "dataset", "fold", "variant", "seed", "k", "state", "action"]
@@ -73,8 +74,8 @@ def never_submitted(config: SweepConfig) -> None:
 
 def recorded_overrides(cfg: SweepConfig) -> list[str]:
     """The overrides recorded by the last run of ``cfg``'s sweep (``[]`` if none or never run)."""
-    config = load_state(cfg.jobs_dir, cfg.name).config or {}
-    return [str(o) for o in config.get("overrides") or []]
+    config = load_state(cfg.jobs_dir, cfg.name).config
+    return [str(o) for o in config.overrides] if config is not None else []
 
 
 def plan(config: SweepConfig | str | Path) -> pd.DataFrame:
@@ -249,7 +250,7 @@ def status(config: SweepConfig | str | Path, *, failed: bool = False, backend: A
     from fercluster.orchestration.status import snapshot
 
     config = _grid_only(config, "status")
-    snap = snapshot(config, backend or slurm_backend(config), failed=failed)
+    snap = snapshot(config, backend or slurm_backend(config), failed=failed).to_dict()
     jobs = snap.pop("jobs")
     extra = [c for job in jobs for c in job if c not in STATUS_COLUMNS]
     frame = typed(pd.DataFrame(jobs, columns=STATUS_COLUMNS + list(dict.fromkeys(extra))))
@@ -333,7 +334,7 @@ def _record_config(config: SweepConfig) -> OverrideChange | None:
     with sweep_lock(config.jobs_dir):
         state = load_state(config.jobs_dir, config.name)
         change = _override_change(config, state)
-        state.config = {"path": config.source, "overrides": list(config.overrides)}
+        state.config = ConfigEntry(config.source, tuple(config.overrides))
         save_state(config.jobs_dir, state)
     return change
 
@@ -342,7 +343,7 @@ def _override_change(config: SweepConfig, state: Any = None) -> OverrideChange |
     from fercluster.orchestration.plan import expand
 
     state = state or load_state(config.jobs_dir, config.name)
-    before = tuple((state.config or {}).get("overrides") or ())
+    before = state.config.overrides if state.config is not None else ()
     if state.config is None or before == config.overrides:
         return None
     planned = [s.job_id for s in expand(config)]

@@ -19,6 +19,79 @@ class CropMode(str, Enum):
     none = "none"
 
 
+def prepare_ckplus_cmd(
+    root: Path = typer.Argument(..., help="CK+ folder holding cohn-kanade-images/, Emotion/, FACS/, Landmarks/."),
+    out: Path = typer.Option(..., "--out", help="Prepared folder to write (replaced atomically if it exists)."),
+    crop: CropMode = typer.Option(
+        CropMode.haar, "--crop", help="Face crop: haar (landmarks fallback), landmarks, none."
+    ),
+    classes: int = typer.Option(8, "--classes", help="8 (with neutral and contempt) or 6."),
+) -> None:
+    """Prepare CK+ as the authors did: first frame (neutral) + last three of each labelled sequence.
+
+    Example: fercluster data prepare ckplus ~/data/CK+ --out data/prepared/ckplus --crop haar
+    """
+    if classes not in (6, 8):
+        raise typer.BadParameter(f"got {classes}; CK+ has 8 or 6 classes", param_hint="--classes")
+    from fercluster.data.ckplus import prepare_ckplus
+
+    with _progress("reading CK+") as progress:
+        data = prepare_ckplus(root, crop=crop.value, classes=classes, progress=progress)
+    _write_and_report(data, out)
+
+
+def prepare_tfd_cmd(
+    matfile: Path = typer.Argument(..., help="TFD_96x96.mat (or TFD_48x48.mat, resized to 96), MATLAB v5."),
+    out: Path = typer.Option(..., "--out", help="Prepared folder to write (replaced atomically if it exists)."),
+) -> None:
+    """Prepare TFD: the labelled images and the five official train/valid/test splits.
+
+    Example: fercluster data prepare tfd ~/data/TFD_96x96.mat --out data/prepared/tfd
+    """
+    from fercluster.data.tfd import prepare_tfd
+
+    with _progress("reading TFD") as progress:
+        data = prepare_tfd(matfile, progress=progress)
+    _write_and_report(data, out)
+
+
+def synth_ckplus_cmd(
+    root: Path = typer.Argument(..., help="New folder for the CK+-format tree."),
+    subjects: int = typer.Option(40, "--subjects", min=1, help="Number of subjects."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Random seed (same seed, same files)."),
+    sequences: int = typer.Option(3, "--sequences", min=1, help="Sequences per subject."),
+) -> None:
+    """Write a synthetic CK+ (full frames, Emotion, FACS, Landmarks, au_regions.json).
+
+    Example: fercluster data synth ckplus data/synthetic/ckplus --subjects 40 --seed 0
+    """
+    from fercluster.data import synth
+
+    summary = synth.synth_ckplus(root, subjects=subjects, seed=seed, sequences_per_subject=sequences)
+    _print_summary(f"synthetic CK+ written to {root}", summary)
+
+
+def synth_tfd_cmd(
+    matfile: Path = typer.Argument(..., help="The .mat file to write (sidecars go beside it)."),
+    identities: int = typer.Option(40, "--identities", min=1, help="Number of identities."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Random seed (same seed, same files)."),
+    images: int = typer.Option(8, "--images", min=1, help="Labelled images per identity."),
+    unlabelled: int = typer.Option(
+        20, "--unlabelled", min=0, help="Extra unlabelled images (-1), as in the real file."
+    ),
+) -> None:
+    """Write a synthetic TFD .mat (v5 layout) with <stem>.au_regions.json beside it.
+
+    Example: fercluster data synth tfd data/synthetic/TFD_96x96.mat --identities 40 --seed 0
+    """
+    from fercluster.data import synth
+
+    summary = synth.synth_tfd(
+        matfile, identities=identities, seed=seed, images_per_identity=images, unlabelled=unlabelled
+    )
+    _print_summary(f"synthetic TFD written to {matfile}", summary)
+
+
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     data_app = typer.Typer(
         help="Data sets: prepare CK+ and TFD for training, generate synthetic ones.\n\n"
@@ -38,79 +111,10 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     data_app.add_typer(prepare_app, name="prepare")
     data_app.add_typer(synth_app, name="synth")
     app.add_typer(data_app, name="data")
-
-    @prepare_app.command("ckplus")
-    def prepare_ckplus_cmd(
-        root: Path = typer.Argument(..., help="CK+ folder holding cohn-kanade-images/, Emotion/, FACS/, Landmarks/."),
-        out: Path = typer.Option(..., "--out", help="Prepared folder to write (replaced atomically if it exists)."),
-        crop: CropMode = typer.Option(
-            CropMode.haar, "--crop", help="Face crop: haar (landmarks fallback), landmarks, none."
-        ),
-        classes: int = typer.Option(8, "--classes", help="8 (with neutral and contempt) or 6."),
-    ) -> None:
-        """Prepare CK+ as the authors did: first frame (neutral) + last three of each labelled sequence.
-
-        Example: fercluster data prepare ckplus ~/data/CK+ --out data/prepared/ckplus --crop haar
-        """
-        if classes not in (6, 8):
-            raise typer.BadParameter(f"got {classes}; CK+ has 8 or 6 classes", param_hint="--classes")
-        from fercluster.data.ckplus import prepare_ckplus
-
-        with _progress("reading CK+") as progress:
-            data = prepare_ckplus(root, crop=crop.value, classes=classes, progress=progress)
-        _write_and_report(data, out)
-
-    @prepare_app.command("tfd")
-    def prepare_tfd_cmd(
-        matfile: Path = typer.Argument(..., help="TFD_96x96.mat (or TFD_48x48.mat, resized to 96), MATLAB v5."),
-        out: Path = typer.Option(..., "--out", help="Prepared folder to write (replaced atomically if it exists)."),
-    ) -> None:
-        """Prepare TFD: the labelled images and the five official train/valid/test splits.
-
-        Example: fercluster data prepare tfd ~/data/TFD_96x96.mat --out data/prepared/tfd
-        """
-        from fercluster.data.tfd import prepare_tfd
-
-        with _progress("reading TFD") as progress:
-            data = prepare_tfd(matfile, progress=progress)
-        _write_and_report(data, out)
-
-    @synth_app.command("ckplus")
-    def synth_ckplus_cmd(
-        root: Path = typer.Argument(..., help="New folder for the CK+-format tree."),
-        subjects: int = typer.Option(40, "--subjects", min=1, help="Number of subjects."),
-        seed: int = typer.Option(0, "--seed", min=0, help="Random seed (same seed, same files)."),
-        sequences: int = typer.Option(3, "--sequences", min=1, help="Sequences per subject."),
-    ) -> None:
-        """Write a synthetic CK+ (full frames, Emotion, FACS, Landmarks, au_regions.json).
-
-        Example: fercluster data synth ckplus data/synthetic/ckplus --subjects 40 --seed 0
-        """
-        from fercluster.data import synth
-
-        summary = synth.synth_ckplus(root, subjects=subjects, seed=seed, sequences_per_subject=sequences)
-        _print_summary(f"synthetic CK+ written to {root}", summary)
-
-    @synth_app.command("tfd")
-    def synth_tfd_cmd(
-        matfile: Path = typer.Argument(..., help="The .mat file to write (sidecars go beside it)."),
-        identities: int = typer.Option(40, "--identities", min=1, help="Number of identities."),
-        seed: int = typer.Option(0, "--seed", min=0, help="Random seed (same seed, same files)."),
-        images: int = typer.Option(8, "--images", min=1, help="Labelled images per identity."),
-        unlabelled: int = typer.Option(
-            20, "--unlabelled", min=0, help="Extra unlabelled images (-1), as in the real file."
-        ),
-    ) -> None:
-        """Write a synthetic TFD .mat (v5 layout) with <stem>.au_regions.json beside it.
-
-        Example: fercluster data synth tfd data/synthetic/TFD_96x96.mat --identities 40 --seed 0
-        """
-        from fercluster.data import synth
-
-        summary = synth.synth_tfd(
-            matfile, identities=identities, seed=seed, images_per_identity=images, unlabelled=unlabelled
-        )
-        _print_summary(f"synthetic TFD written to {matfile}", summary)
+    prepare_app.command("ckplus")(prepare_ckplus_cmd)
+    prepare_app.command("tfd")(prepare_tfd_cmd)
+    synth_app.command("ckplus")(synth_ckplus_cmd)
+    synth_app.command("tfd")(synth_tfd_cmd)
 
 
 class _progress:

@@ -16,19 +16,10 @@ import typer
 from fercluster import fmt
 from fercluster.cli.overrides import load, set_option
 from fercluster.errors import ConfigError
-from fercluster.orchestration.states import ACTIVE, ENDED_BADLY
+from fercluster.orchestration.store.vocabulary import ACTIVE, ENDED_BADLY
+from fercluster.orchestration.store.vocabulary import STYLE as STATE_STYLE
 
 INTERRUPTED_EXIT = 130  # a search stopped before its end (Ctrl-C): running the command again restores it
-STATE_STYLE = {
-    "COMPLETED": "green",
-    "RUNNING": "cyan",
-    "PENDING": "yellow",
-    "FAILED": "red",
-    "CANCELLED": "red",
-    "TIMEOUT": "red",
-    "PREEMPTED": "magenta",
-    "NOT_SUBMITTED": "dim",
-}
 
 # where a status refresh read the states of jobs not done (status.snapshot's "source")
 SOURCE_TEXT = {"": "SLURM not asked: no job of the sweep waits on it", "sacct": "states from SLURM's sacct",
@@ -302,7 +293,7 @@ def status_cmd(
     never_submitted(cfg)
     backend = _backend(cfg)
     if as_json:
-        print(json.dumps(snapshot(cfg, backend, failed=failed), default=str))
+        print(json.dumps(snapshot(cfg, backend, failed=failed).to_dict(), default=str))
         return
     console = _console()
     if not watch:
@@ -324,66 +315,65 @@ def _watch(cfg: Any, backend: Any, console: Any, failed: bool, interval: float) 
     with Live(console=console, auto_refresh=False) as live:
         while True:
             snap = snapshot(cfg, backend, failed=failed)
-            failures = failures + 1 if snap.get("stale") else 0
+            failures = failures + 1 if snap.stale else 0
             wait = watch_interval(interval, floor, failures)
             live.update(_render(cfg, snap, failed, next_s=wait), refresh=True)
-            if not any(k in snap["counts"] for k in ACTIVE):
+            if not any(k in snap.counts for k in ACTIVE):
                 break
             time.sleep(wait)
 
 
-def _render(cfg: Any, snap: dict[str, Any], failed: bool, next_s: float | None = None) -> Any:
+def _render(cfg: Any, snap: Any, failed: bool, next_s: float | None = None) -> Any:
+    """The status screen of a ``StatusSnapshot``: a header, the notes, the jobs table (or the failed jobs)."""
     from rich.console import Group
+    from rich.text import Text
+
+    parts: list[Any] = [
+        Text.from_markup(
+            f"[bold]{cfg.name}[/]: {snap.total} jobs  "
+            + counts_line(dict(snap.counts))
+            + f"  ({SOURCE_TEXT.get(snap.source, snap.source)}, at {time.strftime('%H:%M:%S')})"
+        )
+    ]
+    if snap.stale:
+        parts.append(Text(f"stale: SLURM could not be asked about every job ({snap.stale}); "
+                          "their last known states are shown", style="yellow"))  # fmt: skip
+    if next_s is not None:
+        parts.append(Text(f"next refresh in {next_s:g} s" + (" (backing off)" if snap.stale else "")))
+    if snap.cost:
+        parts.append(Text(f"cost: {snap.cost['line']}"))
+    if snap.aggregate is not None:
+        parts.append(Text(f"aggregation job {snap.aggregate.slurm_id}: {snap.aggregate_state or '-'}"))
+    if snap.code:
+        parts.append(Text(snap.code["line"]))
+        if "warning" in snap.code:
+            parts.append(Text(snap.code["warning"], style="yellow"))
+    parts += _failed_parts(snap) if failed else [jobs_table(snap.jobs)]
+    return Group(*parts)
+
+
+def _failed_parts(snap: Any) -> list[Any]:
+    """The failed jobs' table, then per job its reason, exception and log tail."""
     from rich.markup import escape
     from rich.text import Text
 
-    from fercluster.orchestration.monitor import JobRow
-
-    rows = [JobRow(**{k: v for k, v in j.items() if k in JobRow.__dataclass_fields__}) for j in snap["jobs"]]
-    parts: list[Any] = [
-        Text.from_markup(
-            f"[bold]{cfg.name}[/]: {len(rows)} jobs  "
-            + counts_line(snap["counts"])
-            + f"  ({SOURCE_TEXT.get(snap['source'], snap['source'])}, at {time.strftime('%H:%M:%S')})"
-        )
-    ]
-    if snap.get("stale"):
-        parts.append(Text(f"stale: SLURM could not be asked about every job ({snap['stale']}); "
-                          "their last known states are shown", style="yellow"))  # fmt: skip
-    if next_s is not None:
-        parts.append(Text(f"next refresh in {next_s:g} s" + (" (backing off)" if snap.get("stale") else "")))
-    if snap.get("cost"):
-        parts.append(Text(f"cost: {snap['cost']['line']}"))
-    agg = snap.get("aggregate")
-    if agg:
-        parts.append(Text(f"aggregation job {agg.get('slurm_id')}: {agg.get('state', '?')}"))
-    code = snap.get("code")
-    if code:
-        parts.append(Text(code["line"]))
-        if code.get("warning"):
-            parts.append(Text(code["warning"], style="yellow"))
-    if failed:
-        bad = [j for j in snap["jobs"] if j["state"] in ENDED_BADLY]
-        if bad:
-            parts.append(jobs_table([r for r in rows if r.state in ENDED_BADLY], title="failed jobs"))
-        for j in bad:
-            parts.append(
-                Text.from_markup(  # the reason is the job's own text: "[...]" in it is not markup
-                    f"[red]{j['job_id']}[/] ({j['dataset']} fold {j['fold']} {j['variant']} "
-                    f"seed {j['seed']}, SLURM {j['slurm_id']}): {escape(str(j['reason']))}"
-                )
+    bad = [r for r in snap.jobs if r.state in ENDED_BADLY]
+    if not bad:
+        return [Text("no failed jobs")]
+    parts: list[Any] = [jobs_table(bad, title="failed jobs")]
+    for r in bad:
+        parts.append(
+            Text.from_markup(  # the reason is the job's own text: "[...]" in it is not markup
+                f"[red]{r.job_id}[/] ({r.dataset} fold {r.fold} {r.variant} "
+                f"seed {r.seed}, SLURM {r.slurm_id}): {escape(str(r.reason))}"
             )
-            if j.get("exception"):
-                parts.append(Text(f"  exception: {j['exception']}"))
-            if j.get("log_tail"):
-                parts.append(
-                    Text(f"  log {j.get('log')}:\n" + "\n".join("    " + ln for ln in j["log_tail"].splitlines()))
-                )
-        if not bad:
-            parts.append(Text("no failed jobs"))
-    else:
-        parts.append(jobs_table(rows))
-    return Group(*parts)
+        )
+        why = snap.failures.get(r.job_id)
+        if why is not None and why.exception:
+            parts.append(Text(f"  exception: {why.exception}"))
+        if why is not None and why.log_tail:
+            parts.append(Text(f"  log {why.log}:\n" + "\n".join("    " + ln for ln in why.log_tail.splitlines())))
+    return parts
 
 
 # -- cancel ----------------------------------------------------------------------------------------
@@ -414,9 +404,10 @@ def bench_cmd(
 
     Example: fercluster bench orchestration --jobs 10000
     """
+    from fercluster.api.sweep_results import results
     from fercluster.orchestration.bench import run_bench
 
-    report = run_bench(jobs)
+    report = run_bench(jobs, results=results)
     if as_json:
         print(json.dumps(report))
         return

@@ -13,7 +13,7 @@ import math
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from fercluster.config import parse_config
 from fercluster.orchestration.coordinator import run_sweep
@@ -21,6 +21,7 @@ from fercluster.orchestration.fake import FakeBackend
 from fercluster.orchestration.status import snapshot
 
 MAX_ARRAY = 1001
+METRIC_COLUMNS = ("iteration", "train_loss", "train_acc", "val_acc", "test_acc", "wall_time")  # as train.outputs writes
 OTHER_JOBS = 100_000  # other users' jobs on the fake cluster: a busy shared cluster around the sweep
 
 
@@ -45,12 +46,13 @@ def bench_config(root: Path, jobs: int) -> Any:
     )
 
 
-def run_bench(jobs: int = 10_000) -> dict[str, Any]:
+def run_bench(jobs: int = 10_000, results: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    """The figures; ``results``: ``fercluster.results``, to time it too."""
     with tempfile.TemporaryDirectory(prefix="fercluster-bench-") as tmp:
-        return _run(Path(tmp), jobs)
+        return _run(Path(tmp), jobs, results)
 
 
-def _run(root: Path, jobs: int) -> dict[str, Any]:
+def _run(root: Path, jobs: int, results: Callable[[Any], Any] | None = None) -> dict[str, Any]:
     cfg = bench_config(root, jobs)
     backend = FakeBackend(max_array=MAX_ARRAY)
     backend.add_foreign(OTHER_JOBS)
@@ -75,16 +77,15 @@ def _run(root: Path, jobs: int) -> dict[str, Any]:
     queries = backend.calls["sacct"] - before
     scheduler_calls = sum(backend.calls.values()) - calls_before
 
-    for spec in sub.specs:  # every job done (not timed: this is the jobs' work)
-        run_dir = Path(spec.run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "job.json").write_text('{"status": "completed", "val_acc": 0.9, "test_acc": 0.9}')
+    finish_all(sub.specs)  # every job done (not timed: this is the jobs' work)
+    backend.set_state([sid for s in backend.submitted for sid in s.ids], "COMPLETED")
     before_sbatch = backend.calls["sbatch"]
     t = time.perf_counter()
     rerun = run_sweep(cfg, backend, **kw)
     rerun_s = time.perf_counter() - t
     rerun_subs = backend.calls["sbatch"] - before_sbatch
 
+    reads = read_figures(cfg, backend, sub.specs, results) if results is not None else {}
     targets = [
         {"name": "plan + diff", "value": f"{plan_s:.2f} s", "target": "< 10 s", "pass": plan_s < 10},
         {"name": "sbatch calls (arrays + aggregation)", "value": sbatch, "target": "<= 11", "pass": sbatch <= 11},
@@ -100,6 +101,7 @@ def _run(root: Path, jobs: int) -> dict[str, Any]:
             "target": "< 5 s, 0 submissions",
             "pass": rerun_s < 5 and rerun_subs == 0 and len(rerun.diff.done) == n,
         },
+        *read_targets(reads),
     ]
     figures = {
         "jobs_planned": n,
@@ -113,13 +115,15 @@ def _run(root: Path, jobs: int) -> dict[str, Any]:
         "refresh_queries": queries,
         "refresh_scheduler_calls": scheduler_calls,  # every command of the refresh: 1 when healthy
         "other_users_jobs": OTHER_JOBS,
-        "refresh_counts": snap["counts"],
+        "refresh_counts": dict(snap.counts),
         "rerun_s": round(rerun_s, 3),
         "rerun_submissions": rerun_subs,
         "state_json_mb": round((cfg.jobs_dir / "state.json").stat().st_size / 1e6, 2),
+        **reads,
     }
     return {
         "jobs": n,
+        **reads,
         "backend": "fake (in-memory SLURM: sacct text rendered and parsed; no cluster)",
         "figures": figures,
         "targets": targets,
@@ -147,3 +151,70 @@ def _mix_states(backend: FakeBackend, specs: list[Any]) -> None:
                 }
             )
         )
+
+
+def finish_all(specs: list[Any], changed: bool = False) -> None:
+    """What a completed job leaves that status and results read: job.json (its spec inside),
+    metrics.parquet and predictions.parquet (the same small files for every job)."""
+    metrics, predictions = _parquet_bytes()
+    for spec in specs:
+        run_dir = Path(spec.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        record = {"job_id": spec.job_id, "spec": spec.to_dict(), "status": "completed", "k": 0.7,
+                  "val_acc": 0.95 if changed else 0.9, "test_acc": 0.9, "selected_iteration": 1000,
+                  "host": "node1", "timings": {"total_s": 60.0}}  # fmt: skip
+        (run_dir / "job.json").write_text(json.dumps(record))
+        (run_dir / "metrics.parquet").write_bytes(metrics)
+        (run_dir / "predictions.parquet").write_bytes(predictions)
+
+
+def _parquet_bytes() -> tuple[bytes, bytes]:
+    import io
+
+    import pandas as pd
+
+    out = []
+    frames = [pd.DataFrame({c: [500.0, 1000.0] for c in METRIC_COLUMNS}).astype({"iteration": "int64"}),
+              pd.DataFrame({"image_id": ["a", "b"], "label": [0, 1], "prediction": [0, 1],
+                            "probs": [[0.9, 0.1], [0.2, 0.8]]})]  # fmt: skip
+    for frame in frames:
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        out.append(buffer.getvalue())
+    return out[0], out[1]
+
+
+def read_figures(cfg: Any, backend: FakeBackend, specs: list[Any], results: Callable[[Any], Any]) -> dict[str, float]:
+    """``status`` and ``results(cfg).jobs`` (``fercluster.results``, handed down by the CLI: the
+    API sits above this layer) on the finished sweep: cold (no run index), warm (a second call),
+    changed (after 10 jobs wrote new files), in seconds."""
+    from fercluster.orchestration.store.index import FILE
+
+    def timed(call: Any) -> float:
+        t = time.perf_counter()
+        call()
+        return round(time.perf_counter() - t, 3)
+
+    def status() -> None:
+        snapshot(cfg, backend)
+
+    def jobs() -> None:
+        results(cfg).jobs  # noqa: B018 (the frame is what is timed)
+
+    (cfg.results_dir / FILE).unlink(missing_ok=True)
+    out = {"status_cold_s": timed(status), "status_warm_s": timed(status)}
+    (cfg.results_dir / FILE).unlink(missing_ok=True)
+    out.update(results_cold_s=timed(jobs), results_warm_s=timed(jobs))
+    finish_all(specs[:: max(1, len(specs) // 10)][:10], changed=True)
+    out.update(status_changed_s=timed(status), results_changed_s=timed(jobs))
+    return out
+
+
+def read_targets(reads: dict[str, float]) -> list[dict[str, Any]]:
+    """Warm and changed reads under 0.5 s each, cold ones under 10 s."""
+    out = []
+    for key, value in reads.items():
+        limit = 10.0 if "cold" in key else 0.5
+        out.append({"name": key.removesuffix("_s").replace("_", " "), "value": f"{value:.2f} s",
+                    "target": f"< {limit:g} s", "pass": value < limit})  # fmt: skip
+    return out

@@ -20,7 +20,8 @@ from fercluster.orchestration.backend import Backend, Resources, Submission, Sub
 from fercluster.orchestration.lanes import array_lanes
 from fercluster.orchestration.monitor import JobRow, job_rows
 from fercluster.orchestration.snapshots import CodeChoice, CodePlan, RetryCode, plan_code
-from fercluster.orchestration.state import (
+from fercluster.orchestration.store.entries import AGGREGATE, TRAIN, AggregateEntry, PendingEntry
+from fercluster.orchestration.store.state import (
     SweepState,
     array_name,
     ensure_dir,
@@ -29,7 +30,7 @@ from fercluster.orchestration.state import (
     save_state,
     sweep_lock,
 )
-from fercluster.orchestration.states import ACTIVE, COMPLETED, NOT_SUBMITTED, PREEMPTED
+from fercluster.orchestration.store.vocabulary import ACTIVE, COMPLETED, NOT_SUBMITTED, PREEMPTED
 from fercluster.train.spec import JobSpec
 
 
@@ -117,20 +118,20 @@ def removed_specs(specs: Sequence[JobSpec], state: SweepState) -> list[JobSpec]:
     # their settings are gone: no iteration count or k to show (k: None is neither a number nor "random")
     unknown = Train.model_construct(iterations=0, k=None)
     out = []
-    for job_id, rec in state.jobs.items():
+    for job_id, e in state.jobs.items():
         if job_id not in planned:
             out.append(
                 JobSpec(
                     sweep=state.sweep,
-                    dataset=rec.get("dataset", "?"),
+                    dataset=e.dataset or "?",
                     kind="?",
                     classes=0,
-                    fold=rec.get("fold", -1),
-                    variant=rec.get("variant", "?"),
-                    seed=rec.get("seed", -1),
+                    fold=-1 if e.fold is None else e.fold,
+                    variant=e.variant or "?",
+                    seed=-1 if e.seed is None else e.seed,
                     train=unknown,
                     prepared_dir="",
-                    run_dir=rec.get("run_dir", "/nonexistent"),
+                    run_dir=e.run_dir or "/nonexistent",
                     job_id=job_id,
                 )
             )
@@ -164,14 +165,15 @@ def adopt_orphans(
         if sid is None:
             state.pending.pop(name)
             continue
-        if rec.get("kind") == "aggregate":
-            state.aggregate = {"name": name, "slurm_id": sid, "submitted": rec.get("created"), "code": rec.get("code")}
+        if rec.kind == AGGREGATE:
+            state.aggregate = AggregateEntry(name, sid, rec.created, code=rec.code)
             state.pending.pop(name)
         else:
-            job_ids = rec["job_ids"]
+            job_ids = list(rec.job_ids)
             summaries = _summaries(specs_by_id, job_ids)
-            state.record_array(name, sid, job_ids, set(rec.get("retry", [])), summaries, code=rec.get("code"),
-                               requeue_ids=set(rec.get("requeue", [])))  # fmt: skip
+            state.record_array(
+                name, sid, job_ids, set(rec.retry), summaries, code=rec.code, requeue_ids=set(rec.requeue)
+            )
             args = [specs_by_id[j] for j in job_ids if j in specs_by_id]  # already as submitted (processes)
             if fn_for is not None and len(args) == len(job_ids):
                 backend.adopt(Submission(name, "train", fn_for(), tuple(args), resources), sid)
@@ -227,7 +229,7 @@ def run_sweep(
         result = _diff(cfg, specs, state, backend, retry_failed, timings, dry_run=False)
         result.adopted, result.recovery_error = adopted, recovery_error
         if state.pending:  # recovery failed: what these records hold may be in SLURM already
-            held = {j for rec in state.pending.values() for j in rec.get("job_ids", [])}
+            held = {j for rec in state.pending.values() for j in rec.job_ids}
             result.diff.hold(held, "orphan recovery could not ask SLURM; the next sweep retries it")
         t1 = time.perf_counter()
         _submit_work(cfg, state, backend, result, fn_for, aggregate_fn, specs, prepare, retry_code)
@@ -280,7 +282,7 @@ def _submit_work(
                 )
             result.submit_error = str(error) if error else ""
             if error:
-                sent = {j for a in result.arrays for j in state.arrays[a["name"]]["job_ids"]}
+                sent = {j for a in result.arrays for j in state.arrays[a["name"]].job_ids}
                 limit = error.limit if isinstance(error, SubmitLimit) else None
                 why = (f"waits: {limit} is reached; the next `sweep` submits it" if limit else
                        f"not submitted: {result.submit_error}; the next `sweep` submits it")  # fmt: skip
@@ -301,7 +303,7 @@ def _aggregate_after(
     deps = backend.submissions_of([a["slurm_id"] for a in result.arrays] + live)
     # a pending aggregation record left by a crash may be in SLURM: recovery decides next time;
     # nothing submitted because sbatch fails: an aggregation job now would fail as well
-    crashed = any(rec.get("kind") == "aggregate" for rec in state.pending.values())
+    crashed = any(rec.kind == AGGREGATE for rec in state.pending.values())
     if not crashed and not (result.submit_error and not result.arrays):
         try:
             with private_umask():
@@ -365,14 +367,8 @@ def _submit_arrays(
     for (choice, chunk), (throttle, after) in zip(chunks, lanes, strict=True):
         job_ids = [s.job_id for s in chunk]
         name = array_name(cfg.name, job_ids)
-        state.pending[name] = {
-            "job_ids": job_ids,
-            "created": time.time(),
-            "kind": "train",
-            "retry": sorted(retry_ids.intersection(job_ids)),
-            "requeue": sorted(requeue_ids.intersection(job_ids)),
-            "code": choice.key,
-        }
+        state.pending[name] = PendingEntry(tuple(job_ids), TRAIN, time.time(), tuple(sorted(retry_ids.intersection(job_ids))),
+                                           tuple(sorted(requeue_ids.intersection(job_ids))), choice.key)  # fmt: skip
         save_state(cfg.jobs_dir, state)  # BEFORE sbatch: a crash after it is found by name
         wait = (arrays[after]["slurm_id"],) if isinstance(after, int) else after or ()  # its lane's array before it
         resources = replace(Resources.training(cfg.slurm), throttle=throttle)
@@ -382,8 +378,8 @@ def _submit_arrays(
         except SlurmError as exc:
             return arrays, exc
         summaries = _summaries(specs_by_id, job_ids)
-        state.record_array(name, sid, job_ids, retry_ids, summaries, code=choice.key, requeue_ids=requeue_ids)
-        state.arrays[name]["throttle"] = throttle
+        state.record_array(name, sid, job_ids, retry_ids, summaries, code=choice.key,
+                           requeue_ids=requeue_ids, throttle=throttle)  # fmt: skip
         save_state(cfg.jobs_dir, state)
         arrays.append({"name": name, "slurm_id": sid, "n": len(chunk), "throttle": throttle,
                        "code": choice.key, "after": ":".join(wait) or None})  # fmt: skip
@@ -394,7 +390,7 @@ def _active_arrays(state: SweepState, backend: Backend, rows: Sequence[JobRow], 
     """The sweep's arrays with tasks queued or running, as (id, its throttle), oldest first: they hold
     slots of ``array_parallelism`` (an array recorded without its throttle is taken to hold all ``limit``)."""
     live = backend.submissions_of([r.slurm_id for r in rows if r.state in ACTIVE and r.slurm_id])
-    throttles = {rec["slurm_id"]: int(rec.get("throttle") or limit) for rec in state.arrays.values()}
+    throttles = {a.slurm_id: int(a.throttle or limit) for a in state.arrays.values()}
     return [(sid, throttles[sid]) for sid in live if sid in throttles]
 
 
@@ -414,17 +410,17 @@ def _submit_aggregate(
 ) -> str:
     """The aggregation job, after every queued or running training job (afterany)."""
     old = state.aggregate
-    if old and old.get("slurm_id"):
+    if old is not None and old.slurm_id:
         try:  # superseded: if still pending it would run before the new arrays end
-            backend.cancel([old["slurm_id"]])
+            backend.cancel([old.slurm_id])
         except SlurmError:
             pass  # already finished
     name = array_name(cfg.name + "-aggregate", deps)
-    state.pending[name] = {"job_ids": ["aggregate"], "created": time.time(), "kind": "aggregate", "code": code.key}
+    state.pending[name] = PendingEntry((AGGREGATE,), AGGREGATE, time.time(), code=code.key)
     save_state(cfg.jobs_dir, state)
     resources = Resources.aggregation(cfg.slurm)
     sub = Submission(name, "aggregate", aggregate_fn, (cfg.model_dump(mode="json"),), resources, tuple(deps), code.path)
     sid = backend.submit(sub).id
-    state.aggregate = {"name": name, "slurm_id": sid, "submitted": time.time(), "after": deps, "code": code.key}
+    state.aggregate = AggregateEntry(name, sid, time.time(), tuple(deps), code.key)
     state.pending.pop(name, None)
     return sid

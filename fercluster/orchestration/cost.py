@@ -12,9 +12,9 @@ from typing import Any
 from fercluster.config import SweepConfig
 from fercluster.orchestration import plan as plan_mod
 from fercluster.orchestration.backend import JobQuery
-from fercluster.orchestration.known import Known, cost, load_known, save_known
 from fercluster.orchestration.monitor import job_rows
-from fercluster.orchestration.state import SweepState, load_state
+from fercluster.orchestration.store.known import Known, cost, load_known, save_known
+from fercluster.orchestration.store.state import SweepState, load_state
 
 
 def sweep_cost(cfg: SweepConfig, backend: JobQuery | None = None) -> dict[str, Any]:
@@ -30,7 +30,7 @@ def sweep_cost(cfg: SweepConfig, backend: JobQuery | None = None) -> dict[str, A
 
 
 def spent(sweep: str, known: Known, state: SweepState, jobs: int) -> dict[str, Any]:
-    out = {**cost(known), "jobs": jobs, "requeues": sum(r.get("requeues", 0) for r in state.jobs.values())}
+    out = {**cost(known), "jobs": jobs, "requeues": sum(e.requeues for e in state.jobs.values())}
     out["line"] = cost_line(sweep, out)
     return out
 

@@ -9,6 +9,7 @@ Jobs run in this process, on the code it imported (no snapshot); job.json record
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any, Callable
 
 from fercluster import code
@@ -19,11 +20,13 @@ from fercluster.orchestration import plan as plan_mod
 from fercluster.orchestration.backend import JobQuery
 from fercluster.orchestration.backends import backend_for
 from fercluster.orchestration.coordinator import prepare_datasets
+from fercluster.orchestration.local_backend import KEY as LOCAL_KEY
 from fercluster.orchestration.local_backend import mark_ended, mark_started
 from fercluster.orchestration.monitor import JobRow, job_rows
 from fercluster.orchestration.progress import accuracy_text, job_progress
-from fercluster.orchestration.state import SweepState, load_state, save_state, sweep_lock
-from fercluster.orchestration.states import ACTIVE, COMPLETED
+from fercluster.orchestration.store.entries import JobEntry
+from fercluster.orchestration.store.state import SweepState, load_state, save_state, sweep_lock
+from fercluster.orchestration.store.vocabulary import ACTIVE, COMPLETED
 from fercluster.train.spec import JobSpec
 
 
@@ -80,7 +83,7 @@ def _rows(
     cfg: SweepConfig, specs: list[JobSpec], state: SweepState, backend: JobQuery | None, console: Any
 ) -> list[JobRow]:
     """Job rows; SLURM is asked only when this sweep has SLURM jobs (so they are not run twice)."""
-    if not any(r.get("slurm_ids") for r in state.jobs.values()):
+    if not any(e.slurm_ids for e in state.jobs.values()):
         return job_rows(specs, state, None)
     backend = backend or backend_for(cfg)
     try:
@@ -93,20 +96,13 @@ def _rows(
 def _run_one(
     cfg: SweepConfig, state: SweepState, spec: JobSpec, runner: Callable[..., Any], console: Any, label: str
 ) -> bool:
-    rec = state.jobs.setdefault(spec.job_id, {"slurm_ids": [], "submissions": 0, "retries": 0})
-    rec.update(
-        {
-            "dataset": spec.dataset,
-            "fold": spec.fold,
-            "variant": spec.variant,
-            "seed": spec.seed,
-            "run_dir": spec.run_dir,
-            "slurm_ids": [],
-        }
-    )
-    mark_started(rec)
-    rec.pop("code", None)  # a snapshot's: this run imports this process's code (job.json records its hash)
-    rec["submissions"] += 1
+    run: dict[str, Any] = {}
+    mark_started(run)  # run["local"]: this process, now
+    old = state.jobs.get(spec.job_id) or JobEntry()
+    # code: None, not a snapshot's: this run imports this process's code (job.json records its hash)
+    state.jobs[spec.job_id] = replace(old, dataset=spec.dataset, fold=spec.fold, variant=spec.variant, seed=spec.seed,
+                                      run_dir=spec.run_dir, slurm_ids=(), code=None, submissions=old.submissions + 1,
+                                      local=dict(run[LOCAL_KEY]))  # fmt: skip
     save_state(cfg.jobs_dir, state)
     total = spec.train.iterations
     ok = True
@@ -126,7 +122,8 @@ def _run_one(
             ok = False
             console.print(f"[red]job {spec.job_id} failed: {exc}[/]")
             result = None
-    mark_ended(rec)
+    mark_ended(run)
+    state.jobs[spec.job_id] = replace(state.jobs[spec.job_id], local=dict(run[LOCAL_KEY]))
     save_state(cfg.jobs_dir, state)
     if isinstance(result, dict):
         console.print(f"  {spec.job_id}: val {result.get('val_acc')}, test {result.get('test_acc')}")

@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 
 from fercluster.lock import process_start, same_process
 from fercluster.orchestration.backend import JobInfo
-from fercluster.orchestration.states import NOT_SUBMITTED, RUNNING
+from fercluster.orchestration.store.vocabulary import NOT_SUBMITTED, RUNNING
 
 KEY = "local"  # the key of a job's record in state.json
 

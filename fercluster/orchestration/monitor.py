@@ -11,20 +11,21 @@ forever; a job SLURM could not be asked about (``backend.last_error``) shows its
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from fercluster import fmt
 from fercluster.errors import ConfigError
 from fercluster.orchestration.backend import JobInfo, JobQuery, base_id
-from fercluster.orchestration.known import Known, KnownInfo
+from fercluster.orchestration.local_backend import KEY as LOCAL_KEY
 from fercluster.orchestration.local_backend import LocalBackend
-from fercluster.orchestration.state import SweepState
-from fercluster.orchestration.states import (
+from fercluster.orchestration.store.entries import JobEntry
+from fercluster.orchestration.store.index import RunIndex
+from fercluster.orchestration.store.known import FinalCost, Known, KnownInfo
+from fercluster.orchestration.store.snapshot import Failure, JobRow
+from fercluster.orchestration.store.state import SweepState
+from fercluster.orchestration.store.vocabulary import (
     ACTIVE,
     CANCELLED,
     COMPLETED,
@@ -34,49 +35,9 @@ from fercluster.orchestration.states import (
     PENDING,
     STATES,
 )
-from fercluster.train.record import read_job_record
+from fercluster.train.record import read_progress
 from fercluster.train.seeds import resolve_k
 from fercluster.train.spec import JobSpec
-
-
-@dataclass
-class JobRow:
-    job_id: str
-    dataset: str
-    fold: int
-    variant: str
-    seed: int
-    state: str
-    slurm_id: str | None = None
-    iteration: int | None = None
-    iterations: int | None = None
-    k: float | None = None  # the job's init scale (as drawn from its identity, or recorded by the job)
-    val_acc: float | None = None  # best validation accuracy so far (the final one when done)
-    test_acc: float | None = None
-    elapsed: float | None = None  # seconds
-    node: str = ""
-    reason: str = ""
-    retries: int = 0
-    submissions: int = 0
-    run_dir: str = ""
-    code: str | None = None  # the code it ran (job.json) or its latest submission runs: a snapshot hash or "live"
-    gpu_hours: float | None = None  # its latest run's cost (sacct's AllocTRES x ElapsedRaw)
-    cpu_hours: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _ROW_FIELDS}  # flat: asdict's deep copy is slow
-
-
-_ROW_FIELDS = tuple(f.name for f in fields(JobRow))
-
-
-def read_json(path: str | Path) -> dict[str, Any] | None:
-    try:
-        with open(path, "rb") as f:
-            data = json.loads(f.read())
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def job_rows(
@@ -86,19 +47,26 @@ def job_rows(
     extra_ids: Sequence[str] = (),
     infos_out: dict[str, JobInfo] | None = None,
     known: Known | None = None,
+    index: RunIndex | None = None,
 ) -> list[JobRow]:
     """Rows for ``specs`` (plan order). ``backend=None``: no SLURM query (local only).
 
     ``extra_ids`` (e.g. the aggregation job) ride along in the same query; their answers land
-    in ``infos_out``. Every ``job.json`` is parsed (a broken one is a failed job, for the diff
-    too) unless ``known`` (``status``) has it already: completed jobs' records are read once.
-    ``known`` also gives the last known states, shown marked stale for ids the query could not
-    see (``backend.last_error``); it is updated with this refresh's answers.
+    in ``infos_out``. A complete job is read from ``index`` (``store.index``: its job.json is read
+    again only when it changed; a broken one is a failed job, for the diff too). ``known``
+    (``status``) gives the last known states, shown marked stale for ids the query could not see
+    (``backend.last_error``); it is updated with this refresh's answers and final costs.
     """
-    rows = [_base_row(spec, state, known) for spec in specs]
+    own = index is None
+    index = index if index is not None else RunIndex(results_dir_of(specs))
+    rows = [_base_row(spec, state, index, known) for spec in specs]
+    if own:
+        index.save()
     open_rows = [r for r in rows if r.state == ""]
     # completed jobs whose final cost is not known yet ride along, once (status only)
-    costless = [r for r in rows if known is not None and r.state == COMPLETED and r.slurm_id and r.gpu_hours is None]
+    costless = [
+        r for r in rows if r.state == COMPLETED and r.slurm_id and known is not None and _cost_unknown(r, known)
+    ]
     ask = [r.slurm_id for r in open_rows + costless if r.slurm_id] + list(extra_ids)
     infos: Mapping[str, JobInfo] = backend.query(ask) if (ask and backend is not None) else {}
     error = backend.last_error if (ask and backend is not None) else ""
@@ -107,14 +75,15 @@ def job_rows(
     if infos_out is not None:
         infos_out.update({i: infos[i] for i in extra_ids if i in infos})
         if error and known is not None:
-            infos_out.update({i: known.states[i] for i in extra_ids if i not in infos and i in known.states})
+            infos_out.update({i: last for i in extra_ids if i not in infos and (last := known.last(i)) is not None})
     for row in costless:
         _final_cost(row, infos.get(row.slurm_id or ""), known)
-    here = LocalBackend(state.jobs).query([r.job_id for r in open_rows if not r.slurm_id])
+    locals_ = {r.job_id: {LOCAL_KEY: e.local} for r in open_rows if (e := state.jobs.get(r.job_id)) and e.local}
+    here = LocalBackend(locals_).query([r.job_id for r in open_rows if not r.slurm_id])
     known_arrays = {base_id(sid) for sid in infos if "_" in sid}
     for row in open_rows:
         if row.slurm_id and error and row.slurm_id not in infos:
-            _apply_stale(row, known.states.get(row.slurm_id) if known else None, error)
+            _apply_stale(row, known.last(row.slurm_id) if known else None, error)
         elif row.slurm_id:
             _apply_slurm(row, infos.get(row.slurm_id), backend is not None, known_arrays)
         else:
@@ -122,12 +91,24 @@ def job_rows(
     return rows
 
 
+def results_dir_of(specs: Sequence[JobSpec]) -> str:
+    """The results folder of the specs' run directories (``results/<sweep>``: runs/<job id>'s parent's)."""
+    return os.path.dirname(os.path.dirname(specs[0].run_dir)) if specs else os.devnull
+
+
+def _cost_unknown(row: JobRow, known: Known) -> bool:
+    final = known.costs.get(row.job_id)
+    return final is None or final.slurm_id != row.slurm_id
+
+
 def _final_cost(row: JobRow, info: JobInfo | None, known: Known | None) -> None:
-    """A completed job's cost from SLURM's record of its run, kept with its job.json in ``known``."""
-    row.gpu_hours, row.cpu_hours = (info.gpu_hours, info.cpu_hours) if info is not None else (None, None)
-    done = known.done.get(row.job_id) if known is not None else None
-    if done is not None and row.gpu_hours is not None and info is not None and info.state not in ACTIVE:
-        done.update(gpu_hours=row.gpu_hours, cpu_hours=row.cpu_hours, slurm_id=row.slurm_id)
+    """A completed job's cost from SLURM's record of its run, kept in ``known``: asked once, once
+    SLURM has ended the job (a site without accounting answers no cost: that is kept too)."""
+    if info is None:
+        return
+    row.gpu_hours, row.cpu_hours = info.gpu_hours, info.cpu_hours
+    if known is not None and row.slurm_id and info.state not in ACTIVE:
+        known.costs[row.job_id] = FinalCost(row.slurm_id, row.gpu_hours, row.cpu_hours)
 
 
 def _apply_stale(row: JobRow, last: KnownInfo | None, error: str) -> None:
@@ -140,66 +121,36 @@ def _apply_stale(row: JobRow, last: KnownInfo | None, error: str) -> None:
     row.reason = f"stale (last known {when}; {error})" + (f"; {row.reason}" if row.reason else "")
 
 
-def _base_row(spec: JobSpec, state: SweepState, known: Known | None = None) -> JobRow:
-    """The row from the run directory: COMPLETED if ``job.json`` exists, else state "" (ask).
-
-    A completed job that ``known`` has is not read again (a completed job does not change)."""
-    rec = state.jobs.get(spec.job_id, {})
-    row = JobRow(
-        spec.job_id,
-        spec.dataset,
-        spec.fold,
-        spec.variant,
-        spec.seed,
-        state="",
-        slurm_id=state.slurm_id(spec.job_id),
-        iterations=spec.train.iterations or None,
-        retries=rec.get("retries", 0),
-        submissions=rec.get("submissions", 0),
-        run_dir=spec.run_dir,
-        code=rec.get("code"),
-    )
-    cached = known.done.get(spec.job_id) if known is not None else None
-    if cached is not None and cached.get("run_dir") == spec.run_dir:
-        row.state, row.iteration = COMPLETED, row.iterations
-        for key in ("k", "val_acc", "test_acc", "node", "elapsed", "gpu_hours", "cpu_hours"):
-            setattr(row, key, cached.get(key))
-        row.code = cached.get("code") or row.code
-        return row
-    done, broken = read_job_record(spec.run_dir)
-    row.k = _k(spec, done)
-    if broken:  # a record that does not parse or lacks fields: failed, here as in sweep and --dry-run
-        row.state, row.reason = FAILED, broken
-        return row
-    if done is not None:
-        row.state = COMPLETED
-        row.iteration = row.iterations
-        row.val_acc, row.test_acc = fmt.number(done.get("val_acc")), fmt.number(done.get("test_acc"))
-        nodes = done.get("nodes")
-        row.node = ",".join(dict.fromkeys(nodes)) if isinstance(nodes, list) and nodes else str(done.get("host") or "")
-        ran = done.get("code")
-        row.code = str(ran["hash"]) if isinstance(ran, dict) and ran.get("hash") else row.code
-        row.elapsed = (
-            fmt.number((done.get("timings") or {}).get("total_s")) if isinstance(done.get("timings"), dict) else None
-        )
-        if known is not None:
-            known.done[spec.job_id] = {"run_dir": spec.run_dir, "k": row.k, "val_acc": row.val_acc,
-                                       "test_acc": row.test_acc, "node": row.node, "elapsed": row.elapsed,
-                                       "code": row.code}  # fmt: skip
-        return row
-    progress = read_json(os.path.join(spec.run_dir, "progress.json"))
-    if progress is not None:
-        row.iteration = progress.get("iteration")
-        row.val_acc = fmt.number(progress.get("best_val_acc", progress.get("val_acc")))
-        row.test_acc = fmt.number(progress.get("best_test_acc", progress.get("test_acc")))
-        if progress.get("state") == "failed" and progress.get("error"):
-            row.reason = str(progress["error"])[:300]
+def _base_row(spec: JobSpec, state: SweepState, index: RunIndex, known: Known | None = None) -> JobRow:
+    """The row from the run directory: COMPLETED if ``job.json`` exists, else state "" (ask)."""
+    entry = state.jobs.get(spec.job_id) or _NO_ENTRY
+    row = JobRow(spec.job_id, spec.dataset, spec.fold, spec.variant, spec.seed, state="", slurm_id=entry.slurm_id,
+                 iterations=spec.train.iterations or None, retries=entry.retries, submissions=entry.submissions,
+                 run_dir=spec.run_dir, code=entry.code)  # fmt: skip
+    done = index.entry(spec.job_id, spec.run_dir)
+    if done is not None and done.broken:  # a record that does not parse or lacks fields: failed, everywhere
+        row.k, row.state, row.reason = _k(spec, None), FAILED, done.broken
+    elif done is not None:
+        row.state, row.iteration, row.k = COMPLETED, row.iterations, _k(spec, done.k)
+        row.val_acc, row.test_acc, row.node, row.elapsed = done.val_acc, done.test_acc, done.node, done.elapsed_s
+        row.code = done.code or row.code
+        final = known.costs.get(spec.job_id) if known is not None else None
+        if final is not None and final.slurm_id == row.slurm_id:
+            row.gpu_hours, row.cpu_hours = final.gpu_hours, final.cpu_hours
+    else:
+        row.k = _k(spec, None)
+        progress = read_progress(spec.run_dir)
+        if progress is not None:
+            row.iteration, row.val_acc, row.test_acc = progress.iteration, progress.shown_val, progress.shown_test
+            row.reason = progress.failure
     return row
 
 
-def _k(spec: JobSpec, done: dict[str, Any] | None) -> float | None:
+_NO_ENTRY = JobEntry()
+
+
+def _k(spec: JobSpec, recorded: float | None) -> float | None:
     """The k the job recorded when it is complete, else the one it draws (None if not known yet)."""
-    recorded = fmt.number((done or {}).get("k"))
     if recorded is not None:
         return recorded
     try:
@@ -258,21 +209,20 @@ def submitit_paths(submitit_folder: Path, slurm_id: str) -> Any:
     return JobPaths(Path(submitit_folder).absolute() / "%j", job_id=slurm_id)
 
 
-def failure_details(submitit_folder: Path, row: JobRow, tail_lines: int = 20) -> dict[str, str]:
+def failure_details(submitit_folder: Path, row: JobRow, tail_lines: int = 20) -> Failure:
     """The exception (from submitit's result pickles) and the tail of the job's logs.
 
     A job of several tasks (DDP ranks) has a result pickle per task: the error shown is the one
     written first, the rank that failed (the others then fail in a collective or are killed by
     srun), with that task's log.
     """
-    out = {"exception": "", "log_tail": "", "log": ""}
     if not row.slurm_id:
-        return out
-    task = 0
+        return Failure()
+    task, exception = 0, ""
     errors = _task_errors(submitit_paths(submitit_folder, row.slurm_id).folder, row.slurm_id)
     if errors:
         _, task, message = min(errors)
-        out["exception"] = message if task == 0 else f"task {task}: {message}"
+        exception = message if task == 0 else f"task {task}: {message}"
     paths = submitit_paths(submitit_folder, row.slurm_id)
     if task:
         from submitit.core.utils import JobPaths
@@ -282,10 +232,8 @@ def failure_details(submitit_folder: Path, row: JobRow, tail_lines: int = 20) ->
         if log.exists():
             text = log.read_text(errors="replace").splitlines()
             if text:
-                out["log"] = str(log)
-                out["log_tail"] = "\n".join(text[-tail_lines:])
-                break
-    return out
+                return Failure(exception, "\n".join(text[-tail_lines:]), str(log))
+    return Failure(exception)
 
 
 def _task_errors(folder: Path, slurm_id: str) -> list[tuple[float, int, str]]:

@@ -18,7 +18,8 @@ from typing import Any, Literal, Sequence
 from fercluster import code
 from fercluster.config import SweepConfig
 from fercluster.errors import CodeError
-from fercluster.orchestration.state import SweepState
+from fercluster.orchestration.store.entries import AggregateEntry, ArrayEntry
+from fercluster.orchestration.store.state import SweepState
 from fercluster.train.spec import JobSpec
 
 LIVE = "live"  # the code of a job that imports what is installed when it starts
@@ -102,7 +103,8 @@ def current_code(cfg: SweepConfig, make: bool) -> tuple[CodeChoice, bool]:
 
 def recorded_code(cfg: SweepConfig, state: SweepState, job_id: str) -> CodeChoice | None:
     """The snapshot of a job's latest submission; None when it has none (live, or never recorded)."""
-    key = (state.jobs.get(job_id) or {}).get("code")
+    entry = state.jobs.get(job_id)
+    key = entry.code if entry is not None else None
     if not key or key == LIVE:
         return None
     path = code_root(cfg) / key
@@ -149,16 +151,16 @@ def plan_code(
 
 def earlier_codes(state: SweepState) -> dict[str, int]:
     """Jobs per code of their latest SLURM submission so far (jobs submitted before snapshots: live)."""
-    found = Counter(str(rec.get("code") or LIVE) for rec in state.jobs.values() if rec.get("slurm_ids"))
+    found = Counter(str(e.code or LIVE) for e in state.jobs.values() if e.slurm_ids)
     return dict(found)
 
 
 def latest_code(state: SweepState) -> str | None:
     """The code of the sweep's latest submission (an array or the aggregation job); None: none recorded."""
-    subs = [a for a in state.arrays.values() if a.get("code")]
-    if state.aggregate and state.aggregate.get("code"):
+    subs: list[ArrayEntry | AggregateEntry] = [a for a in state.arrays.values() if a.code]
+    if state.aggregate is not None and state.aggregate.code:
         subs.append(state.aggregate)
-    return str(max(subs, key=lambda a: a.get("submitted") or 0)["code"]) if subs else None
+    return str(max(subs, key=lambda a: a.submitted or 0).code) if subs else None
 
 
 def code_status(cfg: SweepConfig, state: SweepState, job_codes: Sequence[str | None]) -> dict[str, Any] | None:

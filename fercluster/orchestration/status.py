@@ -1,8 +1,8 @@
-"""A sweep's status as one plain object (what ``status --json`` prints), and cancelling its jobs."""
+"""A sweep's status as one typed snapshot (``status --json`` prints its dict form), and cancelling its jobs."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 from fercluster.config import SweepConfig
 from fercluster.errors import SlurmError
@@ -10,51 +10,57 @@ from fercluster.orchestration import plan as plan_mod
 from fercluster.orchestration.backend import Backend, JobInfo, JobQuery, base_id
 from fercluster.orchestration.coordinator import removed_specs
 from fercluster.orchestration.cost import spent as _spent
-from fercluster.orchestration.known import load_known, save_known
 from fercluster.orchestration.monitor import counts, failure_details, job_rows
 from fercluster.orchestration.snapshots import code_status
-from fercluster.orchestration.state import load_state
-from fercluster.orchestration.states import ACTIVE, ENDED_BADLY
+from fercluster.orchestration.store import many_records
+from fercluster.orchestration.store.index import RunIndex
+from fercluster.orchestration.store.known import load_known, save_known
+from fercluster.orchestration.store.snapshot import StatusSnapshot
+from fercluster.orchestration.store.state import load_state
+from fercluster.orchestration.store.vocabulary import ACTIVE, ENDED_BADLY, FAILED
+
+LOST = "lost: SLURM no longer knows this job"  # the aggregation job, as a training job SLURM lost
 
 
-def snapshot(cfg: SweepConfig, backend: JobQuery, failed: bool = False) -> dict[str, Any]:
+def snapshot(cfg: SweepConfig, backend: JobQuery, failed: bool = False) -> StatusSnapshot:
     """Counts by state, one row per planned job, the aggregation job, the code (``snapshots.code_status``);
-    ONE SLURM query.
+    ONE SLURM query. A complete job's files are read once (the run index, ``store.index``).
 
     ``failed``: add each failed job's exception (submitit's result pickle) and log tail.
     """
+    with many_records():
+        return _snapshot(cfg, backend, failed)
+
+
+def _snapshot(cfg: SweepConfig, backend: JobQuery, failed: bool) -> StatusSnapshot:
     specs = plan_mod.expand(cfg)
     state = load_state(cfg.jobs_dir, cfg.name)
-    agg = dict(state.aggregate or {})
-    extra = [agg["slurm_id"]] if agg.get("slurm_id") else []
+    agg = state.aggregate
+    extra = [agg.slurm_id] if agg is not None and agg.slurm_id else []
     infos: dict[str, JobInfo] = {}
     known = load_known(cfg.jobs_dir)
-    rows = job_rows(specs, state, backend, extra_ids=extra, infos_out=infos, known=known)
+    index = RunIndex(cfg.results_dir)
+    rows = job_rows(specs, state, backend, extra_ids=extra, infos_out=infos, known=known, index=index)
     save_known(known)
-    spent = _spent(cfg.name, known, state, len(rows))
-    jobs = [r.to_dict() for r in rows]
+    index.save()
+    failures = {}
     if failed:
-        for job, row in zip(jobs, rows, strict=True):
-            if row.state in ENDED_BADLY:
-                job.update(failure_details(cfg.jobs_dir / "submitit", row))
-    if extra:
-        info = infos.get(extra[0])
-        agg["state"] = info.state if info else "UNKNOWN"
-        if info and info.state in ENDED_BADLY:
-            agg["reason"] = info.failure_reason()
-    removed = [j for j in removed_specs(specs, state)]
-    return {
-        "sweep": cfg.name,
-        "counts": counts(rows),
-        "total": len(rows),
-        "source": backend.last_source,
-        "stale": backend.last_error or None,  # why some states shown are the last known, not fresh
-        "aggregate": agg or None,
-        "cost": spent,
-        "removed_from_config": [s.job_id for s in removed],
-        "code": code_status(cfg, state, [r.code for r in rows]),
-        "jobs": jobs,
-    }
+        failures = {r.job_id: failure_details(cfg.jobs_dir / "submitit", r) for r in rows if r.state in ENDED_BADLY}
+    info = infos.get(extra[0]) if extra else None
+    return StatusSnapshot(
+        sweep=cfg.name,
+        counts=counts(rows),
+        jobs=rows,
+        source=backend.last_source,
+        stale=backend.last_error or None,
+        aggregate=agg,
+        aggregate_state=(info.state if info else FAILED) if extra else "",
+        aggregate_reason=(info.failure_reason() if info.state in ENDED_BADLY else "") if info else LOST * bool(extra),
+        cost=_spent(cfg.name, known, state, len(rows)),
+        removed_from_config=tuple(s.job_id for s in removed_specs(specs, state)),
+        code=code_status(cfg, state, [r.code for r in rows]),
+        failures=failures,
+    )
 
 
 WATCH_MAX_S = 600.0  # the longest wait between refreshes when SLURM keeps failing
@@ -78,8 +84,8 @@ def cancel(cfg: SweepConfig, backend: Backend, job: str | None = None) -> list[s
             raise SlurmError(f"no job {job!r} in sweep {cfg.name}; ids are listed by 'fercluster status'")
         rows = chosen
     ids = [r.slurm_id for r in rows if r.state in ACTIVE and r.slurm_id]
-    if job is None and state.aggregate and state.aggregate.get("slurm_id"):
-        ids.append(state.aggregate["slurm_id"])
+    if job is None and state.aggregate is not None and state.aggregate.slurm_id:
+        ids.append(state.aggregate.slurm_id)
     if ids:  # the whole sweep: scancel its arrays (a short command line), not thousands of task ids
         backend.cancel(ids if job is not None else sorted({base_id(i) for i in ids}, key=int))
     return ids

@@ -89,7 +89,7 @@ def run_job(spec: JobSpec | dict, reporter: Reporter | None = None, progress: Pr
     run_dir = Path(spec.run_dir)
     record, broken = read_job_record(run_dir)
     if record is not None:
-        return record
+        return record.to_dict()
     if broken:  # a broken record is a failed job: keep it for a look, train again (from any checkpoint)
         os.replace(run_dir / "job.json", run_dir / f"job.json.broken-{int(time.time())}")
     code.check_imported_snapshot()  # on SLURM: the job runs the code its sweep was submitted with

@@ -16,7 +16,8 @@ import pyarrow as pa
 import torch
 
 from fercluster import code
-from fercluster.atomic import write_bytes, write_json, write_parquet
+from fercluster.atomic import write_bytes, write_parquet
+from fercluster.train import record
 
 METRICS_COLUMNS = ("iteration", "train_loss", "train_acc", "val_acc", "test_acc", "wall_time")
 PACKAGES = ("fercluster", "torch", "numpy", "pandas", "pyarrow", "submitit")
@@ -64,30 +65,8 @@ def write_model(run_dir: Path, state_dict: dict, model_config: dict, job_id: str
 
 
 def write_progress(run_dir: Path, **fields: Any) -> None:
-    keys = (
-        "job_id",
-        "state",
-        "iteration",
-        "iterations",
-        "val_acc",
-        "test_acc",
-        "best_val_acc",
-        "best_test_acc",
-        "sec_per_iter",
-    )
-    record = {key: fields.get(key) for key in keys}
-    record["updated"] = time.time()
-    record["error"] = fields.get("error")
-    write_json(run_dir / "progress.json", _finite(record))
-
-
-def _finite(obj: Any) -> Any:
-    """JSON has no NaN: write null instead."""
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    return obj
+    """``progress.json`` through its one writer (``train.record``), stamped with the time."""
+    record.write_progress(run_dir, record.ProgressRecord(**fields, updated=time.time()))
 
 
 def code_version() -> str:
@@ -135,6 +114,7 @@ def device_name(device: torch.device, world_size: int) -> str:
     return name if world_size == 1 else f"{world_size} x {name}"
 
 
-def write_job_record(run_dir: Path, record: dict[str, Any]) -> None:
-    """job.json, written last: its presence means the job completed."""
-    write_json(run_dir / "job.json", _finite(record))
+def write_job_record(run_dir: Path, data: dict[str, Any]) -> None:
+    """job.json, written last through its one writer (``train.record``): its presence means the job completed."""
+    data.setdefault("schema", record.SCHEMA)  # the caller's dict says what the file says
+    record.write_job_record(run_dir, record.JobRecord.from_dict(data))

@@ -246,3 +246,12 @@ def test_html_renders_in_headless_chromium(sweep, tmp_path):
     pixels = matplotlib.image.imread(shot)
     assert pixels.shape[:2] == (2400, 1200)
     assert float(pixels[..., :3].std()) > 0.05  # text, tables and figures, not a blank page
+
+
+def test_report_text_is_commonmark_with_raw_html_escaped():
+    from fercluster.analysis.render import Section, to_html
+
+    page = to_html("t", [Section("s").text("**bold** and `code`\n\n- a\n- b <script>x</script>").note("*n*")])
+    assert "<strong>bold</strong>" in page and "<code>code</code>" in page and "<li>a</li>" in page
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert '<div class="note"><p><em>n</em></p>' in page

@@ -112,3 +112,11 @@ def test_fold_table_has_the_k_each_job_drew(tmp_path):
     paths = tables.write_tables(tmp_path, tables.accuracy_table(folds, [], {}), folds)
     assert "| seed | k | test (%) |" in paths["folds_md"].read_text() and "| 0.735 |" in paths["folds_md"].read_text()
     assert paths["folds_csv"].read_text().splitlines()[0].startswith("dataset,kind,classes,variant,fold,seed,k,")
+
+
+def test_latex_escapes_every_special_character_once():
+    from fercluster.analysis.tables import latex_escape
+
+    assert latex_escape("a_b & 5% $x# {y} ~^ \\ 61.4 ± 9.9") == (
+        r"a\_b \& 5\% \$x\# \{y\} \textasciitilde{}\textasciicircum{} \textbackslash{} 61.4 $\pm$ 9.9"
+    )

@@ -23,7 +23,7 @@ from fercluster.config import parse_config
 from fercluster.errors import AnalysisError, ConfigError
 from fercluster.orchestration.fake import FakeBackend
 from fercluster.orchestration.last import last_sweep
-from fercluster.orchestration.state import load_state
+from fercluster.orchestration.store.state import load_state
 
 _register()
 runner = CliRunner()
@@ -84,7 +84,7 @@ def test_sweep_records_its_overrides_and_status_uses_them(config: Path, fake: Fa
     ids = [j["job_id"] for j in submitted["jobs"]]
     assert ids == list(fercluster.plan(fercluster.load_config(config, overrides=["train.iterations=20"]))["job_id"])
     state = load_state(workdir / "jobs" / "mini", "mini")
-    assert state.config == {"path": str(config.resolve()), "overrides": ["train.iterations=20"]}
+    assert state.config.to_dict() == {"path": str(config.resolve()), "overrides": ["train.iterations=20"]}
     assert last_sweep() == (config.resolve(), ["train.iterations=20"])
     fake.set_state(["1000_0"], "RUNNING")
     for args in (["status", str(config), "--json"], ["status", "--json"]):  # CONFIG given, or the last sweep's

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from fercluster.orchestration.slurm.backend import SlurmBackend
-from fercluster.orchestration.states import ENDED_BADLY
 from fercluster.orchestration.status import snapshot
+from fercluster.orchestration.store.vocabulary import ENDED_BADLY
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "configs" / "smoke.yaml"
@@ -79,7 +79,7 @@ def wait_for(cfg: Any, backend: SlurmBackend, done: Callable[[dict], bool], time
     deadline = time.monotonic() + timeout_s
     snap: dict = {}
     while time.monotonic() < deadline:
-        snap = snapshot(cfg, backend)
+        snap = snapshot(cfg, backend).to_dict()
         if done(snap):
             return snap
         if snap["jobs"] and all(j["state"] in ENDED_BADLY for j in snap["jobs"]):

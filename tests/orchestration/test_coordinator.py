@@ -15,7 +15,7 @@ from fercluster.orchestration.backend import Resources, Submission
 from fercluster.orchestration.coordinator import run_sweep
 from fercluster.orchestration.fake import FakeBackend
 from fercluster.orchestration.plan import expand
-from fercluster.orchestration.state import load_state, state_path
+from fercluster.orchestration.store.state import load_state, state_path
 
 
 def test_submits_arrays_split_at_max_array_size_then_aggregation(workdir: Path) -> None:
@@ -32,8 +32,8 @@ def test_submits_arrays_split_at_max_array_size_then_aggregation(workdir: Path) 
     assert agg.submission.resources.gpus_per_node == 0 and "gpus_per_node" not in agg.params
     state = load_state(cfg.jobs_dir, cfg.name)
     rec = state.jobs[expand(cfg)[5].job_id]
-    assert rec["slurm_ids"] == [train[1].ids[1]] and rec["task"] == 1 and rec["submissions"] == 1
-    assert state.pending == {} and state.aggregate["slurm_id"] == agg.ids[0]
+    assert rec.slurm_ids == (train[1].ids[1],) and rec.task == 1 and rec.submissions == 1
+    assert state.pending == {} and state.aggregate.slurm_id == agg.ids[0]
     for name in [s.name for s in train]:
         assert name.startswith("fc-t-") and name in state.arrays  # deterministic names
 
@@ -81,8 +81,8 @@ def test_retry_failed_is_explicit_and_bounded(cfg, workdir: Path) -> None:
     assert [a["n"] for a in retried.arrays] == [1]
     assert backend.submitted[-2].args == (first.specs[2],)  # only that job; then the aggregation
     rec = load_state(cfg.jobs_dir, cfg.name).jobs[first.specs[2].job_id]
-    assert rec["retries"] == 1 and rec["submissions"] == 2 and len(rec["slurm_ids"]) == 2
-    backend.set_state([rec["slurm_ids"][-1]], "FAILED")
+    assert rec.retries == 1 and rec.submissions == 2 and len(rec.slurm_ids) == 2
+    backend.set_state([rec.slurm_ids[-1]], "FAILED")
     exhausted = run_sweep(cfg, backend, retry_failed=True, **SWEEP_KW)  # max_retries: 1
     assert exhausted.arrays == [] and "retries exhausted" in exhausted.diff.failed[0][1].reason
 
@@ -114,8 +114,8 @@ def test_crash_between_sbatch_and_recording_is_adopted(cfg, workdir: Path) -> No
     assert result.adopted == [name] and backend.adopted == [(name, backend.names[name])]
     assert backend.calls["sbatch"] == 2  # the orphan array + the aggregation: no second training array
     state = load_state(cfg.jobs_dir, cfg.name)
-    assert state.pending == {} and state.arrays[name]["slurm_id"] == backend.names[name]
-    assert all(rec["slurm_ids"] for rec in state.jobs.values()) and len(state.jobs) == 4
+    assert state.pending == {} and state.arrays[name].slurm_id == backend.names[name]
+    assert all(rec.slurm_ids for rec in state.jobs.values()) and len(state.jobs) == 4
 
 
 def test_pending_record_without_a_slurm_job_is_dropped_and_resubmitted(cfg, workdir: Path) -> None:
@@ -183,7 +183,7 @@ def test_preempted_job_is_requeued_by_a_plain_sweep_without_using_a_retry(workdi
     assert [a["n"] for a in again.arrays] == [1] and again.diff.summary()["requeue"] == 1
     assert backend.submitted[-2].args == (first.specs[0],) and again.diff.failed == []
     rec = load_state(cfg.jobs_dir, cfg.name).jobs[first.specs[0].job_id]
-    assert (rec["retries"], rec["requeues"], rec["submissions"]) == (0, 1, 2)
+    assert (rec.retries, rec.requeues, rec.submissions) == (0, 1, 2)
 
 
 def test_timeout_requeues_are_configurable(workdir: Path) -> None:

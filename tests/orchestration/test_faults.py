@@ -17,8 +17,8 @@ from orch_helpers import SWEEP_KW, finish, make_config
 from fercluster.orchestration.coordinator import run_sweep
 from fercluster.orchestration.fake import FakeBackend
 from fercluster.orchestration.slurm.backend import SlurmBackend
-from fercluster.orchestration.state import load_state
 from fercluster.orchestration.status import snapshot, watch_interval
+from fercluster.orchestration.store.state import load_state
 
 COMMANDS = ("sbatch", "squeue", "sacct", "scontrol", "scancel")
 
@@ -129,7 +129,7 @@ def test_lookup_is_scoped_to_the_user_and_the_newest_array_wins(workdir: Path, f
     fakeslurm.clear_calls()
     result = run_sweep(cfg, backend, **SWEEP_KW)
     assert result.adopted == [name] and int(newer) > int(mine)
-    assert load_state(cfg.jobs_dir, cfg.name).arrays[name]["slurm_id"] == newer
+    assert load_state(cfg.jobs_dir, cfg.name).arrays[name].slurm_id == newer
     lookups = [c for c in fakeslurm.calls() if any(a.startswith("--name=") for a in c)]
     assert lookups and all("--me" in c or "-u" in c for c in lookups)
     assert not [c for c in fakeslurm.calls("sbatch") if name in Path(c[-1]).read_text()]
@@ -172,7 +172,7 @@ def _scoped(fake: FakeSlurm) -> None:
 
 def test_healthy_refresh_is_one_sacct_for_the_sweeps_ids(workdir: Path, fakeslurm: FakeSlurm) -> None:
     cfg, backend = _submitted(workdir, fakeslurm)
-    snap = snapshot(cfg, backend)
+    snap = snapshot(cfg, backend).to_dict()
     calls = fakeslurm.calls()
     assert [c[0] for c in calls] == ["sacct"] and snap["stale"] is None
     mine = sorted(j["id"] for j in fakeslurm.world()["jobs"] if j["user"] == getpass.getuser())
@@ -182,9 +182,9 @@ def test_healthy_refresh_is_one_sacct_for_the_sweeps_ids(workdir: Path, fakeslur
 
 def test_sacct_lag_asks_squeue_for_the_missing_ids_only(workdir: Path, fakeslurm: FakeSlurm) -> None:
     cfg, backend = _submitted(workdir, fakeslurm)
-    base = load_state(cfg.jobs_dir, cfg.name).arrays.popitem()[1]["slurm_id"]
+    base = load_state(cfg.jobs_dir, cfg.name).arrays.popitem()[1].slurm_id
     fakeslurm.fault(lag=[f"{base}_1"])
-    snap = snapshot(cfg, backend)
+    snap = snapshot(cfg, backend).to_dict()
     squeue = fakeslurm.calls("squeue")
     assert [c[0] for c in fakeslurm.calls()] == ["sacct", "squeue"]
     assert squeue[0][squeue[0].index("-j") + 1] == base  # only the array that lags
@@ -196,10 +196,10 @@ def test_sacct_lag_asks_squeue_for_the_missing_ids_only(workdir: Path, fakeslurm
 def test_outage_shows_last_known_states_stale_then_converges(workdir: Path, fakeslurm: FakeSlurm, fault: str) -> None:
     cfg, backend = _submitted(workdir, fakeslurm)
     fakeslurm.set_states("RUNNING")
-    assert snapshot(cfg, backend)["counts"] == {"RUNNING": 4}  # remembered in known.json
+    assert snapshot(cfg, backend).to_dict()["counts"] == {"RUNNING": 4}  # remembered in known.json
     fakeslurm.clear_calls()
     fakeslurm.fault(sacct=fault, squeue=fault)
-    snap = snapshot(cfg, backend)
+    snap = snapshot(cfg, backend).to_dict()
     assert sorted(c[0] for c in fakeslurm.calls()) == ["sacct", "squeue"]  # no storm, no scontrol
     assert snap["stale"] and snap["counts"] == {"RUNNING": 4}
     assert all(j["reason"].startswith("stale (last known") for j in snap["jobs"])
@@ -210,7 +210,7 @@ def test_outage_shows_last_known_states_stale_then_converges(workdir: Path, fake
     assert sorted(p.name for p in (cfg.jobs_dir).iterdir()) == before
     fakeslurm.fault()
     fakeslurm.set_states("COMPLETED")
-    snap = snapshot(cfg, backend)
+    snap = snapshot(cfg, backend).to_dict()
     assert snap["stale"] is None and snap["counts"] == {"FAILED": 4}  # COMPLETED without job.json
     assert all("no job.json" in j["reason"] for j in snap["jobs"])
 
@@ -219,7 +219,7 @@ def test_sacct_down_squeue_answers_for_the_ids(workdir: Path, fakeslurm: FakeSlu
     cfg, backend = _submitted(workdir, fakeslurm)
     fakeslurm.set_states("RUNNING")
     fakeslurm.fault(sacct="ratelimit")
-    snap = snapshot(cfg, backend)
+    snap = snapshot(cfg, backend).to_dict()
     assert [c[0] for c in fakeslurm.calls()] == ["sacct", "squeue"]
     assert snap["counts"] == {"RUNNING": 4} and "rate limit" in snap["stale"]
     assert snap["source"] == "squeue"
@@ -228,23 +228,26 @@ def test_sacct_down_squeue_answers_for_the_ids(workdir: Path, fakeslurm: FakeSlu
 
 def test_completed_jobs_files_are_read_once(cfg, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from fercluster.orchestration import monitor
+    from fercluster.orchestration.store import index as index_mod
 
     backend = FakeBackend()
     result = run_sweep(cfg, backend, **SWEEP_KW)
     for spec in result.specs[:3]:
         finish(spec)
     reads: list[str] = []
-    json_real, record_real = monitor.read_json, monitor.read_job_record
-    monkeypatch.setattr(monitor, "read_json", lambda p: reads.append(Path(p).name) or json_real(p))
-    monkeypatch.setattr(monitor, "read_job_record", lambda d: reads.append("job.json") or record_real(d))
-    assert snapshot(cfg, backend)["counts"] == {"COMPLETED": 3, "PENDING": 1}
-    assert reads.count("job.json") == 4
+    progress_real, record_real = monitor.read_progress, index_mod.read_job_record
+    monkeypatch.setattr(monitor, "read_progress", lambda d: reads.append("progress.json") or progress_real(d))
+    monkeypatch.setattr(index_mod, "read_job_record", lambda d: reads.append("job.json") or record_real(d))
+    assert snapshot(cfg, backend).to_dict()["counts"] == {"COMPLETED": 3, "PENDING": 1}
+    assert reads.count("job.json") == 3
     reads.clear()
     before = backend.calls["sacct"]
-    snap = snapshot(cfg, backend)
+    snap = snapshot(cfg, backend).to_dict()
     assert snap["counts"] == {"COMPLETED": 3, "PENDING": 1} and snap["jobs"][0]["val_acc"] == 0.5
-    assert reads == ["job.json", "progress.json"]  # the one job whose state can change
+    assert reads == ["progress.json"]  # the one job whose state can change
     assert backend.calls["sacct"] - before == 1
+    finish(result.specs[0], test=0.75)  # a record replaced in place (a rerun): read again
+    assert snapshot(cfg, backend).jobs[0].test_acc == 0.75 and reads.count("job.json") == 1
 
 
 def test_fake_backend_outage_and_recovery(cfg, workdir: Path) -> None:
@@ -252,14 +255,14 @@ def test_fake_backend_outage_and_recovery(cfg, workdir: Path) -> None:
     result = run_sweep(cfg, backend, **SWEEP_KW)
     base = result.arrays[0]["slurm_id"]
     backend.set_state([f"{base}_{i}" for i in range(4)], "RUNNING")
-    snapshot(cfg, backend)
+    snapshot(cfg, backend).to_dict()
     backend.failing = {"sacct", "squeue"}
     calls = sum(backend.calls.values())
-    snap = snapshot(cfg, backend)
+    snap = snapshot(cfg, backend).to_dict()
     assert sum(backend.calls.values()) - calls == 2 and snap["stale"] and snap["counts"] == {"RUNNING": 4}
     backend.failing = set()
     backend.set_state([f"{base}_{i}" for i in range(4)], "FAILED")
-    snap = snapshot(cfg, backend)
+    snap = snapshot(cfg, backend).to_dict()
     assert snap["stale"] is None and snap["counts"] == {"FAILED": 4}
 
 
@@ -315,7 +318,7 @@ def test_broken_job_record_is_failed_everywhere_and_rerun(cfg, workdir: Path, co
     Path(broken.run_dir, "job.json").write_text(content)
     dry = run_sweep(cfg, backend, dry_run=True, **SWEEP_KW)
     plain = run_sweep(cfg, backend, **SWEEP_KW)
-    snap = snapshot(cfg, backend)
+    snap = snapshot(cfg, backend).to_dict()
     for result in (dry, plain):
         assert [s.job_id for s, _ in result.diff.failed] == [broken.job_id] and len(result.diff.done) == 3
         assert why in result.diff.failed[0][1].reason and "corrupt job.json" in result.diff.failed[0][1].reason
@@ -436,7 +439,7 @@ def test_status_sums_the_sweeps_cost_and_requeues(cfg, workdir: Path) -> None:
     for spec in result.specs[1:]:
         finish(spec)
     run_sweep(cfg, backend, **SWEEP_KW)  # requeues the pre-empted job
-    snap = snapshot(cfg, backend)
+    snap = snapshot(cfg, backend).to_dict()
     # the runs status has seen: 3 completed tasks, the requeued run, the aggregation job (the pre-empted
     # run ended before any status asked about it: not counted)
     assert snap["cost"]["runs"] == 5
@@ -446,5 +449,5 @@ def test_status_sums_the_sweeps_cost_and_requeues(cfg, workdir: Path) -> None:
     )
     assert [j["gpu_hours"] for j in snap["jobs"][1:]] == [60 / 3600] * 3  # completed: their final cost, cached
     before = backend.calls["sacct"]
-    again = snapshot(cfg, backend)
+    again = snapshot(cfg, backend).to_dict()
     assert again["cost"] == snap["cost"] and backend.calls["sacct"] - before == 1

@@ -17,7 +17,8 @@ from fercluster.cli.main import _register, app
 from fercluster.config import load_config
 from fercluster.orchestration.fake import FakeBackend
 from fercluster.orchestration.plan import expand, renamed_jobs
-from fercluster.orchestration.state import SweepState
+from fercluster.orchestration.store.entries import JobEntry
+from fercluster.orchestration.store.state import SweepState
 
 REPO = Path(__file__).resolve().parents[2]
 RAW = {"cohn-kanade-images/S005/001/S005_001_01.png": 40, "Emotion/S005/001/S005_001_01_emotion.txt": 3}
@@ -67,7 +68,7 @@ def test_changing_one_raw_files_size_or_a_synthetic_parameter_changes_the_ids(tm
 
 
 def state_with(jobs: dict[str, dict]) -> SweepState:
-    return SweepState(sweep="raw", jobs=jobs)
+    return SweepState(sweep="raw", jobs={job_id: JobEntry.from_dict(rec) for job_id, rec in jobs.items()})
 
 
 def test_renamed_jobs_pairs_old_and_new_ids_by_place(tmp_path: Path, monkeypatch) -> None:

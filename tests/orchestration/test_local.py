@@ -11,7 +11,7 @@ from rich.console import Console
 
 from fercluster.orchestration.local import run_local
 from fercluster.orchestration.plan import expand
-from fercluster.orchestration.state import load_state
+from fercluster.orchestration.store.state import load_state
 
 
 def stand_in(calls: list[str], fail: str | None = None):
@@ -42,7 +42,7 @@ def test_runs_missing_jobs_in_plan_order_and_skips_done(cfg, workdir: Path) -> N
     assert (summary["ran"], summary["skipped"], summary["failed"]) == (3, 1, 0)
     assert "40/40" in console.export_text()
     state = load_state(cfg.jobs_dir, cfg.name)
-    assert state.jobs[specs[0].job_id]["local"]["ended"] and state.jobs[specs[0].job_id]["slurm_ids"] == []
+    assert state.jobs[specs[0].job_id].local["ended"] and state.jobs[specs[0].job_id].slurm_ids == ()
     calls.clear()
     again = run_local(cfg, console, runner=stand_in(calls), aggregate=False, prepare=False)
     assert calls == [] and again["skipped"] == 4

@@ -15,8 +15,9 @@ from fercluster.orchestration.fake import FakeBackend
 from fercluster.orchestration.local_backend import LocalBackend
 from fercluster.orchestration.monitor import job_rows
 from fercluster.orchestration.slurm.backend import SlurmBackend
-from fercluster.orchestration.state import SweepState, load_state
 from fercluster.orchestration.status import snapshot
+from fercluster.orchestration.store.entries import JobEntry
+from fercluster.orchestration.store.state import SweepState, load_state
 
 
 def submitted(cfg):
@@ -28,7 +29,7 @@ def submitted(cfg):
 def test_one_accounting_query_per_refresh(cfg, workdir: Path) -> None:
     backend, result, _ = submitted(cfg)
     before = backend.calls["sacct"]
-    snap = snapshot(cfg, backend)
+    snap = snapshot(cfg, backend).to_dict()
     assert backend.calls["sacct"] - before == 1  # the aggregation job rides in the same query
     assert snap["counts"] == {"PENDING": 4} and snap["aggregate"]["state"] == "PENDING"
 
@@ -74,18 +75,19 @@ def test_fallback_when_accounting_fails(cfg, workdir: Path) -> None:
     backend, result, _ = submitted(cfg)
     backend.set_state([f"{result.arrays[0]['slurm_id']}_0"], "FAILED")
     backend.sacct_ok = False
-    snap = snapshot(cfg, backend)
+    snap = snapshot(cfg, backend).to_dict()
     assert snap["source"] == "squeue" and snap["jobs"][0]["state"] == "FAILED"
 
 
 def test_local_runs_use_their_pid(cfg, workdir: Path) -> None:
     spec = run_sweep(cfg, FakeBackend(), dry_run=True, **SWEEP_KW).specs[0]
     state = SweepState(sweep=cfg.name)
-    state.jobs[spec.job_id] = {"slurm_ids": [], "local": {"pid": os.getpid(), "host": socket.gethostname()}}
+    local = {"pid": os.getpid(), "host": socket.gethostname()}
+    state.jobs[spec.job_id] = JobEntry(local=local)
     assert job_rows([spec], state, None)[0].state == "RUNNING"
-    state.jobs[spec.job_id]["local"]["process_start"] = 1.0  # this pid, but another process (pid reused)
+    state.jobs[spec.job_id] = JobEntry(local={**local, "process_start": 1.0})  # this pid, another process
     assert job_rows([spec], state, None)[0].state == "NOT_SUBMITTED"
-    state.jobs[spec.job_id]["local"]["pid"] = 2**22 + 12345  # no such process
+    state.jobs[spec.job_id] = JobEntry(local={**local, "pid": 2**22 + 12345})  # no such process
     assert job_rows([spec], state, None)[0].state == "NOT_SUBMITTED"
     run = Path(spec.run_dir)
     run.mkdir(parents=True)
@@ -119,7 +121,7 @@ def test_failed_job_of_several_tasks_shows_the_rank_that_failed_first(workdir: P
         (folder / f"77_{task}_log.err").write_text(f"log of task {task}\n")
     row = JobRow("j", "ckplus", 0, "none", 0, "FAILED", slurm_id="77")
     details = failure_details(workdir / "submitit", row)
-    assert details["exception"] == "task 1: RuntimeError: rank 1 ran out of luck"
-    assert details["log"].endswith("77_1_log.err") and details["log_tail"] == "log of task 1"
+    assert details.exception == "task 1: RuntimeError: rank 1 ran out of luck"
+    assert details.log.endswith("77_1_log.err") and details.log_tail == "log of task 1"
     (folder / "77_1_result.pkl").unlink()  # one task: as before, no task number
-    assert failure_details(workdir / "submitit", row)["exception"] == "RuntimeError: Connection closed by peer"
+    assert failure_details(workdir / "submitit", row).exception == "RuntimeError: Connection closed by peer"

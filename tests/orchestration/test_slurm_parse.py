@@ -68,7 +68,7 @@ def test_state_mapping_covers_slurm_words() -> None:
 
 def test_every_slurm_word_maps_to_a_fercluster_state() -> None:
     from fercluster.orchestration.slurm.parse import _SLURM_TO_STATE
-    from fercluster.orchestration.states import ACTIVE, ENDED_BADLY, STATES
+    from fercluster.orchestration.store.vocabulary import ACTIVE, ENDED_BADLY, STATES
 
     assert set(_SLURM_TO_STATE.values()) <= set(STATES)
     assert set(ACTIVE) | set(ENDED_BADLY) <= set(STATES) and not set(ACTIVE) & set(ENDED_BADLY)

@@ -16,8 +16,8 @@ from fercluster.cli.main import _register, app
 from fercluster.errors import CodeError, ConfigError
 from fercluster.orchestration.coordinator import run_sweep
 from fercluster.orchestration.fake import FakeBackend
-from fercluster.orchestration.state import load_state
 from fercluster.orchestration.status import snapshot
+from fercluster.orchestration.store.state import load_state
 
 _register()
 
@@ -51,8 +51,8 @@ def test_jobs_and_aggregation_run_one_snapshot_recorded_in_the_state(cfg, workdi
         assert setup_folder(sub.params) == str(folder)
         assert f"export PYTHONPATH={folder}${{PYTHONPATH:+:$PYTHONPATH}}" in sub.params["setup"]
     state = load_state(cfg.jobs_dir, cfg.name)
-    assert {rec["code"] for rec in state.jobs.values()} == {digest}
-    assert state.arrays[train.name]["code"] == digest and state.aggregate["code"] == digest
+    assert {rec.code for rec in state.jobs.values()} == {digest}
+    assert state.arrays[train.name].code == digest and state.aggregate.code == digest
     assert result.arrays[0]["code"] == digest and result.code["note"] == ""
 
 
@@ -85,7 +85,7 @@ def test_retry_reuses_the_submitted_snapshot_unless_told_current(cfg, workdir: P
     assert (
         f"code: did rerun 1 failed jobs on snapshot {old}, the code they were submitted with" in result.code["lines"][1]
     )
-    assert load_state(cfg.jobs_dir, cfg.name).jobs[first.specs[0].job_id]["code"] == old
+    assert load_state(cfg.jobs_dir, cfg.name).jobs[first.specs[0].job_id].code == old
     backend.set_state([f"{by_code[old]['slurm_id']}"], "FAILED")
     current = run_sweep(bigger, backend, retry_failed=True, retry_code="current", **SWEEP_KW)
     assert [(a["code"], a["n"]) for a in current.arrays] == [(new, 1)] and not current.code["created"]
@@ -115,18 +115,18 @@ def test_live_code_sets_no_snapshot(workdir: Path) -> None:
     result = run_sweep(cfg, backend, **SWEEP_KW)
     assert all("setup" not in s.params for s in backend.submitted)
     assert not (Path(cfg.jobs_dir) / "code").exists() and result.arrays[0]["code"] == "live"
-    status = snapshot(cfg, backend)["code"]
+    status = snapshot(cfg, backend).to_dict()["code"]
     assert status["latest"] == "live" and "warning" not in status and status["line"].startswith("code: live")
 
 
 def test_status_warns_when_the_checkout_differs(cfg, workdir: Path, edit_code) -> None:
     backend = FakeBackend()
     digest = run_sweep(cfg, backend, **SWEEP_KW).code["current"]
-    same = snapshot(cfg, backend)
+    same = snapshot(cfg, backend).to_dict()
     assert same["code"]["line"].endswith(", the same as the checkout") and "warning" not in same["code"]
     assert {j["code"] for j in same["jobs"]} == {digest}
     edit_code("changed")
-    status = snapshot(cfg, backend)["code"]
+    status = snapshot(cfg, backend).to_dict()["code"]
     assert status["differs"] and status["checkout"] != digest
     assert status["warning"].startswith(f"warning: the checkout's code now differs from snapshot {digest}")
     assert "--retry-failed --code current" in status["warning"]

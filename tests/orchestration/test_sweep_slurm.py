@@ -168,7 +168,7 @@ def test_job_that_sigkills_itself_is_failed_not_running(workdir: Path, shared_da
                 return subprocess.CompletedProcess(argv, 1, "", "Slurm accounting storage is disabled")
             return super()._run(argv, check)
 
-    fallback = snapshot(cfg, NoAccounting(cfg.jobs_dir / "submitit"))
+    fallback = snapshot(cfg, NoAccounting(cfg.jobs_dir / "submitit")).to_dict()
     assert fallback["source"] == "squeue" and fallback["jobs"][0]["state"] == "FAILED"
 
 

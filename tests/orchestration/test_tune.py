@@ -74,7 +74,7 @@ def read_status(root: Path, name: str) -> dict:
 def mid_search(status: dict) -> bool:
     """At least one trial over and another one running past its first checkpoint."""
     trials = status.get("trials", [])
-    over = any(t["state"] == "TERMINATED" for t in trials)
+    over = any(t["state"] in ("COMPLETED", "STOPPED") for t in trials)
     running = any(t["state"] == "RUNNING" and 10 <= t["iteration"] < ITERATIONS for t in trials)
     return over and running
 
@@ -132,7 +132,7 @@ def _interrupted_mid_trial(root: Path, cfg, at_interrupt: dict, interrupted_at: 
     """Whether a trial that had started was left unfinished by the interruption."""
     for trial in at_interrupt.get("trials", []):
         path = root / "results" / cfg.name / "tune" / "trials" / trial["trial_id"] / "attempts.jsonl"
-        if trial["state"] != "TERMINATED" and path.exists():
+        if trial["state"] not in ("COMPLETED", "STOPPED") and path.exists():
             first = json.loads(path.read_text().splitlines()[0])
             if first["time"] < interrupted_at:
                 return True
@@ -228,7 +228,7 @@ def test_best_k_is_the_best_validation_trial(search):
 @pytest.mark.slow
 def test_restore_does_not_rerun_finished_trials(search):
     at_interrupt = search["at_interrupt"]["trials"]
-    finished = [t["trial_id"] for t in at_interrupt if t["state"] == "TERMINATED"]
+    finished = [t["trial_id"] for t in at_interrupt if t["state"] in ("COMPLETED", "STOPPED")]
     assert finished
     for trial_id in finished:
         assert len(attempts(search, trial_id)) == 1, trial_id
@@ -236,7 +236,7 @@ def test_restore_does_not_rerun_finished_trials(search):
 
 @pytest.mark.slow
 def test_restore_resumes_the_interrupted_trial_from_its_checkpoint(search):
-    unfinished = [t["trial_id"] for t in search["at_interrupt"]["trials"] if t["state"] != "TERMINATED"]
+    unfinished = [t["trial_id"] for t in search["at_interrupt"]["trials"] if t["state"] not in ("COMPLETED", "STOPPED")]
     started = [t for t in unfinished if attempts(search, t)[0]["time"] < search["interrupted_at"]]
     assert started, "no trial was running at the interruption"
     for trial_id in started:
@@ -375,7 +375,7 @@ def test_status_without_tune_section_is_none(tmp_path):
     del data["tune"]
     data["grid"] = [{"dataset": "ckplus", "folds": [0], "variants": ["none"]}]
     assert tune_status(parse_config(data)) is None
-    assert tune_status(parse_config(tiny_config(tmp_path)))["state"] == "NOT_STARTED"
+    assert tune_status(parse_config(tiny_config(tmp_path)))["state"] == "NOT_SUBMITTED"
 
 
 def test_interrupted_search_exits_non_zero_with_a_message(tmp_path):

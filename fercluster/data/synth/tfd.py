@@ -84,32 +84,11 @@ def synth_tfd(
     unlabelled: int = 20,
 ) -> dict:
     """Write a synthetic TFD .mat at ``mat_path`` (and its two sidecar files); return a summary."""
-    if identities < 1 or images_per_identity < 1 or unlabelled < 0:
-        raise DataError(
-            f"synthetic TFD: bad arguments identities={identities}, images_per_identity="
-            f"{images_per_identity}, unlabelled={unlabelled} (need >= 1, >= 1, >= 0)"
-        )
-    path = Path(mat_path)
-    if path.suffix != ".mat":
-        raise DataError(f"synthetic TFD: {path} does not end in .mat; give a path like data/TFD_96x96.mat")
+    path = _checked_path(mat_path, identities, images_per_identity, unlabelled)
     start = time.perf_counter()
     children = np.random.SeedSequence(seed).spawn(identities + 2)
-    images, rows, boxes = [], [], []
-    for i in range(identities):
-        rng = np.random.default_rng(children[i])
-        sub = sample_subject(rng)
-        codes = np.concatenate([rng.permutation(7) + 1 for _ in range(-(-images_per_identity // 7))])
-        for code in codes[:images_per_identity]:
-            expr = sample_expression(TFD_EMOTIONS[int(code)], rng).scaled(rng.uniform(0.75, 1.0))
-            img, pose = _face(sub, expr, rng)
-            images.append(img)
-            rows.append(_row(len(rows), i, int(code), expr))
-        boxes.append(crop_boxes(sub.shape, pose))
-    rng = np.random.default_rng(children[identities])
-    for _ in range(unlabelled):  # strangers without labels, as most of the real TFD
-        expr = sample_free_expression(rng) if rng.random() < 0.5 else Expression({})
-        images.append(_face(sample_subject(rng), expr, rng)[0])
-        rows.append(_row(len(rows), -1, -1, expr))
+    images, rows, boxes = _labelled_faces(children[:identities], images_per_identity)
+    _unlabelled_faces(np.random.default_rng(children[identities]), unlabelled, images, rows)
     table = pd.DataFrame(rows)
     labs_id = table["identity"].to_numpy(np.int64)
     arrays = {
@@ -131,3 +110,40 @@ def synth_tfd(
         "emotions": {TFD_EMOTIONS[c]: int((table["label"] == c).sum()) for c in TFD_EMOTIONS},
         "seconds": round(time.perf_counter() - start, 2),
     }
+
+
+def _checked_path(mat_path: str | os.PathLike[str], identities: int, images_per_identity: int, unlabelled: int) -> Path:
+    """``mat_path`` as a Path, once the arguments are valid; a DataError that says what is valid if not."""
+    if identities < 1 or images_per_identity < 1 or unlabelled < 0:
+        raise DataError(
+            f"synthetic TFD: bad arguments identities={identities}, images_per_identity="
+            f"{images_per_identity}, unlabelled={unlabelled} (need >= 1, >= 1, >= 0)"
+        )
+    path = Path(mat_path)
+    if path.suffix != ".mat":
+        raise DataError(f"synthetic TFD: {path} does not end in .mat; give a path like data/TFD_96x96.mat")
+    return path
+
+
+def _labelled_faces(seeds: list[np.random.SeedSequence], per_identity: int) -> tuple[list, list[dict], list]:
+    """(images, rows, crop boxes): ``per_identity`` faces of each identity, one seed each, emotions in turn."""
+    images, rows, boxes = [], [], []
+    for i, seed in enumerate(seeds):
+        rng = np.random.default_rng(seed)
+        sub = sample_subject(rng)
+        codes = np.concatenate([rng.permutation(7) + 1 for _ in range(-(-per_identity // 7))])
+        for code in codes[:per_identity]:
+            expr = sample_expression(TFD_EMOTIONS[int(code)], rng).scaled(rng.uniform(0.75, 1.0))
+            img, pose = _face(sub, expr, rng)
+            images.append(img)
+            rows.append(_row(len(rows), i, int(code), expr))
+        boxes.append(crop_boxes(sub.shape, pose))
+    return images, rows, boxes
+
+
+def _unlabelled_faces(rng: np.random.Generator, n: int, images: list, rows: list[dict]) -> None:
+    """Append ``n`` strangers without labels, as most of the real TFD (half with a free expression)."""
+    for _ in range(n):
+        expr = sample_free_expression(rng) if rng.random() < 0.5 else Expression({})
+        images.append(_face(sample_subject(rng), expr, rng)[0])
+        rows.append(_row(len(rows), -1, -1, expr))

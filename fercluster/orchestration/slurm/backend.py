@@ -22,7 +22,7 @@ from fercluster.orchestration.backend import JobInfo, Submission, SubmitLimit, S
 from fercluster.orchestration.slurm import parse as slurm_parse
 from fercluster.orchestration.slurm.parse import SlurmInfo
 from fercluster.orchestration.slurm.resources import submission_parameters
-from fercluster.orchestration.states import ACTIVE
+from fercluster.orchestration.store.vocabulary import ACTIVE
 
 
 class SlurmBackend:

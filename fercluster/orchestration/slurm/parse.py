@@ -11,34 +11,43 @@ from dataclasses import dataclass, replace
 from typing import Sequence
 
 from fercluster.orchestration.backend import JobInfo
-from fercluster.orchestration.states import ACTIVE, COMPLETED
+from fercluster.orchestration.store.vocabulary import (
+    ACTIVE,
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    PENDING,
+    PREEMPTED,
+    RUNNING,
+    TIMEOUT,
+)
 
-# SLURM's state words -> fercluster's states (``fercluster.orchestration.states``).
+# SLURM's state words -> fercluster's states (``fercluster.orchestration.store.vocabulary``).
 _SLURM_TO_STATE = {
-    "PENDING": "PENDING",
-    "REQUEUED": "PENDING",  # a requeue (pre-emption, timeout with checkpoint) is not a failure
-    "REQUEUE_HOLD": "PENDING",
-    "REQUEUE_FED": "PENDING",
-    "CONFIGURING": "PENDING",
-    "SUSPENDED": "PENDING",
-    "STOPPED": "PENDING",
-    "RESV_DEL_HOLD": "PENDING",
-    "RUNNING": "RUNNING",
-    "COMPLETING": "RUNNING",
-    "RESIZING": "RUNNING",
-    "SIGNALING": "RUNNING",
-    "STAGE_OUT": "RUNNING",
-    "COMPLETED": "COMPLETED",
-    "CANCELLED": "CANCELLED",
-    "REVOKED": "CANCELLED",
-    "TIMEOUT": "TIMEOUT",
-    "PREEMPTED": "PREEMPTED",
-    "FAILED": "FAILED",
-    "NODE_FAIL": "FAILED",
-    "BOOT_FAIL": "FAILED",
-    "OUT_OF_MEMORY": "FAILED",
-    "DEADLINE": "FAILED",
-    "SPECIAL_EXIT": "FAILED",
+    "PENDING": PENDING,
+    "REQUEUED": PENDING,  # a requeue (pre-emption, timeout with checkpoint) is not a failure
+    "REQUEUE_HOLD": PENDING,
+    "REQUEUE_FED": PENDING,
+    "CONFIGURING": PENDING,
+    "SUSPENDED": PENDING,
+    "STOPPED": PENDING,
+    "RESV_DEL_HOLD": PENDING,
+    "RUNNING": RUNNING,
+    "COMPLETING": RUNNING,
+    "RESIZING": RUNNING,
+    "SIGNALING": RUNNING,
+    "STAGE_OUT": RUNNING,
+    "COMPLETED": COMPLETED,
+    "CANCELLED": CANCELLED,
+    "REVOKED": CANCELLED,
+    "TIMEOUT": TIMEOUT,
+    "PREEMPTED": PREEMPTED,
+    "FAILED": FAILED,
+    "NODE_FAIL": FAILED,
+    "BOOT_FAIL": FAILED,
+    "OUT_OF_MEMORY": FAILED,
+    "DEADLINE": FAILED,
+    "SPECIAL_EXIT": FAILED,
 }
 
 _REASONS = {

@@ -141,7 +141,7 @@ def run_on_node(fn: Callable[[], Any], slurm: Slurm, folder: Path, timeout_s: fl
     """Run ``fn()`` as one submitit job; cancelled if it has not ended after ``timeout_s``."""
     import submitit
 
-    from fercluster.orchestration.state import ensure_dir, private_umask
+    from fercluster.orchestration.store.state import ensure_dir, private_umask
 
     t0 = time.monotonic()
     with private_umask():

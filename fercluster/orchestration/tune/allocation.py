@@ -34,7 +34,7 @@ from fercluster.orchestration.backend import Resources, Submission
 from fercluster.orchestration.backends import backend_for
 from fercluster.orchestration.slurm.backend import allocation_live
 from fercluster.orchestration.snapshots import current_code
-from fercluster.orchestration.state import ensure_dir, private_umask
+from fercluster.orchestration.store.state import ensure_dir, private_umask
 from fercluster.orchestration.tune import ray_cluster, search
 from fercluster.orchestration.tune.state import (
     check_fingerprint,

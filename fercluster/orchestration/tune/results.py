@@ -23,6 +23,7 @@ from ray.tune import Callback
 
 from fercluster import fmt
 from fercluster.atomic import write_json, write_parquet
+from fercluster.orchestration.store.vocabulary import COMPLETED, FAILED, STOPPED, from_ray
 
 TRIAL_COLUMNS = ["dataset", "fold", "trial_id", "iteration", "val_acc", "test_acc", "train_loss",
                  "train_acc", "wall_time", "state", "stopped_by_asha", "job_id", "nodes"]  # fmt: skip
@@ -93,16 +94,16 @@ def trial_summary(trial: Any, iterations: int, params: list[str]) -> dict[str, A
     last = trial.last_result or {}
     best = (trial.metric_analysis.get("val_acc") or {}).get("max")
     it = int(last.get("iteration", 0) or 0)
-    state = str(trial.status)
+    stopped_early = str(trial.status) == "TERMINATED" and it < iterations
     row = {
         "trial_id": trial.trial_id,
-        "state": state,
+        "state": from_ray(str(trial.status), stopped_early),
         "fold": trial.config.get("fold"),
         "iteration": it,
         "val_acc": fmt.number(last.get("val_acc")),
         "test_acc": fmt.number(last.get("test_acc")),
         "best_val_acc": fmt.number(best),
-        "stopped_by_asha": state == "TERMINATED" and it < iterations,
+        "stopped_by_asha": stopped_early,
         "node": last.get("node"),  # where it last reported from
     }
     for p in params:
@@ -142,13 +143,13 @@ def trial_rows(
             continue
         last_it = int(frame["iteration"].iloc[-1])
         errored = result.error is not None
-        state = "ERROR" if errored else ("COMPLETED" if last_it >= iterations else "STOPPED")
+        state = FAILED if errored else (COMPLETED if last_it >= iterations else STOPPED)
         job_id = _job_id(Path(trials_dir) / trial_id)
         nodes = ",".join(trial_nodes(Path(trials_dir) / trial_id))
         for rec in frame.to_dict("records"):
             row = {c: rec.get(c) for c in TRIAL_COLUMNS if c in rec}
             row.update(dataset=dataset, trial_id=trial_id, fold=int(result.config["fold"]), state=state,
-                       stopped_by_asha=state == "STOPPED", job_id=job_id, nodes=nodes)  # fmt: skip
+                       stopped_by_asha=state == STOPPED, job_id=job_id, nodes=nodes)  # fmt: skip
             for p in params:
                 row[p] = float(result.config[p])
             rows.append(row)
@@ -201,7 +202,7 @@ def best_of(rows: list[dict[str, Any]], params: list[str]) -> dict[str, Any] | N
     import pandas as pd
 
     frame = pd.DataFrame(rows)
-    frame = frame[frame["state"] != "ERROR"]
+    frame = frame[frame["state"].map(from_ray) != FAILED]  # (files of earlier versions say ERROR)
     frame = frame[frame["val_acc"].notna()]
     if frame.empty:
         return None

@@ -39,6 +39,7 @@ from fercluster import code
 from fercluster.atomic import write_json
 from fercluster.config import SearchParam, SweepConfig
 from fercluster.errors import ConfigError, TrainingError
+from fercluster.orchestration.store.vocabulary import FAILED
 from fercluster.orchestration.tune import ray_cluster
 from fercluster.orchestration.tune.state import (
     asha_path,
@@ -173,7 +174,7 @@ def _finish(
     per_trial = {(r["dataset"], r["trial_id"]): r for r in rows}
     summary["trials"] = n_trials
     summary["stopped_by_asha"] = sum(1 for r in per_trial.values() if r["stopped_by_asha"])
-    summary["errors"] = n_trials - sum(1 for r in per_trial.values() if r["state"] != "ERROR")
+    summary["errors"] = n_trials - sum(1 for r in per_trial.values() if r["state"] != FAILED)
     summary["iterations_run"] = int(sum(r["iteration"] for r in per_trial.values()))
     state = "interrupted" if interrupted else "completed"
     write_json(state_dir(cfg) / "search.json", {**record, "state": state, "finished": time.time(),

@@ -22,6 +22,7 @@ from fercluster.config import SweepConfig
 from fercluster.errors import ConfigError
 from fercluster.lock import file_lock
 from fercluster.orchestration.slurm.backend import allocation_live
+from fercluster.orchestration.store.vocabulary import ACTIVE, INTERRUPTED, from_ray, from_search
 
 
 # -- places --------------------------------------------------------------------------------------
@@ -89,7 +90,7 @@ def check_fingerprint(cfg: SweepConfig) -> None:
 @contextlib.contextmanager
 def search_lock(cfg: SweepConfig) -> Iterator[None]:
     """Hold the search's lock: one driver per search (a second one fails at once, naming the first)."""
-    from fercluster.orchestration.state import ensure_dir
+    from fercluster.orchestration.store.state import ensure_dir
 
     with file_lock(ensure_dir(state_dir(cfg)) / ".lock", timeout_s=0, what=f"search {cfg.name}"):
         yield
@@ -99,18 +100,18 @@ def search_lock(cfg: SweepConfig) -> Iterator[None]:
 def tune_status(cfg: SweepConfig) -> dict[str, Any] | None:
     """The search at a glance, from its files (no Ray): None when the config has no ``tune:``.
 
-    ``state``: NOT_STARTED, SUBMITTED (SLURM, not running yet), RUNNING, COMPLETED, INTERRUPTED
-    (also: a local driver that died, or an allocation that SLURM no longer runs) or FAILED.
-    ``by_state``: trial counts by Ray state, with TERMINATED split into COMPLETED and STOPPED (by
-    ASHA). ``best``: per data set, the best trial so far. ``slurm_id``: the allocation, if any.
+    ``state`` (``store.vocabulary.from_search``): NOT_SUBMITTED, PENDING (on SLURM, not running
+    yet), RUNNING, COMPLETED, INTERRUPTED (also: a local driver that died, or an allocation that
+    SLURM no longer runs) or FAILED. ``by_state``: trial counts by state (``from_ray``: Ray's
+    TERMINATED is COMPLETED, or STOPPED by ASHA; its ERROR is FAILED). ``best``: per data set, the best trial so far. ``slurm_id``: the allocation, if any.
     A search on SLURM costs one ``squeue`` call while it is SUBMITTED or RUNNING.
     """
     if cfg.tune is None:
         return None
     record = read_search(cfg)
-    state = str(record.get("state", "not_started")).upper()
-    if state in ("RUNNING", "SUBMITTED") and not _alive(record):
-        state = "INTERRUPTED"
+    state = from_search(record.get("state"))
+    if state in ACTIVE and not _alive(record):
+        state = INTERRUPTED
     by_state: dict[str, int] = {}
     best: dict[str, Any] = {}
     trials: list[dict[str, Any]] = []
@@ -119,11 +120,9 @@ def tune_status(cfg: SweepConfig) -> dict[str, Any] | None:
         if doc is None:
             continue
         for row in doc.get("trials", []):
-            key = row["state"]
-            if key == "TERMINATED":
-                key = "STOPPED" if row.get("stopped_by_asha") else "COMPLETED"
+            key = from_ray(row["state"], bool(row.get("stopped_by_asha")))
             by_state[key] = by_state.get(key, 0) + 1
-            trials.append({**row, "dataset": name})
+            trials.append({**row, "state": key, "dataset": name})
         if doc.get("best"):
             best[name] = doc["best"]
     return {"sweep": cfg.name, "state": state, "slurm_id": record.get("slurm_id"), "by_state": by_state,
@@ -171,7 +170,7 @@ def status_table(status: dict[str, Any]) -> Any:
         table.add_column(col, justify="right" if col in ("k", "iteration") or "acc" in col or "val" in col else "left")
     rows = sorted(status["trials"], key=lambda r: -(r.get("best_val_acc") or -1))
     for r in rows:
-        state = "STOPPED" if r.get("stopped_by_asha") else ("COMPLETED" if r["state"] == "TERMINATED" else r["state"])
+        state = from_ray(r["state"], bool(r.get("stopped_by_asha")))
         k = r.get("k")
         table.add_row(r["dataset"], r["trial_id"], "-" if k is None else f"{k:.3g}", state, str(r.get("iteration", 0)),
                       fmt.pct(r.get("val_acc")), fmt.pct(r.get("best_val_acc")), fmt.pct(r.get("test_acc")),

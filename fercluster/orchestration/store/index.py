@@ -1,0 +1,142 @@
+"""The run index: what each complete run directory's ``job.json`` says, read once.
+
+``results/<sweep>/index.json`` keeps, per job id, the fields ``status`` and ``results`` show of a
+complete job (``RunEntry``), with the ``(mtime_ns, size)`` of the ``job.json`` it was read from.
+A completed job does not change, so the next call reads only what can have changed: one
+``os.stat`` per job tells whether its ``job.json`` is the one indexed; a new, replaced or removed
+one is read again (or dropped). The stat and not a listing: a listing misses a record replaced in
+place (``--retry-failed`` moves a broken one aside, the rerun writes a new one), a stat costs
+about as much per job and needs no directory read.
+
+A cache, never a second truth: everything in it comes from the run folders. A missing index, one
+that does not parse, or one of another schema is rebuilt from them (the first, cold read). SLURM's
+accounting of a job is not in the run folders, so it is not here but in ``known.json``.
+``unreadable``: whether ``results`` could read the job's Parquet files, None until it looked.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterable
+
+import orjson
+
+from fercluster.atomic import write_bytes
+from fercluster.train.record import FILE as JOB_FILE
+from fercluster.train.record import JobRecord, read_job_record
+
+FILE = "index.json"
+SCHEMA = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RunEntry:
+    """A complete job's ``job.json`` as status and results show it (``broken``: why it does not read)."""
+
+    job_id: str
+    signature: tuple[int, int]  # its job.json's (mtime_ns, size)
+    broken: str = ""  # not "": a FAILED job, with this reason (the rest is empty)
+    unreadable: str | None = None  # results: why its Parquet files do not read ("" they do; None: not looked)
+    dataset: str | None = None
+    fold: int | None = None
+    variant: str | None = None
+    seed: int | None = None
+    kind: str = ""
+    classes: int = 0
+    k: float | None = None
+    val_acc: float | None = None
+    test_acc: float | None = None
+    selected_iteration: int | None = None
+    iterations: int | None = None
+    node: str = ""
+    elapsed_s: float | None = None
+    code: str | None = None  # the code snapshot hash it ran
+
+    @classmethod
+    def of(cls, job_id: str, signature: tuple[int, int], record: JobRecord | None, broken: str) -> RunEntry:
+        if record is None:
+            return cls(job_id, signature, broken or "job.json does not read")
+        spec = record.spec
+        get = spec.get
+        return cls(job_id, signature, "", None, get("dataset"), get("fold"), get("variant"), get("seed"),
+                   str(get("kind") or ""), int(get("classes") or 0), record.k, record.val_acc, record.test_acc,
+                   record.selected_iteration, record.iterations, record.node, record.elapsed_s,
+                   record.code_hash)  # fmt: skip
+
+    def to_row(self) -> list[Any]:
+        return [getattr(self, name) for name in self.__slots__]
+
+    @classmethod
+    def from_row(cls, row: list[Any]) -> RunEntry:
+        row[1] = tuple(row[1])  # JSON has no tuples
+        return cls(*row)
+
+
+def signature(run_dir: str) -> tuple[int, int] | None:
+    """``(mtime_ns, size)`` of the run directory's ``job.json``; None when it has none."""
+    try:
+        st = os.stat(os.path.join(run_dir, JOB_FILE))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
+class RunIndex:
+    """The index of one sweep's results folder; ``refresh`` brings it in line with the run folders."""
+
+    def __init__(self, results_dir: str | os.PathLike[str]) -> None:
+        self.path = Path(results_dir) / FILE
+        self.entries: dict[str, RunEntry] = {}
+        self.dirty = False
+        self.read_now: list[str] = []  # job ids whose job.json the last refresh read
+        try:
+            with open(self.path, "rb") as f:
+                data = orjson.loads(f.read())
+            if data.get("schema") == SCHEMA:
+                self.entries = {row[0]: RunEntry.from_row(row) for row in data["runs"]}
+        except (OSError, orjson.JSONDecodeError, AttributeError, KeyError, TypeError, IndexError):
+            self.entries = {}  # rebuilt from the run folders
+
+    def entry(self, job_id: str, run_dir: str) -> RunEntry | None:
+        """The job's entry when it is complete (its job.json exists, readable or not), else None."""
+        sig = signature(run_dir)
+        old = self.entries.get(job_id)
+        if sig is None:
+            if old is not None:
+                del self.entries[job_id]
+                self.dirty = True
+            return None
+        if old is not None and old.signature == sig:
+            return old
+        record, broken = read_job_record(run_dir)
+        if record is None and not broken:  # removed between the stat and the read
+            return None
+        new = RunEntry.of(job_id, sig, record, broken)
+        self.entries[job_id] = new
+        self.read_now.append(job_id)
+        self.dirty = True
+        return new
+
+    def refresh(self, runs: Iterable[tuple[str, str]]) -> dict[str, RunEntry | None]:
+        """``{job id: entry or None}`` for ``(job id, run dir)`` pairs, in their order."""
+        self.read_now = []
+        return {job_id: self.entry(job_id, run_dir) for job_id, run_dir in runs}
+
+    def checked(self, job_id: str, unreadable: str) -> None:
+        """Record what ``results`` found of the job's Parquet files ("" when they read)."""
+        old = self.entries.get(job_id)
+        if old is not None and old.unreadable != unreadable:
+            self.entries[job_id] = replace(old, unreadable=unreadable)
+            self.dirty = True
+
+    def save(self) -> None:
+        """Write the index when it changed and the results folder exists (never create it)."""
+        if self.dirty and self.path.parent.is_dir():
+            rows = [e.to_row() for e in self.entries.values()]
+            try:
+                write_bytes(self.path, orjson.dumps({"schema": SCHEMA, "runs": rows}) + b"\n")
+            except OSError:
+                return  # a read-only results folder: the next call reads the files again
+            self.dirty = False

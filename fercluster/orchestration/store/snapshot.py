@@ -1,0 +1,96 @@
+"""A sweep's status, typed: one ``JobRow`` per job and the ``StatusSnapshot`` of a refresh.
+
+``status --json`` prints ``StatusSnapshot.to_dict()``; the CLI renders the snapshot itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+from fercluster.orchestration.store.entries import AggregateEntry
+
+
+@dataclass(slots=True)
+class JobRow:
+    """One job as status shows it. Filled in by ``monitor.job_rows`` (so not frozen), then read only."""
+
+    job_id: str
+    dataset: str
+    fold: int
+    variant: str
+    seed: int
+    state: str  # one of ``vocabulary.STATES`` ("" while the monitor still has to ask)
+    slurm_id: str | None = None
+    iteration: int | None = None
+    iterations: int | None = None
+    k: float | None = None  # the job's init scale (as drawn from its identity, or recorded by the job)
+    val_acc: float | None = None  # best validation accuracy so far (the final one when done)
+    test_acc: float | None = None
+    elapsed: float | None = None  # seconds
+    node: str = ""
+    reason: str = ""
+    retries: int = 0
+    submissions: int = 0
+    run_dir: str = ""
+    code: str | None = None  # the code it ran (job.json) or its latest submission runs: a snapshot hash or "live"
+    gpu_hours: float | None = None  # its latest run's cost (sacct's AllocTRES x ElapsedRaw)
+    cpu_hours: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _ROW_FIELDS}  # flat: asdict's deep copy is slow
+
+
+_ROW_FIELDS = tuple(f.name for f in fields(JobRow))
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why a job that ended badly did (``status --failed``): submitit's exception and its log's tail."""
+
+    exception: str = ""
+    log_tail: str = ""
+    log: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSnapshot:
+    sweep: str
+    counts: Mapping[str, int]  # jobs by state, in ``STATES`` order, states with none left out
+    jobs: list[JobRow]
+    source: str  # the SLURM command that answered (squeue, sacct), or local
+    stale: str | None = None  # why some states shown are the last known, not fresh
+    aggregate: AggregateEntry | None = None
+    aggregate_state: str = ""
+    aggregate_reason: str = ""
+    cost: Mapping[str, Any] | None = None  # cost.spent
+    removed_from_config: tuple[str, ...] = ()
+    code: Mapping[str, Any] | None = None  # snapshots.code_status
+    failures: Mapping[str, Failure] = field(default_factory=dict)  # job id -> why (with --failed)
+
+    @property
+    def total(self) -> int:
+        return len(self.jobs)
+
+    def aggregate_dict(self) -> dict[str, Any] | None:
+        if self.aggregate is None:
+            return None
+        out = self.aggregate.to_dict()
+        if self.aggregate_state:
+            out["state"] = self.aggregate_state
+        if self.aggregate_reason:
+            out["reason"] = self.aggregate_reason
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """What ``status --json`` prints."""
+        jobs = []
+        for row in self.jobs:
+            job = row.to_dict()
+            why = self.failures.get(row.job_id)
+            if why is not None:
+                job.update(exception=why.exception, log_tail=why.log_tail, log=why.log)
+            jobs.append(job)
+        return {"sweep": self.sweep, "counts": dict(self.counts), "total": self.total, "source": self.source,
+                "stale": self.stale, "aggregate": self.aggregate_dict(), "cost": self.cost,
+                "removed_from_config": list(self.removed_from_config), "code": self.code, "jobs": jobs}  # fmt: skip

@@ -1,0 +1,186 @@
+"""The coordinator's state: ``jobs/<sweep>/state.json``; the file system is the database.
+
+Per job: its SLURM id(s) (latest last), submission count, retries, array name and task index, and
+the code its latest submission runs (``code``: a snapshot hash, or ``live``; ``snapshots``).
+Per array: its deterministic job name, SLURM id, job ids (task i runs job_ids[i]) and code.
+``pending``: submissions written BEFORE sbatch; a crash after sbatch leaves one here, and the next
+run finds the array by its job name and adopts it. ``config``: the config file and ``--set``
+overrides of the last run (``status`` and a re-run without ``--set`` use them). Writes are
+atomic; a lock file keeps two ``sweep`` commands from submitting the same jobs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import AbstractSet, Any, Iterator, Mapping, Sequence
+
+import orjson
+
+from fercluster.atomic import write_bytes
+from fercluster.errors import StoreError
+from fercluster.lock import claim, file_lock
+from fercluster.orchestration.store.entries import AggregateEntry, ArrayEntry, ConfigEntry, JobEntry, PendingEntry
+
+VERSION = 1
+DIR_MODE = 0o750  # submitit loads pickles from these folders: never world-writable
+
+
+@dataclass
+class SweepState:
+    """``state.json`` in memory: typed entries (frozen), replaced as the coordinator records work."""
+
+    sweep: str
+    jobs: dict[str, JobEntry] = field(default_factory=dict)
+    arrays: dict[str, ArrayEntry] = field(default_factory=dict)
+    pending: dict[str, PendingEntry] = field(default_factory=dict)
+    aggregate: AggregateEntry | None = None
+    removed: dict[str, JobEntry] = field(default_factory=dict)
+    config: ConfigEntry | None = None  # the last run's config file and --set overrides
+
+    # -- queries -----------------------------------------------------------------------------
+    def slurm_id(self, job_id: str) -> str | None:
+        entry = self.jobs.get(job_id)
+        return entry.slurm_id if entry else None
+
+    # -- updates -----------------------------------------------------------------------------
+    def record_array(
+        self,
+        name: str,
+        array_id: str,
+        job_ids: Sequence[str],
+        retry_ids: AbstractSet[str],
+        summaries: Mapping[str, Mapping[str, Any]] | None = None,
+        code: str | None = None,
+        requeue_ids: AbstractSet[str] = frozenset(),
+        throttle: int | None = None,
+    ) -> None:
+        """Jobs ``job_ids`` now run as tasks 0..n-1 of SLURM array ``array_id``, on ``code``.
+
+        ``summaries``: per job, what status needs once the job leaves the config (data set, ...).
+        ``requeue_ids``: jobs resubmitted after a pre-emption (counted as requeues, not retries).
+        """
+        now = time.time()
+        self.arrays[name] = ArrayEntry(array_id, tuple(job_ids), now, code, throttle)
+        for task, job_id in enumerate(job_ids):
+            old = self.jobs.get(job_id) or JobEntry()
+            sid = f"{array_id}_{task}" if len(job_ids) > 1 else array_id
+            self.jobs[job_id] = replace(
+                old,
+                **(summaries or {}).get(job_id, {}),
+                slurm_ids=(*old.slurm_ids, sid),
+                submissions=old.submissions + 1,
+                retries=old.retries + (job_id in retry_ids),
+                requeues=old.requeues + (job_id in requeue_ids),
+                array=name,
+                task=task,
+                submitted=now,
+                code=code,
+                local=None,
+            )
+        self.pending.pop(name, None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": VERSION,
+            "sweep": self.sweep,
+            "jobs": {k: e.to_dict() for k, e in self.jobs.items()},
+            "arrays": {k: e.to_dict() for k, e in self.arrays.items()},
+            "pending": {k: e.to_dict() for k, e in self.pending.items()},
+            "aggregate": self.aggregate.to_dict() if self.aggregate else None,
+            "removed": {k: e.to_dict() for k, e in self.removed.items()},
+            "config": self.config.to_dict() if self.config else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SweepState:
+        """What any version so far wrote (1: the first; entries' missing keys take their defaults)."""
+        agg, config = data.get("aggregate"), data.get("config")
+        return cls(
+            sweep=data["sweep"],
+            jobs={k: JobEntry.from_dict(v) for k, v in (data.get("jobs") or {}).items()},
+            arrays={k: ArrayEntry.from_dict(v) for k, v in (data.get("arrays") or {}).items()},
+            pending={k: PendingEntry.from_dict(v) for k, v in (data.get("pending") or {}).items()},
+            aggregate=AggregateEntry.from_dict(agg) if agg else None,
+            removed={k: JobEntry.from_dict(v) for k, v in (data.get("removed") or {}).items()},
+            config=ConfigEntry.from_dict(config) if config else None,
+        )
+
+
+def array_name(sweep: str, job_ids: list[str]) -> str:
+    """A deterministic SLURM job name for an array: ``fc-<sweep>-<hash of its job ids>``."""
+    digest = hashlib.sha1(",".join(job_ids).encode()).hexdigest()[:10]
+    return f"fc-{sweep}-{digest}"
+
+
+def ensure_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) not world-writable; tighten it if it already exists."""
+    path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o002 or mode & 0o020:
+        os.chmod(path, mode & ~0o022)
+    return path
+
+
+@contextlib.contextmanager
+def private_umask() -> Iterator[None]:
+    """Files and folders made inside (by submitit, and by the jobs: SLURM passes the umask on)
+    are not writable by group or others; the user's stricter bits are kept."""
+    old = os.umask(0o022)
+    os.umask(old | 0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def state_path(jobs_dir: Path) -> Path:
+    return Path(jobs_dir) / "state.json"
+
+
+def load_state(jobs_dir: Path, sweep: str) -> SweepState:
+    """The sweep's ``state.json`` (an empty state when there is none); ``StoreError`` when it
+    does not parse, belongs to another sweep, or was written by a newer fercluster."""
+    path = state_path(jobs_dir)
+    fix = "it is only written atomically, so it was edited by hand: fix it, or move it away (jobs are found again by name)"
+    try:
+        with open(path, "rb") as f:
+            data = orjson.loads(f.read())
+    except FileNotFoundError:
+        return SweepState(sweep=sweep)
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise StoreError(f"{path} is not valid JSON ({exc}); {fix}") from None
+    if not isinstance(data, dict) or data.get("sweep") != sweep:
+        owner = data.get("sweep") if isinstance(data, dict) else None
+        raise StoreError(f"{path} belongs to sweep {owner!r}, not {sweep!r}; give the sweep's own jobs folder")
+    if int(data.get("version", VERSION)) > VERSION:
+        raise StoreError(f"{path} has version {data['version']}, newer than this fercluster's {VERSION}: upgrade it")
+    try:
+        return SweepState.from_dict(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise StoreError(f"{path} has an entry that does not read ({type(exc).__name__}: {exc}); {fix}") from None
+
+
+def save_state(jobs_dir: Path, state: SweepState) -> None:
+    ensure_dir(Path(jobs_dir))
+    # compact: with 10,000 jobs the state is written twice per array and must stay fast
+    write_bytes(state_path(jobs_dir), orjson.dumps(state.to_dict()) + b"\n")
+
+
+@contextlib.contextmanager
+def sweep_lock(jobs_dir: Path, timeout_s: float = 600.0) -> Iterator[None]:
+    """Hold ``jobs/<sweep>/.lock`` so that two ``sweep`` commands do not both submit.
+
+    The second waits for the first (up to ``timeout_s``) and then sees its submissions. Also
+    ``jobs/<sweep>/.claim`` (``lock.claim``): flock may hold on this host only (NFS ``local_lock``,
+    Lustre ``localflock``), the claim holds for every login node sharing the folder.
+    """
+    ensure_dir(Path(jobs_dir))
+    what = f"sweep {Path(jobs_dir).name}"
+    with file_lock(Path(jobs_dir) / ".lock", timeout_s=timeout_s, what=what):  # this host
+        with claim(Path(jobs_dir) / ".claim", timeout_s=timeout_s, what=what):  # every host
+            yield
