@@ -33,17 +33,38 @@ def _matches(out: Path, ds: "Dataset", name: str) -> bool:
     if not is_prepared(out):
         return False
     info = read_info(out)
-    # The source too: two configs may give data sets of one name different raw sets.
-    wanted = {"kind": ds.kind, "classes": ds.classes, "source": str(Path(ds.root).resolve())}
+    wanted = {"kind": ds.kind, "classes": ds.classes}
     if ds.kind == "ckplus":
         wanted["crop"] = ds.crop
     wrong = [f"{k}={info.get(k)!r} (config: {v!r})" for k, v in wanted.items() if info.get(k) != v]
+    # The raw set too: two configs may give data sets of one name different raw sets.
+    wrong += _other_source(info, Path(ds.root))
     if wrong:
         raise DataError(
             f"prepared set {out} does not match data set {name!r}: {', '.join(wrong)}; "
             f"delete {out} to prepare it again, or set `prepared:` of {name!r} to another folder"
         )
     return True
+
+
+def _other_source(info: dict, root: Path) -> list[str]:
+    """Why the prepared set was made from other raw data than ``root`` holds (empty: it was not).
+
+    By content when ``info.json`` records the raw set's fingerprint and there is a raw set at
+    ``root``, so moving the project or the data keeps the set, as it keeps the job ids. Else (a
+    set prepared before fingerprints were recorded, or no raw data here to compare) by the raw
+    set's path, as before.
+    """
+    from fercluster.data.fingerprint import raw_digest
+
+    source = str(root.resolve())
+    recorded = info.get("fingerprint")
+    current = raw_digest(root) if recorded is not None else None
+    if current is None:
+        return [] if info.get("source") == source else [f"source={info.get('source')!r} (config: {source!r})"]
+    if current == recorded:
+        return []
+    return [f"raw data {recorded!r} from {info.get('source')!r} (config: {current!r} at {source!r})"]
 
 
 def ensure_prepared(cfg: "SweepConfig", name: str) -> Path:

@@ -20,6 +20,7 @@ from typing import Callable, Literal
 import numpy as np
 
 from fercluster.data.crop import face_crop, haar_box, landmark_box, resize_grey, to_grey, to_uint8
+from fercluster.data.fingerprint import raw_digest
 from fercluster.data.prepared import PreparedData, Skip, read_au_regions
 from fercluster.errors import DataError
 
@@ -347,6 +348,7 @@ def prepare_ckplus(
         raise DataError(f"crop: got {crop!r}; valid: haar, landmarks, none")
     if classes not in (6, 8):
         raise DataError(f"classes: got {classes!r}; CK+ has 8 or 6 classes")
+    fingerprint = raw_digest(root)  # before reading: what was read, not what came after
     layout = find_layout(root, crop)
     sequences, skips = find_sequences(layout)
     skips += _orphan_labels(layout, sequences)
@@ -370,7 +372,7 @@ def prepare_ckplus(
     }
     info = {
         "kind": "ckplus", "classes": classes, "label_names": list(names), "source": str(layout.root.resolve()),
-        "crop": crop, "folds": N_FOLDS, "subjects": len(folds),
+        "fingerprint": fingerprint, "crop": crop, "folds": N_FOLDS, "subjects": len(folds),
     }  # fmt: skip
     return PreparedData(
         images=np.stack(images).astype(np.uint8), manifest=manifest, info=info, skips=skips,

@@ -59,10 +59,22 @@ def content(ds: Dataset, prepared: Path, trees: dict[str, str]) -> dict[str, Any
             trees[key] = tree_digest(root)
         return {"raw": trees[key]}
     if root.is_file():
-        return {"raw": _digest(f"{root.stat().st_size}")}
+        return {"raw": raw_digest(root)}
     if (prepared / "manifest.parquet").is_file() and (prepared / "images.npy").is_file():
         return {"prepared": prepared_digest(prepared)}
     return {"missing": True}
+
+
+def raw_digest(root: str | os.PathLike[str]) -> str | None:
+    """The ``raw`` content of a raw set at ``root``: the digest of its tree's listing (a folder) or
+    of its size (a file, TFD's .mat); None when nothing is there. ``info.json`` of a prepared set
+    records it as ``fingerprint`` (``ensure_prepared`` compares it, so a moved set still matches)."""
+    root = Path(root)
+    if root.is_dir():
+        return tree_digest(root)
+    if root.is_file():
+        return _digest(f"{root.stat().st_size}")
+    return None
 
 
 def listing(root: Path) -> list[tuple[str, int]]:

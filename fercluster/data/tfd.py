@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from fercluster.data.fingerprint import raw_digest
 from fercluster.data.prepared import IMAGE_SIZE, TFD_FOLDS, PreparedData, Skip, read_au_regions
 from fercluster.errors import DataError
 
@@ -137,6 +138,7 @@ def read_aus(path: Path) -> dict[int, list[int]] | None:
 def prepare_tfd(mat_path: str | Path, progress: Progress | None = None) -> PreparedData:
     """Read a TFD .mat into memory (labelled images only); write it with ``write_prepared``."""
     path = Path(mat_path)
+    fingerprint = raw_digest(path)
     images, labels, identities, folds = check_arrays(path, read_mat(path))
     keep = labels > 0
     if not keep.any():
@@ -163,7 +165,7 @@ def prepare_tfd(mat_path: str | Path, progress: Progress | None = None) -> Prepa
     skips: list[Skip] = []  # a TFD file has nothing to skip: bad content is an error
     info = {
         "kind": "tfd", "classes": len(LABEL_NAMES), "label_names": list(LABEL_NAMES),
-        "source": str(path.resolve()), "crop": "none", "folds": TFD_FOLDS, "source_size": int(size),
+        "source": str(path.resolve()), "fingerprint": fingerprint, "crop": "none", "folds": TFD_FOLDS, "source_size": int(size),
     }  # fmt: skip
     au_regions = read_au_regions(path.with_name(path.stem + ".au_regions.json"))
     return PreparedData(images, manifest, info, skips, au_regions, counts, breakdown)

@@ -305,3 +305,47 @@ def test_prepared_set_of_another_raw_source_is_refused(tmp_path, monkeypatch):
     with pytest.raises(DataError, match=r"source='.*raw-a' \(config: '.*raw-b'\)"):
         ensure_prepared(cfg("raw-b"), "ck")
     assert ensure_prepared(cfg("raw-a"), "ck") == out
+
+
+def _no_preparing(monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("prepared again")
+
+    monkeypatch.setattr(data_pkg, "prepare_raw", refuse)
+
+
+def test_a_moved_prepared_set_is_kept_by_its_content(ck_root, tmp_path, monkeypatch):
+    """Job ids do not depend on where the data lies, nor does ensure_prepared; changed data does."""
+    import shutil
+
+    from fercluster.data.fingerprint import data_id
+
+    before = _config(tmp_path, ck_root)
+    out = ensure_prepared(before, "ck")
+    job_data = data_id(before, "ck")
+    stamp = (out / "images.npy").stat().st_mtime_ns
+    moved = tmp_path / "elsewhere"
+    shutil.move(ck_root, moved / "CK+")
+    shutil.move(tmp_path / "data", moved / "data")
+    after = _config(moved, moved / "CK+")
+    _no_preparing(monkeypatch)
+    assert ensure_prepared(after, "ck") == moved / "data/prepared/ck"
+    assert (moved / "data/prepared/ck/images.npy").stat().st_mtime_ns == stamp
+    assert data_id(after, "ck") == job_data
+    (moved / "CK+" / "FACS" / "S005" / "001" / "extra.txt").write_text("changed raw data")
+    with pytest.raises(DataError, match=r"does not match data set 'ck': raw data '\w+' from '.*CK\+' \(config: "):
+        ensure_prepared(after, "ck")
+
+
+def test_a_set_prepared_before_fingerprints_is_compared_by_path(ck_root, tmp_path, monkeypatch):
+    import shutil
+
+    out = ensure_prepared(_config(tmp_path, ck_root), "ck")
+    info = json.loads((out / "info.json").read_text())
+    del info["fingerprint"]  # as the previous version wrote it
+    (out / "info.json").write_text(json.dumps(info))
+    _no_preparing(monkeypatch)
+    assert ensure_prepared(_config(tmp_path, ck_root), "ck") == out
+    shutil.copytree(ck_root, tmp_path / "copy")
+    with pytest.raises(DataError, match=r"source='.*CK\+' \(config: '.*copy'\)"):
+        ensure_prepared(_config(tmp_path, tmp_path / "copy"), "ck")

@@ -8,7 +8,8 @@ The tiny search: 4 trials run one at a time, 40 iterations, evaluated every 10, 
 behind a trial that learns, and whichever order they run in, ASHA must stop one of the two
 lr = 1e-9 trials (the second is below the median of the first two). (k alone would not do: the
 network is zero-bias and ReLU, so scaling every weight by k leaves its predictions unchanged, and
-on this tiny set the trials' accuracies tie.)
+on this tiny set the trials' accuracies tie.) The test of ASHA checks its decisions against a
+replay of the trials' recorded evaluations; test_asha.py feeds ASHA results by hand.
 """
 
 from __future__ import annotations
@@ -175,12 +176,31 @@ def test_restored_search_completes_every_trial(search):
 
 
 @pytest.mark.slow
-def test_asha_stops_a_trial_that_cannot_learn(search):
-    frame = trials_frame(search)
+def test_asha_stops_a_trial_that_cannot_learn(search, tmp_path):
+    """The restored search decided as an uninterrupted one: a fresh ASHA fed every trial's recorded
+    evaluations (its metrics.parquet; trials one after the other, in the order they ran) stops the
+    same trials and ends with the rungs the search saved. Which trials those are follows from the
+    accuracies, not from where the Ctrl-C landed; an lr 1e-9 trial is among them by construction.
+    (Which lr 0.01 trial survives rung 20 is left open: with one record there, its cutoff is the
+    other lr 0.01 trial's accuracy.)"""
+    from asha_helpers import make_asha, replay
+
+    from fercluster.orchestration.tune.state import asha_path
+
+    frame = trials_frame(search).sort_values(["trial_id", "iteration"])
+    trials = [
+        (trial_id, list(zip(group["iteration"], group["val_acc"], strict=True)))
+        for trial_id, group in frame.groupby("trial_id")
+    ]
+    uninterrupted = make_asha(tmp_path / "asha.json", max_t=ITERATIONS)
+    expected = replay(uninterrupted, trials)
     stopped = frame[frame["stopped_by_asha"]].groupby("trial_id")["iteration"].max()
-    assert len(stopped) >= 1
+    assert set(stopped.index) == set(expected) and len(expected) >= 1
     assert (stopped < ITERATIONS).all()
-    assert set(frame[frame["stopped_by_asha"]]["lr"]) == {1e-9}
+    saved = json.loads(asha_path(search["cfg"], "ckplus").read_text())
+    assert saved["rungs"] == uninterrupted.rungs()
+    assert saved["stopped"] == {trial_id: float(it) for trial_id, it in expected.items()}
+    assert 1e-9 in set(frame[frame["stopped_by_asha"]]["lr"])
 
 
 @pytest.mark.slow
@@ -221,7 +241,10 @@ def test_restore_resumes_the_interrupted_trial_from_its_checkpoint(search):
     assert started, "no trial was running at the interruption"
     for trial_id in started:
         runs = attempts(search, trial_id)
-        assert len(runs) == 2 and runs[1]["has_job_checkpoint"], runs
+        # resumed from what Tune had seen of it: Ray's checkpoint, or from the start without one
+        assert len(runs) == 2 and runs[1]["has_job_checkpoint"] == (runs[1]["ray_checkpoint_iteration"] is not None), (
+            runs
+        )
         metrics = pd.read_parquet(
             search["root"] / "results" / search["cfg"].name / "tune" / "trials" / trial_id / "metrics.parquet"
         )

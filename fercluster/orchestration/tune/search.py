@@ -13,7 +13,7 @@ Where things go (``<sweep>`` is the config's ``name``):
   trials are not run again.
 - ``jobs/<sweep>/tune/``: ``search.json`` (the search's state, host, pid or SLURM id, and the
   fingerprint of the settings it ran with), ``status/<data set>.json`` (live, for ``status``),
-  Ray logs, the submitit folder.
+  ``asha/<data set>.json`` (ASHA's rungs, see ``scheduler``), Ray logs, the submitit folder.
 - ``results/<sweep>/tune/``: ``trials/<trial id>/`` (each trial's run directory),
   ``trials.parquet`` and ``best.json`` (see ``results``).
 
@@ -42,6 +42,7 @@ from fercluster.errors import ConfigError, TrainingError
 from fercluster.orchestration.store.vocabulary import FAILED
 from fercluster.orchestration.tune import ray_cluster
 from fercluster.orchestration.tune.state import (
+    asha_path,
     check_fingerprint,
     completed,
     fingerprint,
@@ -233,7 +234,7 @@ def _tuner(cfg: SweepConfig, dataset: str, console: Any) -> tuple[Any, bool]:
         return tuner, True
     iterations = int(cfg.train_for(dataset).iterations)
     space, samples = param_space(cfg, dataset)
-    asha_state = path / "fercluster-asha.json"  # inside the experiment: deleted with it
+    asha_state = asha_path(cfg, dataset)  # a new search: ASHA starts with empty rungs
     asha_state.unlink(missing_ok=True)
     scheduler = PersistentASHA(asha_state, time_attr="iteration", max_t=iterations,
                                grace_period=min(t.grace_period, iterations), reduction_factor=t.reduction_factor)  # fmt: skip

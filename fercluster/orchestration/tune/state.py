@@ -3,7 +3,8 @@
 ``jobs/<sweep>/tune/search.json``: the search's state (running, completed, interrupted, failed,
 submitted), host and pid of the driver or the SLURM id, and the fingerprint of the settings it ran
 with; ``jobs/<sweep>/tune/status/<data set>.json``: trials by state and the best so far, written by
-the driver while the Tuner runs; ``jobs/<sweep>/ray/``: Ray's own experiment folders.
+the driver while the Tuner runs; ``jobs/<sweep>/tune/asha/<data set>.json``: ASHA's rungs;
+``jobs/<sweep>/ray/``: Ray's own experiment folders.
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ def results_dir(cfg: SweepConfig) -> Path:
 
 def status_path(cfg: SweepConfig, dataset: str) -> Path:
     return state_dir(cfg) / "status" / f"{dataset}.json"
+
+
+def asha_path(cfg: SweepConfig, dataset: str) -> Path:
+    """ASHA's rungs of a data set's search (``scheduler.PersistentASHA``); outside Ray's experiment
+    folder, which Ray overwrites with its own copies on a restore."""
+    return state_dir(cfg) / "asha" / f"{dataset}.json"
 
 
 def fingerprint(cfg: SweepConfig) -> str:

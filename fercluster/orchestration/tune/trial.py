@@ -5,7 +5,7 @@ A trial is ``fercluster.train.job.run_job`` (no second training loop) on a ``Job
 ``results/<sweep>/tune/trials/<trial id>/``. After each evaluation the job saves its checkpoint and
 calls the reporter, which hands the row to ``ray.tune.report`` together with a Ray checkpoint (a
 copy of the job's ``checkpoint.pt``), so that ASHA can stop the trial there and a restored search
-resumes it where it stopped. The last evaluation is reported after the job has written its outputs
+resumes it from the last evaluation Tune has seen (``_restore_checkpoint``). The last evaluation is reported after the job has written its outputs
 (``job.json`` etc.), so a trial that Tune counts as complete is a complete job. Imported by Ray workers only: nothing heavy at module top.
 """
 
@@ -47,8 +47,9 @@ def run_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     trial_id = tune.get_context().get_trial_id()
     run_dir = Path(base["trials_dir"]) / trial_id
     run_dir.mkdir(parents=True, exist_ok=True)
+    before = _progress_iteration(run_dir)  # where the run directory stood (ahead of Ray's after a Ctrl-C)
     restored = _restore_checkpoint(tune.get_checkpoint(), run_dir)
-    _record_attempt(run_dir, trial_id, restored)
+    _record_attempt(run_dir, trial_id, restored, before)
     spec = trial_spec(base, config, run_dir)
     extra = {"trial_id": trial_id, "dataset": spec.dataset, "fold": spec.fold, "job_id": spec.job_id,
              "node": node_name()}  # fmt: skip
@@ -89,23 +90,51 @@ class Reporter:
 
 
 def _restore_checkpoint(checkpoint: Any, run_dir: Path) -> int | None:
-    """Put Ray's checkpoint back into the run directory if the job's own checkpoint is missing.
+    """Put the run directory back to the last checkpoint Tune has seen; its iteration, or None.
 
-    The run directory normally still holds it (it is never older than Ray's copy); Ray's copy
-    matters when the run directory was lost or lives on another node's local disk.
+    The job saves ``checkpoint.pt`` (and its metrics) just before it reports an evaluation. A
+    search stopped between that save and the driver's handling of the report leaves the run
+    directory one evaluation ahead of Ray's checkpoint: resumed from there, the job would never
+    report that evaluation, and ASHA would judge the trial at that rung with a later result, not
+    as an uninterrupted search would. So Ray's checkpoint wins (its files replace the run
+    directory's; without one the trial starts over), and the job reports every evaluation Tune
+    has not seen. A complete job is left as it is: it could only finish once Tune had seen every
+    evaluation but its last (a report waits for the driver's answer).
     """
+    from fercluster.train.record import read_job_record
+
+    if read_job_record(run_dir)[0] is not None:
+        return None
     if checkpoint is None:
+        for name in CHECKPOINT_FILES:
+            (run_dir / name).unlink(missing_ok=True)
         return None
     with checkpoint.as_directory() as folder:
         info = json.loads((Path(folder) / "trial.json").read_text())
-        if not (run_dir / "checkpoint.pt").exists():
-            for name in CHECKPOINT_FILES:
-                if (Path(folder) / name).exists():
-                    shutil.copy2(Path(folder) / name, run_dir / name)
+        for name in CHECKPOINT_FILES:
+            if (Path(folder) / name).exists():
+                _replace_with_copy(Path(folder) / name, run_dir / name)
+            else:
+                (run_dir / name).unlink(missing_ok=True)
     return int(info["iteration"])
 
 
-def _record_attempt(run_dir: Path, trial_id: str, restored: int | None) -> None:
+def _replace_with_copy(src: Path, dst: Path) -> None:
+    """``dst`` becomes a copy of ``src`` by rename: a hard link to ``dst`` keeps the old content."""
+    from fercluster.atomic import atomic_path
+
+    with atomic_path(dst) as tmp:
+        shutil.copy2(src, tmp)
+
+
+def _progress_iteration(run_dir: Path) -> int | None:
+    try:
+        return int(json.loads((run_dir / "progress.json").read_text())["iteration"])
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _record_attempt(run_dir: Path, trial_id: str, restored: int | None, before: int | None) -> None:
     from fercluster.train.distributed import node_name
 
     line = {
@@ -115,6 +144,7 @@ def _record_attempt(run_dir: Path, trial_id: str, restored: int | None) -> None:
         "node": node_name(),  # the SLURM node (several may share a host)
         "pid": os.getpid(),
         "ray_checkpoint_iteration": restored,
+        "run_dir_iteration": before,  # the job's progress before the restore (None: none)
         "has_job_checkpoint": (run_dir / "checkpoint.pt").exists(),
     }
     with open(run_dir / ATTEMPTS, "a") as f:
