@@ -21,6 +21,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
@@ -186,8 +187,9 @@ def claim(path: str | os.PathLike[str], *, timeout_s: float | None = None, what:
     path = Path(path)
     deadline = None if timeout_s is None else time.monotonic() + max(0.0, timeout_s)
     while not _create(path, what):
-        if _stale(path, stale_s):
-            _take_over(path)
+        seen = _observe(path)
+        if seen is not None and _stale(path, stale_s):
+            _take_over(path, seen)
             continue
         if deadline is not None and time.monotonic() >= deadline:
             raise _busy(path, timeout_s or 0.0, what)
@@ -214,12 +216,24 @@ def _create(path: Path, what: str) -> bool:
         raise LockError(f"cannot create the lock file {path}{_for(what)}: {exc.strerror or exc}") from None
     started = datetime.now().astimezone().isoformat(timespec="seconds")
     record = {"pid": os.getpid(), "host": socket.gethostname(), "started": started,
-              "process_start": process_start(os.getpid())}  # fmt: skip
+              "process_start": process_start(os.getpid()), "token": uuid.uuid4().hex}  # fmt: skip
     try:
         os.write(fd, (json.dumps(record) + "\n").encode())
     finally:
         os.close(fd)
     return True
+
+
+Observation = tuple[int, bytes]  # a claim file as seen: its inode and its content
+
+
+def _observe(path: Path) -> Observation | None:
+    """The claim file's inode and content; None when it is gone."""
+    try:
+        with open(path, "rb") as f:
+            return os.fstat(f.fileno()).st_ino, f.read()
+    except FileNotFoundError:
+        return None
 
 
 def _stale(path: Path, stale_s: float) -> bool:
@@ -233,14 +247,33 @@ def _stale(path: Path, stale_s: float) -> bool:
     return age > stale_s  # another host's (or unreadable): only its heartbeat tells
 
 
-def _take_over(path: Path) -> None:
-    """Remove a stale claim; of several hosts doing so at once, one rename wins."""
-    aside = path.with_name(f"{path.name}.stale-{socket.gethostname()}-{os.getpid()}")
+def _take_over(path: Path, seen: Observation) -> bool:
+    """Remove the stale claim ``seen``, and only it; True if it was removed.
+
+    Between judging a claim stale and removing it, another process may have taken it over and
+    put its own live claim there. So the claim is renamed to a name of this process's own (one
+    atomic step: of several hosts doing so at once, one rename wins), and what was renamed is
+    compared with what was judged: if it is another claim, it is linked back (``link`` never
+    replaces a file), else removed.
+    """
+    _before_take_over(path)
+    aside = path.with_name(f"{path.name}.stale-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         os.rename(path, aside)
-        os.unlink(aside)
     except FileNotFoundError:
-        pass
+        return False
+    try:
+        if _observe(aside) == seen:
+            return True
+        with contextlib.suppress(FileExistsError):
+            os.link(aside, path)  # a live claim: put back (its holder's fencing check sees a loss otherwise)
+        return False
+    finally:
+        aside.unlink(missing_ok=True)
+
+
+def _before_take_over(path: Path) -> None:
+    """A hook between the stale check and the takeover: tests put a pause here to order a race."""
 
 
 def _heartbeat(path: Path, stop: threading.Event) -> None:

@@ -169,3 +169,57 @@ def test_a_claim_that_cannot_be_created_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(lock.LockError, match=r"cannot create the lock file .* \(sweep demo\): Read-only file system"):
         with lock.claim(tmp_path / "x.claim", what="sweep demo"):
             pass
+
+
+CONTENDER = """\
+import pathlib, sys, time
+from fercluster import lock
+path, name, folder = pathlib.Path(sys.argv[1]), sys.argv[2], pathlib.Path(sys.argv[3])
+
+def log(line):
+    with open(folder / "log", "a") as f:
+        f.write(line + "\\n")
+
+def wait_for(marker):  # an event between the processes, not a race of sleeps
+    deadline = time.monotonic() + 60
+    while not (folder / marker).exists():
+        assert time.monotonic() < deadline, f"{name}: no {marker}"
+        time.sleep(0.01)
+
+def judged_then_wait(p):  # B: judged the claim stale; A takes it over before B goes on
+    (folder / "B judged").touch()
+    wait_for("A in")
+
+if name == "B":
+    lock._before_take_over = judged_then_wait
+try:
+    with lock.claim(path, timeout_s=0):
+        log(f"{name} in")
+        (folder / f"{name} in").touch()
+        if name == "A":
+            wait_for("B done")
+        log(f"{name} out")
+except lock.LockBusy:
+    log(f"{name} busy")
+(folder / f"{name} done").touch()
+"""
+
+
+def test_two_processes_taking_over_one_stale_claim_are_never_both_in(tmp_path):
+    """B judges the claim stale, A takes it over and enters, then B goes on with its takeover."""
+    path = tmp_path / "x.claim"
+    path.write_text(json.dumps({"pid": 2**22 + 7, "host": socket.gethostname()}))  # this host, process gone
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+    def start(name):
+        return subprocess.Popen([sys.executable, "-c", CONTENDER, str(path), name, str(tmp_path)], env=env)
+
+    b = start("B")
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "B judged").exists():
+        assert b.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    a = start("A")
+    assert a.wait(timeout=60) == 0 and b.wait(timeout=60) == 0
+    assert (tmp_path / "log").read_text().splitlines() == ["A in", "B busy", "A out"]
+    assert not path.exists() and not list(tmp_path.glob("x.claim.stale-*"))  # nothing left behind
