@@ -7,22 +7,28 @@ beside the package), and each job's sbatch script puts that folder first on ``PY
 whatever happens to the checkout meanwhile.
 
 The files: from git when the package is a git checkout (tracked files as they are in the working
-tree, uncommitted changes included, plus untracked files git does not ignore); otherwise every file
-of the installed package folder. ``__pycache__`` and ``*.pyc`` never count. The hash: SHA-256 over
-each file's path and content, in path order, cut to ``HASH_LEN`` hex digits; so a snapshot hashes
+tree, uncommitted changes included, plus untracked, not ignored files of the package's own kinds:
+``*.py`` and the package data pyproject.toml declares); otherwise every file of the installed
+package folder. ``__pycache__``, ``*.pyc`` and symbolic links (warned about) never count. The
+hash: SHA-256 over each file's path and git blob id, in path order, cut to ``HASH_LEN`` hex
+digits; git's index gives the ids of unedited tracked files, so only edited and untracked files
+are read to hash (copying reads them all, checked against their ids). So a snapshot hashes
 the same as the checkout it was copied from, and ``fingerprint()`` names the code a process runs,
 wherever it came from (job.json records it, local runs included).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import hashlib
 import json
 import os
 import subprocess
 import time
-from dataclasses import dataclass
+import tomllib
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -43,21 +49,44 @@ def package_dir() -> Path:
 
 @dataclass(frozen=True)
 class CodeFiles:
-    """The files of a package's source, read once (hashing and copying see the same bytes)."""
+    """The files of a package's source, each named by its content's git blob id."""
 
     package: Path  # the package folder they were read from
-    source: str  # "git" (a checkout's tracked and untracked-not-ignored files) or "folder"
-    contents: Mapping[str, bytes]  # path relative to the package's parent ("fercluster/config.py") -> bytes
+    source: str  # "git" (a checkout's tracked files, and untracked ones of the package's kinds) or "folder"
+    ids: Mapping[str, str]  # path relative to the package's parent ("fercluster/config.py") -> git blob id
+    data: Mapping[str, bytes] = field(default_factory=dict)  # contents read already (edited, untracked files)
 
     @property
     def hash(self) -> str:
-        return content_hash(self.contents)
+        return content_hash(self.ids)
+
+    def read(self, rel: str) -> bytes:
+        """The content of ``rel``, checked against its id (``CodeError`` if it changed since)."""
+        data = self.data.get(rel)
+        if data is None:
+            data = (self.package.parent / rel).read_bytes()
+        if blob_id(data) != self.ids[rel]:
+            raise CodeError(
+                f"{self.package.parent / rel} changed while the code was being copied; run the command again"
+            )
+        return data
+
+    @property
+    def contents(self) -> dict[str, bytes]:
+        """Every file's content (reads them all: for copying and tests, not for hashing)."""
+        return {rel: self.read(rel) for rel in self.ids}
 
 
-def content_hash(contents: Mapping[str, bytes]) -> str:
+def blob_id(data: bytes) -> str:
+    """git's object id of a file's content (``git hash-object``): what ``git ls-files -s`` lists."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def content_hash(ids: Mapping[str, str]) -> str:
+    """SHA-256 over each file's path and blob id, in path order."""
     digest = hashlib.sha256()
-    for rel in sorted(contents):
-        digest.update(rel.encode() + b"\0" + hashlib.sha256(contents[rel]).digest())
+    for rel in sorted(ids):
+        digest.update(rel.encode() + b"\0" + ids[rel].encode())
     return digest.hexdigest()[:HASH_LEN]
 
 
@@ -74,36 +103,80 @@ def _git(package: Path, *args: str) -> str | None:
     return proc.stdout.decode(errors="surrogateescape") if proc.returncode == 0 else None
 
 
-def _git_files(package: Path) -> list[str] | None:
-    """Files under ``package`` that git tracks or would track; None when git does not track it."""
-    tracked = _git(package, "ls-files", "-z", "--cached", "--", ".")
-    if not tracked:  # not a checkout, no git, or the package is ignored there (a venv inside a repo)
+def _names(text: str) -> list[str]:
+    return [n for n in text.split("\0") if n]
+
+
+def _git_ids(package: Path) -> dict[str, str | None] | None:
+    """Files under ``package`` -> their blob id from git's index (None: to be read: edited or untracked).
+
+    Tracked files (git's stat cache says which were edited), and untracked, not ignored files only
+    of the package's own kinds (``package_patterns``): a stray ``.env`` or notebook is never copied.
+    Symbolic links are skipped with a warning (their targets may lie anywhere). None when git does
+    not track the package."""
+    staged = _git(package, "ls-files", "-s", "-z", "--", ".")
+    if not staged:  # not a checkout, no git, or the package is ignored there (a venv inside a repo)
         return None
-    others = _git(package, "ls-files", "-z", "--others", "--exclude-standard", "--", ".") or ""
-    names = {n for n in (tracked + others).split("\0") if n}
-    return sorted(n for n in names if (package / n).is_file())  # a deleted tracked file is gone
+    ids: dict[str, str | None] = {}
+    for entry in _names(staged):
+        meta, _, name = entry.partition("\t")
+        mode, oid = meta.split()[:2]
+        if mode == "160000":
+            continue  # a submodule: not part of the package's files
+        ids[name] = oid if mode != "120000" and len(oid) == 40 else None  # a link (warned below); sha256 repos read
+    for name in _names(_git(package, "ls-files", "-m", "-z", "--", ".") or ""):
+        ids[name] = None
+    patterns = package_patterns(package)
+    for name in _names(_git(package, "ls-files", "--others", "--exclude-standard", "-z", "--", ".") or ""):
+        if any(fnmatch.fnmatch(Path(name).name, p) for p in patterns):
+            ids[name] = None
+    return ids
 
 
-def _folder_files(package: Path) -> list[str]:
-    return sorted(str(p.relative_to(package)) for p in package.rglob("*") if p.is_file())
+def package_patterns(package: Path) -> tuple[str, ...]:
+    """File names an untracked file must match to count: ``*.py`` and the package data the project's
+    pyproject.toml declares for it (``[tool.setuptools.package-data]``)."""
+    patterns = ["*.py"]
+    try:
+        project = tomllib.loads((package.parent / "pyproject.toml").read_text())
+    except (OSError, ValueError):
+        return tuple(patterns)
+    data = project.get("tool", {}).get("setuptools", {}).get("package-data", {})
+    patterns += [str(p) for key in (package.name, "*", "") for p in data.get(key, [])]
+    return tuple(patterns)
+
+
+def _folder_ids(package: Path) -> dict[str, str | None]:
+    return {str(p.relative_to(package)): None for p in package.rglob("*") if p.is_file() or p.is_symlink()}
 
 
 def code_files(package: Path | None = None) -> CodeFiles:
-    """The source of ``package`` (default: the imported ``fercluster``), from git when it is a checkout."""
+    """The source of ``package`` (default: the imported ``fercluster``), from git when it is a checkout.
+
+    Only files git does not already name by id (edited, untracked, or outside git) are read."""
     package = Path(package or package_dir()).resolve()
-    names = _git_files(package)
-    source = "git" if names is not None else "folder"
-    if names is None:
-        names = _folder_files(package)
-    prefix = package.name
-    contents = {}
-    for name in names:
-        rel = f"{prefix}/{name}"
-        if _counted(rel):
-            contents[rel] = (package / name).read_bytes()
-    if not contents:
+    found = _git_ids(package)
+    source = "git" if found is not None else "folder"
+    if found is None:
+        found = _folder_ids(package)
+    ids, data = {}, {}
+    for name, oid in sorted(found.items()):
+        rel, path = f"{package.name}/{name}", package / name
+        if not _counted(rel):
+            continue
+        if path.is_symlink():
+            warnings.warn(f"{path} is a symbolic link: left out of the code snapshot (copy the file in instead)",
+                          stacklevel=2)  # fmt: skip
+            continue
+        if oid is None:
+            if not path.is_file():
+                continue  # a tracked file deleted in the working tree is gone
+            data[rel] = path.read_bytes()
+            oid = blob_id(data[rel])
+        ids[rel] = oid
+    if not ids:
         raise CodeError(f"no source files found in {package}: cannot snapshot the code jobs run")
-    return CodeFiles(package=package, source=source, contents=contents)
+    return CodeFiles(package=package, source=source, ids=ids, data=data)
 
 
 def commit(package: Path) -> str | None:
@@ -149,14 +222,14 @@ def make_snapshot(root: Path, files: CodeFiles | None = None) -> Snapshot:
         "origin": str(files.package),
         "commit": commit(files.package) if files.source == "git" else None,
         "version": _version(),
-        "files": len(files.contents),
+        "files": len(files.ids),
         "created": time.time(),
     }
     with atomic_dir(target) as tmp:
-        for rel, data in files.contents.items():
+        for rel in files.ids:
             dest = tmp / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(data)
+            dest.write_bytes(files.read(rel))
             os.chmod(dest, READ_ONLY & ~umask())
         write_json(tmp / SNAPSHOT_FILE, record, mode=READ_ONLY & ~umask())
     return Snapshot(digest, target, created=True)

@@ -5,7 +5,20 @@ lock taken can say who holds it. ``flock`` locks are released by the kernel when
 exits, however it exits: a lock file left behind by a crash never blocks anyone.
 
 ``claim`` holds across hosts (login nodes sharing one file system), where flock may be node-local:
-an exclusively created file with host, pid and process start time, and stale-claim detection.
+an exclusively created file (``O_EXCL``) with host, pid, process start time and a random token.
+
+- Heartbeat: the holder rewrites the file's content with a growing counter every ``HEARTBEAT_S``;
+  a failed write (an NFS hiccup) is counted and retried at the next beat.
+- Staleness: a claim of this host is stale when its process is gone (pid and process start time).
+  A claim of another host is stale when its content has not changed for ``STALE_S`` seconds
+  measured on the waiter's own monotonic clock; no clock is ever compared with a file's mtime, so
+  clock skew between login nodes or NFS attribute caching cannot make a live claim look stale.
+- Takeover: the stale claim is renamed to a name unique to the taker (atomic: one of several
+  takers wins), and what was renamed is compared (inode and content) with what was judged stale;
+  a claim that turns out to be another's, live, is linked back (``link`` never replaces a file).
+- Fencing: ``claim`` yields a ``Lease``; its ``check()``, called before each submission, raises
+  ``LockLost`` when the file is no longer this holder's (inode and token) or when the heartbeat
+  has not been written for ``stale_s / 2`` (others may already take the claim for stale).
 
 Some cluster file systems cannot lock (Lustre mounted ``noflock``, NFS without lockd): there the
 lock raises a ``LockError`` that says so, instead of a traceback.
@@ -21,9 +34,10 @@ import os
 import socket
 import threading
 import time
+import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from fercluster.errors import FerclusterError
 
@@ -144,10 +158,16 @@ def _for(what: str) -> str:
 # -- a lock that holds across hosts: an exclusively created file ---------------------------------
 # flock is node-local on NFS mounted local_lock and on Lustre localflock: two login nodes sharing
 # one home would both get it. Creating a file with O_EXCL is atomic on a shared file system (NFS
-# v3 and later, Lustre, GPFS), so ``claim`` arbitrates between hosts; the holder refreshes the
-# file's time (a heartbeat) so that a claim left by a host that died goes stale.
+# v3 and later, Lustre, GPFS), so ``claim`` arbitrates between hosts; the holder rewrites the
+# file's content (a heartbeat counter) so that a claim left by a host that died stops changing.
 HEARTBEAT_S = 15.0
-STALE_S = 120.0  # a claim of another host not refreshed for this long is left from a crash
+STALE_S = 120.0  # a claim of another host that has not changed for this long is left from a crash
+_clock = time.monotonic  # every interval of the claim is measured here, never against the file's mtime
+_sleep = time.sleep
+
+
+class LockLost(LockError):
+    """The claim this process held was taken over, or its heartbeat failed for long enough that it may be."""
 
 
 def process_start(pid: int) -> float | None:
@@ -174,78 +194,180 @@ def same_process(pid: int, start: float | None) -> bool:
     return start is None or now is None or abs(now - start) < 2.0
 
 
+class Lease:
+    """A held claim: its heartbeat and the fencing check.
+
+    ``check()`` before each action the claim protects (each sbatch): it raises ``LockLost`` when
+    the claim file is no longer this one (same inode, same token), or when the heartbeat has not
+    written for half of ``stale_s`` (others may already judge the claim stale). ``lost`` says why.
+    """
+
+    def __init__(self, path: Path, fd: int, record: dict[str, Any], stale_s: float) -> None:
+        self.path, self.record, self.stale_s = path, record, stale_s
+        self.beats = 0  # heartbeats written
+        self.failures = 0  # heartbeats that failed (each retried at the next beat)
+        self.lost: str | None = None
+        self._fd, self._ino = fd, os.fstat(fd).st_ino
+        self._last_ok = _clock()
+        self._mutex = threading.Lock()  # a beat's write and a check's read do not interleave
+
+    def beat(self) -> bool:
+        """Write one heartbeat (the counter in the file changes, so others see the holder alive)."""
+        with self._mutex:
+            try:
+                if not self._mine():
+                    self.lost = self.lost or f"the claim {self.path} was taken over by {holder(self.path) or 'nobody'}"
+                    return False
+                data = (json.dumps({**self.record, "beat": self.beats + 1}) + "\n").encode()
+                os.pwrite(self._fd, data, 0)
+                os.ftruncate(self._fd, len(data))
+            except OSError as exc:
+                self.failures += 1
+                self._expire(f" (last error: {exc.strerror or exc})")
+                return False
+            self.beats += 1
+            self._last_ok = _clock()
+            return True
+
+    def owned(self) -> bool:
+        """Whether this process still holds the claim (see ``check``)."""
+        with self._mutex:
+            try:
+                mine = self._mine()
+            except OSError:
+                mine = False
+            self._expire("")
+            return mine and self.lost is None
+
+    def check(self) -> None:
+        """Raise ``LockLost`` unless this process still holds the claim: call before each submission."""
+        if not self.owned():
+            why = self.lost or f"the claim {self.path} is gone or is another's ({holder(self.path) or 'none'})"
+            raise LockLost(f"{why}; stopped before submitting more, so that two sweeps do not submit at once: "
+                           "run the sweep again once the other one is done")  # fmt: skip
+
+    def _mine(self) -> bool:
+        try:
+            ino = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return False
+        return ino == self._ino and holder(self.path).get("token") == self.record["token"]
+
+    def _expire(self, why: str) -> None:
+        silent = _clock() - self._last_ok
+        if self.lost is None and silent > self.stale_s / 2:
+            self.lost = f"the heartbeat of the claim {self.path} has not been written for {silent:.0f} s{why}"
+
+
 @contextlib.contextmanager
 def claim(path: str | os.PathLike[str], *, timeout_s: float | None = None, what: str = "",
-          stale_s: float = STALE_S) -> Iterator[None]:  # fmt: skip
-    """Hold ``path`` by creating it exclusively (host, pid, process start, start time in it).
+          stale_s: float = STALE_S) -> Iterator[Lease]:  # fmt: skip
+    """Hold ``path`` by creating it exclusively (host, pid, process start, token in it); yield a ``Lease``.
 
     A claim left behind is taken over when it is stale: its process is gone (same host: by pid
-    and process start time) or, from another host, its heartbeat is older than ``stale_s``.
-    ``timeout_s`` as ``file_lock``; then ``LockBusy`` names the holder.
+    and process start time) or, from another host, its content has not changed for ``stale_s``
+    seconds as measured here. ``timeout_s`` as ``file_lock``; then ``LockBusy`` names the holder.
     """
     path = Path(path)
-    deadline = None if timeout_s is None else time.monotonic() + max(0.0, timeout_s)
-    while not _create(path, what):
-        if _stale(path, stale_s):
-            _take_over(path)
+    deadline = None if timeout_s is None else _clock() + max(0.0, timeout_s)
+    first: tuple[Observation, float] | None = None  # the claim as first seen unchanged, and when
+    while (lease := _create(path, what, stale_s)) is None:
+        seen = _observe(path)
+        if seen is None:
+            continue  # gone meanwhile: create it again
+        if first is None or first[0] != seen:
+            first = (seen, _clock())
+        if _stale(seen, _clock() - first[1], stale_s):
+            _take_over(path, lambda aside, seen=seen: aside == seen)
             continue
-        if deadline is not None and time.monotonic() >= deadline:
+        if deadline is not None and _clock() >= deadline:
             raise _busy(path, timeout_s or 0.0, what)
-        time.sleep(POLL_S)
+        _sleep(POLL_S)
     stop = threading.Event()
-    beat = threading.Thread(target=_heartbeat, args=(path, stop), daemon=True)
+    beat = threading.Thread(target=_heartbeat, args=(lease, stop, min(HEARTBEAT_S, stale_s / 4)), daemon=True)
     beat.start()
     try:
-        yield
+        yield lease
     finally:
         stop.set()
         beat.join()
-        if holder(path).get("pid") == os.getpid() and holder(path).get("host") == socket.gethostname():
-            path.unlink(missing_ok=True)
+        _take_over(path, lambda aside: aside[0] == lease._ino)  # remove it if it is still this one
+        os.close(lease._fd)
 
 
-def _create(path: Path, what: str) -> bool:
+def _create(path: Path, what: str, stale_s: float) -> Lease | None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
-        return False
+        return None
     except OSError as exc:
         raise LockError(f"cannot create the lock file {path}{_for(what)}: {exc.strerror or exc}") from None
     started = datetime.now().astimezone().isoformat(timespec="seconds")
     record = {"pid": os.getpid(), "host": socket.gethostname(), "started": started,
-              "process_start": process_start(os.getpid())}  # fmt: skip
+              "process_start": process_start(os.getpid()), "token": uuid.uuid4().hex}  # fmt: skip
     try:
-        os.write(fd, (json.dumps(record) + "\n").encode())
-    finally:
+        os.write(fd, (json.dumps({**record, "beat": 0}) + "\n").encode())
+    except OSError:
         os.close(fd)
-    return True
+        raise
+    return Lease(path, fd, record, stale_s)
 
 
-def _stale(path: Path, stale_s: float) -> bool:
-    rec = holder(path)
+Observation = tuple[int, bytes]  # a claim file as seen: its inode and its content
+
+
+def _observe(path: Path) -> Observation | None:
+    """The claim file's inode and content; None when it is gone."""
     try:
-        age = time.time() - path.stat().st_mtime
+        with open(path, "rb") as f:
+            return os.fstat(f.fileno()).st_ino, f.read()
     except FileNotFoundError:
-        return False  # gone meanwhile: try to create it again
-    if rec.get("host") == socket.gethostname() and isinstance(rec.get("pid"), int):
+        return None
+
+
+def _stale(seen: Observation, unchanged_s: float, stale_s: float) -> bool:
+    """Whether the claim ``seen``, unchanged for ``unchanged_s`` seconds (measured here), is left from a crash."""
+    try:
+        rec = json.loads(seen[1])
+    except ValueError:
+        rec = {}  # mid-write or foreign: only its changing tells
+    if isinstance(rec, dict) and rec.get("host") == socket.gethostname() and isinstance(rec.get("pid"), int):
         return not same_process(rec["pid"], rec.get("process_start"))
-    return age > stale_s  # another host's (or unreadable): only its heartbeat tells
+    return unchanged_s >= stale_s  # another host's: its heartbeat stopped changing it
 
 
-def _take_over(path: Path) -> None:
-    """Remove a stale claim; of several hosts doing so at once, one rename wins."""
-    aside = path.with_name(f"{path.name}.stale-{socket.gethostname()}-{os.getpid()}")
+def _take_over(path: Path, match: Callable[[Observation], bool]) -> bool:
+    """Remove the claim at ``path`` if it is the one ``match`` accepts; True if removed.
+
+    Between judging a claim stale and removing it, another process may have taken it over and
+    put its own live claim there. So the claim is renamed to a name of this process's own (one
+    atomic step: of several hosts doing so at once, one rename wins), and what was renamed is
+    compared with what was judged: if it is another claim, it is linked back (``link`` never
+    replaces a file), else removed.
+    """
+    _before_take_over(path)
+    aside = path.with_name(f"{path.name}.stale-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         os.rename(path, aside)
-        os.unlink(aside)
     except FileNotFoundError:
-        pass
+        return False
+    try:
+        seen = _observe(aside)
+        if seen is not None and match(seen):
+            return True
+        with contextlib.suppress(FileExistsError):
+            os.link(aside, path)  # a live claim: put back (its holder's fencing check sees a loss otherwise)
+        return False
+    finally:
+        aside.unlink(missing_ok=True)
 
 
-def _heartbeat(path: Path, stop: threading.Event) -> None:
-    while not stop.wait(HEARTBEAT_S):
-        try:
-            os.utime(path)
-        except OSError:
-            return
+def _before_take_over(path: Path) -> None:
+    """A hook between the stale check and the takeover: tests put a pause here to order a race."""
+
+
+def _heartbeat(lease: Lease, stop: threading.Event, every_s: float) -> None:
+    """Beat until stopped; a failed beat (an NFS hiccup) is retried at the next, never ends the loop."""
+    while not stop.wait(every_s):
+        lease.beat()

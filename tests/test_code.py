@@ -135,3 +135,54 @@ def test_job_record_names_the_snapshot(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.setenv(code.ENV, str(tmp_path / "elsewhere"))
     with pytest.raises(CodeError, match="should run the code snapshot"):
         code.check_imported_snapshot()
+
+
+def test_untracked_files_count_only_when_of_the_package_kinds(checkout: Path, tmp_path: Path) -> None:
+    (checkout / "pyproject.toml").write_text('[tool.setuptools.package-data]\npkg = ["py.typed", "*.yaml"]\n')
+    pkg = checkout / "pkg"
+    for name in ("new.py", "py.typed", "grid.yaml", ".env", "notes.txt", "scratch.ipynb"):
+        (pkg / name).write_text("SECRET=1\n" if name == ".env" else "x\n")
+    files = code.code_files(pkg)
+    kept = ["pkg/__init__.py", "pkg/grid.yaml", "pkg/new.py", "pkg/py.typed", "pkg/sub/model.py"]
+    assert sorted(files.contents) == kept
+    snap = code.make_snapshot(tmp_path / "snaps", files)
+    assert not (snap.path / "pkg" / ".env").exists() and (snap.path / "pkg" / "new.py").exists()
+
+
+def test_symbolic_links_are_skipped_with_a_warning_never_followed(checkout: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.py"
+    secret.write_text("TOKEN = 'x'\n")
+    pkg = checkout / "pkg"
+    (pkg / "tracked_link.py").symlink_to(secret)
+    git(checkout, "add", "-A")
+    git(checkout, "commit", "-qm", "a link")
+    (pkg / "untracked_link.py").symlink_to(secret)
+    for where in (pkg, shutil.copytree(pkg, tmp_path / "installed" / "pkg", symlinks=True)):
+        with pytest.warns(UserWarning, match="is a symbolic link: left out of the code snapshot") as seen:
+            files = code.code_files(where)
+        assert len(seen) == 2 and sorted(files.ids) == ["pkg/__init__.py", "pkg/sub/model.py"]
+
+
+def test_hashing_reads_only_edited_and_untracked_files(checkout: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pkg = checkout / "pkg"
+    (pkg / "sub" / "model.py").write_text("K = 0.25\n")  # edited
+    (pkg / "extra.py").write_text("X = 2\n")  # untracked
+    read, real = [], Path.read_bytes
+
+    def counting(path: Path) -> bytes:
+        read.append(path.relative_to(pkg).as_posix())
+        return real(path)
+
+    monkeypatch.setattr(Path, "read_bytes", counting)
+    files = code.code_files(pkg)
+    assert sorted(read) == ["extra.py", "sub/model.py"]  # __init__.py: its id from git's index
+    assert files.ids["pkg/__init__.py"] == code.blob_id(b"VALUE = 1\n")
+    assert files.ids["pkg/sub/model.py"] == code.blob_id(b"K = 0.25\n")
+
+
+def test_a_file_changed_between_hashing_and_copying_is_an_error(checkout: Path, tmp_path: Path) -> None:
+    files = code.code_files(checkout / "pkg")
+    (checkout / "pkg" / "__init__.py").write_text("VALUE = 2\n")
+    with pytest.raises(CodeError, match="changed while the code was being copied"):
+        code.make_snapshot(tmp_path / "snaps", files)
+    assert not (tmp_path / "snaps" / files.hash).exists()

@@ -5,28 +5,35 @@ set by the coordinator from the SLURM resources); the environment alone is not t
 inside an allocation of several tasks (``salloc -n 4``, ``srun --pty``, a Ray worker started by
 ``srun``) SLURM's variables describe the allocation, not the job. Rank, world size and local rank
 then come from torchrun's variables (WORLD_SIZE/RANK/LOCAL_RANK) or SLURM's
-(SLURM_NTASKS/SLURM_PROCID/SLURM_LOCALID). The rendezvous is the job's first node, on a port
-derived from the job id. nccl on GPUs (each rank on its own device, passed to the process group),
+(SLURM_NTASKS/SLURM_PROCID/SLURM_LOCALID). Under SLURM the rendezvous is the job's first node
+(from SLURM_JOB_NODELIST, never the MASTER_ADDR a login shell passed on), on a port hashed from the
+job id that rank 0 has bound and published in the run directory (``rendezvous_store``). nccl on GPUs (each rank on its own device, passed to the process group),
 gloo on CPUs. Only rank 0 writes outputs.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import socket
-import subprocess
+import time
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import torch
 
+from fercluster.atomic import write_json
 from fercluster.errors import TrainingError
 
-# MASTER_PORT = PORT_BASE + job id % PORT_RANGE: 10000-19999, below the blocks Ray's nodes take
-# (20000 and up, fercluster.orchestration.tune.ray_cluster) and Linux's ephemeral ports (32768-60999).
+# Rendezvous ports: hashes of the job id into 10000-19999, below the blocks Ray's nodes take (20000
+# and up, fercluster.orchestration.tune.ray_cluster) and Linux's ephemeral ports (32768-60999).
 PORT_BASE = 10_000
 PORT_RANGE = 10_000
+PORT_TRIES = 8  # rank 0 tries these in turn until one binds
 # A collective that waits longer than this fails the job (a rank died or hangs); SLURM's
 # --kill-on-bad-exit usually ends the others long before.
 COLLECTIVE_TIMEOUT = timedelta(minutes=10)
@@ -80,47 +87,137 @@ def device_index(local_rank: int, visible: int) -> int:
     return local_rank % visible
 
 
-def first_node(nodelist: str) -> str:
-    """The first host of a SLURM node list ("node[03-05,07],gpu1" -> "node03")."""
-    try:
-        out = subprocess.run(
-            ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, timeout=10, check=True
-        ).stdout.split()
-        if out:
-            return out[0]
-    except (OSError, subprocess.SubprocessError):
-        pass
-    match = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist)
+def expand_nodelist(nodelist: str) -> list[str]:
+    """SLURM's node list syntax as hosts, in order: "vm[1-3,5]" -> vm1 vm2 vm3 vm5; "a,b"; zero
+    padding kept ("gpu[07-08]"); several brackets multiply ("r[1-2]-n[1-2]" -> r1-n1 r1-n2 r2-n1 r2-n2)."""
+    hosts: list[str] = []
+    for item in _split_top(nodelist.strip()):
+        hosts.extend(_expand_item(item))
+    return hosts
+
+
+def _split_top(text: str) -> list[str]:
+    """Split at the commas outside brackets."""
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    return [item for item in items if item]
+
+
+def _expand_item(item: str) -> list[str]:
+    match = re.match(r"([^\[]*)\[([^\]]*)\](.*)", item)
     if not match:
-        return nodelist
-    prefix, ranges = match.groups()
-    if not ranges:
-        return prefix
-    return prefix + ranges.split(",")[0].split("-")[0]
-
-
-def rendezvous_env(env: dict[str, str] | None = None) -> dict[str, str]:
-    """MASTER_ADDR and MASTER_PORT to set when SLURM (not torchrun) started the processes."""
-    env = dict(os.environ if env is None else env)
-    out = {}
-    if "MASTER_ADDR" not in env:
-        out["MASTER_ADDR"] = first_node(env.get("SLURM_JOB_NODELIST", env.get("SLURM_NODELIST", "127.0.0.1")))
-    if "MASTER_PORT" not in env:
-        out["MASTER_PORT"] = str(master_port(env.get("SLURM_JOB_ID", "0")))
+        return [item]
+    prefix, ranges, rest = match.groups()
+    tails = _expand_item(rest) if rest else [""]
+    out = []
+    for part in ranges.split(","):
+        lo, _, hi = part.partition("-")
+        numbers = range(int(lo), int(hi or lo) + 1)
+        out.extend(f"{prefix}{n:0{len(lo)}d}{tail}" for n in numbers for tail in tails)
     return out
 
 
-def master_port(slurm_job_id: str | int) -> int:
-    """The rendezvous port of a SLURM job: every task computes the same one (see PORT_BASE)."""
-    job_id = int(re.sub(r"\D", "", str(slurm_job_id)) or 0)
-    return PORT_BASE + job_id % PORT_RANGE
+def first_node(nodelist: str) -> str:
+    """The first host of a SLURM node list ("node[03-05,07],gpu1" -> "node03")."""
+    hosts = expand_nodelist(nodelist)
+    if not hosts:
+        raise TrainingError(f"the SLURM node list {nodelist!r} names no host")
+    return hosts[0]
 
 
-def setup(device: torch.device, info: DistInfo) -> None:
+def slurm_launched(env: dict[str, str]) -> bool:
+    """Whether SLURM (srun, submitit) started this job's processes, not torchrun or a test's own launcher."""
+    return "SLURM_JOB_ID" in env and "SLURM_PROCID" in env and "TORCHELASTIC_RUN_ID" not in env
+
+
+def rendezvous_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """MASTER_ADDR (and, outside SLURM, MASTER_PORT) for this job's process group.
+
+    Under SLURM they come from the job itself, never from the login shell that ran ``sbatch``
+    (``--export=ALL`` carries its MASTER_ADDR, often ``localhost``, into the job): the first node of
+    SLURM_JOB_NODELIST, and a port from ``port_candidates`` (``rendezvous_store`` settles which).
+    ``FERCLUSTER_MASTER_ADDR`` / ``FERCLUSTER_MASTER_PORT`` override them (a site whose nodes talk over
+    another interface). Under torchrun, or launched by hand, what the launcher set is used.
+    """
+    env = dict(os.environ if env is None else env)
+    out = {}
+    if slurm_launched(env):
+        out["MASTER_ADDR"] = first_node(env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST") or "127.0.0.1")
+        out["MASTER_PORT"] = str(port_candidates(job_key(env))[0])
+    else:
+        out = {"MASTER_ADDR": env.get("MASTER_ADDR", "127.0.0.1"), "MASTER_PORT": env.get("MASTER_PORT", "")}
+        out["MASTER_PORT"] = out["MASTER_PORT"] or str(port_candidates(job_key(env))[0])
+    for key in ("MASTER_ADDR", "MASTER_PORT"):
+        if env.get(f"FERCLUSTER_{key}"):
+            out[key] = env[f"FERCLUSTER_{key}"]
+    return out
+
+
+def job_key(env: dict[str, str]) -> str:
+    """The job and its attempt: SLURM's job id (an array task's own) and its restart count."""
+    job = env.get("SLURM_JOB_ID", "0")
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        job = f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return f"{job}.{env.get('SLURM_RESTART_COUNT', '0')}"
+
+
+def port_candidates(key: str, n: int = PORT_TRIES) -> list[int]:
+    """The rendezvous ports a job tries in turn: hashes of its whole id into PORT_BASE + PORT_RANGE
+    (not id % range, where ids 123456 and 133456 meet). Every rank computes the same list."""
+    digests = (hashlib.sha256(f"{key}/{i}".encode()).digest() for i in range(n))
+    return [PORT_BASE + int.from_bytes(d[:8], "big") % PORT_RANGE for d in digests]
+
+
+def rendezvous_store(info: DistInfo, addr: str, ports: list[int], folder: Path | None) -> Any:
+    """The job's ``TCPStore``: rank 0 binds the first of ``ports`` that is free (binding is the check,
+    so nothing can take the port between a check and its use) and publishes it in ``folder`` (the
+    job's run directory, shared by its nodes); the other ranks read it there. Without a folder only
+    the first port is tried, and a busy one is an error that says so."""
+    from torch.distributed import TCPStore
+
+    published = None if folder is None else Path(folder) / f".rendezvous-{ports[0]}.json"
+    timeout = COLLECTIVE_TIMEOUT
+    if info.rank != 0:
+        port = _read_port(published, timeout.total_seconds()) if published is not None else ports[0]
+        return TCPStore(addr, port, info.world_size, is_master=False, timeout=timeout)
+    errors = []
+    for port in ports if published is not None else ports[:1]:
+        try:
+            store = TCPStore(addr, port, info.world_size, is_master=True, timeout=timeout, wait_for_workers=False)
+        except (RuntimeError, OSError) as exc:  # the port is taken (another job's rendezvous, a service)
+            errors.append(f"{port}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            continue
+        if published is not None:
+            write_json(published, {"port": port, "addr": addr})
+        return store
+    raise TrainingError(f"rank 0 could bind none of the rendezvous ports ({'; '.join(errors)}); "
+                        "set FERCLUSTER_MASTER_PORT to a free port")  # fmt: skip
+
+
+def _read_port(published: Path, timeout_s: float) -> int:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return int(json.loads(published.read_text())["port"])
+        except (OSError, ValueError, KeyError):
+            if time.monotonic() > deadline:
+                raise TrainingError(f"rank 0 did not publish its rendezvous port in {published} within "
+                                    f"{timeout_s:.0f} s; see rank 0's log") from None  # fmt: skip
+            time.sleep(0.2)
+
+
+def setup(device: torch.device, info: DistInfo, rendezvous_dir: Path | None = None) -> None:
     """Join the job's process group when there are several processes (nothing for one).
 
-    On CUDA the rank's device becomes the current one and is passed to the group, so NCCL and
-    ``all_gather_object`` use it rather than cuda:0 on every rank.
+    Under SLURM the rendezvous is ``rendezvous_store`` on the job's first node, with the port rank 0
+    could bind, published in ``rendezvous_dir`` (the run directory). On CUDA the rank's device
+    becomes the current one and is passed to the group, so NCCL and ``all_gather_object`` use it
+    rather than cuda:0 on every rank.
     """
     if not info.enabled:
         return
@@ -128,13 +225,22 @@ def setup(device: torch.device, info: DistInfo) -> None:
 
     if dist.is_initialized():
         return
-    os.environ.update(rendezvous_env())
+    env = dict(os.environ)
+    rdv = rendezvous_env(env)
+    kwargs: dict[str, Any] = {"rank": info.rank, "world_size": info.world_size, "timeout": COLLECTIVE_TIMEOUT}
+    if slurm_launched(env) and not env.get("FERCLUSTER_MASTER_PORT"):
+        ports = port_candidates(job_key(env))
+        kwargs["store"] = rendezvous_store(info, rdv["MASTER_ADDR"], ports, rendezvous_dir)
+    os.environ.update(rdv)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-        dist.init_process_group("nccl", rank=info.rank, world_size=info.world_size, device_id=device,
-                                timeout=COLLECTIVE_TIMEOUT)  # fmt: skip
+        dist.init_process_group("nccl", device_id=device, **kwargs)
     else:
-        dist.init_process_group("gloo", rank=info.rank, world_size=info.world_size, timeout=COLLECTIVE_TIMEOUT)
+        dist.init_process_group("gloo", **kwargs)
+    if "store" in kwargs and rendezvous_dir is not None:
+        dist.barrier()  # every rank has read the published port: rank 0 removes it
+        if info.rank == 0:
+            (Path(rendezvous_dir) / f".rendezvous-{ports[0]}.json").unlink(missing_ok=True)
 
 
 def barrier(info: DistInfo) -> None:

@@ -98,7 +98,7 @@ def run_job(spec: JobSpec | dict, reporter: Reporter | None = None, progress: Pr
     device = resolve_device(spec.train.device, info.local_rank)
     set_tf32(spec.train.tf32)
     _limit_threads(device)
-    distributed.setup(device, info)
+    distributed.setup(device, info, run_dir)
     try:
         record = _Run(spec, k, device, info, reporter, progress).run()
         distributed.barrier(info)  # rank 0 writes the outputs meanwhile; the others wait for it

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from fercluster.orchestration.slurm.parse import (
     SlurmInfo,
     elapsed_seconds,
@@ -63,7 +65,40 @@ def test_state_mapping_covers_slurm_words() -> None:
     assert map_state("COMPLETING") == "RUNNING"
     assert map_state("CANCELLED by 1000") == "CANCELLED"
     assert map_state("BOOT_FAIL") == "FAILED"
-    assert map_state("SOMETHING_NEW") == "FAILED"
+    assert map_state("SOMETHING_NEW") == "PENDING"
+
+
+# squeue(1)/sacct(1) "JOB STATE CODES", and the state flags squeue prints in their place
+MAN_PAGE_STATES = {
+    "BOOT_FAIL": "FAILED", "CANCELLED": "CANCELLED", "COMPLETED": "COMPLETED", "CONFIGURING": "PENDING",
+    "COMPLETING": "RUNNING", "DEADLINE": "FAILED", "FAILED": "FAILED", "NODE_FAIL": "FAILED",
+    "OUT_OF_MEMORY": "FAILED", "PENDING": "PENDING", "PREEMPTED": "PREEMPTED", "RUNNING": "RUNNING",
+    "RESV_DEL_HOLD": "PENDING", "REQUEUE_FED": "PENDING", "REQUEUE_HOLD": "PENDING", "REQUEUED": "PENDING",
+    "RESIZING": "RUNNING", "REVOKED": "CANCELLED", "SIGNALING": "RUNNING", "SPECIAL_EXIT": "FAILED",
+    "STAGE_OUT": "RUNNING", "STOPPED": "PENDING", "SUSPENDED": "PENDING", "TIMEOUT": "TIMEOUT",
+    "LAUNCH_FAILED": "PENDING", "POWER_UP_NODE": "PENDING", "UPDATE_DB": "RUNNING", "RECONFIG_FAIL": "PENDING",
+}  # fmt: skip
+
+
+def test_every_state_of_the_man_pages_is_mapped_explicitly() -> None:
+    from fercluster.orchestration.slurm.parse import _SLURM_TO_STATE
+
+    assert {word: _SLURM_TO_STATE.get(word) for word in MAN_PAGE_STATES} == MAN_PAGE_STATES
+
+
+@pytest.mark.parametrize("word", ["LAUNCH_FAILED", "POWER_UP_NODE", "UPDATE_DB", "SOMETHING_NEW", ""])
+def test_a_state_that_is_not_final_is_never_failed_so_never_retried(word) -> None:
+    from fercluster.orchestration.store.vocabulary import ACTIVE, ENDED_BADLY
+
+    info = SlurmInfo("7", word, "0:0", source="squeue").job_info()
+    assert info.state in ACTIVE and info.state not in ENDED_BADLY and not info.failure
+
+
+def test_an_unknown_state_word_is_pending_with_the_word_as_its_reason() -> None:
+    info = SlurmInfo("7", "SOMETHING_NEW", "0:0", reason="None", source="squeue").job_info()
+    assert info.state == "PENDING"
+    assert info.reason == "SLURM state SOMETHING_NEW, unknown to fercluster: counted as active"
+    assert SlurmInfo("8", "PENDING", reason="Priority").job_info().reason == "Priority"  # known words keep theirs
 
 
 def test_every_slurm_word_maps_to_a_fercluster_state() -> None:

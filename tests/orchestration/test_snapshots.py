@@ -29,8 +29,9 @@ def edit_code(monkeypatch: pytest.MonkeyPatch):
 
     def edit(marker: str) -> None:
         files = real()
-        contents = {**files.contents, "fercluster/edited.py": marker.encode()}
-        monkeypatch.setattr(code, "code_files", lambda package=None: code.CodeFiles(files.package, "git", contents))
+        ids = {**files.ids, "fercluster/edited.py": code.blob_id(marker.encode())}
+        data = {**files.data, "fercluster/edited.py": marker.encode()}
+        monkeypatch.setattr(code, "code_files", lambda package=None: code.CodeFiles(files.package, "git", ids, data))
 
     return edit
 

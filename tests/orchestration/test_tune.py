@@ -473,3 +473,80 @@ def test_status_of_a_dead_local_driver_is_interrupted(tmp_path):
     write_json(state_dir(cfg) / "search.json", {"state": "running", "mode": "local", "host": socket.gethostname(),
                                                 "pid": dead.pid, "started": time.time()})  # fmt: skip
     assert tune_status(cfg)["state"] == "INTERRUPTED"
+
+
+# -- the allocation's submission: never two at once (fake SLURM, no Ray) -------------------------
+@pytest.fixture
+def allocation_env(tmp_path, monkeypatch):
+    """(module, config, fake backend): data preparation and the code snapshot stubbed out."""
+    from types import SimpleNamespace
+
+    from fercluster.orchestration.fake import FakeBackend
+    from fercluster.orchestration.tune import allocation
+
+    monkeypatch.setattr(allocation.search, "prepare", lambda cfg, console=None: None)
+    code = SimpleNamespace(path=tmp_path / "code" / "abc", key="abc")
+    monkeypatch.setattr(allocation, "current_code", lambda cfg, make=False: (code, None))
+    return allocation, parse_config(tiny_config(tmp_path)), FakeBackend()
+
+
+def squeue_says(*answers):
+    """``live`` answering in turn (True: queued or running, None: squeue failed, False: ended)."""
+    calls = iter(answers)
+    return lambda slurm_id: next(calls)
+
+
+def test_an_allocation_is_not_submitted_again_when_squeue_fails_once(allocation_env):
+    allocation, cfg, fake = allocation_env
+    first = allocation.submit_tune_slurm(cfg, backend=fake, live=squeue_says())
+    assert first["submitted"] and len(fake.submitted) == 1
+    live = squeue_says(True, None, False)
+    again = allocation.submit_tune_slurm(cfg, backend=fake, live=live)  # RUNNING
+    assert not again["submitted"] and "already queued or running" in again["held"]
+    blind = allocation.submit_tune_slurm(cfg, backend=fake, live=live)  # squeue failed once
+    assert not blind["submitted"] and blind["held"].startswith(f"cannot tell whether allocation {first['slurm_id']}")
+    assert len(fake.submitted) == 1
+    after = allocation.submit_tune_slurm(cfg, backend=fake, live=live)  # ended: the next one goes
+    assert after["submitted"] and len(fake.submitted) == 2
+    assert fake.submitted[0].name != fake.submitted[1].name  # each has its own name, to be found by it
+
+
+def test_a_crash_after_sbatch_is_resolved_by_name_and_not_submitted_twice(allocation_env):
+    allocation, cfg, fake = allocation_env
+    fake.crash_after_sbatch = True
+    with pytest.raises(KeyboardInterrupt):
+        allocation.submit_tune_slurm(cfg, backend=fake, live=squeue_says())
+    from fercluster.orchestration.tune.state import read_search
+
+    assert read_search(cfg)["pending"]["name"] == fake.submitted[0].name and "slurm_id" not in read_search(cfg)
+    result = allocation.submit_tune_slurm(cfg, backend=fake, live=squeue_says(True))
+    assert not result["submitted"] and result["slurm_id"] == fake.submitted[0].ids[0]
+    assert len(fake.submitted) == 1 and "pending" not in read_search(cfg)
+
+
+def test_a_failed_sbatch_holds_while_it_may_land_or_cannot_be_looked_up_then_is_dropped(allocation_env):
+    from fercluster.errors import SlurmError
+    from fercluster.orchestration.tune.state import read_search, state_dir
+
+    allocation, cfg, fake = allocation_env
+    real = fake.submit
+
+    def refused(submission):
+        fake.submit = real  # once
+        raise SlurmError("sbatch failed: timed out")
+
+    fake.submit = refused
+    with pytest.raises(SlurmError):
+        allocation.submit_tune_slurm(cfg, backend=fake, live=squeue_says())
+    held = allocation.submit_tune_slurm(cfg, backend=fake, live=squeue_says())
+    assert not held["submitted"] and "may still land" in held["held"]  # its sbatch could still be running
+    record = read_search(cfg)
+    record["pending"]["created"] -= allocation.PENDING_BOUND_S
+    (state_dir(cfg) / "search.json").write_text(json.dumps(record))
+    fake.lookup_error = "squeue failed: rate limit"
+    blind = allocation.submit_tune_slurm(cfg, backend=fake, live=squeue_says())
+    assert not blind["submitted"] and "cannot tell whether the allocation" in blind["held"]
+    fake.lookup_error = ""
+    assert fake.submitted == []
+    result = allocation.submit_tune_slurm(cfg, backend=fake, live=squeue_says())  # not found after the bound
+    assert result["submitted"] and len(fake.submitted) == 1 and "pending" not in read_search(cfg)

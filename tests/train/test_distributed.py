@@ -17,10 +17,13 @@ from fercluster.train.distributed import (
     DistInfo,
     detect,
     device_index,
+    expand_nodelist,
     first_node,
+    job_key,
     local_batch,
-    master_port,
+    port_candidates,
     rendezvous_env,
+    rendezvous_store,
 )
 from fercluster.train.job import run_job
 
@@ -65,20 +68,62 @@ def test_rank_and_device_of_every_task_of_an_allocation(nodes, gpus):
         assert sorted(d for n, d in seen.values() if n == node) == list(range(gpus))
 
 
-def test_rendezvous_from_the_slurm_node_list_and_job_id():
-    env = rendezvous_env({"SLURM_JOB_NODELIST": "gpu[07-09,12]", "SLURM_JOB_ID": "123456"})
-    assert env["MASTER_ADDR"] in ("gpu07",)  # scontrol or the fallback parser
-    assert env["MASTER_PORT"] == str(master_port(123456)) == "13456"
-    assert rendezvous_env({"MASTER_ADDR": "a", "MASTER_PORT": "1"}) == {}
-    assert first_node("localhost") == "localhost"
-    assert first_node("gpu[01-02,07]") == "gpu01" and first_node("n1,n2") == "n1"
+SLURM_TASK = {"SLURM_JOB_ID": "123456", "SLURM_PROCID": "1", "SLURM_NTASKS": "2", "SLURM_JOB_NODELIST": "gpu[07-09,12]"}
+
+
+@pytest.mark.parametrize(
+    ("nodelist", "hosts"),
+    [
+        ("vm[1-3,5]", ["vm1", "vm2", "vm3", "vm5"]),
+        ("a,b", ["a", "b"]),
+        ("localhost", ["localhost"]),
+        ("gpu[07-09,12]", ["gpu07", "gpu08", "gpu09", "gpu12"]),
+        ("n[1-2],gpu[3],x", ["n1", "n2", "gpu3", "x"]),
+        ("r[1-2]-n[01-02]", ["r1-n01", "r1-n02", "r2-n01", "r2-n02"]),
+    ],
+)
+def test_slurm_node_lists_expand_in_order(nodelist, hosts):
+    assert expand_nodelist(nodelist) == hosts and first_node(nodelist) == hosts[0]
+
+
+def test_under_slurm_the_rendezvous_ignores_what_the_login_shell_passed_on():
+    inherited = {**SLURM_TASK, "MASTER_ADDR": "localhost", "MASTER_PORT": "29500"}  # sbatch --export=ALL
+    env = rendezvous_env(inherited)
+    assert env == {"MASTER_ADDR": "gpu07", "MASTER_PORT": str(port_candidates(job_key(SLURM_TASK))[0])}
+    override = rendezvous_env({**inherited, "FERCLUSTER_MASTER_ADDR": "gpu07-ib", "FERCLUSTER_MASTER_PORT": "15000"})
+    assert override == {"MASTER_ADDR": "gpu07-ib", "MASTER_PORT": "15000"}  # an explicit fercluster setting wins
+    torchrun = {**inherited, "TORCHELASTIC_RUN_ID": "x", "MASTER_ADDR": "gpu08", "MASTER_PORT": "29400"}
+    assert rendezvous_env(torchrun) == {"MASTER_ADDR": "gpu08", "MASTER_PORT": "29400"}  # torchrun set them
+    assert rendezvous_env({"MASTER_ADDR": "a", "MASTER_PORT": "1"}) == {"MASTER_ADDR": "a", "MASTER_PORT": "1"}
+
+
+def test_rendezvous_ports_come_from_the_whole_job_id():
+    a, b = (port_candidates(job_key({**SLURM_TASK, "SLURM_JOB_ID": j})) for j in ("123456", "133456"))
+    assert a[0] != b[0]  # id % 10000 gave both 13456
+    assert a == port_candidates(job_key(SLURM_TASK)) and len(set(a)) == len(a)  # every rank: the same list
+    assert job_key({**SLURM_TASK, "SLURM_RESTART_COUNT": "1"}) != job_key(SLURM_TASK)  # a requeue: its own
+    assert job_key({**SLURM_TASK, "SLURM_ARRAY_JOB_ID": "9", "SLURM_ARRAY_TASK_ID": "3"}) == "9_3.0"
 
 
 def test_master_port_stays_clear_of_ray_and_ephemeral_ports():
     from fercluster.orchestration.tune.ray_cluster import FIRST
 
-    ports = {master_port(j) for j in range(0, 200_000, 7)}
+    ports = {p for j in range(0, 200_000, 7) for p in port_candidates(str(j), 2)}
     assert min(ports) >= 1024 and max(ports) < FIRST and max(ports) < 32768
+
+
+def test_rank_0_skips_a_busy_port_and_the_others_find_the_one_it_bound(tmp_path):
+    ports = port_candidates(f"test-{os.getpid()}")
+    with socket.socket() as busy:  # another job's rendezvous holds the first port on this node
+        busy.bind(("127.0.0.1", ports[0]))
+        busy.listen()
+        master = rendezvous_store(DistInfo(0, 2), "127.0.0.1", ports, tmp_path)
+        assert json.loads((tmp_path / f".rendezvous-{ports[0]}.json").read_text())["port"] == ports[1]
+        worker = rendezvous_store(DistInfo(1, 2), "127.0.0.1", ports, tmp_path)
+        master.set("k", "v")
+        assert worker.get("k") == b"v" and worker.port == master.port == ports[1]
+        with pytest.raises(TrainingError, match=f"could bind none of the rendezvous ports \\({ports[0]}: "):
+            rendezvous_store(DistInfo(0, 2), "127.0.0.1", ports, None)  # no folder to publish in: first port only
 
 
 def test_node_name_is_slurms_node_else_the_host():

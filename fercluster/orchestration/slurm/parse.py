@@ -23,32 +23,45 @@ from fercluster.orchestration.store.vocabulary import (
 )
 
 # SLURM's state words -> fercluster's states (``fercluster.orchestration.store.vocabulary``).
+# Every job state of squeue(1) and sacct(1) "JOB STATE CODES", and the state flags squeue prints
+# in their place (slurm.h ``JOB_*`` flags). A word not here is not final: ``map_state`` counts it
+# as PENDING (active; ``job_info`` puts the word in the reason), never FAILED, so that no retry
+# starts a second copy of a job SLURM still holds.
 _SLURM_TO_STATE = {
-    "PENDING": PENDING,
-    "REQUEUED": PENDING,  # a requeue (pre-emption, timeout with checkpoint) is not a failure
-    "REQUEUE_HOLD": PENDING,
-    "REQUEUE_FED": PENDING,
-    "CONFIGURING": PENDING,
-    "SUSPENDED": PENDING,
-    "STOPPED": PENDING,
-    "RESV_DEL_HOLD": PENDING,
-    "RUNNING": RUNNING,
-    "COMPLETING": RUNNING,
-    "RESIZING": RUNNING,
-    "SIGNALING": RUNNING,
-    "STAGE_OUT": RUNNING,
-    "COMPLETED": COMPLETED,
-    "CANCELLED": CANCELLED,
-    "REVOKED": CANCELLED,
-    "TIMEOUT": TIMEOUT,
-    "PREEMPTED": PREEMPTED,
-    "FAILED": FAILED,
-    "NODE_FAIL": FAILED,
-    "BOOT_FAIL": FAILED,
-    "OUT_OF_MEMORY": FAILED,
-    "DEADLINE": FAILED,
-    "SPECIAL_EXIT": FAILED,
+    # queued, or held, or being set up: SLURM still has it
+    "PENDING": PENDING,  # PD
+    "REQUEUED": PENDING,  # RQ: a requeue (pre-emption, timeout with checkpoint) is not a failure
+    "REQUEUE_HOLD": PENDING,  # RH
+    "REQUEUE_FED": PENDING,  # RF
+    "CONFIGURING": PENDING,  # CF: allocated, nodes booting
+    "POWER_UP_NODE": PENDING,  # flag: allocated, waiting for powered-down nodes
+    "LAUNCH_FAILED": PENDING,  # flag: the launch failed and SLURM requeues the job itself
+    "RECONFIG_FAIL": PENDING,  # flag: node reconfiguration failed, SLURM requeues the job
+    "EXPEDITING": PENDING,  # flag: requeued for expedited start
+    "SUSPENDED": PENDING,  # S
+    "STOPPED": PENDING,  # ST
+    "RESV_DEL_HOLD": PENDING,  # RD
+    # running, or ending (not yet final)
+    "RUNNING": RUNNING,  # R
+    "COMPLETING": RUNNING,  # CG
+    "RESIZING": RUNNING,  # RS
+    "SIGNALING": RUNNING,  # SI
+    "STAGE_OUT": RUNNING,  # SO
+    "UPDATE_DB": RUNNING,  # flag: its end is being sent to the accounting database
+    # final
+    "COMPLETED": COMPLETED,  # CD
+    "CANCELLED": CANCELLED,  # CA
+    "REVOKED": CANCELLED,  # RV: run on another cluster of a federation
+    "TIMEOUT": TIMEOUT,  # TO
+    "PREEMPTED": PREEMPTED,  # PR
+    "FAILED": FAILED,  # F
+    "NODE_FAIL": FAILED,  # NF
+    "BOOT_FAIL": FAILED,  # BF
+    "OUT_OF_MEMORY": FAILED,  # OOM
+    "DEADLINE": FAILED,  # DL
+    "SPECIAL_EXIT": FAILED,  # SE
 }
+UNKNOWN_STATE = PENDING  # a word not above: active, not final (see above)
 
 _REASONS = {
     "OUT_OF_MEMORY": "out of memory (OOM): raise slurm.mem_gb",
@@ -100,7 +113,10 @@ class SlurmInfo:
         """fercluster's record of this job: its state, and for one that ended badly, why."""
         state = self.state
         failure = failure_reason(self) if state not in (*ACTIVE, COMPLETED) else ""
-        return JobInfo(state, self.node, self.reason, self.elapsed_s, failure, self.gpu_hours, self.cpu_hours)
+        reason = self.reason
+        if not known_state(self.raw_state):
+            reason = f"SLURM state {self.raw_state.strip() or '(none)'}, unknown to fercluster: counted as active"
+        return JobInfo(state, self.node, reason, self.elapsed_s, failure, self.gpu_hours, self.cpu_hours)
 
 
 def tres_count(tres: str, name: str) -> int | None:
@@ -119,10 +135,18 @@ def _hours(count: int | None, seconds: int | None) -> float | None:
     return None if count is None or seconds is None else count * seconds / 3600.0
 
 
+def state_word(raw: str) -> str:
+    """SLURM's state word of ``raw`` ("CANCELLED by 0" -> "CANCELLED", "COMPLETED+" -> "COMPLETED")."""
+    return raw.split()[0].rstrip("+").upper() if raw.strip() else "UNKNOWN"
+
+
+def known_state(raw: str) -> bool:
+    return state_word(raw) in _SLURM_TO_STATE
+
+
 def map_state(raw: str) -> str:
-    """fercluster's state for a SLURM state word (unknown words count as FAILED)."""
-    word = raw.split()[0].rstrip("+").upper() if raw.strip() else "UNKNOWN"
-    return _SLURM_TO_STATE.get(word, "FAILED")
+    """fercluster's state for a SLURM state word; a word SLURM may add later is ``UNKNOWN_STATE`` (active)."""
+    return _SLURM_TO_STATE.get(state_word(raw), UNKNOWN_STATE)
 
 
 def failure_reason(info: SlurmInfo) -> str:

@@ -23,7 +23,7 @@ import orjson
 
 from fercluster.atomic import write_bytes
 from fercluster.errors import StoreError
-from fercluster.lock import claim, file_lock
+from fercluster.lock import Lease, claim, file_lock
 from fercluster.orchestration.store.entries import AggregateEntry, ArrayEntry, ConfigEntry, JobEntry, PendingEntry
 
 VERSION = 1
@@ -172,15 +172,17 @@ def save_state(jobs_dir: Path, state: SweepState) -> None:
 
 
 @contextlib.contextmanager
-def sweep_lock(jobs_dir: Path, timeout_s: float = 600.0) -> Iterator[None]:
+def sweep_lock(jobs_dir: Path, timeout_s: float = 600.0) -> Iterator[Lease]:
     """Hold ``jobs/<sweep>/.lock`` so that two ``sweep`` commands do not both submit.
 
     The second waits for the first (up to ``timeout_s``) and then sees its submissions. Also
     ``jobs/<sweep>/.claim`` (``lock.claim``): flock may hold on this host only (NFS ``local_lock``,
-    Lustre ``localflock``), the claim holds for every login node sharing the folder.
+    Lustre ``localflock``), the claim holds for every login node sharing the folder. Yields the
+    claim's ``Lease``: call ``lease.check()`` before each sbatch (it raises ``LockLost`` when
+    another host has taken the claim over).
     """
     ensure_dir(Path(jobs_dir))
     what = f"sweep {Path(jobs_dir).name}"
     with file_lock(Path(jobs_dir) / ".lock", timeout_s=timeout_s, what=what):  # this host
-        with claim(Path(jobs_dir) / ".claim", timeout_s=timeout_s, what=what):  # every host
-            yield
+        with claim(Path(jobs_dir) / ".claim", timeout_s=timeout_s, what=what) as lease:  # every host
+            yield lease

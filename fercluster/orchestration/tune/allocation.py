@@ -21,17 +21,18 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import submitit
 
 from fercluster.atomic import write_json
 from fercluster.code import check_imported_snapshot
 from fercluster.config import SweepConfig, load_config, parse_config
-from fercluster.errors import TrainingError
-from fercluster.orchestration.backend import Resources, Submission
-from fercluster.orchestration.backends import backend_for
+from fercluster.errors import SlurmError, TrainingError
+from fercluster.orchestration.backend import Backend, Resources, Submission
+from fercluster.orchestration.backends import SBATCH_TIMEOUT_S, backend_for
 from fercluster.orchestration.slurm.backend import allocation_live
 from fercluster.orchestration.store.state import ensure_dir, private_umask
 from fercluster.orchestration.submit.snapshots import current_code
@@ -46,6 +47,7 @@ from fercluster.orchestration.tune.state import (
 )
 
 WAIT_HEAD_S = 300  # how long a worker task waits for the head's address
+PENDING_BOUND_S = 2 * SBATCH_TIMEOUT_S  # an sbatch begun for a pending record has ended (or landed) by then
 INTERRUPTED_EXIT = 130  # ``main``'s exit status when the search stopped before its end (as after Ctrl-C)
 
 
@@ -129,51 +131,91 @@ def _cpus() -> int:
 
 
 # -- the submitting side -------------------------------------------------------------------------
-def allocation(cfg: SweepConfig, code_dir: Path | None = None) -> Submission:
+def allocation(cfg: SweepConfig, code_dir: Path | None = None, name: str = "") -> Submission:
     """The allocation as a submission: the sweep's resources, one task per node (a Ray node; Ray
     shares the node's GPUs among trials; the tasks are Ray's head and workers, not the ranks of one
-    job, as slurm/ray_tune.sbatch); ``code_dir``: the code snapshot it imports."""
+    job, as slurm/ray_tune.sbatch); ``code_dir``: the code snapshot it imports; ``name``: its SLURM
+    job name (``submit_tune_slurm`` gives each submission its own, to find it again by name)."""
     resources = Resources.training(cfg.slurm).one_task_per_node()
     args = (cfg.model_dump(mode="json"), str(Path.cwd()))
-    return Submission(f"fercluster-{cfg.name}-tune", "search", TuneSearchJob(), args, resources, code_dir=code_dir)
+    name = name or f"fercluster-{cfg.name}-tune"
+    return Submission(name, "search", TuneSearchJob(), args, resources, code_dir=code_dir)
 
 
-def submit(cfg: SweepConfig, folder: Path, code_dir: Path | None = None) -> str:
-    """Submit the allocation (on the code snapshot ``code_dir``; None: live); returns its SLURM job id."""
-    backend = backend_for(cfg, folder=ensure_dir(folder / "submitit"))
-    return backend.submit(allocation(cfg, code_dir)).id
-
-
-def submit_tune_slurm(cfg: SweepConfig, console: Any = None) -> dict[str, Any]:
+def submit_tune_slurm(cfg: SweepConfig, console: Any = None, *, backend: Backend | None = None,
+                      live: Callable[[str], bool | None] = allocation_live) -> dict[str, Any]:  # fmt: skip
     """Submit the search as ONE allocation (``cfg.slurm``: nodes, CPUs, GPUs, time).
 
-    Does nothing when the same search has completed or its allocation is still queued or running.
+    Does nothing when the same search has completed, or its allocation is still queued or running,
+    or when that cannot be told (``live`` answers None: squeue failed), or when an earlier sbatch
+    may have reached SLURM (its pending record is unresolved): never two allocations at once.
+    ``backend``/``live``: SLURM's (the tests give a fake).
     """
     search.require_tune(cfg)
     done = completed(cfg)
     if done is not None:
         return {**done, "submitted": False}
     check_fingerprint(cfg)
+    say = console.print if console is not None else (lambda text: None)
     with search_lock(cfg):
-        live = read_search(cfg).get("slurm_id")
-        if allocation_live(live):
-            if console is not None:
-                console.print(f"search {cfg.name}: allocation {live} is already queued or running")
-            return {"state": "submitted", "slurm_id": live, "submitted": False}
+        backend = backend or backend_for(cfg, folder=ensure_dir(state_dir(cfg) / "submitit"))
+        held = _resolve_pending(cfg, backend)
+        current = read_search(cfg).get("slurm_id")
+        alive = live(current) if not held and current else False
+        if held or alive is not False:  # True: queued or running; None: cannot tell, so not a second one
+            why = held or (f"allocation {current} is already queued or running" if alive else
+                           f"cannot tell whether allocation {current} is still queued or running (squeue did not "
+                           "answer); not submitting another: run the sweep again later")  # fmt: skip
+            say(f"search {cfg.name}: {why}")
+            return {"state": "submitted", "slurm_id": current, "submitted": False, "held": why}
         search.prepare(cfg, console)  # once, here, rather than racing on the nodes
         with private_umask():
             code, _ = current_code(cfg, make=True)
         before = read_search(cfg).get("code")
-        slurm_id = submit(cfg, state_dir(cfg), code.path)
-        record = {**read_search(cfg), "state": "submitted", "mode": "slurm", "slurm_id": slurm_id,
-                  "submitted": time.time(), "fingerprint": fingerprint(cfg), "code": code.key}  # fmt: skip
-        write_json(state_dir(cfg) / "search.json", record)
-    if console is not None:
-        console.print(f"search {cfg.name}: submitted allocation {slurm_id} ({cfg.slurm.nodes} node(s)) on code "
-                      f"{code.key}; follow it with `fercluster status`")  # fmt: skip
-        if before and before != code.key:
-            console.print(f"[yellow]note: the search ran code {before} before; its trials now run {code.key}[/]")
+        slurm_id = _submit(cfg, backend, code.path, code.key)
+    say(f"search {cfg.name}: submitted allocation {slurm_id} ({cfg.slurm.nodes} node(s)) on code {code.key}; "
+        "follow it with `fercluster status`")  # fmt: skip
+    if before and before != code.key:
+        say(f"[yellow]note: the search ran code {before} before; its trials now run {code.key}[/]")
     return {"state": "submitted", "slurm_id": slurm_id, "submitted": True, "code": code.key}
+
+
+def _submit(cfg: SweepConfig, backend: Backend, code_dir: Path, code_key: str) -> str:
+    """sbatch the allocation under a name of its own, with a pending record written first; its id."""
+    name = f"fercluster-{cfg.name}-tune-{uuid.uuid4().hex[:8]}"
+    write_json(state_dir(cfg) / "search.json", {**read_search(cfg), "pending": {"name": name, "created": time.time()}})
+    slurm_id = backend.submit(allocation(cfg, code_dir, name)).id  # fails: the record stays, resolved next time
+    record = {**read_search(cfg), "state": "submitted", "mode": "slurm", "slurm_id": slurm_id,
+              "submitted": time.time(), "fingerprint": fingerprint(cfg), "code": code_key}  # fmt: skip
+    record.pop("pending", None)
+    write_json(state_dir(cfg) / "search.json", record)
+    return slurm_id
+
+
+def _resolve_pending(cfg: SweepConfig, backend: Backend) -> str:
+    """Settle the pending record an interrupted or failed sbatch left: "" when settled, else why not.
+
+    Found by its name: recorded as the allocation. Not found once ``PENDING_BOUND_S`` has passed
+    since its sbatch began (an sbatch still running could land later): dropped, it never ran. The
+    lookup failed: kept, and nothing is submitted ("could not ask" is never "not found").
+    """
+    record = read_search(cfg)
+    pending = record.get("pending")
+    if not pending:
+        return ""
+    name, age = pending["name"], time.time() - float(pending["created"])
+    try:
+        found = backend.find([name]).get(name)
+    except SlurmError as exc:
+        return (f"cannot tell whether the allocation {name} submitted {age:.0f} s ago reached SLURM ({exc}); "
+                "not submitting another: run the sweep again later")  # fmt: skip
+    if found is None and age < PENDING_BOUND_S:
+        return f"the sbatch of {name} began {age:.0f} s ago and may still land; run the sweep again in {PENDING_BOUND_S - age:.0f} s"
+    record.pop("pending")
+    if found is not None:
+        record.update(state="submitted", mode="slurm", slurm_id=found, fingerprint=fingerprint(cfg))
+    write_json(state_dir(cfg) / "search.json", record)
+    return ""
 
 
 def main(argv: list[str] | None = None) -> int:
