@@ -208,3 +208,28 @@ def test_one_at_a_time_holds_across_arrays_and_retries(workdir: Path) -> None:
     again = run_sweep(cfg, backend, retry_failed=True, **SWEEP_KW)  # b is still queued: the retry waits
     [retry] = again.arrays
     assert retry["throttle"] == 1 and retry["after"] == f"{a['slurm_id']}:{b['slurm_id']}"  # after both
+
+
+def test_a_sweep_that_lost_its_lock_stops_before_sbatch(workdir, monkeypatch):
+    """Fencing (issue 18, defect 5): every sbatch first checks the lease; a holder whose claim was
+    taken over submits nothing and keeps its pending record for the next run to resolve."""
+    import contextlib
+
+    import fercluster.orchestration.submit.coordinator as coordinator
+    from fercluster.lock import LockLost
+
+    class LostLease:
+        def check(self) -> None:
+            raise LockLost("the claim jobs/t/.claim was taken over by host B")
+
+    @contextlib.contextmanager
+    def lost_lock(jobs_dir, timeout_s=600.0):
+        yield LostLease()
+
+    monkeypatch.setattr(coordinator, "sweep_lock", lost_lock)
+    cfg = make_config(workdir)
+    backend = FakeBackend()
+    with pytest.raises(LockLost, match="taken over"):
+        run_sweep(cfg, backend, **SWEEP_KW)
+    assert backend.calls["sbatch"] == 0 and backend.submitted == []
+    assert len(load_state(cfg.jobs_dir, cfg.name).pending) == 1  # written before sbatch: recovery decides

@@ -126,7 +126,8 @@ def run_sweep(
     timings = {"plan_s": time.perf_counter() - t0}
     if dry_run:
         return _dry_run(cfg, specs, backend, retry_failed, timings, retry_code)
-    with sweep_lock(cfg.jobs_dir):
+    with sweep_lock(cfg.jobs_dir) as lease:
+        backend = _Fenced(backend, lease)  # every sbatch first checks that the lock is still ours
         state = load_state(cfg.jobs_dir, cfg.name)
         result = _recover_and_diff(cfg, specs, state, backend, retry_failed, timings, fn_for)
         t1 = time.perf_counter()
@@ -136,6 +137,23 @@ def run_sweep(
         save_state(cfg.jobs_dir, state)
         timings["submit_s"] = time.perf_counter() - t1
     return result
+
+
+class _Fenced:
+    """``backend`` whose ``submit`` first checks the sweep's lease (``lock.Lease.check``): a holder
+    that lost its claim (taken over after a stall, its heartbeat not written) stops before sbatch
+    with ``LockLost`` instead of submitting beside the new holder. Everything else is ``backend``'s."""
+
+    def __init__(self, backend: Backend, lease: Any) -> None:
+        self._backend, self._lease = backend, lease
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    def submit(self, submission: Submission) -> Any:
+        if self._lease is not None:
+            self._lease.check()
+        return self._backend.submit(submission)
 
 
 def _planned(cfg: SweepConfig) -> list[JobSpec]:
