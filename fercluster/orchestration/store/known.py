@@ -23,6 +23,7 @@ import orjson
 
 from fercluster.atomic import write_bytes
 from fercluster.orchestration.backend import JobInfo
+from fercluster.orchestration.store.records import Reader
 from fercluster.orchestration.store.vocabulary import ENDED_BADLY
 
 FILE = "known.json"
@@ -46,7 +47,7 @@ class KnownInfo:
         return self.failure or f"state {self.state}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # no slots: records.Reader builds 10,000 at each status
 class FinalCost:
     """A completed job's cost, from SLURM's record of its last run."""
 
@@ -106,11 +107,15 @@ def load_known(jobs_dir: Path) -> Known:
     try:
         with open(path, "rb") as f:
             data = orjson.loads(f.read())
+        data = {"costs": {}, **data}  # a file without costs (schema 1)
         states = {sid: list(fields) for sid, fields in data["states"].items() if len(fields) == 8}
-        costs = {j: FinalCost(*c) for j, c in data.get("costs", {}).items()}
+        costs = {j: _COST.row(c) for j, c in data["costs"].items()}
         return Known(path, states, costs)
     except (OSError, orjson.JSONDecodeError, TypeError, AttributeError, KeyError):
         return Known(path)
+
+
+_COST = Reader(FinalCost)
 
 
 def save_known(known: Known) -> None:
