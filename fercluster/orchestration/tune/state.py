@@ -166,8 +166,15 @@ def tune_status(cfg: SweepConfig) -> dict[str, Any] | None:
 
 
 # what a trial's row in a status file may leave out (``results.trial_summary`` writes them)
-_TRIAL: dict[str, Any] = {"stopped_by_asha": False, "k": None, "iteration": 0, "val_acc": None, "best_val_acc": None,
-                          "test_acc": None, "node": None}  # fmt: skip
+_TRIAL: dict[str, Any] = {
+    "stopped_by_asha": False,
+    "k": None,
+    "iteration": 0,
+    "val_acc": None,
+    "best_val_acc": None,
+    "test_acc": None,
+    "node": None,
+}
 
 
 def trial_row(row: Mapping[str, Any]) -> dict[str, Any]:
