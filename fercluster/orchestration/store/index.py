@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import operator
 import os
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
 
 import orjson
 
-from fercluster.atomic import write_bytes
+from fercluster.atomic import umask
 from fercluster.orchestration.store.records import Reader
 from fercluster.train.record import FILE as JOB_FILE
 from fercluster.train.record import JobRecord, read_job_record
@@ -142,7 +143,23 @@ class RunIndex:
         if self.dirty and self.path.parent.is_dir():
             rows = [e.to_row() for e in self.entries.values()]
             try:
-                write_bytes(self.path, orjson.dumps({"schema": SCHEMA, "runs": rows}) + b"\n")
+                write_cache(self.path, orjson.dumps({"schema": SCHEMA, "runs": rows}) + b"\n")
             except OSError:
                 return  # a read-only results folder: the next call reads the files again
             self.dirty = False
+
+
+def write_cache(path: Path, data: bytes) -> None:
+    """Write a cache file (the run index, ``known.json``) atomically, as ``atomic.write_bytes`` does,
+    but without its fsync: after a crash the file may be an older one or empty, and a cache that is
+    stale is brought in line, one that does not parse is rebuilt. The fsync, on a busy shared disk,
+    was the slowest part of a ``status`` that changed anything."""
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~umask())
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

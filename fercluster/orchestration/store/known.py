@@ -21,8 +21,8 @@ from typing import Any, Mapping
 
 import orjson
 
-from fercluster.atomic import write_bytes
 from fercluster.orchestration.backend import JobInfo
+from fercluster.orchestration.store.index import write_cache
 from fercluster.orchestration.store.records import Reader
 from fercluster.orchestration.store.vocabulary import ENDED_BADLY
 
@@ -142,5 +142,5 @@ def save_known(known: Known) -> None:
     """Write ``known.json`` when what it holds changed (never create a sweep's folder just to remember states)."""
     unchanged = not known.changed and not known.costs.changed and known.path.exists()
     if not unchanged and known.path.parent.is_dir():
-        write_bytes(known.path, orjson.dumps(known.to_dict()) + b"\n")
+        write_cache(known.path, orjson.dumps(known.to_dict()) + b"\n")
         known.changed = known.costs.changed = False
