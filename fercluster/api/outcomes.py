@@ -12,6 +12,26 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+# what ``analysis.report.aggregate``'s summary and ``run_local``'s counts may leave out
+_SUMMARY: dict[str, Any] = {
+    "complete": 0,
+    "planned": 0,
+    "missing": (),
+    "skipped": (),
+    "agreement": None,
+    "agreement_shuffled": None,
+}
+_COUNTS: dict[str, Any] = {
+    "jobs": 0,
+    "ran": 0,
+    "skipped": 0,
+    "left_to_slurm": 0,
+    "failed": 0,
+    "train_s": 0.0,
+    "total_s": 0.0,
+    "aggregate": None,
+}
+
 
 @dataclass(frozen=True)
 class Aggregation:
@@ -38,14 +58,15 @@ class Aggregation:
         """From ``analysis.report.aggregate``'s result (summary.json, ``paths`` and ``table``)."""
         data = dict(summary)
         table, paths = data.pop("table"), {k: Path(v) for k, v in data.pop("paths").items()}
+        read = {**_SUMMARY, **data}  # what a summary leaves out
         return cls(
-            sweep=data["sweep"],
-            complete=int(data.get("complete", 0)),
-            planned=int(data.get("planned", 0)),
-            missing=tuple(data.get("missing") or ()),
-            skipped=tuple(data.get("skipped") or ()),
-            agreement=data.get("agreement"),
-            agreement_shuffled=data.get("agreement_shuffled"),
+            sweep=read["sweep"],
+            complete=int(read["complete"]),
+            planned=int(read["planned"]),
+            missing=tuple(read["missing"] or ()),
+            skipped=tuple(read["skipped"] or ()),
+            agreement=read["agreement"],
+            agreement_shuffled=read["agreement_shuffled"],
             accuracy=table,
             report=paths["report_html"],
             paths=paths,
@@ -84,13 +105,13 @@ class LocalRun:
     @classmethod
     def from_summary(cls, sweep: str, summary: Mapping[str, Any], change: Any = None) -> LocalRun:
         """From ``orchestration.local.run_local``'s counts and times."""
-        agg = summary.get("aggregate")
+        read = {**_COUNTS, **summary}  # what the counts leave out
         return cls(
             sweep=sweep,
-            **{k: int(summary.get(k, 0)) for k in ("jobs", "ran", "skipped", "left_to_slurm", "failed")},
-            train_s=float(summary.get("train_s", 0.0)),
-            total_s=float(summary.get("total_s", 0.0)),
-            aggregation=Aggregation.from_summary(agg) if agg is not None else None,
+            **{k: int(read[k]) for k in ("jobs", "ran", "skipped", "left_to_slurm", "failed")},
+            train_s=float(read["train_s"]),
+            total_s=float(read["total_s"]),
+            aggregation=Aggregation.from_summary(read["aggregate"]) if read["aggregate"] is not None else None,
             change=change,
         )
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fercluster.config import parse_config
-from fercluster.orchestration.fake import FakeBackend
 from fercluster.orchestration.submit.coordinator import run_sweep
+from fercluster.orchestration.fake import FakeBackend
 from fercluster.orchestration.watch.status import snapshot
 
 MAX_ARRAY = 1001
@@ -57,100 +57,85 @@ def _run(root: Path, jobs: int, results: Callable[[Any], Any] | None = None) -> 
     backend = FakeBackend(max_array=MAX_ARRAY)
     backend.add_foreign(OTHER_JOBS)
     kw = {"fn_for": lambda: noop_job, "aggregate_fn": noop_job, "prepare": False}
-    m = _time_submission(cfg, backend, kw)
-    m |= _time_refresh(cfg, backend, m["sub"].specs)
-    m |= _time_rerun(backend, cfg, m["sub"].specs, kw)
-    reads = read_figures(cfg, backend, m["sub"].specs, results) if results is not None else {}
-    return {
-        "jobs": m["n"],
-        **reads,
-        "backend": "fake (in-memory SLURM: sacct text rendered and parsed; no cluster)",
-        "figures": _figures(cfg, m, reads),
-        "targets": _targets(m, reads),
-    }
 
-
-def _time_submission(cfg: Any, backend: FakeBackend, kw: dict[str, Any]) -> dict[str, Any]:
-    """Plan and diff (a dry run), then the submission of the whole sweep."""
     t = time.perf_counter()
     dry = run_sweep(cfg, backend, dry_run=True, **kw)
     plan_s = time.perf_counter() - t
+    n = len(dry.specs)
     t = time.perf_counter()
     sub = run_sweep(cfg, backend, **kw)
     submit_s = time.perf_counter() - t
-    return {"plan_s": plan_s, "n": len(dry.specs), "sub": sub, "submit_s": submit_s, "sbatch": backend.calls["sbatch"]}
+    sbatch = backend.calls["sbatch"]
 
-
-def _time_refresh(cfg: Any, backend: FakeBackend, specs: list[Any]) -> dict[str, Any]:
-    """One status refresh of a sweep in mid-run, with the scheduler calls it makes."""
-    _mix_states(backend, specs)
-    before, calls_before = backend.calls["sacct"], sum(backend.calls.values())
-    t = time.perf_counter()
-    snap = snapshot(cfg, backend)
-    refresh_s = time.perf_counter() - t
-    queries = backend.calls["sacct"] - before
-    scheduler_calls = sum(backend.calls.values()) - calls_before
-    return {"snap": snap, "refresh_s": refresh_s, "queries": queries, "scheduler_calls": scheduler_calls}
-
-
-def _time_rerun(backend: FakeBackend, cfg: Any, specs: list[Any], kw: dict[str, Any]) -> dict[str, Any]:
-    """A re-run once every job is done: it submits nothing."""
-    finish_all(specs)  # every job done (not timed: this is the jobs' work)
+    refresh = _refresh(cfg, backend, sub.specs)
+    finish_all(sub.specs)  # every job done (not timed: this is the jobs' work)
     backend.set_state([sid for s in backend.submitted for sid in s.ids], "COMPLETED")
     before_sbatch = backend.calls["sbatch"]
     t = time.perf_counter()
     rerun = run_sweep(cfg, backend, **kw)
     rerun_s = time.perf_counter() - t
-    return {"rerun": rerun, "rerun_s": rerun_s, "rerun_subs": backend.calls["sbatch"] - before_sbatch}
+    rerun_subs = backend.calls["sbatch"] - before_sbatch
+
+    reads = read_figures(cfg, backend, sub.specs, results) if results is not None else {}
+    figures = {
+        "jobs_planned": n,
+        "plan_diff_s": round(plan_s, 3),
+        "submit_s": round(submit_s, 3),
+        "training_arrays": len(sub.arrays),
+        "sbatch_calls": sbatch,
+        "array_sizes": [a["n"] for a in sub.arrays],
+        "array_throttles": [a["throttle"] for a in sub.arrays],
+        **refresh,
+        "other_users_jobs": OTHER_JOBS,
+        "rerun_s": round(rerun_s, 3),
+        "rerun_submissions": rerun_subs,
+        "rerun_done": len(rerun.diff.done),
+        "state_json_mb": round((cfg.jobs_dir / "state.json").stat().st_size / 1e6, 2),
+        **reads,
+    }
+    return {
+        "jobs": n,
+        **reads,
+        "backend": "fake (in-memory SLURM: sacct text rendered and parsed; no cluster)",
+        "figures": figures,
+        "targets": _targets(figures, reads),
+    }
 
 
-def _targets(m: dict[str, Any], reads: dict[str, Any]) -> list[dict[str, Any]]:
-    plan_s, sbatch, refresh_s, rerun_s, rerun_subs = (
-        m["plan_s"],
-        m["sbatch"],
-        m["refresh_s"],
-        m["rerun_s"],
-        m["rerun_subs"],
-    )
+def _refresh(cfg: Any, backend: FakeBackend, specs: list[Any]) -> dict[str, Any]:
+    """One status refresh mid-sweep: its time and scheduler calls."""
+    _mix_states(backend, specs)
+    before, calls_before = backend.calls["sacct"], sum(backend.calls.values())
+    t = time.perf_counter()
+    snap = snapshot(cfg, backend)
+    refresh_s = time.perf_counter() - t
+    return {
+        "refresh_s": round(refresh_s, 3),
+        "refresh_queries": backend.calls["sacct"] - before,
+        "refresh_scheduler_calls": sum(backend.calls.values()) - calls_before,  # every command: 1 when healthy
+        "refresh_counts": dict(snap.counts),
+    }
+
+
+def _targets(f: dict[str, Any], reads: dict[str, float]) -> list[dict[str, Any]]:
+    plan_s, sbatch, refresh_s, rerun_s = f["plan_diff_s"], f["sbatch_calls"], f["refresh_s"], f["rerun_s"]
     return [
         {"name": "plan + diff", "value": f"{plan_s:.2f} s", "target": "< 10 s", "pass": plan_s < 10},
         {"name": "sbatch calls (arrays + aggregation)", "value": sbatch, "target": "<= 11", "pass": sbatch <= 11},
         {
             "name": "status refresh",
-            "value": f"{refresh_s:.2f} s, {m['scheduler_calls']} scheduler call(s)",
+            "value": f"{refresh_s:.2f} s, {f['refresh_scheduler_calls']} scheduler call(s)",
             "target": "< 2 s, 1 call (sacct for the sweep's ids)",
-            "pass": refresh_s < 2 and m["queries"] == 1 and m["scheduler_calls"] == 1,
+            "pass": refresh_s < 2 and f["refresh_queries"] == 1 and f["refresh_scheduler_calls"] == 1,
         },
         {
             "name": "re-run, all done",
-            "value": f"{rerun_s:.2f} s, {rerun_subs} submissions",
+            "value": f"{rerun_s:.2f} s, {f['rerun_submissions']} submissions",
             "target": "< 5 s, 0 submissions",
-            "pass": rerun_s < 5 and rerun_subs == 0 and len(m["rerun"].diff.done) == m["n"],
+            "pass": rerun_s < 5 and f["rerun_submissions"] == 0 and f["rerun_done"] == f["jobs_planned"],
         },
         *read_targets(reads),
     ]
-
-
-def _figures(cfg: Any, m: dict[str, Any], reads: dict[str, Any]) -> dict[str, Any]:
-    sub = m["sub"]
-    return {
-        "jobs_planned": m["n"],
-        "plan_diff_s": round(m["plan_s"], 3),
-        "submit_s": round(m["submit_s"], 3),
-        "training_arrays": len(sub.arrays),
-        "sbatch_calls": m["sbatch"],
-        "array_sizes": [a["n"] for a in sub.arrays],
-        "array_throttles": [a["throttle"] for a in sub.arrays],
-        "refresh_s": round(m["refresh_s"], 3),
-        "refresh_queries": m["queries"],
-        "refresh_scheduler_calls": m["scheduler_calls"],  # every command of the refresh: 1 when healthy
-        "other_users_jobs": OTHER_JOBS,
-        "refresh_counts": dict(m["snap"].counts),
-        "rerun_s": round(m["rerun_s"], 3),
-        "rerun_submissions": m["rerun_subs"],
-        "state_json_mb": round((cfg.jobs_dir / "state.json").stat().st_size / 1e6, 2),
-        **reads,
-    }
 
 
 def _mix_states(backend: FakeBackend, specs: list[Any]) -> None:

@@ -2,7 +2,7 @@
 the config of the last run. Frozen: an update is a new entry (``dataclasses.replace``).
 
 Each has ``to_dict`` (the writer's form, as ``state.json`` holds it) and ``from_dict`` (the reader:
-what any schema so far wrote, missing keys taking their defaults).
+what any schema so far wrote, missing keys taking their defaults; ``records.Reader``).
 """
 
 from __future__ import annotations
@@ -10,14 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from fercluster.orchestration.store.records import Reader
+
 TRAIN, AGGREGATE = "train", "aggregate"  # the kinds of a pending submission
 
 
-def _opt_int(value: Any) -> int | None:
-    return None if value is None else int(value)
-
-
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # no slots: records.Reader builds it
 class JobEntry:
     """A job as the coordinator submitted it (``removed`` keeps these for jobs pruned from the config)."""
 
@@ -52,14 +50,10 @@ class JobEntry:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> JobEntry:
-        g = d.get
-        return cls(tuple(g("slurm_ids") or ()), int(g("submissions", 0)), int(g("retries", 0)),
-                   int(g("requeues", 0)), g("array"), _opt_int(g("task")), g("submitted"), g("code"),
-                   g("dataset"), _opt_int(g("fold")), g("variant"), _opt_int(g("seed")), g("run_dir"),
-                   g("local"))  # fmt: skip
+        return _JOB.keyed(d)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # no slots: records.Reader builds it
 class ArrayEntry:
     """A submitted SLURM array: task i runs ``job_ids[i]``."""
 
@@ -75,11 +69,10 @@ class ArrayEntry:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ArrayEntry:
-        g = d.get
-        return cls(str(d["slurm_id"]), tuple(d["job_ids"]), g("submitted"), g("code"), _opt_int(g("throttle")))
+        return _ARRAY.keyed(d)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # no slots: records.Reader builds it
 class PendingEntry:
     """A submission written BEFORE sbatch: a crash after sbatch leaves it, and the next run adopts
     the array by its job name."""
@@ -97,12 +90,10 @@ class PendingEntry:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PendingEntry:
-        g = d.get
-        return cls(tuple(g("job_ids") or ()), str(g("kind", TRAIN)), g("created"), tuple(g("retry") or ()),
-                   tuple(g("requeue") or ()), g("code"))  # fmt: skip
+        return _PENDING.keyed(d)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # no slots: records.Reader builds it
 class AggregateEntry:
     """The aggregation job, after every queued or running training job."""
 
@@ -118,11 +109,10 @@ class AggregateEntry:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> AggregateEntry:
-        g = d.get
-        return cls(str(g("name", "")), g("slurm_id"), g("submitted"), tuple(g("after") or ()), g("code"))
+        return _AGGREGATE.keyed(d)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # no slots: records.Reader builds it
 class ConfigEntry:
     """The config of the last run: its YAML file and ``--set`` overrides (status and a re-run use them)."""
 
@@ -134,4 +124,12 @@ class ConfigEntry:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ConfigEntry:
-        return cls(d.get("path"), tuple(d.get("overrides") or ()))
+        return _CONFIG.keyed(d)
+
+
+# each record's reader (records.Reader: the fast way to build frozen records)
+_JOB = Reader(JobEntry)
+_ARRAY = Reader(ArrayEntry)
+_PENDING = Reader(PendingEntry)
+_AGGREGATE = Reader(AggregateEntry)
+_CONFIG = Reader(ConfigEntry)

@@ -21,8 +21,9 @@ from typing import Any, Mapping
 
 import orjson
 
-from fercluster.atomic import write_bytes
 from fercluster.orchestration.backend import JobInfo
+from fercluster.orchestration.store.index import write_cache
+from fercluster.orchestration.store.records import Reader
 from fercluster.orchestration.store.vocabulary import ENDED_BADLY
 
 FILE = "known.json"
@@ -46,7 +47,7 @@ class KnownInfo:
         return self.failure or f"state {self.state}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # no slots: records.Reader builds 10,000 at each status
 class FinalCost:
     """A completed job's cost, from SLURM's record of its last run."""
 
@@ -55,20 +56,40 @@ class FinalCost:
     cpu_hours: float | None
 
 
+class _Costs(dict[str, FinalCost]):
+    """Job id -> final cost; notes when one is set (``status`` sets them), so an unchanged file is not rewritten."""
+
+    changed = False
+
+    def __setitem__(self, job_id: str, cost: FinalCost) -> None:
+        self.changed = self.changed or job_id not in self or self[job_id] != cost
+        super().__setitem__(job_id, cost)
+
+
+RESTAMP_S = 60.0  # a state SLURM repeats is stamped anew (``at``) at most this often: no rewrite per refresh
+
+
 @dataclass
 class Known:
     path: Path
     # SLURM id -> last answer; as read, each stays the file's list until asked for (``last``):
     # a refresh of 10,000 jobs needs few of them, and building them all costs a tenth of a second
     states: dict[str, KnownInfo | list[Any]] = field(default_factory=dict)
-    costs: dict[str, FinalCost] = field(default_factory=dict)  # job id -> its final cost
+    costs: _Costs = field(default_factory=_Costs)  # job id -> its final cost
+    changed: bool = False  # states differ from the file's (``save_known`` writes only then)
 
     def remember(self, infos: Mapping[str, JobInfo], now: float | None = None) -> None:
         now = time.time() if now is None else now
         for sid, info in infos.items():
             failure = info.failure_reason() if info.state in ENDED_BADLY else ""
-            self.states[sid] = KnownInfo(info.state, info.node, info.reason, info.elapsed_s, failure, now,
-                                         info.gpu_hours, info.cpu_hours)  # fmt: skip
+            new = [info.state, info.node, info.reason, info.elapsed_s, failure, now, info.gpu_hours, info.cpu_hours]
+            old = self.states.get(sid)
+            if old is not None:
+                old = _as_list(old)
+                if old[:5] + old[6:] == new[:5] + new[6:] and now - old[5] < RESTAMP_S:
+                    continue  # SLURM says what it said a moment ago
+            self.states[sid] = KnownInfo(*new)
+            self.changed = True
 
     def last(self, slurm_id: str) -> KnownInfo | None:
         """What SLURM last said of ``slurm_id`` (None: never asked, or never answered)."""
@@ -106,13 +127,20 @@ def load_known(jobs_dir: Path) -> Known:
     try:
         with open(path, "rb") as f:
             data = orjson.loads(f.read())
+        data = {"costs": {}, **data}  # a file without costs (schema 1)
         states = {sid: list(fields) for sid, fields in data["states"].items() if len(fields) == 8}
-        costs = {j: FinalCost(*c) for j, c in data.get("costs", {}).items()}
+        costs = _Costs((j, _COST.row(c)) for j, c in data["costs"].items())
         return Known(path, states, costs)
     except (OSError, orjson.JSONDecodeError, TypeError, AttributeError, KeyError):
-        return Known(path)
+        return Known(path, changed=True)  # started afresh: rewritten
+
+
+_COST = Reader(FinalCost)
 
 
 def save_known(known: Known) -> None:
-    if known.path.parent.is_dir():  # never create a sweep's folder just to remember states
-        write_bytes(known.path, orjson.dumps(known.to_dict()) + b"\n")
+    """Write ``known.json`` when what it holds changed (never create a sweep's folder just to remember states)."""
+    unchanged = not known.changed and not known.costs.changed and known.path.exists()
+    if not unchanged and known.path.parent.is_dir():
+        write_cache(known.path, orjson.dumps(known.to_dict()) + b"\n")
+        known.changed = known.costs.changed = False

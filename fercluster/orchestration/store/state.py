@@ -99,16 +99,29 @@ class SweepState:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SweepState:
         """What any version so far wrote (1: the first; entries' missing keys take their defaults)."""
-        agg, config = data.get("aggregate"), data.get("config")
+        data = {**_EMPTY, **data}  # the keys a file leaves out take their defaults
+        job = JobEntry.from_dict
         return cls(
             sweep=data["sweep"],
-            jobs={k: JobEntry.from_dict(v) for k, v in (data.get("jobs") or {}).items()},
-            arrays={k: ArrayEntry.from_dict(v) for k, v in (data.get("arrays") or {}).items()},
-            pending={k: PendingEntry.from_dict(v) for k, v in (data.get("pending") or {}).items()},
-            aggregate=AggregateEntry.from_dict(agg) if agg else None,
-            removed={k: JobEntry.from_dict(v) for k, v in (data.get("removed") or {}).items()},
-            config=ConfigEntry.from_dict(config) if config else None,
+            jobs={k: job(v) for k, v in (data["jobs"] or {}).items()},
+            arrays={k: ArrayEntry.from_dict(v) for k, v in (data["arrays"] or {}).items()},
+            pending={k: PendingEntry.from_dict(v) for k, v in (data["pending"] or {}).items()},
+            aggregate=AggregateEntry.from_dict(data["aggregate"]) if data["aggregate"] else None,
+            removed={k: job(v) for k, v in (data["removed"] or {}).items()},
+            config=ConfigEntry.from_dict(data["config"]) if data["config"] else None,
         )
+
+
+_EMPTY: dict[str, Any] = {
+    "version": VERSION,
+    "sweep": None,
+    "jobs": {},
+    "arrays": {},
+    "pending": {},
+    "aggregate": None,
+    "removed": {},
+    "config": None,
+}
 
 
 def array_name(sweep: str, job_ids: list[str]) -> str:
@@ -154,11 +167,13 @@ def load_state(jobs_dir: Path, sweep: str) -> SweepState:
         return SweepState(sweep=sweep)
     except (OSError, orjson.JSONDecodeError) as exc:
         raise StoreError(f"{path} is not valid JSON ({exc}); {fix}") from None
-    if not isinstance(data, dict) or data.get("sweep") != sweep:
-        owner = data.get("sweep") if isinstance(data, dict) else None
-        raise StoreError(f"{path} belongs to sweep {owner!r}, not {sweep!r}; give the sweep's own jobs folder")
-    if int(data.get("version", VERSION)) > VERSION:
-        raise StoreError(f"{path} has version {data['version']}, newer than this fercluster's {VERSION}: upgrade it")
+    header = {**_EMPTY, **data} if isinstance(data, dict) else {"sweep": None, "version": VERSION}
+    if header["sweep"] != sweep:
+        raise StoreError(
+            f"{path} belongs to sweep {header['sweep']!r}, not {sweep!r}; give the sweep's own jobs folder"
+        )
+    if int(header["version"]) > VERSION:
+        raise StoreError(f"{path} has version {header['version']}, newer than this fercluster's {VERSION}: upgrade it")
     try:
         return SweepState.from_dict(data)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:

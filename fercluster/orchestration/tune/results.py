@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,9 @@ from ray.tune import Callback
 
 from fercluster import fmt
 from fercluster.atomic import write_json, write_parquet
+from fercluster.orchestration.store.records import Reader
 from fercluster.orchestration.store.vocabulary import COMPLETED, FAILED, STOPPED, from_ray
+from fercluster.train.record import read_progress
 
 TRIAL_COLUMNS = ["dataset", "fold", "trial_id", "iteration", "val_acc", "test_acc", "train_loss",
                  "train_acc", "wall_time", "state", "stopped_by_asha", "job_id", "nodes"]  # fmt: skip
@@ -72,7 +76,7 @@ class StatusCallback(Callback):
         if self.printer is None:
             return
         row = trial_summary(trial, self.iterations, self.params)
-        params = " ".join(f"{p}={row[p]:.4g}" for p in self.params if isinstance(row.get(p), float))
+        params = " ".join(f"{p}={row[p]:.4g}" for p in self.params if isinstance(row[p], float))
         if failed:
             what = "[red]failed[/red]"
         elif row["iteration"] < self.iterations:  # (the trial's status is not TERMINATED yet here)
@@ -91,30 +95,48 @@ def write_status(path: Path, dataset: str, trials: list, iterations: int, params
 
 def trial_summary(trial: Any, iterations: int, params: list[str]) -> dict[str, Any]:
     """One trial as plain data: state, sampled parameters, last and best validation accuracy."""
-    last = trial.last_result or {}
-    best = (trial.metric_analysis.get("val_acc") or {}).get("max")
-    it = int(last.get("iteration", 0) or 0)
+    last = _REPORTED.keyed(trial.last_result or {})
+    it = int(last.iteration or 0)
     stopped_early = str(trial.status) == "TERMINATED" and it < iterations
+    config = {"fold": None, **dict.fromkeys(params), **trial.config}  # Ray's sampled parameters
     row = {
         "trial_id": trial.trial_id,
         "state": from_ray(str(trial.status), stopped_early),
-        "fold": trial.config.get("fold"),
+        "fold": config["fold"],
         "iteration": it,
-        "val_acc": fmt.number(last.get("val_acc")),
-        "test_acc": fmt.number(last.get("test_acc")),
-        "best_val_acc": fmt.number(best),
+        "val_acc": fmt.number(last.val_acc),
+        "test_acc": fmt.number(last.test_acc),
+        "best_val_acc": fmt.number(_best_val(trial)),
         "stopped_by_asha": stopped_early,
-        "node": last.get("node"),  # where it last reported from
+        "node": last.node,  # where it last reported from
     }
     for p in params:
-        row[p] = fmt.number(trial.config.get(p))
+        row[p] = fmt.number(config[p])
     return row
 
 
+@dataclass(frozen=True)  # no slots: records.Reader builds it
+class Reported:
+    """What a trial reported last (``trial.py``'s ``tune.report``), as Ray keeps it in ``last_result``
+    (with Ray's own keys besides, left out); none yet: the defaults."""
+
+    iteration: int | None = 0
+    val_acc: float | None = None
+    test_acc: float | None = None
+    node: str | None = None
+
+
+_REPORTED = Reader(Reported)
+
+
+def _best_val(trial: Any) -> Any:
+    """The best ``val_acc`` a trial reported (Ray's ``metric_analysis``: per metric, its max, min, ...)."""
+    analysis = trial.metric_analysis
+    return analysis["val_acc"]["max"] if "val_acc" in analysis and "max" in analysis["val_acc"] else None
+
+
 def status_document(dataset: str, rows: list[dict[str, Any]], iterations: int, finished: bool) -> dict[str, Any]:
-    by_state: dict[str, int] = {}
-    for row in rows:
-        by_state[row["state"]] = by_state.get(row["state"], 0) + 1
+    by_state = dict(Counter(row["state"] for row in rows))
     scored = [r for r in rows if r["best_val_acc"] is not None]
     best = max(scored, key=lambda r: (r["best_val_acc"], r["iteration"]), default=None)
     return {"dataset": dataset, "iterations": iterations, "updated": time.time(), "finished": finished,
@@ -147,7 +169,7 @@ def trial_rows(
         job_id = _job_id(Path(trials_dir) / trial_id)
         nodes = ",".join(trial_nodes(Path(trials_dir) / trial_id))
         for rec in frame.to_dict("records"):
-            row = {c: rec.get(c) for c in TRIAL_COLUMNS if c in rec}
+            row = {c: rec[c] for c in TRIAL_COLUMNS if c in rec}
             row.update(dataset=dataset, trial_id=trial_id, fold=int(result.config["fold"]), state=state,
                        stopped_by_asha=state == STOPPED, job_id=job_id, nodes=nodes)  # fmt: skip
             for p in params:
@@ -170,17 +192,16 @@ def trial_nodes(run_dir: Path) -> list[str]:
             attempt = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut short by a killed worker
-        node = attempt.get("node") or attempt.get("host")
+        attempt = {"node": None, "host": None, **attempt}  # trial.py writes both; a host without SLURM: no node
+        node = attempt["node"] or attempt["host"]
         if node:
             nodes[str(node)] = None
     return list(nodes)
 
 
 def _job_id(run_dir: Path) -> str | None:
-    try:
-        return json.loads((run_dir / "progress.json").read_text()).get("job_id")
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+    progress = read_progress(run_dir)
+    return progress.job_id or None if progress is not None else None
 
 
 def write_trials(path: Path, rows: list[dict[str, Any]], params: list[str]) -> Path:
@@ -214,7 +235,7 @@ def best_of(rows: list[dict[str, Any]], params: list[str]) -> dict[str, Any] | N
     _, peak, group = max(scores, key=lambda s: s[0])
     config = {p: float(peak[p]) for p in params}
     return {
-        "k": config.get("k"), "val_acc": float(peak["val_acc"]), "test_acc": fmt.number(peak["test_acc"]),
+        "k": config["k"] if "k" in config else None, "val_acc": float(peak["val_acc"]), "test_acc": fmt.number(peak["test_acc"]),
         "iteration": int(peak["iteration"]), "trial_id": str(peak["trial_id"]), "fold": int(peak["fold"]),
         "trained_iterations": int(group["iteration"].max()), "config": config,
     }  # fmt: skip

@@ -36,18 +36,19 @@ from typing import Any
 import numpy as np
 
 from fercluster import code
-from fercluster.atomic import write_json
 from fercluster.config import SearchParam, SweepConfig
 from fercluster.errors import ConfigError, TrainingError
 from fercluster.orchestration.store.vocabulary import FAILED
 from fercluster.orchestration.tune import ray_cluster
 from fercluster.orchestration.tune.state import (
     asha_path,
+    SearchRecord,
     check_fingerprint,
     completed,
     fingerprint,
-    read_search,
+    load_search,
     results_dir,
+    save_search,
     search_lock,
     state_dir,
     status_path,
@@ -135,10 +136,9 @@ def run_search(cfg: SweepConfig, console: Any = None, where: dict[str, Any] | No
     # Ray warns on every forced experiment snapshot (one per trial checkpoint here): expected, not news
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no tables of Ray's own
-    record = {**read_search(cfg), **(where or {}), "state": "running", "started": started,
-              "fingerprint": fingerprint(cfg), "host": socket.gethostname(), "pid": os.getpid()}  # fmt: skip
-    record.pop("finished", None)
-    write_json(state_dir(cfg) / "search.json", record)
+    record = replace(load_search(cfg), **(where or {}), state="running", started=started, finished=None,
+                     fingerprint=fingerprint(cfg), host=socket.gethostname(), pid=os.getpid())  # fmt: skip
+    save_search(cfg, record)
     rows: list[dict[str, Any]] = []
     n_trials = 0
     interrupted = False
@@ -152,13 +152,13 @@ def run_search(cfg: SweepConfig, console: Any = None, where: dict[str, Any] | No
             if interrupted:
                 break
     except BaseException:
-        write_json(state_dir(cfg) / "search.json", {**record, "state": "failed", "finished": time.time()})
+        save_search(cfg, replace(record, state="failed", finished=time.time()))
         raise
     return _finish(cfg, record, rows, n_trials, interrupted, started)
 
 
 def _finish(
-    cfg: SweepConfig, record: dict, rows: list[dict], n_trials: int, interrupted: bool, started: float
+    cfg: SweepConfig, record: SearchRecord, rows: list[dict], n_trials: int, interrupted: bool, started: float
 ) -> dict[str, Any]:
     from fercluster.orchestration.tune import results as tune_results
 
@@ -177,8 +177,8 @@ def _finish(
     summary["errors"] = n_trials - sum(1 for r in per_trial.values() if r["state"] != FAILED)
     summary["iterations_run"] = int(sum(r["iteration"] for r in per_trial.values()))
     state = "interrupted" if interrupted else "completed"
-    write_json(state_dir(cfg) / "search.json", {**record, "state": state, "finished": time.time(),
-                                                "summary": {k: v for k, v in summary.items() if k != "best"}})  # fmt: skip
+    kept = {k: v for k, v in summary.items() if k != "best"}
+    save_search(cfg, replace(record, state=state, finished=time.time(), summary=kept))
     summary["state"] = state
     if interrupted:
         return summary
@@ -274,7 +274,7 @@ def run_tune_local(cfg: SweepConfig, console: Any = None) -> dict[str, Any]:
         done = completed(cfg)
         if done is not None:
             if console is not None:
-                console.print(f"search {cfg.name}: already completed; best k = {done['best'].get('k')}")
+                console.print(f"search {cfg.name}: already completed; best k = {done['best']['k']}")
             return done
         check_fingerprint(cfg)
         prepare(cfg, console)

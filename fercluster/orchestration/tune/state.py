@@ -14,14 +14,17 @@ import hashlib
 import json
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 from fercluster import fmt
+from fercluster.atomic import write_json
 from fercluster.config import SweepConfig
 from fercluster.errors import ConfigError
 from fercluster.lock import file_lock
 from fercluster.orchestration.slurm.backend import allocation_live
+from fercluster.orchestration.store.records import Reader
 from fercluster.orchestration.store.vocabulary import ACTIVE, INTERRUPTED, from_ray, from_search
 
 
@@ -60,24 +63,61 @@ def fingerprint(cfg: SweepConfig) -> str:
     return hashlib.sha1(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def read_search(cfg: SweepConfig) -> dict[str, Any]:
+SEARCH_SCHEMA = 1  # search.json written before the field: the same fields, read as they are
+
+
+@dataclass(frozen=True)  # no slots: records.Reader builds it
+class SearchRecord:
+    """``tune/search.json``: where and how the search runs, and how it ended."""
+
+    state: str = "not_started"  # not_started, submitted, running, completed, interrupted, failed (``from_search``)
+    mode: str | None = None  # "slurm" (an allocation) or "local" (a driver on this or another host)
+    host: str | None = None  # the driver's host and pid
+    pid: int | None = None
+    slurm_id: str | None = None  # the allocation
+    ray_address: str | None = None
+    code: str | None = None  # the code snapshot the allocation runs
+    fingerprint: str | None = None  # ``fingerprint(cfg)`` of the settings it ran with
+    submitted: float | None = None
+    started: float | None = None
+    finished: float | None = None
+    summary: Mapping[str, Any] | None = None  # the driver's summary when it ended (trials, errors, ...)
+    schema: int = SEARCH_SCHEMA
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+
+_SEARCH = Reader(SearchRecord)
+
+
+def load_search(cfg: SweepConfig) -> SearchRecord:
+    """The search's record (a fresh one when there is none, or it does not parse: the search starts over)."""
     try:
-        return json.loads((state_dir(cfg) / "search.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
+        return _SEARCH.keyed(json.loads((state_dir(cfg) / "search.json").read_text()))
+    except (FileNotFoundError, json.JSONDecodeError, TypeError):
+        return SearchRecord()
+
+
+def save_search(cfg: SweepConfig, record: SearchRecord) -> None:
+    write_json(state_dir(cfg) / "search.json", record.to_dict())
+
+
+def read_search(cfg: SweepConfig) -> dict[str, Any]:
+    """The record as the dict it is written as (for callers that merge it; prefer ``load_search``)."""
+    return load_search(cfg).to_dict()
 
 
 def completed(cfg: SweepConfig) -> dict[str, Any] | None:
-    record = read_search(cfg)
+    record = load_search(cfg)
     best = results_dir(cfg) / "best.json"
-    if record.get("state") != "completed" or record.get("fingerprint") != fingerprint(cfg) or not best.exists():
+    if record.state != "completed" or record.fingerprint != fingerprint(cfg) or not best.exists():
         return None
-    return {**record.get("summary", {}), "state": "completed", "best": json.loads(best.read_text()), "skipped": True}
+    return {**(record.summary or {}), "state": "completed", "best": json.loads(best.read_text()), "skipped": True}
 
 
 def check_fingerprint(cfg: SweepConfig) -> None:
-    record = read_search(cfg)
-    old = record.get("fingerprint")
+    old = load_search(cfg).fingerprint
     if old and old != fingerprint(cfg) and storage_dir(cfg).exists():
         raise ConfigError(
             f"the tune: or train: settings of sweep {cfg.name!r} changed since its search started "
@@ -108,8 +148,8 @@ def tune_status(cfg: SweepConfig) -> dict[str, Any] | None:
     """
     if cfg.tune is None:
         return None
-    record = read_search(cfg)
-    state = from_search(record.get("state"))
+    record = load_search(cfg)
+    state = from_search(record.state)
     if state in ACTIVE and not _alive(record):
         state = INTERRUPTED
     by_state: dict[str, int] = {}
@@ -119,28 +159,47 @@ def tune_status(cfg: SweepConfig) -> dict[str, Any] | None:
         doc = _read_json(status_path(cfg, name))
         if doc is None:
             continue
-        for row in doc.get("trials", []):
-            key = from_ray(row["state"], bool(row.get("stopped_by_asha")))
+        doc = {"trials": [], "best": None, **doc}  # what a status file leaves out
+        for row in doc["trials"]:
+            row = trial_row(row)
+            key = from_ray(row["state"], bool(row["stopped_by_asha"]))
             by_state[key] = by_state.get(key, 0) + 1
             trials.append({**row, "state": key, "dataset": name})
-        if doc.get("best"):
-            best[name] = doc["best"]
-    return {"sweep": cfg.name, "state": state, "slurm_id": record.get("slurm_id"), "by_state": by_state,
-            "trials": trials, "best": best, "updated": record.get("finished") or record.get("started"),
-            "best_path": str(results_dir(cfg) / "best.json"), "code": record.get("code")}  # fmt: skip
+        if doc["best"]:
+            best[name] = trial_row(doc["best"])
+    return {"sweep": cfg.name, "state": state, "slurm_id": record.slurm_id, "by_state": by_state,
+            "trials": trials, "best": best, "updated": record.finished or record.started,
+            "best_path": str(results_dir(cfg) / "best.json"), "code": record.code}  # fmt: skip
 
 
-def _alive(record: dict[str, Any]) -> bool:
-    if record.get("mode") == "slurm":
-        return allocation_live(record.get("slurm_id")) is not False
+# what a trial's row in a status file may leave out (``results.trial_summary`` writes them)
+_TRIAL: dict[str, Any] = {
+    "stopped_by_asha": False,
+    "k": None,
+    "iteration": 0,
+    "val_acc": None,
+    "best_val_acc": None,
+    "test_acc": None,
+    "node": None,
+}
+
+
+def trial_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's row of a status file, with every field ``status`` shows."""
+    return {**_TRIAL, **row}
+
+
+def _alive(record: SearchRecord) -> bool:
+    if record.mode == "slurm":
+        return allocation_live(record.slurm_id) is not False
     return _driver_alive(record)
 
 
-def _driver_alive(record: dict[str, Any]) -> bool:
-    if record.get("host") != socket.gethostname():
+def _driver_alive(record: SearchRecord) -> bool:
+    if record.host != socket.gethostname():
         return True  # another machine's driver: cannot tell, trust the record
     try:
-        os.kill(int(record.get("pid", -1)), 0)
+        os.kill(int(record.pid if record.pid is not None else -1), 0)
     except (ProcessLookupError, ValueError, TypeError):
         return False
     except PermissionError:
@@ -160,19 +219,19 @@ def status_table(status: dict[str, Any]) -> Any:
     from rich.table import Table
 
     counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(status["by_state"].items())) or "no trials yet"
-    best = "; ".join(f"{d}: k={b.get('k'):.3g} ({fmt.pct(b.get('best_val_acc'))} val)"
-                     for d, b in status["best"].items() if b.get("k") is not None)  # fmt: skip
+    best = "; ".join(f"{d}: k={b['k']:.3g} ({fmt.pct(b['best_val_acc'])} val)"
+                     for d, b in status["best"].items() if b["k"] is not None)  # fmt: skip
     title = f"search {status['sweep']}: {status['state']}" + (
-        f" (SLURM {status['slurm_id']}, code {status.get('code') or '-'})" if status["slurm_id"] else ""
+        f" (SLURM {status['slurm_id']}, code {status['code'] or '-'})" if status["slurm_id"] else ""
     )
     table = Table(title=title, caption=f"{counts}" + (f"; best so far: {best}" if best else ""))
     for col in ("data set", "trial", "k", "state", "iteration", "val acc", "best val", "test acc", "node"):
         table.add_column(col, justify="right" if col in ("k", "iteration") or "acc" in col or "val" in col else "left")
-    rows = sorted(status["trials"], key=lambda r: -(r.get("best_val_acc") or -1))
+    rows = sorted(status["trials"], key=lambda r: -(r["best_val_acc"] or -1))
     for r in rows:
-        state = from_ray(r["state"], bool(r.get("stopped_by_asha")))
-        k = r.get("k")
-        table.add_row(r["dataset"], r["trial_id"], "-" if k is None else f"{k:.3g}", state, str(r.get("iteration", 0)),
-                      fmt.pct(r.get("val_acc")), fmt.pct(r.get("best_val_acc")), fmt.pct(r.get("test_acc")),
-                      str(r.get("node") or ""))  # fmt: skip
+        state = from_ray(r["state"], bool(r["stopped_by_asha"]))
+        k = r["k"]
+        table.add_row(r["dataset"], r["trial_id"], "-" if k is None else f"{k:.3g}", state, str(r["iteration"]),
+                      fmt.pct(r["val_acc"]), fmt.pct(r["best_val_acc"]), fmt.pct(r["test_acc"]),
+                      str(r["node"] or ""))  # fmt: skip
     return table
