@@ -113,7 +113,7 @@ def figure_paragraphs() -> list[tuple[str, str | None]]:
         text = re.sub(r"`[^`]*`", "", text)  # code spans hold settings, not measurements
         if marker:
             pending = marker.group(1)
-        if re.search(r"\b(measured|takes|took)\b", text, re.I) and FIGURE.search(text):
+        if re.search(r"\bmeasured\b", text, re.I) and FIGURE.search(text):
             out.append((para, pending))
             pending = None
     return out

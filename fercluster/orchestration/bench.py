@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fercluster.config import parse_config
-from fercluster.orchestration.submit.coordinator import run_sweep
 from fercluster.orchestration.fake import FakeBackend
+from fercluster.orchestration.submit.coordinator import run_sweep
 from fercluster.orchestration.watch.status import snapshot
 
 MAX_ARRAY = 1001

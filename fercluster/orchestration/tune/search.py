@@ -41,8 +41,8 @@ from fercluster.errors import ConfigError, TrainingError
 from fercluster.orchestration.store.vocabulary import FAILED
 from fercluster.orchestration.tune import ray_cluster
 from fercluster.orchestration.tune.state import (
-    asha_path,
     SearchRecord,
+    asha_path,
     check_fingerprint,
     completed,
     fingerprint,

@@ -82,6 +82,7 @@ class SearchRecord:
     started: float | None = None
     finished: float | None = None
     summary: Mapping[str, Any] | None = None  # the driver's summary when it ended (trials, errors, ...)
+    pending: Mapping[str, Any] | None = None  # an allocation sbatch begun, not yet recorded: {name, created}
     schema: int = SEARCH_SCHEMA
 
     def to_dict(self) -> dict[str, Any]:
