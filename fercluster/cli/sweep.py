@@ -52,6 +52,10 @@ def sweep_cmd(
     no_overrides: bool = typer.Option(
         False, "--no-overrides", help="Drop the overrides of the sweep's last run: the config file alone."
     ),
+    forget_pending: Optional[str] = typer.Option(
+        None, "--forget-pending", metavar="NAME",
+        help="Drop a stuck pending submission record (its NAME as `status` lists it, or 'all'); submits nothing.",
+    ),  # fmt: skip
 ) -> None:
     """Submit a sweep's missing jobs to SLURM as job arrays (or run them here with --local).
 
@@ -65,6 +69,8 @@ def sweep_cmd(
     _check_code(code, retry_failed)
     cfg = load(config, sets, no_overrides=no_overrides, hint="--set replaces them, --no-overrides drops them")
     console = tables.console()
+    if forget_pending is not None:
+        return _forget(cfg, forget_pending, console)
     if dry_run:
         _warn_data(cfg)
     if cfg.tune is not None:
@@ -81,6 +87,17 @@ def sweep_cmd(
             backend=tables.backend(cfg),
         )
         _print_submission(submission, console, dry_run, as_json)
+
+
+def _forget(cfg: SweepConfig, which: str, console: Console) -> None:
+    """``--forget-pending``: drop the records, say which, and warn what that risks."""
+    from fercluster.orchestration.submit.recovery import FORGET_WARNING, forget
+
+    lines = forget(cfg.jobs_dir, cfg.name, which)
+    for line in lines:
+        console.print(f"dropped {line}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"warning: {FORGET_WARNING}; the next `sweep` submits these jobs again", style="yellow",
+                  markup=False, highlight=False, soft_wrap=True)  # fmt: skip
 
 
 def _print_submission(submission: Submission, console: Console, dry_run: bool, as_json: bool) -> None:
