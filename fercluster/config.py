@@ -7,7 +7,6 @@ valid. Paths are relative to the current working directory, as with any command-
 from __future__ import annotations
 
 # Over 400 lines: the whole config schema, one model per section, is read in one place (settings typed once)
-
 import json
 import re
 from pathlib import Path

@@ -27,6 +27,12 @@ ACTION_TEXT = {"submit": "submit", "retry": "retry", "skip": "skip (done)", "lea
                "requeue": "requeue (pre-empted)"}  # fmt: skip
 
 
+_FORGET = typer.Option(
+    None, "--forget-pending", metavar="NAME",
+    help="Drop a stuck pending submission record (its NAME as `status` lists it, or 'all'); submits nothing.",
+)  # fmt: skip
+
+
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     app.command("sweep")(sweep_cmd)
 
@@ -52,10 +58,7 @@ def sweep_cmd(
     no_overrides: bool = typer.Option(
         False, "--no-overrides", help="Drop the overrides of the sweep's last run: the config file alone."
     ),
-    forget_pending: Optional[str] = typer.Option(
-        None, "--forget-pending", metavar="NAME",
-        help="Drop a stuck pending submission record (its NAME as `status` lists it, or 'all'); submits nothing.",
-    ),  # fmt: skip
+    forget_pending: Optional[str] = _FORGET,
 ) -> None:
     """Submit a sweep's missing jobs to SLURM as job arrays (or run them here with --local).
 
@@ -78,15 +81,9 @@ def sweep_cmd(
     elif local:
         _local(cfg, dry_run or prune or retry_failed, console)
     else:
-        submission = api.submit(
-            cfg,
-            dry_run=dry_run,
-            retry_failed=retry_failed,
-            prune=prune,
-            retry_code=code or "submitted",
-            backend=tables.backend(cfg),
-        )
-        _print_submission(submission, console, dry_run, as_json)
+        sub = api.submit(cfg, dry_run=dry_run, retry_failed=retry_failed, prune=prune,
+                         retry_code=code or "submitted", backend=tables.backend(cfg))  # fmt: skip
+        _print_submission(sub, console, dry_run, as_json)
 
 
 def _forget(cfg: SweepConfig, which: str, console: Console) -> None:

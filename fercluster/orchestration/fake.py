@@ -18,9 +18,9 @@ from fercluster.orchestration.backend import (
     JobInfo,
     PartialLookup,
     Submission,
-    Submitted,
     SubmitLimit,
     SubmitRefused,
+    Submitted,
 )
 from fercluster.orchestration.slurm import parse as slurm_parse
 from fercluster.orchestration.slurm.parse import SlurmInfo

@@ -140,7 +140,10 @@ def test_a_submit_limit_below_the_array_size_splits_the_array(cfg, workdir: Path
     first = run_sweep(cfg, backend, **SWEEP_KW)
     assert [a["n"] for a in first.arrays] == [2, 1] and len(first.diff.waiting) == 1
     assert first.arrays[1]["after"] == first.arrays[0]["slurm_id"]  # one lane: its throttle holds
-    assert "MaxSubmitJobsPerUser" in first.diff.waiting[0][1] and "once queued jobs of yours end" in first.diff.waiting[0][1]
+    assert (
+        "MaxSubmitJobsPerUser" in first.diff.waiting[0][1]
+        and "once queued jobs of yours end" in first.diff.waiting[0][1]
+    )
     assert load_state(cfg.jobs_dir, cfg.name).pending == {}
     for spec in first.specs[:3]:
         finish(spec)

@@ -181,7 +181,9 @@ def _submit_work(
         retry_ids, requeue_ids = {s.job_id for s in d.retry}, {s.job_id for s in d.requeue}
         active = _active_arrays(state, backend, result.rows, cfg.slurm.array_parallelism)
         with private_umask():
-            result.arrays, error = submit_arrays(cfg, state, backend, fn_for, specs, code, retry_ids, requeue_ids, active)
+            result.arrays, error = submit_arrays(
+                cfg, state, backend, fn_for, specs, code, retry_ids, requeue_ids, active
+            )
         result.submit_error = str(error) if error else ""
         if error:
             sent = {j for a in result.arrays for j in state.arrays[a["name"]].job_ids}
