@@ -6,6 +6,7 @@ valid. Paths are relative to the current working directory, as with any command-
 
 from __future__ import annotations
 
+# Over 400 lines: the whole config schema, one model per section, is read in one place (settings typed once)
 import json
 import re
 from pathlib import Path
@@ -170,6 +171,17 @@ class Train(Strict):
         return {key: value for key, value in sorted(changed.items()) if key not in self.RESULT_NEUTRAL}
 
 
+class AggregateSlurm(Strict):
+    """Resources of the aggregation job (one node, no GPU); an unset one is the training job's."""
+
+    partition: SlurmStr | None = None
+    qos: SlurmStr | None = None
+    account: SlurmStr | None = None
+    time_min: int = Field(30, ge=1)  # wall time, minutes (reading the results and writing the report)
+    cpus_per_task: int | None = Field(None, ge=1)
+    mem_gb: float | None = Field(None, gt=0)
+
+
 class Slurm(Strict):
     partition: SlurmStr | None = None
     account: SlurmStr | None = None
@@ -197,6 +209,10 @@ class Slurm(Strict):
     # snapshot: jobs import the code copied at submission (jobs/<sweep>/code/<hash>), requeues and
     # retries too; live: whatever fercluster is installed when each job starts (a checkout: its state then).
     code: Literal["snapshot", "live"] = "snapshot"
+    aggregate: AggregateSlurm = Field(default_factory=AggregateSlurm)
+    # a submission whose sbatch gave no clear answer (a time-out), with accounting off: once this old
+    # and not shown by squeue (this user's queued, running and recently ended jobs), never submitted
+    pending_bound_s: float = Field(600.0, ge=0)
 
     @model_validator(mode="after")
     def _flags(self) -> "Slurm":

@@ -27,6 +27,12 @@ ACTION_TEXT = {"submit": "submit", "retry": "retry", "skip": "skip (done)", "lea
                "requeue": "requeue (pre-empted)"}  # fmt: skip
 
 
+_FORGET = typer.Option(
+    None, "--forget-pending", metavar="NAME",
+    help="Drop a stuck pending submission record (its NAME as `status` lists it, or 'all'); submits nothing.",
+)  # fmt: skip
+
+
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     app.command("sweep")(sweep_cmd)
 
@@ -52,6 +58,7 @@ def sweep_cmd(
     no_overrides: bool = typer.Option(
         False, "--no-overrides", help="Drop the overrides of the sweep's last run: the config file alone."
     ),
+    forget_pending: Optional[str] = _FORGET,
 ) -> None:
     """Submit a sweep's missing jobs to SLURM as job arrays (or run them here with --local).
 
@@ -65,6 +72,8 @@ def sweep_cmd(
     _check_code(code, retry_failed)
     cfg = load(config, sets, no_overrides=no_overrides, hint="--set replaces them, --no-overrides drops them")
     console = tables.console()
+    if forget_pending is not None:
+        return _forget(cfg, forget_pending, console)
     if dry_run:
         _warn_data(cfg)
     if cfg.tune is not None:
@@ -72,15 +81,20 @@ def sweep_cmd(
     elif local:
         _local(cfg, dry_run or prune or retry_failed, console)
     else:
-        submission = api.submit(
-            cfg,
-            dry_run=dry_run,
-            retry_failed=retry_failed,
-            prune=prune,
-            retry_code=code or "submitted",
-            backend=tables.backend(cfg),
-        )
-        _print_submission(submission, console, dry_run, as_json)
+        sub = api.submit(cfg, dry_run=dry_run, retry_failed=retry_failed, prune=prune,
+                         retry_code=code or "submitted", backend=tables.backend(cfg))  # fmt: skip
+        _print_submission(sub, console, dry_run, as_json)
+
+
+def _forget(cfg: SweepConfig, which: str, console: Console) -> None:
+    """``--forget-pending``: drop the records, say which, and warn what that risks."""
+    from fercluster.orchestration.submit.recovery import FORGET_WARNING, forget
+
+    lines = forget(cfg.jobs_dir, cfg.name, which)
+    for line in lines:
+        console.print(f"dropped {line}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"warning: {FORGET_WARNING}; the next `sweep` submits these jobs again", style="yellow",
+                  markup=False, highlight=False, soft_wrap=True)  # fmt: skip
 
 
 def _print_submission(submission: Submission, console: Console, dry_run: bool, as_json: bool) -> None:

@@ -26,12 +26,6 @@ if TYPE_CHECKING:
     from fercluster.config import Slurm
 
 
-def base_id(slurm_id: str) -> str:
-    """``"123_4"`` -> ``"123"`` (an array task's array); other ids unchanged (the monitor's view
-    of a task's siblings; submission ids otherwise come from ``Submitted`` and ``submissions_of``)."""
-    return slurm_id.split("_")[0]
-
-
 @dataclass(frozen=True)
 class JobInfo:
     """One job as its backend sees it now (or last saw it: ``known.KnownInfo``)."""
@@ -90,9 +84,13 @@ class Resources:
 
     @classmethod
     def aggregation(cls, slurm: Slurm) -> Resources:
-        """The aggregation job: the sweep's partition, account, time and memory; one node, no GPU."""
+        """The aggregation job: one node, no GPU, on ``slurm.aggregate``'s partition, QOS, account,
+        time, CPUs and memory (each unset one: the training job's; its time: 30 minutes)."""
+        agg = slurm.aggregate
+        pick = {k: getattr(agg, k) for k in ("partition", "qos", "account", "cpus_per_task", "mem_gb")}
         return replace(cls.training(slurm), nodes=1, gpus_per_node=0, gpu_type=None, tasks_per_node=1,
-                       mem_per_gpu_gb=None, exclusive=False)  # fmt: skip
+                       mem_per_gpu_gb=None, exclusive=False, time_min=agg.time_min,
+                       **{k: v for k, v in pick.items() if v is not None})  # fmt: skip
 
     def one_task_per_node(self) -> Resources:
         """Not ranks: one task per node that shares the node's GPUs (a Ray node, a check)."""
@@ -126,12 +124,36 @@ class Submitted:
     tasks: tuple[str, ...] = field(default=())  # one id per task, in the order of ``Submission.args``
 
 
-class SubmitLimit(SlurmError):
-    """The scheduler refused a submission because a limit is reached; what went in before stands."""
+class SubmitRefused(SlurmError):
+    """The scheduler answered a submission with an error: nothing of it was submitted.
 
-    def __init__(self, message: str, limit: str) -> None:
+    A ``SlurmError`` from ``submit`` that is not one of these (a time-out, a reply lost) leaves it
+    unknown whether the submission went in: its pending record stays until recovery settles it.
+    """
+
+
+class SubmitLimit(SlurmError):
+    """The scheduler refused a submission because a limit is reached; what went in before stands.
+    ``definite``: sbatch said so (nothing was submitted); False when only suggested (a time-out)."""
+
+    def __init__(self, message: str, limit: str, definite: bool = True) -> None:
         super().__init__(message)
         self.limit = limit  # which limit, in words ("the QOS limit on jobs submitted per user ...")
+        self.definite = definite
+
+
+class PartialLookup(SlurmError):
+    """``find`` could ask the queue but not the accounting: ``found`` is what the queue (which
+    shows this user's queued, running and recently ended jobs) showed; the other names are unknown."""
+
+    def __init__(self, message: str, found: dict[str, str]) -> None:
+        super().__init__(message)
+        self.found = found
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether a ``submit`` error says for sure that nothing was submitted."""
+    return isinstance(exc, SubmitRefused) or (isinstance(exc, SubmitLimit) and exc.definite)
 
 
 @runtime_checkable
@@ -159,7 +181,13 @@ class Backend(JobQuery, Protocol):
         ...
 
     def find(self, names: Sequence[str]) -> dict[str, str]:
-        """The id of each submission among ``names`` that the scheduler knows (this user's, the newest)."""
+        """The id of each submission among ``names`` that the scheduler knows (this user's, the newest);
+        ``PartialLookup`` when only the queue answered, ``SlurmError`` when nothing did."""
+        ...
+
+    def live(self, ids: Sequence[str]) -> dict[str, JobInfo]:
+        """What the queue alone (SLURM: one ``squeue --me -j``) says of these ids now: a job
+        requeued by SLURM is PENDING here while accounting may still show how it ended."""
         ...
 
     def adopt(self, submission: Submission, submission_id: str) -> Submitted:

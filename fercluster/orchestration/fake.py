@@ -1,7 +1,10 @@
 """An in-memory SLURM (``FakeBackend``) for the tests and ``fercluster bench orchestration``.
 
 Ids count up from 1000, states are set by hand (``set_state``), and ``query`` renders sacct's (or,
-with ``sacct_ok = False``, squeue's) text and parses it, so the parsing cost is real.
+with ``sacct_ok = False``, squeue's) text and parses it, so the parsing cost is real. Faults:
+``sbatch_faults`` (each sbatch takes the next: ``refuse``, ``timeout`` before or ``lost`` after
+submitting), ``max_submit_jobs`` (a QOS MaxSubmitJobsPerUser over this user's queued and running
+tasks), ``squeue_states`` (what squeue shows where it differs from sacct: a requeue just made).
 """
 
 from __future__ import annotations
@@ -11,7 +14,14 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from fercluster.errors import SlurmError
-from fercluster.orchestration.backend import JobInfo, Submission, Submitted
+from fercluster.orchestration.backend import (
+    JobInfo,
+    PartialLookup,
+    Submission,
+    SubmitLimit,
+    SubmitRefused,
+    Submitted,
+)
 from fercluster.orchestration.slurm import parse as slurm_parse
 from fercluster.orchestration.slurm.parse import SlurmInfo
 from fercluster.orchestration.slurm.resources import submission_parameters
@@ -58,6 +68,9 @@ class FakeBackend:
         self.last_source = ""
         self.user = "me"
         self.foreign: list[tuple[str, str, str]] = []  # other users' jobs: (id, name, user)
+        self.sbatch_faults: list[str] = []  # per sbatch, in turn: "refuse", "timeout" (not in), "lost" (in)
+        self.max_submit_jobs: int | None = None  # QOS MaxSubmitJobsPerUser: this user's live tasks
+        self.squeue_states: dict[str, str] = {}  # squeue's view where it differs from sacct's
 
     def max_tasks(self) -> int:
         self.calls["scontrol"] += 1
@@ -66,6 +79,12 @@ class FakeBackend:
     def submit(self, submission: Submission) -> Submitted:
         """Recorded (``submitted``, ``params``: what sbatch would get), never run."""
         self.calls["sbatch"] += 1
+        fault = self.sbatch_faults.pop(0) if self.sbatch_faults else ""
+        if fault == "refuse":
+            raise SubmitRefused(f"sbatch failed for {submission.name}: sbatch: error: Invalid account or partition")
+        if fault == "timeout":
+            raise SlurmError(f"sbatch for {submission.name} did not answer")
+        self._check_limit(submission)
         base = str(self.next_id)
         self.next_id += 1
         ids = slurm_parse.task_ids(base, submission.n_tasks)
@@ -76,7 +95,20 @@ class FakeBackend:
         if self.crash_after_sbatch:
             self.crash_after_sbatch = False
             raise KeyboardInterrupt("simulated crash between sbatch and recording the job id")
+        if fault == "lost":
+            raise SlurmError(f"sbatch for {submission.name}: Socket timed out on send/recv operation")
         return Submitted(base, tuple(ids))
+
+    def _check_limit(self, submission: Submission) -> None:
+        if self.max_submit_jobs is None:
+            return
+        mine = {s for s in self.states if s not in {f[0] for f in self.foreign}}
+        live = sum(1 for s in mine if slurm_parse.map_state(self.states[s]) in ACTIVE)
+        if live + submission.n_tasks > self.max_submit_jobs:
+            raise SubmitLimit(
+                f"sbatch failed for {submission.name}: sbatch: error: QOSMaxSubmitJobPerUserLimit",
+                slurm_parse.submit_limit("QOSMaxSubmitJobPerUserLimit") or "",
+            )
 
     def adopt(self, submission: Submission, submission_id: str) -> Submitted:
         self.adopted.append((submission.name, submission_id))
@@ -86,11 +118,27 @@ class FakeBackend:
         return slurm_parse.arrays_of(ids)
 
     def find(self, names: Sequence[str]) -> dict[str, str]:
-        """This user's newest submission of each name; other users' jobs of the same name ignored."""
+        """This user's newest submission of each name; other users' jobs of the same name ignored.
+        Without accounting only the queue answers: submissions with a task queued or running."""
         self.calls["squeue"] += 1
         if self.lookup_error:
             raise SlurmError(self.lookup_error)
-        return {n: self.names[n] for n in names if n in self.names}
+        found = {n: self.names[n] for n in names if n in self.names}
+        if self.sacct_ok and "sacct" not in self.failing:
+            return found
+        queued = {n: b for n, b in found.items() if any(self._in_queue(s, b) for s in self.states)}
+        if len(queued) == len(names):
+            return queued
+        self.calls["sacct"] += 1
+        raise PartialLookup("sacct failed: slurmdbd not reachable", queued)
+
+    def _in_queue(self, sid: str, base: str) -> bool:
+        return slurm_parse.array_id(sid) == base and slurm_parse.map_state(self.states[sid]) in ACTIVE
+
+    def live(self, ids: Sequence[str]) -> dict[str, JobInfo]:
+        """squeue's view of ``ids`` (``squeue_states`` where set): one call."""
+        self.last_error = ""
+        return {sid: info.job_info() for sid, info in self._squeue(list(ids)).items()}
 
     def add_foreign(self, n: int, names: Sequence[str] = (), user: str = "other") -> None:
         """``n`` jobs of other users (the first ones named ``names``): the busy cluster around us."""
@@ -134,7 +182,8 @@ class FakeBackend:
         if "squeue" in self.failing:
             self.last_error = "; ".join(e for e in (self.last_error, "squeue failed: rate limit") if e)
             return {}
-        text = "\n".join(f"{s}|{self.states[s]}|0:01|localhost|None" for s in slurm_ids if s in self.states)
+        view = {**self.states, **self.squeue_states}
+        text = "\n".join(f"{s}|{view[s]}|0:01|localhost|None" for s in slurm_ids if s in view)
         return slurm_parse.parse_squeue(text)
 
     def cancel(self, slurm_ids: Sequence[str]) -> None:

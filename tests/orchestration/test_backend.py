@@ -103,3 +103,9 @@ def test_adopt_returns_the_task_ids_and_writes_missing_pickles(tmp_path: Path, k
     assert pickles == ([f"77_{i}_submitted.pkl" for i in range(n)] if kind == "train" else [])
     assert backend.adopt(sub, "77") == got  # a second adoption writes nothing twice
     assert sorted(p.name for p in tmp_path.rglob("*_submitted.pkl")) == pickles
+
+
+def test_no_slurm_id_arithmetic_outside_slurm() -> None:
+    for path in (PACKAGE / "orchestration" / "watch").glob("*.py"):
+        text = path.read_text()
+        assert "key=int" not in text and "base_id" not in text and '"_" in' not in text, path.name

@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fercluster.errors import SlurmError
-from fercluster.orchestration.backend import JobInfo, Submission, SubmitLimit, Submitted
+from fercluster.orchestration.backend import (
+    JobInfo,
+    PartialLookup,
+    Submission,
+    SubmitLimit,
+    SubmitRefused,
+    Submitted,
+)
 from fercluster.orchestration.slurm import parse as slurm_parse
 from fercluster.orchestration.slurm.parse import SlurmInfo
 from fercluster.orchestration.slurm.resources import submission_parameters
@@ -75,13 +82,18 @@ class SlurmBackend:
     def _sbatch_error(self, name: str, exc: Exception) -> SlurmError:
         """A ``SubmitLimit`` when sbatch says (or, by timing out, suggests) a limit; else a ``SlurmError``."""
         text, cause = str(exc).strip()[-500:], exc.__cause__
-        if isinstance(cause, subprocess.CalledProcessError) and cause.returncode in (124, 137):  # timeout's
+        timed_out = isinstance(cause, subprocess.CalledProcessError) and cause.returncode in (124, 137)  # timeout's
+        if timed_out:
             text = (f"sbatch for {name} did not finish within {self.sbatch_timeout_s:.0f} s (SLURM kept refusing "
                     "it: the cluster's job limit MaxJobCount, a QOS limit, or a busy controller)")  # fmt: skip
         else:
             text = f"sbatch failed for {name}: {text}"
+        # sbatch exited with its error: nothing went in; a time-out or a lost reply ("timed out"): unknown
+        definite = isinstance(cause, subprocess.CalledProcessError) and not timed_out and "timed out" not in text
         limit = slurm_parse.submit_limit(text)
-        return SubmitLimit(text, limit) if limit else SlurmError(text)
+        if limit:
+            return SubmitLimit(text, limit, definite=definite)
+        return SubmitRefused(text) if definite else SlurmError(text)
 
     def submit(self, submission: Submission) -> Submitted:
         """One sbatch: an array of ``fn(arg)`` per arg (``train``) or one job ``fn(*args)``."""
@@ -138,8 +150,21 @@ class SlurmBackend:
         if missing:
             argv = ["sacct", "-X", "--parsable2", "--noheader", "-S", "2000-01-01", "-u", self.user,
                     "--name=" + ",".join(missing), "--format=JobID,JobName,User"]  # fmt: skip
-            _newest(found, self._ask(argv), set(missing), self.user)
+            try:
+                _newest(found, self._ask(argv), set(missing), self.user)
+            except SlurmError as exc:  # the queue answered, accounting did not: say what is known
+                raise PartialLookup(str(exc), found) from None
         return found
+
+    def live(self, ids: Sequence[str]) -> dict[str, JobInfo]:
+        """ONE ``squeue --me -j`` for the arrays of ``ids``; ``SlurmError`` when it does not answer."""
+        self.last_error = ""
+        if not ids:
+            return {}
+        infos = self._queue(slurm_parse.arrays_of(ids))
+        if self.last_error:
+            raise SlurmError(self.last_error)
+        return {sid: infos[sid].job_info() for sid in ids if sid in infos}
 
     def query(self, slurm_ids: Sequence[str]) -> dict[str, JobInfo]:
         """State of the sweep's ``slurm_ids`` from ONE batched sacct (``-j`` those ids only).

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import secrets
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -124,10 +125,14 @@ _EMPTY: dict[str, Any] = {
 }
 
 
-def array_name(sweep: str, job_ids: list[str]) -> str:
-    """A deterministic SLURM job name for an array: ``fc-<sweep>-<hash of its job ids>``."""
+def array_name(sweep: str, job_ids: list[str], nonce: str | None = None) -> str:
+    """A SLURM job name for one submission: ``fc-<sweep>-<hash of its job ids>-<nonce>``.
+
+    The nonce (new for every submission unless given) makes the name this submission's alone: a
+    retry of the same jobs never takes an earlier, ended array of theirs for itself.
+    """
     digest = hashlib.sha1(",".join(job_ids).encode()).hexdigest()[:10]
-    return f"fc-{sweep}-{digest}"
+    return f"fc-{sweep}-{digest}-{nonce or secrets.token_hex(4)}"
 
 
 def ensure_dir(path: Path) -> Path:

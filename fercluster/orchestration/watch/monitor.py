@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from fercluster.errors import ConfigError
-from fercluster.orchestration.backend import JobInfo, JobQuery, base_id
+from fercluster.orchestration.backend import JobInfo, JobQuery
 from fercluster.orchestration.local.backend import KEY as LOCAL_KEY
 from fercluster.orchestration.local.backend import LocalBackend
+from fercluster.orchestration.slurm.parse import array_id
 from fercluster.orchestration.store.entries import JobEntry
 from fercluster.orchestration.store.index import RunIndex
 from fercluster.orchestration.store.known import FinalCost, Known, KnownInfo
@@ -80,7 +81,7 @@ def job_rows(
         _final_cost(row, infos.get(row.slurm_id or ""), known)
     locals_ = {r.job_id: {LOCAL_KEY: e.local} for r in open_rows if (e := state.jobs.get(r.job_id)) and e.local}
     here = LocalBackend(locals_).query([r.job_id for r in open_rows if not r.slurm_id])
-    known_arrays = {base_id(sid) for sid in infos if "_" in sid}
+    known_arrays = {array_id(sid) for sid in infos if array_id(sid) != sid}  # arrays with a task seen
     for row in open_rows:
         if row.slurm_id and error and row.slurm_id not in infos:
             _apply_stale(row, known.last(row.slurm_id) if known else None, error)
@@ -163,7 +164,8 @@ def _apply_slurm(row: JobRow, info: JobInfo | None, asked: bool, known_arrays: s
     if info is None and not asked:
         row.state, row.reason = PENDING, row.reason or "SLURM not queried"
         return
-    if info is None and "_" in (row.slurm_id or "") and base_id(row.slurm_id) in known_arrays:
+    sid = row.slurm_id or ""
+    if info is None and array_id(sid) != sid and array_id(sid) in known_arrays:
         # SLURM keeps no record of an array task cancelled before it started: its siblings are
         # known, it is not, and it never wrote progress -> it was cancelled while pending.
         row.state = CANCELLED if row.iteration is None else FAILED

@@ -6,7 +6,8 @@ from typing import Sequence
 
 from fercluster.config import SweepConfig
 from fercluster.errors import SlurmError
-from fercluster.orchestration.backend import Backend, JobInfo, JobQuery, base_id
+from fercluster.orchestration.backend import Backend, JobInfo, JobQuery
+from fercluster.orchestration.slurm.parse import array_id
 from fercluster.orchestration.store import many_records
 from fercluster.orchestration.store.index import RunIndex
 from fercluster.orchestration.store.known import load_known, save_known
@@ -87,7 +88,7 @@ def cancel(cfg: SweepConfig, backend: Backend, job: str | None = None) -> list[s
     if job is None and state.aggregate is not None and state.aggregate.slurm_id:
         ids.append(state.aggregate.slurm_id)
     if ids:  # the whole sweep: scancel its arrays (a short command line), not thousands of task ids
-        backend.cancel(ids if job is not None else sorted({base_id(i) for i in ids}, key=int))
+        backend.cancel(ids if job is not None else backend.submissions_of(ids))
     return ids
 
 
@@ -95,6 +96,6 @@ def by_array(ids: Sequence[str]) -> str:
     """``["1000_0", "1000_3", "1001"]`` -> ``"array 1000 (2 tasks), job 1001"``: a summary by array."""
     tasks: dict[str, int] = {}
     for sid in ids:
-        tasks[base_id(sid)] = tasks.get(base_id(sid), 0) + ("_" in sid)
+        tasks[array_id(sid)] = tasks.get(array_id(sid), 0) + (array_id(sid) != sid)
     parts = [f"array {b} ({n} task{'s' if n != 1 else ''})" if n else f"job {b}" for b, n in tasks.items()]
     return ", ".join(parts) or "-"

@@ -1,0 +1,68 @@
+"""The aggregation job: while the sweep has training jobs queued or running, one is queued after them.
+
+Each ``sweep`` run checks it, with or without new training work: when the recorded aggregation job
+is not queued (ended, cancelled, never submitted because its sbatch failed) or does not wait for
+every live training submission, a new one is submitted after them (``afterany``), on
+``slurm.aggregate``'s resources; the old one is cancelled only once the new one is in.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Sequence
+
+from fercluster.config import SweepConfig
+from fercluster.errors import SlurmError
+from fercluster.orchestration.backend import Backend, JobInfo, Resources, Submission, refused
+from fercluster.orchestration.store.entries import AGGREGATE, AggregateEntry, PendingEntry
+from fercluster.orchestration.store.state import SweepState, array_name, private_umask, save_state
+from fercluster.orchestration.store.vocabulary import ACTIVE
+from fercluster.orchestration.submit.snapshots import CodeChoice
+
+
+def needed_after(state: SweepState, backend: Backend, live_ids: Sequence[str], info: JobInfo | None) -> list[str]:
+    """The training submissions a new aggregation job must wait for; [] when none is needed (no
+    training job is live, the recorded one is queued after all of them, or one may be in SLURM
+    already: a pending aggregation record, settled by the next run's recovery)."""
+    deps = backend.submissions_of(list(live_ids))
+    if not deps or any(rec.kind == AGGREGATE for rec in state.pending.values()):
+        return []
+    old = state.aggregate
+    queued = old is not None and old.slurm_id and info is not None and info.state in ACTIVE
+    return [] if queued and set(deps) <= set(old.after) else deps
+
+
+def submit_aggregate(
+    cfg: SweepConfig,
+    state: SweepState,
+    backend: Backend,
+    aggregate_fn: Callable[..., Any],
+    deps: list[str],
+    code: CodeChoice,
+    old_info: JobInfo | None = None,
+) -> str:
+    """The aggregation job after ``deps`` (afterany); then the one it replaces is cancelled (if it
+    still waits, it would run before the new arrays end). A refused sbatch drops its record."""
+    old = state.aggregate
+    name = array_name(cfg.name + "-aggregate", deps)
+    state.pending[name] = PendingEntry((AGGREGATE,), AGGREGATE, time.time(), code=code.key)
+    save_state(cfg.jobs_dir, state)
+    sub = Submission(name, "aggregate", aggregate_fn, (cfg.model_dump(mode="json"),), Resources.aggregation(cfg.slurm),
+                     tuple(deps), code.path)  # fmt: skip
+    try:
+        with private_umask():
+            sid = backend.submit(sub).id
+    except SlurmError as exc:
+        if refused(exc):
+            state.pending.pop(name, None)
+            save_state(cfg.jobs_dir, state)
+        raise
+    state.aggregate = AggregateEntry(name, sid, time.time(), tuple(deps), code.key)
+    state.pending.pop(name, None)
+    save_state(cfg.jobs_dir, state)
+    if old is not None and old.slurm_id and (old_info is None or old_info.state in ACTIVE):
+        try:
+            backend.cancel([old.slurm_id])
+        except SlurmError:
+            pass  # already finished
+    return sid
