@@ -165,8 +165,9 @@ def code_files(package: Path | None = None) -> CodeFiles:
         if not _counted(rel):
             continue
         if path.is_symlink():
-            warnings.warn(f"{path} is a symbolic link: left out of the code snapshot (copy the file in instead)",
-                          stacklevel=2)  # fmt: skip
+            warnings.warn(
+                f"{path} is a symbolic link: left out of the code snapshot (copy the file in instead)", stacklevel=2
+            )
             continue
         if oid is None:
             if not path.is_file():

@@ -243,8 +243,10 @@ class Lease:
         """Raise ``LockLost`` unless this process still holds the claim: call before each submission."""
         if not self.owned():
             why = self.lost or f"the claim {self.path} is gone or is another's ({holder(self.path) or 'none'})"
-            raise LockLost(f"{why}; stopped before submitting more, so that two sweeps do not submit at once: "
-                           "run the sweep again once the other one is done")  # fmt: skip
+            raise LockLost(
+                f"{why}; stopped before submitting more, so that two sweeps do not submit at once: "
+                "run the sweep again once the other one is done"
+            )
 
     def _mine(self) -> bool:
         try:
@@ -260,8 +262,9 @@ class Lease:
 
 
 @contextlib.contextmanager
-def claim(path: str | os.PathLike[str], *, timeout_s: float | None = None, what: str = "",
-          stale_s: float = STALE_S) -> Iterator[Lease]:  # fmt: skip
+def claim(
+    path: str | os.PathLike[str], *, timeout_s: float | None = None, what: str = "", stale_s: float = STALE_S
+) -> Iterator[Lease]:
     """Hold ``path`` by creating it exclusively (host, pid, process start, token in it); yield a ``Lease``.
 
     A claim left behind is taken over when it is stale: its process is gone (same host: by pid
@@ -304,8 +307,13 @@ def _create(path: Path, what: str, stale_s: float) -> Lease | None:
     except OSError as exc:
         raise LockError(f"cannot create the lock file {path}{_for(what)}: {exc.strerror or exc}") from None
     started = datetime.now().astimezone().isoformat(timespec="seconds")
-    record = {"pid": os.getpid(), "host": socket.gethostname(), "started": started,
-              "process_start": process_start(os.getpid()), "token": uuid.uuid4().hex}  # fmt: skip
+    record = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": started,
+        "process_start": process_start(os.getpid()),
+        "token": uuid.uuid4().hex,
+    }
     try:
         os.write(fd, (json.dumps({**record, "beat": 0}) + "\n").encode())
     except OSError:

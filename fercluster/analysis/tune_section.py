@@ -38,13 +38,20 @@ def tune_section(cfg: SweepConfig, out_dir: Path) -> Section | None:
     figs = Path(out_dir) / "tune"
     iterations = {name: int(cfg.train_for(name).iterations) for name in trials["dataset"].unique()}
     figures = [
-        (k_scatter(trials, figs / "accuracy_vs_k.png"),
-         "Validation accuracy against k: best over the trial's evaluations (filled) and at its last "
-         "evaluation (open); grey: stopped by ASHA"),
-        (curves(rows, figs / "curves_by_k.png"), "Validation accuracy against iteration, one line per trial, colour = k"),
-        (budget(trials, iterations, cfg.tune.grace_period, cfg.tune.reduction_factor, figs / "asha_budget.png"),
-         "Iterations each trial trained before it completed or ASHA stopped it; dotted lines: ASHA's rungs"),
-    ]  # fmt: skip
+        (
+            k_scatter(trials, figs / "accuracy_vs_k.png"),
+            "Validation accuracy against k: best over the trial's evaluations (filled) and at its last "
+            "evaluation (open); grey: stopped by ASHA",
+        ),
+        (
+            curves(rows, figs / "curves_by_k.png"),
+            "Validation accuracy against iteration, one line per trial, colour = k",
+        ),
+        (
+            budget(trials, iterations, cfg.tune.grace_period, cfg.tune.reduction_factor, figs / "asha_budget.png"),
+            "Iterations each trial trained before it completed or ASHA stopped it; dotted lines: ASHA's rungs",
+        ),
+    ]
     section = Section(TITLE)
     for line in summary_lines(trials, iterations):
         section.text(line)
@@ -62,10 +69,14 @@ def per_trial(rows: pd.DataFrame) -> pd.DataFrame:
     rows = rows.sort_values(["dataset", "trial_id", "iteration"])
     groups = rows.groupby(["dataset", "trial_id"], sort=False)
     out = groups.agg(
-        k=("k", "first"), best_val=("val_acc", "max"), final_val=("val_acc", "last"),
-        final_test=("test_acc", "last"), iterations=("iteration", "max"), stopped=("stopped_by_asha", "first"),
+        k=("k", "first"),
+        best_val=("val_acc", "max"),
+        final_val=("val_acc", "last"),
+        final_test=("test_acc", "last"),
+        iterations=("iteration", "max"),
+        stopped=("stopped_by_asha", "first"),
         state=("state", "first"),
-    ).reset_index()  # fmt: skip
+    ).reset_index()
     # one vocabulary: files of earlier versions say TERMINATED and ERROR
     out["state"] = [from_ray(s, bool(x)) for s, x in zip(out["state"], out["stopped"], strict=True)]
     return out
@@ -101,11 +112,17 @@ def rank_correlation(x: np.ndarray, y: np.ndarray) -> float | None:
 def best_table(trials: pd.DataFrame, best: dict[str, Any]) -> list[dict[str, str]]:
     out = []
     for name, b in (best.get("per_dataset") or {}).items():
-        out.append({
-            "data set": name, "best k": f"{b['k']:.3f}", "validation accuracy": pct(b.get("val_acc")),
-            "test accuracy (same checkpoint)": pct(b.get("test_acc")), "at iteration": str(b.get("iteration")),
-            "trial": str(b.get("trial_id")), "trials": str(int((trials["dataset"] == name).sum())),
-        })  # fmt: skip
+        out.append(
+            {
+                "data set": name,
+                "best k": f"{b['k']:.3f}",
+                "validation accuracy": pct(b.get("val_acc")),
+                "test accuracy (same checkpoint)": pct(b.get("test_acc")),
+                "at iteration": str(b.get("iteration")),
+                "trial": str(b.get("trial_id")),
+                "trials": str(int((trials["dataset"] == name).sum())),
+            }
+        )
     return out
 
 
@@ -118,8 +135,9 @@ def k_scatter(trials: pd.DataFrame, path: Path) -> Path:
         group = trials[trials["dataset"] == name]
         colour = np.where(group["stopped"], "0.6", "C0")
         ax.scatter(group["k"], 100 * group["best_val"], c=colour, marker="o", label="best")
-        ax.scatter(group["k"], 100 * group["final_val"], facecolors="none", edgecolors=colour, marker="o",
-                   s=70, label="final")  # fmt: skip
+        ax.scatter(
+            group["k"], 100 * group["final_val"], facecolors="none", edgecolors=colour, marker="o", s=70, label="final"
+        )
         ax.set(title=name, xlabel="k (init scale)", ylabel="validation accuracy (%)")
         ax.legend(loc="lower right", fontsize=8)
         ax.grid(alpha=0.3)
@@ -147,8 +165,9 @@ def curves(rows: pd.DataFrame, path: Path) -> Path:
 def budget(trials: pd.DataFrame, iterations: dict[str, int], grace: int, factor: int, path: Path) -> Path:
     plt = _plt()
     names = sorted(trials["dataset"].unique())
-    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 0.9 + 0.3 * trials.groupby("dataset").size().max()),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        1, len(names), figsize=(5 * len(names), 0.9 + 0.3 * trials.groupby("dataset").size().max()), squeeze=False
+    )
     for ax, name in zip(axes[0], names, strict=True):
         group = trials[trials["dataset"] == name].sort_values("k")
         labels = [f"k={k:.2f}" for k in group["k"]]

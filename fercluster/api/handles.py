@@ -112,9 +112,20 @@ class Job:
         metrics = pd.DataFrame({c: outcome.metrics[c] for c in ALL_METRIC_COLUMNS})
         number = lambda key: float(info[key]) if isinstance(info.get(key), (int, float)) else None  # noqa: E731
         selected = info.get("selected_iteration")
-        return JobResult(self.job_id, self.dataset, self.fold, self.variant, self.seed, number("k"),
-                         number("val_acc"), number("test_acc"), int(selected) if selected is not None else None,
-                         self.run_dir, dict(info), metrics.astype({"iteration": "int64"}))  # fmt: skip
+        return JobResult(
+            self.job_id,
+            self.dataset,
+            self.fold,
+            self.variant,
+            self.seed,
+            number("k"),
+            number("val_acc"),
+            number("test_acc"),
+            int(selected) if selected is not None else None,
+            self.run_dir,
+            dict(info),
+            metrics.astype({"iteration": "int64"}),
+        )
 
     def stdout(self, lines: int = 20) -> str:
         """The last ``lines`` of its SLURM stdout log; "" when it has none (never on SLURM: a local

@@ -50,8 +50,10 @@ class Aggregation:
     summary: Mapping[str, Any] = field(default_factory=dict, repr=False)  # summary.json's content
 
     def __repr__(self) -> str:
-        return (f"<Aggregation of sweep {self.sweep!r}: {self.complete} of {self.planned} jobs complete, "
-                f"{len(self.missing)} missing, {len(self.skipped)} skipped; report {self.report}>")  # fmt: skip
+        return (
+            f"<Aggregation of sweep {self.sweep!r}: {self.complete} of {self.planned} jobs complete, "
+            f"{len(self.missing)} missing, {len(self.skipped)} skipped; report {self.report}>"
+        )
 
     @classmethod
     def from_summary(cls, summary: Mapping[str, Any]) -> Aggregation:
@@ -94,8 +96,10 @@ class LocalRun:
     change: Any = field(default=None, repr=False)  # an OverrideChange, or None
 
     def __repr__(self) -> str:
-        return (f"<LocalRun of sweep {self.sweep!r}: {self.jobs} jobs; ran {self.ran}, skipped {self.skipped} done, "
-                f"failed {self.failed}, left to SLURM {self.left_to_slurm}; {self.total_s:.1f} s; report {self.report}>")  # fmt: skip
+        return (
+            f"<LocalRun of sweep {self.sweep!r}: {self.jobs} jobs; ran {self.ran}, skipped {self.skipped} done, "
+            f"failed {self.failed}, left to SLURM {self.left_to_slurm}; {self.total_s:.1f} s; report {self.report}>"
+        )
 
     @property
     def report(self) -> Path | None:

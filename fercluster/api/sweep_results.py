@@ -135,8 +135,11 @@ class Results:
         paper's number and the difference, and the prior art the paper quotes (``source``)."""
         complete = [j.run_dir for j in self._jobs if j.complete]
         done = [r for r in read_runs(complete) if isinstance(r, JobResult)]
-        planned = [PlannedJob(k["dataset"], int(k["fold"]), k["variant"], int(k["seed"]), j.job_id, j.run_dir)
-                   for j in self._jobs if (k := j.keys)["dataset"] is not None]  # fmt: skip
+        planned = [
+            PlannedJob(k["dataset"], int(k["fold"]), k["variant"], int(k["seed"]), j.job_id, j.run_dir)
+            for j in self._jobs
+            if (k := j.keys)["dataset"] is not None
+        ]
         return tables.accuracy_table(tables.fold_table(done), planned, self._kinds)
 
     @cached_property

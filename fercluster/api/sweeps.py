@@ -107,8 +107,12 @@ class OverrideChange:
     left: tuple[str, ...]  # job ids it ran or submitted that are no longer planned: left as they are
 
     def to_dict(self) -> dict[str, Any]:
-        return {"before": list(self.before), "after": list(self.after), "added": list(self.added),
-                "left": list(self.left)}  # fmt: skip
+        return {
+            "before": list(self.before),
+            "after": list(self.after),
+            "added": list(self.added),
+            "left": list(self.left),
+        }
 
     def lines(self, dry_run: bool = False, shown: int = 20) -> list[str]:
         """What a person reads: the change, then the job ids added and left (``shown`` of each)."""
@@ -160,8 +164,10 @@ class Submission:
     def __repr__(self) -> str:
         s = self.result.diff.summary()
         verb = "would submit" if self.result.dry_run else "submitted"
-        return (f"<Submission of sweep {self.config.name!r}: {len(self.result.specs)} jobs; {verb} {s['submit']}, "
-                f"retry {s['retry']}, {s['done']} done, {s['active']} queued/running, {s['failed']} failed>")  # fmt: skip
+        return (
+            f"<Submission of sweep {self.config.name!r}: {len(self.result.specs)} jobs; {verb} {s['submit']}, "
+            f"retry {s['retry']}, {s['done']} done, {s['active']} queued/running, {s['failed']} failed>"
+        )
 
     @property
     def jobs(self) -> pd.DataFrame:

@@ -39,8 +39,10 @@ def main() -> None:
         sys.exit(2)
     except OSError as exc:  # a file system problem no check foresaw: still one line, not a traceback
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"error: {exc.strerror or exc}{where}; check the paths in the config, or run: fercluster doctor CONFIG",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"error: {exc.strerror or exc}{where}; check the paths in the config, or run: fercluster doctor CONFIG",
+            file=sys.stderr,
+        )
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -21,8 +21,12 @@ if TYPE_CHECKING:
     from fercluster.orchestration.store.snapshot import StatusSnapshot
 
 # where a status refresh read the states of jobs not done (status.snapshot's "source")
-SOURCE_TEXT = {"": "SLURM not asked: no job of the sweep waits on it", "sacct": "states from SLURM's sacct",
-               "squeue": "states from SLURM's squeue", "local": "states of jobs running here"}  # fmt: skip
+SOURCE_TEXT = {
+    "": "SLURM not asked: no job of the sweep waits on it",
+    "sacct": "states from SLURM's sacct",
+    "squeue": "states from SLURM's squeue",
+    "local": "states of jobs running here",
+}
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
@@ -109,8 +113,12 @@ def _render(cfg: SweepConfig, snap: StatusSnapshot, failed: bool, next_s: float 
         )
     ]
     if snap.stale:
-        parts.append(Text(f"stale: SLURM could not be asked about every job ({snap.stale}); "
-                          "their last known states are shown", style="yellow"))  # fmt: skip
+        parts.append(
+            Text(
+                f"stale: SLURM could not be asked about every job ({snap.stale}); their last known states are shown",
+                style="yellow",
+            )
+        )
     if next_s is not None:
         parts.append(Text(f"next refresh in {next_s:g} s" + (" (backing off)" if snap.stale else "")))
     if snap.cost:

@@ -16,8 +16,22 @@ if TYPE_CHECKING:
     from fercluster.orchestration.backend import Backend
     from fercluster.orchestration.store.snapshot import JobRow
 
-COLUMNS = ("job", "data set", "fold", "variant", "seed", "k", "state", "iter", "val", "test", "elapsed", "node",
-           "SLURM id", "code")  # fmt: skip
+COLUMNS = (
+    "job",
+    "data set",
+    "fold",
+    "variant",
+    "seed",
+    "k",
+    "state",
+    "iter",
+    "val",
+    "test",
+    "elapsed",
+    "node",
+    "SLURM id",
+    "code",
+)
 RIGHT = ("fold", "seed", "k", "iter", "val", "test", "elapsed")  # numbers: aligned right
 
 

@@ -167,8 +167,10 @@ def gpu_lines(result: dict) -> list[str]:
     from fercluster.train.bench_gpu import PAPER_BATCH, PAPER_ITERATIONS, PAPER_RUNS
 
     if not result["cuda"]:
-        return [f"no CUDA device here (torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}): "
-                "nothing measured; run it on a GPU node, e.g. `srun --gpus=1 fercluster bench gpu`"]  # fmt: skip
+        return [
+            f"no CUDA device here (torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}): "
+            "nothing measured; run it on a GPU node, e.g. `srun --gpus=1 fercluster bench gpu`"
+        ]
     ref = result["modes"][0]
     lines = [
         f"bench gpu: {result['device']} ({result['gpus']} GPU(s)); the paper model {result['image_size']}x"
@@ -181,19 +183,25 @@ def gpu_lines(result: dict) -> list[str]:
             lines.append(f"{row['mode']:<34} {'failed: ' + row['error']}")
             continue
         verdict = "(ref)" if row is ref else ("close" if row["close"] else "NOT close")
-        lines.append(f"{row['mode']:<34} {row['images_per_s']:>10.1f} {row['loss']:>7.3f} {verdict:>9} "
-                     f"{row['sweep_hours']:>11.1f} h")  # fmt: skip
+        lines.append(
+            f"{row['mode']:<34} {row['images_per_s']:>10.1f} {row['loss']:>7.3f} {verdict:>9} "
+            f"{row['sweep_hours']:>11.1f} h"
+        )
     sweep = f"{PAPER_RUNS} runs x {PAPER_ITERATIONS:,} iterations x {PAPER_BATCH} images"
     best = next((r for r in result["modes"] if r["mode"] == result["best"]), None)
     if best is None:
         lines.append("no mode reached fp32's loss: nothing to propose")
     else:
-        lines.append(f"paper sweep ({sweep}) on one GPU: {best['sweep_hours']:.1f} h in the fastest mode with "
-                     f"fp32's loss ({best['mode']}), {ref['sweep_hours']:.1f} h in fp32")  # fmt: skip
+        lines.append(
+            f"paper sweep ({sweep}) on one GPU: {best['sweep_hours']:.1f} h in the fastest mode with "
+            f"fp32's loss ({best['mode']}), {ref['sweep_hours']:.1f} h in fp32"
+        )
     ddp = result.get("ddp")
     if ddp:
-        lines.append(f"2-GPU DDP (NCCL, {ddp['mode']}): {ddp['images_per_s']:.1f} images/s, scaling efficiency "
-                     f"{ddp['efficiency']:.2f}; the sweep on 2 GPUs: {ddp['sweep_hours']:.1f} h")  # fmt: skip
+        lines.append(
+            f"2-GPU DDP (NCCL, {ddp['mode']}): {ddp['images_per_s']:.1f} images/s, scaling efficiency "
+            f"{ddp['efficiency']:.2f}; the sweep on 2 GPUs: {ddp['sweep_hours']:.1f} h"
+        )
     elif result["gpus"] < 2:
         lines.append("DDP: one GPU here, not measured")
     return lines

@@ -10,6 +10,9 @@ errors (DataError, naming the file and line); sequences with fewer than 4 frames
 images and faces found neither by the cascade nor by landmarks are skipped, counted and listed.
 """
 
+# Over 400 lines: the CK+ reader follows the authors' pipeline step by step (labels, FACS, frames,
+# grey, crop, folds); its parts share the tree's layout and are read together.
+
 from __future__ import annotations
 
 import re
@@ -301,11 +304,17 @@ def _manifest(rows: list[tuple[Frame, str]], folds: dict[str, int], classes: int
     labels = [f.emotion if classes == 8 else SIX_CLASS[f.emotion] for f, _ in rows]
     schema = pa.schema(
         [
-            ("image_id", pa.string()), ("subject", pa.string()), ("sequence", pa.string()),
-            ("frame", pa.int64()), ("label", pa.int64()), ("label_name", pa.string()),
-            ("fold", pa.int64()), ("aus", pa.list_(pa.int64())), ("crop", pa.string()),
+            ("image_id", pa.string()),
+            ("subject", pa.string()),
+            ("sequence", pa.string()),
+            ("frame", pa.int64()),
+            ("label", pa.int64()),
+            ("label_name", pa.string()),
+            ("fold", pa.int64()),
+            ("aus", pa.list_(pa.int64())),
+            ("crop", pa.string()),
         ]
-    )  # fmt: skip
+    )
     columns = {
         "image_id": [f.path.stem for f, _ in rows],
         "subject": [f.subject for f, _ in rows],
@@ -371,13 +380,24 @@ def prepare_ckplus(
         "per class": {name: labels.count(i) for i, name in enumerate(names)},
     }
     info = {
-        "kind": "ckplus", "classes": classes, "label_names": list(names), "source": str(layout.root.resolve()),
-        "fingerprint": fingerprint, "crop": crop, "folds": N_FOLDS, "subjects": len(folds),
-    }  # fmt: skip
+        "kind": "ckplus",
+        "classes": classes,
+        "label_names": list(names),
+        "source": str(layout.root.resolve()),
+        "fingerprint": fingerprint,
+        "crop": crop,
+        "folds": N_FOLDS,
+        "subjects": len(folds),
+    }
     return PreparedData(
-        images=np.stack(images).astype(np.uint8), manifest=manifest, info=info, skips=skips,
-        au_regions=read_au_regions(layout.root / "au_regions.json"), counts=counts, breakdown=breakdown,
-    )  # fmt: skip
+        images=np.stack(images).astype(np.uint8),
+        manifest=manifest,
+        info=info,
+        skips=skips,
+        au_regions=read_au_regions(layout.root / "au_regions.json"),
+        counts=counts,
+        breakdown=breakdown,
+    )
 
 
 def _counts(sequences, labelled, rows, skips, dropped, crop, classes) -> dict[str, int]:

@@ -164,8 +164,14 @@ def prepare_tfd(mat_path: str | Path, progress: Progress | None = None) -> Prepa
     }
     skips: list[Skip] = []  # a TFD file has nothing to skip: bad content is an error
     info = {
-        "kind": "tfd", "classes": len(LABEL_NAMES), "label_names": list(LABEL_NAMES),
-        "source": str(path.resolve()), "fingerprint": fingerprint, "crop": "none", "folds": TFD_FOLDS, "source_size": int(size),
-    }  # fmt: skip
+        "kind": "tfd",
+        "classes": len(LABEL_NAMES),
+        "label_names": list(LABEL_NAMES),
+        "source": str(path.resolve()),
+        "fingerprint": fingerprint,
+        "crop": "none",
+        "folds": TFD_FOLDS,
+        "source_size": int(size),
+    }
     au_regions = read_au_regions(path.with_name(path.stem + ".au_regions.json"))
     return PreparedData(images, manifest, info, skips, au_regions, counts, breakdown)

@@ -75,12 +75,23 @@ class Resources:
     def training(cls, slurm: Slurm) -> Resources:
         """A training job under ``slurm``: one task per GPU of each node, or one per node without GPUs."""
         return cls(
-            time_min=slurm.time_min, nodes=slurm.nodes, gpus_per_node=slurm.gpus_per_node, gpu_type=slurm.gpu_type,
-            tasks_per_node=max(1, slurm.gpus_per_node), cpus_per_task=slurm.cpus_per_task, mem_gb=slurm.mem_gb,
-            mem_per_gpu_gb=slurm.mem_per_gpu_gb, partition=slurm.partition, account=slurm.account, qos=slurm.qos,
-            constraint=slurm.constraint, exclusive=slurm.exclusive, signal_delay_s=slurm.signal_delay_s,
-            setup=tuple(slurm.setup), extra=tuple(slurm.extra.items()),
-        )  # fmt: skip
+            time_min=slurm.time_min,
+            nodes=slurm.nodes,
+            gpus_per_node=slurm.gpus_per_node,
+            gpu_type=slurm.gpu_type,
+            tasks_per_node=max(1, slurm.gpus_per_node),
+            cpus_per_task=slurm.cpus_per_task,
+            mem_gb=slurm.mem_gb,
+            mem_per_gpu_gb=slurm.mem_per_gpu_gb,
+            partition=slurm.partition,
+            account=slurm.account,
+            qos=slurm.qos,
+            constraint=slurm.constraint,
+            exclusive=slurm.exclusive,
+            signal_delay_s=slurm.signal_delay_s,
+            setup=tuple(slurm.setup),
+            extra=tuple(slurm.extra.items()),
+        )
 
     @classmethod
     def aggregation(cls, slurm: Slurm) -> Resources:
@@ -88,9 +99,17 @@ class Resources:
         time, CPUs and memory (each unset one: the training job's; its time: 30 minutes)."""
         agg = slurm.aggregate
         pick = {k: getattr(agg, k) for k in ("partition", "qos", "account", "cpus_per_task", "mem_gb")}
-        return replace(cls.training(slurm), nodes=1, gpus_per_node=0, gpu_type=None, tasks_per_node=1,
-                       mem_per_gpu_gb=None, exclusive=False, time_min=agg.time_min,
-                       **{k: v for k, v in pick.items() if v is not None})  # fmt: skip
+        return replace(
+            cls.training(slurm),
+            nodes=1,
+            gpus_per_node=0,
+            gpu_type=None,
+            tasks_per_node=1,
+            mem_per_gpu_gb=None,
+            exclusive=False,
+            time_min=agg.time_min,
+            **{k: v for k, v in pick.items() if v is not None},
+        )
 
     def one_task_per_node(self) -> Resources:
         """Not ranks: one task per node that shares the node's GPUs (a Ray node, a check)."""

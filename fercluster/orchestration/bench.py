@@ -168,9 +168,17 @@ def finish_all(specs: list[Any], changed: bool = False) -> None:
     for spec in specs:
         run_dir = Path(spec.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        record = {"job_id": spec.job_id, "spec": spec.to_dict(), "status": "completed", "k": 0.7,
-                  "val_acc": 0.95 if changed else 0.9, "test_acc": 0.9, "selected_iteration": 1000,
-                  "host": "node1", "timings": {"total_s": 60.0}}  # fmt: skip
+        record = {
+            "job_id": spec.job_id,
+            "spec": spec.to_dict(),
+            "status": "completed",
+            "k": 0.7,
+            "val_acc": 0.95 if changed else 0.9,
+            "test_acc": 0.9,
+            "selected_iteration": 1000,
+            "host": "node1",
+            "timings": {"total_s": 60.0},
+        }
         (run_dir / "job.json").write_text(json.dumps(record))
         (run_dir / "metrics.parquet").write_bytes(metrics)
         (run_dir / "predictions.parquet").write_bytes(predictions)
@@ -182,9 +190,12 @@ def _parquet_bytes() -> tuple[bytes, bytes]:
     import pandas as pd
 
     out = []
-    frames = [pd.DataFrame({c: [500.0, 1000.0] for c in METRIC_COLUMNS}).astype({"iteration": "int64"}),
-              pd.DataFrame({"image_id": ["a", "b"], "label": [0, 1], "prediction": [0, 1],
-                            "probs": [[0.9, 0.1], [0.2, 0.8]]})]  # fmt: skip
+    frames = [
+        pd.DataFrame({c: [500.0, 1000.0] for c in METRIC_COLUMNS}).astype({"iteration": "int64"}),
+        pd.DataFrame(
+            {"image_id": ["a", "b"], "label": [0, 1], "prediction": [0, 1], "probs": [[0.9, 0.1], [0.2, 0.8]]}
+        ),
+    ]
     for frame in frames:
         buffer = io.BytesIO()
         frame.to_parquet(buffer, index=False)
@@ -223,6 +234,12 @@ def read_targets(reads: dict[str, float]) -> list[dict[str, Any]]:
     out = []
     for key, value in reads.items():
         limit = 10.0 if "cold" in key else 0.5
-        out.append({"name": key.removesuffix("_s").replace("_", " "), "value": f"{value:.2f} s",
-                    "target": f"< {limit:g} s", "pass": value < limit})  # fmt: skip
+        out.append(
+            {
+                "name": key.removesuffix("_s").replace("_", " "),
+                "value": f"{value:.2f} s",
+                "target": f"< {limit:g} s",
+                "pass": value < limit,
+            }
+        )
     return out

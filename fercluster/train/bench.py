@@ -46,11 +46,21 @@ def _synthetic_data(n: int, size: int, classes: int, device: torch.device) -> Jo
 def _reference_model(classes: int, width: float, dropout: float) -> nn.Sequential:
     f1, f2, f3, hidden = (max(1, round(c * width)) for c in (64, 128, 256, 300))
     return nn.Sequential(
-        nn.Conv2d(1, f1, 5, padding=2, bias=False), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(f1, f2, 5, padding=2, bias=False), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(f2, f3, 5, padding=2, bias=False), nn.ReLU(), nn.AdaptiveMaxPool2d(2), nn.Flatten(),
-        nn.Dropout(dropout), nn.Linear(4 * f3, hidden), nn.ReLU(), nn.Linear(hidden, classes),
-    )  # fmt: skip
+        nn.Conv2d(1, f1, 5, padding=2, bias=False),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(f1, f2, 5, padding=2, bias=False),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(f2, f3, 5, padding=2, bias=False),
+        nn.ReLU(),
+        nn.AdaptiveMaxPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(dropout),
+        nn.Linear(4 * f3, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, classes),
+    )
 
 
 class _Reference:
@@ -99,8 +109,18 @@ class _Reference:
 
 def _bench_spec(size: int, width: float, batch: int, device: torch.device) -> JobSpec:
     train = Train(image_size=size, width=width, batch_size=batch, k=0.7, device=device.type, iterations=1)
-    return JobSpec(sweep="bench", dataset="bench", kind="ckplus", classes=8, fold=0, variant="AD", seed=0,
-                   train=train, prepared_dir="", run_dir="")  # fmt: skip
+    return JobSpec(
+        sweep="bench",
+        dataset="bench",
+        kind="ckplus",
+        classes=8,
+        fold=0,
+        variant="AD",
+        seed=0,
+        train=train,
+        prepared_dir="",
+        run_dir="",
+    )
 
 
 def _sync(device: torch.device) -> None:
@@ -117,8 +137,15 @@ def _timed(step, iterations: int, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def bench_train(device: str = "cpu", size: int = 96, width: float = 1.0, iterations: int = 20,
-                batch: int = 64, rounds: int | None = None, warmup: int = 2) -> BenchResult:  # fmt: skip
+def bench_train(
+    device: str = "cpu",
+    size: int = 96,
+    width: float = 1.0,
+    iterations: int = 20,
+    batch: int = 64,
+    rounds: int | None = None,
+    warmup: int = 2,
+) -> BenchResult:
     """Time ``iterations`` steps of each loop, in alternating rounds (default: 5 steps a round)."""
     rounds = rounds or max(2, iterations // 5)
     dev = torch.device(device)

@@ -55,14 +55,22 @@ class Mode:
 
     def settings(self) -> dict[str, Any]:
         """The job's ``train`` settings of this mode."""
-        return {"tf32": self.precision == "tf32", "bf16": self.precision == "bf16",
-                "channels_last": self.channels_last, "compile": self.compile}  # fmt: skip
+        return {
+            "tf32": self.precision == "tf32",
+            "bf16": self.precision == "bf16",
+            "channels_last": self.channels_last,
+            "compile": self.compile,
+        }
 
 
 def all_modes(compile: bool = True) -> list[Mode]:
     """fp32 first (the reference of the loss check), then every other combination."""
-    return [Mode(p, cl, c) for p in ("fp32", "tf32", "bf16") for c in ((False, True) if compile else (False,))
-            for cl in (False, True)]  # fmt: skip
+    return [
+        Mode(p, cl, c)
+        for p in ("fp32", "tf32", "bf16")
+        for c in ((False, True) if compile else (False,))
+        for cl in (False, True)
+    ]
 
 
 @dataclass
@@ -85,15 +93,24 @@ def learnable_data(n: int, size: int, classes: int, device: torch.device, seed: 
     grid = torch.arange(size, dtype=torch.float32)
     cx = size * (0.25 + 0.5 * (y % 2)) + torch.randn(n, generator=g) * size / 48
     cy = size * (0.2 + 0.6 * (y // 2) / max(1, (classes - 1) // 2)) + torch.randn(n, generator=g) * size / 48
-    blob = torch.exp(-((grid[None, None, :] - cx[:, None, None]) ** 2 + (grid[None, :, None] - cy[:, None, None]) ** 2)
-                     / (2 * (size / 12) ** 2))  # fmt: skip
+    blob = torch.exp(
+        -((grid[None, None, :] - cx[:, None, None]) ** 2 + (grid[None, :, None] - cy[:, None, None]) ** 2)
+        / (2 * (size / 12) ** 2)
+    )
     raw = (0.5 + 1.2 * blob + 0.15 * torch.randn(n, size, size, generator=g)).clamp(0, 2)[:, None]  # (n, 1, S, S)
     split = Split(x=(raw - F.avg_pool2d(raw, 5, 1, 2)).to(device), y=y.to(device), image_ids=[str(i) for i in range(n)])
     return JobData(train_raw=raw.to(device), train=split, val=split, test=split, label_names=[])
 
 
-def _trainer(mode: Mode, data: JobData, size: int, width: float, batch: int, device: torch.device,
-             info: distributed.DistInfo = distributed.DistInfo()) -> Trainer:  # fmt: skip
+def _trainer(
+    mode: Mode,
+    data: JobData,
+    size: int,
+    width: float,
+    batch: int,
+    device: torch.device,
+    info: distributed.DistInfo = distributed.DistInfo(),
+) -> Trainer:
     spec = _bench_spec(size, width, batch, device)
     spec = replace(spec, train=spec.train.model_copy(update=mode.settings()))
     set_tf32(mode.precision == "tf32")
@@ -102,8 +119,18 @@ def _trainer(mode: Mode, data: JobData, size: int, width: float, batch: int, dev
     return Trainer(spec, data, device, info, k=0.7)
 
 
-def run_mode(mode: Mode, data: JobData, *, size: int, width: float, batch: int, device: torch.device,
-             iterations: int, warmup: int, loss_steps: int) -> ModeResult:  # fmt: skip
+def run_mode(
+    mode: Mode,
+    data: JobData,
+    *,
+    size: int,
+    width: float,
+    batch: int,
+    device: torch.device,
+    iterations: int,
+    warmup: int,
+    loss_steps: int,
+) -> ModeResult:
     """Time one mode and train it to ``loss_steps`` steps; errors (e.g. no compiler) are recorded."""
     result = ModeResult(mode.name, mode.precision, mode.channels_last, mode.compile)
     try:
@@ -128,17 +155,33 @@ def close_to(loss: float, reference: float) -> bool:
     return math.isfinite(loss) and math.isfinite(reference) and abs(loss - reference) <= LOSS_ABS + LOSS_REL * reference
 
 
-def bench_gpu(device: str = "cuda", size: int = 96, width: float = 1.0, batch: int = PAPER_BATCH,
-              iterations: int = 50, warmup: int = 10, loss_steps: int = 300, compile: bool = True,
-              ddp: bool = True) -> dict[str, Any]:  # fmt: skip
+def bench_gpu(
+    device: str = "cuda",
+    size: int = 96,
+    width: float = 1.0,
+    batch: int = PAPER_BATCH,
+    iterations: int = 50,
+    warmup: int = 10,
+    loss_steps: int = 300,
+    compile: bool = True,
+    ddp: bool = True,
+) -> dict[str, Any]:
     """The mode table, the 2-GPU DDP rate and the projection; ``{"cuda": False}`` without CUDA."""
+    # Over 50 lines: its keyword parameters (one per CLI option) take a third of it.
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         return {"cuda": False, "device": None, "modes": [], "ddp": None, "paper_images": PAPER_IMAGES}
     loss_steps = max(loss_steps, warmup + iterations + LOSS_WINDOW)
     data = learnable_data(1024, size, 8, dev)
-    opts = {"size": size, "width": width, "batch": batch, "device": dev, "iterations": iterations,
-            "warmup": warmup, "loss_steps": loss_steps}  # fmt: skip
+    opts = {
+        "size": size,
+        "width": width,
+        "batch": batch,
+        "device": dev,
+        "iterations": iterations,
+        "warmup": warmup,
+        "loss_steps": loss_steps,
+    }
     rows = [run_mode(mode, data, **opts) for mode in all_modes(compile)]
     reference = rows[0].loss
     for row in rows:
@@ -146,11 +189,19 @@ def bench_gpu(device: str = "cuda", size: int = 96, width: float = 1.0, batch: i
     usable = [r for r in rows if r.close and not r.error]
     best = max(usable, key=lambda r: r.images_per_s, default=None)
     out: dict[str, Any] = {
-        "cuda": dev.type == "cuda", "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-        "gpus": torch.cuda.device_count() if dev.type == "cuda" else 0, "image_size": size, "width": width,
-        "batch": batch, "iterations": iterations, "loss_steps": loss_steps, "modes": [asdict(r) for r in rows],
-        "best": best.mode if best else None, "paper_images": PAPER_IMAGES, "ddp": None,
-    }  # fmt: skip
+        "cuda": dev.type == "cuda",
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "gpus": torch.cuda.device_count() if dev.type == "cuda" else 0,
+        "image_size": size,
+        "width": width,
+        "batch": batch,
+        "iterations": iterations,
+        "loss_steps": loss_steps,
+        "modes": [asdict(r) for r in rows],
+        "best": best.mode if best else None,
+        "paper_images": PAPER_IMAGES,
+        "ddp": None,
+    }
     if ddp and best is not None and out["gpus"] >= 2:
         mode = next(m for m in all_modes(compile) if m.name == best.mode)
         out["ddp"] = ddp_rate(mode, size=size, width=width, batch=batch, iterations=iterations, warmup=warmup)
@@ -173,8 +224,18 @@ def ddp_rate(mode: Mode, *, size: int, width: float, batch: int, iterations: int
     return {"mode": mode.name, "gpus": 2, "images_per_s": rate, "sweep_hours": PAPER_IMAGES / rate / 3600}
 
 
-def _ddp_rank(rank: int, world: int, port: int, mode: Mode, size: int, width: float, batch: int,
-              iterations: int, warmup: int, out: str) -> None:  # fmt: skip
+def _ddp_rank(
+    rank: int,
+    world: int,
+    port: int,
+    mode: Mode,
+    size: int,
+    width: float,
+    batch: int,
+    iterations: int,
+    warmup: int,
+    out: str,
+) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     info = distributed.DistInfo(rank, world, rank)
     device = torch.device("cuda", rank)

@@ -195,8 +195,10 @@ def rendezvous_store(info: DistInfo, addr: str, ports: list[int], folder: Path |
         if published is not None:
             write_json(published, {"port": port, "addr": addr})
         return store
-    raise TrainingError(f"rank 0 could bind none of the rendezvous ports ({'; '.join(errors)}); "
-                        "set FERCLUSTER_MASTER_PORT to a free port")  # fmt: skip
+    raise TrainingError(
+        f"rank 0 could bind none of the rendezvous ports ({'; '.join(errors)}); "
+        "set FERCLUSTER_MASTER_PORT to a free port"
+    )
 
 
 def _read_port(published: Path, timeout_s: float) -> int:
@@ -206,8 +208,10 @@ def _read_port(published: Path, timeout_s: float) -> int:
             return int(json.loads(published.read_text())["port"])
         except (OSError, ValueError, KeyError):
             if time.monotonic() > deadline:
-                raise TrainingError(f"rank 0 did not publish its rendezvous port in {published} within "
-                                    f"{timeout_s:.0f} s; see rank 0's log") from None  # fmt: skip
+                raise TrainingError(
+                    f"rank 0 did not publish its rendezvous port in {published} within "
+                    f"{timeout_s:.0f} s; see rank 0's log"
+                ) from None
             time.sleep(0.2)
 
 

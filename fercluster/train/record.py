@@ -98,8 +98,10 @@ class JobRecord:
                 out[f.name] = getattr(self, f.name)
         out["nodes"] = list(self.nodes)
         if self.selections is not None:
-            out["selections"] = {k: {"iteration": s.iteration, "val_acc": s.val_acc, "test_acc": s.test_acc}
-                                 for k, s in self.selections.items()}  # fmt: skip
+            out["selections"] = {
+                k: {"iteration": s.iteration, "val_acc": s.val_acc, "test_acc": s.test_acc}
+                for k, s in self.selections.items()
+            }
         return out
 
     @classmethod

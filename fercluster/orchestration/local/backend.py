@@ -29,8 +29,12 @@ KEY = "local"  # the key of a job's record in state.json
 
 def mark_started(rec: dict[str, Any]) -> None:
     """Record in a job's state record that this process runs it now."""
-    rec[KEY] = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-                "process_start": process_start(os.getpid())}  # fmt: skip
+    rec[KEY] = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.time(),
+        "process_start": process_start(os.getpid()),
+    }
 
 
 def mark_ended(rec: dict[str, Any]) -> None:

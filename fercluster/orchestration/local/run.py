@@ -100,9 +100,18 @@ def _run_one(
     mark_started(run)  # run["local"]: this process, now
     old = state.jobs.get(spec.job_id) or JobEntry()
     # code: None, not a snapshot's: this run imports this process's code (job.json records its hash)
-    state.jobs[spec.job_id] = replace(old, dataset=spec.dataset, fold=spec.fold, variant=spec.variant, seed=spec.seed,
-                                      run_dir=spec.run_dir, slurm_ids=(), code=None, submissions=old.submissions + 1,
-                                      local=dict(run[LOCAL_KEY]))  # fmt: skip
+    state.jobs[spec.job_id] = replace(
+        old,
+        dataset=spec.dataset,
+        fold=spec.fold,
+        variant=spec.variant,
+        seed=spec.seed,
+        run_dir=spec.run_dir,
+        slurm_ids=(),
+        code=None,
+        submissions=old.submissions + 1,
+        local=dict(run[LOCAL_KEY]),
+    )
     save_state(cfg.jobs_dir, state)
     total = spec.train.iterations
     ok = True

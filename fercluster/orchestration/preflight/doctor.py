@@ -63,8 +63,14 @@ class Report:
         self.checks.extend(checks)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.errors == 0, "errors": self.errors, "warnings": self.warnings,
-                "checks": [asdict(c) for c in self.checks], "login": self.login, "node": self.node}  # fmt: skip
+        return {
+            "ok": self.errors == 0,
+            "errors": self.errors,
+            "warnings": self.warnings,
+            "checks": [asdict(c) for c in self.checks],
+            "login": self.login,
+            "node": self.node,
+        }
 
 
 def run_doctor(
@@ -97,12 +103,19 @@ def run_doctor(
 # -- SLURM -----------------------------------------------------------------------------------------
 def _slurm_check(nodes: list[preflight.NodeLine] | str) -> Check:
     if isinstance(nodes, str):
-        return Check("slurm", ERROR, f"SLURM does not answer: {nodes}",
-                     "run this on the cluster's login node (or `fercluster sweep CONFIG --local` here); "
-                     "check the controller with `scontrol ping` and SLURM_CONF")  # fmt: skip
+        return Check(
+            "slurm",
+            ERROR,
+            f"SLURM does not answer: {nodes}",
+            "run this on the cluster's login node (or `fercluster sweep CONFIG --local` here); "
+            "check the controller with `scontrol ping` and SLURM_CONF",
+        )
     parts = sorted({n.partition for n in nodes})
-    return Check("slurm", OK, f"sinfo answers: {len(parts)} partition(s) ({', '.join(parts)}), "
-                              f"{len({n.node for n in nodes})} node(s)")  # fmt: skip
+    return Check(
+        "slurm",
+        OK,
+        f"sinfo answers: {len(parts)} partition(s) ({', '.join(parts)}), {len({n.node for n in nodes})} node(s)",
+    )
 
 
 def _accounting_check() -> Check:
@@ -111,11 +124,12 @@ def _accounting_check() -> Check:
         return Check("accounting", OK, "sacct answers: `status` reads job states from accounting")
     age = preflight.config_value("MinJobAge")
     return Check(
-        "accounting", WARNING,
+        "accounting",
+        WARNING,
         f"sacct fails ({detail}): `status` falls back to squeue/scontrol, which forget a finished job "
         f"after MinJobAge={age or '?'} s; a job that died without a result is then reported lost (FAILED)",
         "ask the administrators for accounting (slurmdbd), or keep `fercluster status` running while jobs end",
-    )  # fmt: skip
+    )
 
 
 def _partition_check(slurm: Slurm, nodes: list[preflight.NodeLine]) -> Check:
@@ -123,11 +137,19 @@ def _partition_check(slurm: Slurm, nodes: list[preflight.NodeLine]) -> Check:
     default = next((n.partition for n in nodes if n.default), None)
     name = slurm.partition or default
     if name is None:
-        return Check("partition", ERROR, "the config sets no partition and the cluster has no default one",
-                     f"set slurm.partition to one of: {', '.join(names)}")  # fmt: skip
+        return Check(
+            "partition",
+            ERROR,
+            "the config sets no partition and the cluster has no default one",
+            f"set slurm.partition to one of: {', '.join(names)}",
+        )
     if name not in names:
-        return Check("partition", ERROR, f"partition {name!r} does not exist on this cluster (partitions: {', '.join(names)})",
-                     f"set slurm.partition to one of: {', '.join(names)}")  # fmt: skip
+        return Check(
+            "partition",
+            ERROR,
+            f"partition {name!r} does not exist on this cluster (partitions: {', '.join(names)})",
+            f"set slurm.partition to one of: {', '.join(names)}",
+        )
     mine = [n for n in nodes if n.partition == name]
     how = "slurm.partition" if slurm.partition else "the default partition (slurm.partition is not set)"
     if not any(n.up for n in mine):
@@ -139,9 +161,12 @@ def _partition_check(slurm: Slurm, nodes: list[preflight.NodeLine]) -> Check:
         )
     usable = sum(n.usable for n in mine)
     if usable < slurm.nodes:
-        return Check("partition", WARNING if usable else ERROR,
-                     f"partition {name!r} ({how}): {usable} of {len(mine)} node(s) can run jobs now; a job needs slurm.nodes={slurm.nodes}",
-                     "wait for nodes to come back, or lower slurm.nodes")  # fmt: skip
+        return Check(
+            "partition",
+            WARNING if usable else ERROR,
+            f"partition {name!r} ({how}): {usable} of {len(mine)} node(s) can run jobs now; a job needs slurm.nodes={slurm.nodes}",
+            "wait for nodes to come back, or lower slurm.nodes",
+        )
     return Check("partition", OK, f"{name!r}, {how}: up, {usable} of {len(mine)} node(s) can run jobs")
 
 
@@ -149,9 +174,13 @@ def _resources_check(slurm: Slurm) -> Check:
     accepted, text = preflight.test_submit(slurm)
     if accepted:
         return Check("resources", OK, f"sbatch --test-only accepts the sweep's resources: {text}")
-    return Check("resources", ERROR, f"sbatch --test-only refuses the sweep's resources: {text}",
-                 "fix slurm.partition / account / qos / constraint / time_min / mem_gb / extra in the config "
-                 "(`sinfo`, `sacctmgr show assoc user=$USER` list what you may use)")  # fmt: skip
+    return Check(
+        "resources",
+        ERROR,
+        f"sbatch --test-only refuses the sweep's resources: {text}",
+        "fix slurm.partition / account / qos / constraint / time_min / mem_gb / extra in the config "
+        "(`sinfo`, `sacctmgr show assoc user=$USER` list what you may use)",
+    )
 
 
 def _gpus_check(slurm: Slurm, nodes: list[preflight.NodeLine]) -> Check:
@@ -166,11 +195,19 @@ def _gpus_check(slurm: Slurm, nodes: list[preflight.NodeLine]) -> Check:
         return Check("gpus", OK, f"slurm.gpus_per_node 0: jobs train on the CPU; partition {name!r}: {have}")
     enough = sum(n.gpus >= want for n in mine)
     if enough == 0:
-        return Check("gpus", ERROR, f"slurm.gpus_per_node {want}, but no node of partition {name!r} has that many: {have}",
-                     f"set slurm.gpus_per_node to at most {max(counts)}, or use a GPU partition")  # fmt: skip
+        return Check(
+            "gpus",
+            ERROR,
+            f"slurm.gpus_per_node {want}, but no node of partition {name!r} has that many: {have}",
+            f"set slurm.gpus_per_node to at most {max(counts)}, or use a GPU partition",
+        )
     if enough < slurm.nodes:
-        return Check("gpus", ERROR, f"slurm.nodes {slurm.nodes} x {want} GPU(s), but only {enough} node(s) of {name!r} have {want}",
-                     "lower slurm.nodes or slurm.gpus_per_node")  # fmt: skip
+        return Check(
+            "gpus",
+            ERROR,
+            f"slurm.nodes {slurm.nodes} x {want} GPU(s), but only {enough} node(s) of {name!r} have {want}",
+            "lower slurm.nodes or slurm.gpus_per_node",
+        )
     return Check(
         "gpus", OK, f"slurm.gpus_per_node {want}: {enough} of {len(mine)} node(s) of {name!r} have as many ({have})"
     )
@@ -186,24 +223,39 @@ def data_checks(cfg: SweepConfig) -> list[Check]:
         label = f"data {name}"
         if is_prepared(prepared):
             ok = all(os.access(prepared / f, os.R_OK) for f in ("info.json", "manifest.parquet", "images.npy"))
-            out.append(Check(label, OK, f"prepared set in {prepared}") if ok else
-                       Check(label, ERROR, f"prepared set in {prepared} is not readable", f"chmod u+r {prepared}/*"))  # fmt: skip
+            out.append(
+                Check(label, OK, f"prepared set in {prepared}")
+                if ok
+                else Check(label, ERROR, f"prepared set in {prepared} is not readable", f"chmod u+r {prepared}/*")
+            )
         elif root.exists():
             readable = os.access(root, os.R_OK) and (root.is_file() or os.access(root, os.X_OK))
-            out.append(Check(label, OK, f"raw data at {root}, prepared into {prepared} on first use") if readable else
-                       Check(label, ERROR, f"raw data at {root} is not readable", f"check the permissions of {root}"))  # fmt: skip
+            out.append(
+                Check(label, OK, f"raw data at {root}, prepared into {prepared} on first use")
+                if readable
+                else Check(label, ERROR, f"raw data at {root} is not readable", f"check the permissions of {root}")
+            )
         elif ds.synthetic is not None:
             out.append(Check(label, OK, f"synthetic: generated into {root} on first use (no real data)"))
         else:
-            out.append(Check(label, ERROR, f"neither raw data at {root} nor a prepared set in {prepared}",
-                             f"set datasets.{name}.root to the {'CK+ folder' if ds.kind == 'ckplus' else 'TFD .mat file'}, "
-                             "or add `synthetic:` for a stand-in"))  # fmt: skip
+            out.append(
+                Check(
+                    label,
+                    ERROR,
+                    f"neither raw data at {root} nor a prepared set in {prepared}",
+                    f"set datasets.{name}.root to the {'CK+ folder' if ds.kind == 'ckplus' else 'TFD .mat file'}, "
+                    "or add `synthetic:` for a stand-in",
+                )
+            )
     return out
 
 
 def folder_checks(cfg: SweepConfig) -> list[Check]:
     """The sweep's state folder (submitted pickles run as you: error if others can write) and outputs."""
-    return [_folder_check("jobs folder", Path(cfg.jobs_dir), ERROR), _folder_check("results folder", Path(cfg.results_dir), WARNING)]  # fmt: skip
+    return [
+        _folder_check("jobs folder", Path(cfg.jobs_dir), ERROR),
+        _folder_check("results folder", Path(cfg.results_dir), WARNING),
+    ]
 
 
 def data_warnings(cfg: SweepConfig) -> list[str]:
@@ -214,8 +266,12 @@ def data_warnings(cfg: SweepConfig) -> list[str]:
 def _folder_check(label: str, path: Path, open_level: str) -> Check:
     existing = next(p for p in (path, *path.absolute().parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        return Check(label, ERROR, f"{existing} is not a writable folder" + (f" (for {path})" if existing != path else ""),
-                     "set paths.jobs / paths.results to a folder you can write, on a file system the nodes share")  # fmt: skip
+        return Check(
+            label,
+            ERROR,
+            f"{existing} is not a writable folder" + (f" (for {path})" if existing != path else ""),
+            "set paths.jobs / paths.results to a folder you can write, on a file system the nodes share",
+        )
     for folder in (path, path.parent):  # the sweep's folder and the one holding it
         if folder.exists():
             mode = folder.stat().st_mode
@@ -234,15 +290,26 @@ def environment() -> dict[str, Any]:
 
     import fercluster
 
-    env: dict[str, Any] = {"host": socket.gethostname(), "node": os.environ.get("SLURMD_NODENAME"),
-                           "python": platform.python_version(), "executable": sys.executable,
-                           "fercluster": fercluster.__version__, "fercluster_path": str(Path(fercluster.__file__).parent)}  # fmt: skip
+    env: dict[str, Any] = {
+        "host": socket.gethostname(),
+        "node": os.environ.get("SLURMD_NODENAME"),
+        "python": platform.python_version(),
+        "executable": sys.executable,
+        "fercluster": fercluster.__version__,
+        "fercluster_path": str(Path(fercluster.__file__).parent),
+    }
     try:
         import torch
     except ImportError as exc:
         return {**env, "torch": None, "error": f"torch: {exc}"}
-    env.update(torch=torch.__version__, cuda=torch.version.cuda, cuda_available=torch.cuda.is_available(),
-               gpus=[], nccl=None, cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"))  # fmt: skip
+    env.update(
+        torch=torch.__version__,
+        cuda=torch.version.cuda,
+        cuda_available=torch.cuda.is_available(),
+        gpus=[],
+        nccl=None,
+        cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
+    )
     if env["cuda_available"]:
         env["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         try:
@@ -272,17 +339,27 @@ def _node_check(slurm: Slurm, folder: Path, timeout_s: float, login: dict[str, A
     node = outcome.result
     where = f"job {outcome.slurm_id} on {node.get('node') or node.get('host')} ({outcome.seconds:.0f} s)"
     gpus = ", ".join(node.get("gpus") or []) or "none"
-    what = (f"Python {node['python']}, torch {node.get('torch')}, CUDA {node.get('cuda') or 'none'}"
-            f" ({'available' if node.get('cuda_available') else 'no device'}), GPUs {gpus}, NCCL {node.get('nccl') or 'none'}")  # fmt: skip
+    what = (
+        f"Python {node['python']}, torch {node.get('torch')}, CUDA {node.get('cuda') or 'none'}"
+        f" ({'available' if node.get('cuda_available') else 'no device'}), GPUs {gpus}, NCCL {node.get('nccl') or 'none'}"
+    )
     if node.get("torch") is None:
         return Check(
             "node", ERROR, f"{where}: {node.get('error')}", "install torch in the environment the jobs use"
         ), node
     if slurm.gpus_per_node > 0 and not node.get("cuda_available"):
-        return Check("node", ERROR, f"{where}: {what}; slurm.gpus_per_node {slurm.gpus_per_node} but torch there sees no CUDA device",
-                     "install a CUDA build of torch in the environment the jobs use, or set slurm.gpus_per_node: 0"), node  # fmt: skip
+        return Check(
+            "node",
+            ERROR,
+            f"{where}: {what}; slurm.gpus_per_node {slurm.gpus_per_node} but torch there sees no CUDA device",
+            "install a CUDA build of torch in the environment the jobs use, or set slurm.gpus_per_node: 0",
+        ), node
     diff = differences(login, node)
     if diff:
-        return Check("node", WARNING, f"{where}: {what}; differs from here: {'; '.join(diff)}",
-                     "use one environment on the login and compute nodes: jobs unpickle what this machine pickled"), node  # fmt: skip
+        return Check(
+            "node",
+            WARNING,
+            f"{where}: {what}; differs from here: {'; '.join(diff)}",
+            "use one environment on the login and compute nodes: jobs unpickle what this machine pickled",
+        ), node
     return Check("node", OK, f"{where}: {what}; the same versions as here"), node

@@ -84,8 +84,10 @@ class SlurmBackend:
         text, cause = str(exc).strip()[-500:], exc.__cause__
         timed_out = isinstance(cause, subprocess.CalledProcessError) and cause.returncode in (124, 137)  # timeout's
         if timed_out:
-            text = (f"sbatch for {name} did not finish within {self.sbatch_timeout_s:.0f} s (SLURM kept refusing "
-                    "it: the cluster's job limit MaxJobCount, a QOS limit, or a busy controller)")  # fmt: skip
+            text = (
+                f"sbatch for {name} did not finish within {self.sbatch_timeout_s:.0f} s (SLURM kept refusing "
+                "it: the cluster's job limit MaxJobCount, a QOS limit, or a busy controller)"
+            )
         else:
             text = f"sbatch failed for {name}: {text}"
         # sbatch exited with its error: nothing went in; a time-out or a lost reply ("timed out"): unknown
@@ -148,8 +150,18 @@ class SlurmBackend:
         _newest(found, self._ask(argv), set(names), self.user)
         missing = [n for n in names if n not in found]
         if missing:
-            argv = ["sacct", "-X", "--parsable2", "--noheader", "-S", "2000-01-01", "-u", self.user,
-                    "--name=" + ",".join(missing), "--format=JobID,JobName,User"]  # fmt: skip
+            argv = [
+                "sacct",
+                "-X",
+                "--parsable2",
+                "--noheader",
+                "-S",
+                "2000-01-01",
+                "-u",
+                self.user,
+                "--name=" + ",".join(missing),
+                "--format=JobID,JobName,User",
+            ]
             try:
                 _newest(found, self._ask(argv), set(missing), self.user)
             except SlurmError as exc:  # the queue answered, accounting did not: say what is known
@@ -229,8 +241,12 @@ def allocation_live(slurm_id: str | None, timeout_s: float = 30.0) -> bool | Non
     if not slurm_id:
         return None
     try:
-        out = subprocess.run(["squeue", "-h", "-t", "all", "-j", str(slurm_id), "-o", "%T"],
-                             capture_output=True, text=True, timeout=timeout_s)  # fmt: skip
+        out = subprocess.run(
+            ["squeue", "-h", "-t", "all", "-j", str(slurm_id), "-o", "%T"],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     if out.returncode != 0 and "Invalid job id" not in out.stderr:

@@ -221,8 +221,16 @@ def parse_sacct(text: str) -> dict[str, SlurmInfo]:
         fields += [""] * (8 - len(fields))
         jid, state, exit_code, elapsed, node, reason, tres, raw = (f.strip() for f in fields[:8])
         state = state.split(" by ")[0]
-        info = SlurmInfo(jid, state, exit_code, elapsed, node if node != "None assigned" else "", reason,
-                         alloc_tres=tres, elapsed_raw=int(raw) if raw.isdigit() else None)  # fmt: skip
+        info = SlurmInfo(
+            jid,
+            state,
+            exit_code,
+            elapsed,
+            node if node != "None assigned" else "",
+            reason,
+            alloc_tres=tres,
+            elapsed_raw=int(raw) if raw.isdigit() else None,
+        )
         if "." in jid:
             steps.setdefault(jid.split(".")[0], []).append(info)
             continue

@@ -40,8 +40,12 @@ class JobEntry:
         return self.slurm_ids[-1] if self.slurm_ids else None
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"slurm_ids": list(self.slurm_ids), "submissions": self.submissions,
-                               "retries": self.retries, "requeues": self.requeues}  # fmt: skip
+        out: dict[str, Any] = {
+            "slurm_ids": list(self.slurm_ids),
+            "submissions": self.submissions,
+            "retries": self.retries,
+            "requeues": self.requeues,
+        }
         for name in ("array", "task", "submitted", "code", "dataset", "fold", "variant", "seed", "run_dir", "local"):
             value = getattr(self, name)
             if value is not None:
@@ -64,8 +68,13 @@ class ArrayEntry:
     throttle: int | None = None  # its %K (array_parallelism share)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"slurm_id": self.slurm_id, "job_ids": list(self.job_ids), "submitted": self.submitted,
-                "code": self.code, "throttle": self.throttle}  # fmt: skip
+        return {
+            "slurm_id": self.slurm_id,
+            "job_ids": list(self.job_ids),
+            "submitted": self.submitted,
+            "code": self.code,
+            "throttle": self.throttle,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ArrayEntry:
@@ -85,8 +94,14 @@ class PendingEntry:
     code: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"job_ids": list(self.job_ids), "created": self.created, "kind": self.kind,
-                "retry": list(self.retry), "requeue": list(self.requeue), "code": self.code}  # fmt: skip
+        return {
+            "job_ids": list(self.job_ids),
+            "created": self.created,
+            "kind": self.kind,
+            "retry": list(self.retry),
+            "requeue": list(self.requeue),
+            "code": self.code,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PendingEntry:
@@ -104,8 +119,13 @@ class AggregateEntry:
     code: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "slurm_id": self.slurm_id, "submitted": self.submitted,
-                "after": list(self.after), "code": self.code}  # fmt: skip
+        return {
+            "name": self.name,
+            "slurm_id": self.slurm_id,
+            "submitted": self.submitted,
+            "after": list(self.after),
+            "code": self.code,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> AggregateEntry:

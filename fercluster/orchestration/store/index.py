@@ -62,10 +62,26 @@ class RunEntry:
         if record is None:
             return cls(job_id, signature, broken or "job.json does not read")
         spec = {**_SPEC, **record.spec}  # what a spec leaves out takes these
-        return cls(job_id, signature, "", None, spec["dataset"], spec["fold"], spec["variant"], spec["seed"],
-                   str(spec["kind"] or ""), int(spec["classes"] or 0), record.k, record.val_acc, record.test_acc,
-                   record.selected_iteration, record.iterations, record.node, record.elapsed_s,
-                   record.code_hash)  # fmt: skip
+        return cls(
+            job_id,
+            signature,
+            "",
+            None,
+            spec["dataset"],
+            spec["fold"],
+            spec["variant"],
+            spec["seed"],
+            str(spec["kind"] or ""),
+            int(spec["classes"] or 0),
+            record.k,
+            record.val_acc,
+            record.test_acc,
+            record.selected_iteration,
+            record.iterations,
+            record.node,
+            record.elapsed_s,
+            record.code_hash,
+        )
 
     def to_row(self) -> list[Any]:
         return list(_FIELDS(self))

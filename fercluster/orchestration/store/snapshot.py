@@ -91,6 +91,15 @@ class StatusSnapshot:
             if why is not None:
                 job.update(exception=why.exception, log_tail=why.log_tail, log=why.log)
             jobs.append(job)
-        return {"sweep": self.sweep, "counts": dict(self.counts), "total": self.total, "source": self.source,
-                "stale": self.stale, "aggregate": self.aggregate_dict(), "cost": self.cost,
-                "removed_from_config": list(self.removed_from_config), "code": self.code, "jobs": jobs}  # fmt: skip
+        return {
+            "sweep": self.sweep,
+            "counts": dict(self.counts),
+            "total": self.total,
+            "source": self.source,
+            "stale": self.stale,
+            "aggregate": self.aggregate_dict(),
+            "cost": self.cost,
+            "removed_from_config": list(self.removed_from_config),
+            "code": self.code,
+            "jobs": jobs,
+        }

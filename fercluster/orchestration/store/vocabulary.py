@@ -23,6 +23,8 @@ UNREADABLE = "UNREADABLE"  # results: complete, but its files cannot be read (le
 STOPPED = "STOPPED"  # Tune: stopped early by the scheduler (ASHA), not a failure
 INTERRUPTED = "INTERRUPTED"  # Tune: a search stopped before its end (run the command again to resume it)
 
+# The four tables below keep `# fmt: skip`: the formatter would give each state a line of its own,
+# while a table of states reads better as the few lines it is.
 # in display order
 STATES = (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT, PREEMPTED, NOT_SUBMITTED, UNREADABLE, STOPPED,
           INTERRUPTED)  # fmt: skip

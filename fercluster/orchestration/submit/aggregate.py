@@ -47,8 +47,15 @@ def submit_aggregate(
     name = array_name(cfg.name + "-aggregate", deps)
     state.pending[name] = PendingEntry((AGGREGATE,), AGGREGATE, time.time(), code=code.key)
     save_state(cfg.jobs_dir, state)
-    sub = Submission(name, "aggregate", aggregate_fn, (cfg.model_dump(mode="json"),), Resources.aggregation(cfg.slurm),
-                     tuple(deps), code.path)  # fmt: skip
+    sub = Submission(
+        name,
+        "aggregate",
+        aggregate_fn,
+        (cfg.model_dump(mode="json"),),
+        Resources.aggregation(cfg.slurm),
+        tuple(deps),
+        code.path,
+    )
     try:
         with private_umask():
             sid = backend.submit(sub).id

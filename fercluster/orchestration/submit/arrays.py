@@ -96,8 +96,14 @@ def _submit_one(
     cfg, state = run.cfg, run.state
     job_ids = [s.job_id for s in chunk]
     name = array_name(cfg.name, job_ids)
-    state.pending[name] = PendingEntry(tuple(job_ids), TRAIN, time.time(), tuple(sorted(run.retry_ids.intersection(job_ids))),
-                                       tuple(sorted(run.requeue_ids.intersection(job_ids))), choice.key)  # fmt: skip
+    state.pending[name] = PendingEntry(
+        tuple(job_ids),
+        TRAIN,
+        time.time(),
+        tuple(sorted(run.retry_ids.intersection(job_ids))),
+        tuple(sorted(run.requeue_ids.intersection(job_ids))),
+        choice.key,
+    )
     save_state(cfg.jobs_dir, state)  # BEFORE sbatch: a crash after it is found by name
     resources = replace(Resources.training(cfg.slurm), throttle=throttle)
     args = list(chunk) if choice.key == run.current.key else [s.to_dict() for s in chunk]  # older code: dicts
@@ -109,8 +115,22 @@ def _submit_one(
             state.pending.pop(name, None)
             save_state(cfg.jobs_dir, state)
         raise
-    state.record_array(name, sid, job_ids, run.retry_ids, summaries(run.specs_by_id, job_ids), code=choice.key,
-                       requeue_ids=run.requeue_ids, throttle=throttle)  # fmt: skip
+    state.record_array(
+        name,
+        sid,
+        job_ids,
+        run.retry_ids,
+        summaries(run.specs_by_id, job_ids),
+        code=choice.key,
+        requeue_ids=run.requeue_ids,
+        throttle=throttle,
+    )
     save_state(cfg.jobs_dir, state)
-    return {"name": name, "slurm_id": sid, "n": len(chunk), "throttle": throttle, "code": choice.key,
-            "after": ":".join(wait) or None}  # fmt: skip
+    return {
+        "name": name,
+        "slurm_id": sid,
+        "n": len(chunk),
+        "throttle": throttle,
+        "code": choice.key,
+        "after": ":".join(wait) or None,
+    }

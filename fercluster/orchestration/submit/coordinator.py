@@ -188,8 +188,11 @@ def _submit_work(
         if error:
             sent = {j for a in result.arrays for j in state.arrays[a["name"]].job_ids}
             limit = error.limit if isinstance(error, SubmitLimit) else None
-            why = (f"waits: {limit} is reached; a later `sweep` submits it once queued jobs of yours end" if limit
-                   else f"not submitted: {result.submit_error}; the next `sweep` submits it")  # fmt: skip
+            why = (
+                f"waits: {limit} is reached; a later `sweep` submits it once queued jobs of yours end"
+                if limit
+                else f"not submitted: {result.submit_error}; the next `sweep` submits it"
+            )
             d.hold({s.job_id for s in todo} - sent, why)
     _aggregate_after(cfg, state, backend, result, aggregate_fn, code, retry_code)
 

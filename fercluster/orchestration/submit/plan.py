@@ -74,8 +74,9 @@ class _Cells:
         job_id = hashlib.sha1(blob.encode()).hexdigest()[:10]
         # dataclasses.replace, without its per-call introspection: a third of the plan's time
         spec = object.__new__(JobSpec)
-        spec.__dict__.update(self.fields, fold=fold, variant=variant, seed=seed, job_id=job_id,
-                             run_dir=f"{self.runs}/{job_id}")  # fmt: skip
+        spec.__dict__.update(
+            self.fields, fold=fold, variant=variant, seed=seed, job_id=job_id, run_dir=f"{self.runs}/{job_id}"
+        )
         return spec
 
 

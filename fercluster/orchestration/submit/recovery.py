@@ -84,8 +84,9 @@ def _adopt(
         state.pending.pop(name)
         return
     job_ids = list(rec.job_ids)
-    state.record_array(name, sid, job_ids, set(rec.retry), summaries(specs_by_id, job_ids), code=rec.code,
-                       requeue_ids=set(rec.requeue))  # fmt: skip
+    state.record_array(
+        name, sid, job_ids, set(rec.retry), summaries(specs_by_id, job_ids), code=rec.code, requeue_ids=set(rec.requeue)
+    )
     args = [specs_by_id[j] for j in job_ids if j in specs_by_id]  # already as submitted (processes)
     if fn_for is not None and len(args) == len(job_ids):
         backend.adopt(Submission(name, "train", fn_for(), tuple(args), resources), sid)

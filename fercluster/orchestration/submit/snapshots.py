@@ -135,8 +135,14 @@ def plan_code(
     for spec in list(submit) + list(retry):
         choice = own.get(spec.job_id) or current
         groups.setdefault(choice.key, (choice, []))[1].append(spec)
-    plan = CodePlan(current=current, groups=list(groups.values()), created=created and needed, retry_code=retry_code,
-                    retried=frozenset(s.job_id for s in retry), dry_run=not make)  # fmt: skip
+    plan = CodePlan(
+        current=current,
+        groups=list(groups.values()),
+        created=created and needed,
+        retry_code=retry_code,
+        retried=frozenset(s.job_id for s in retry),
+        dry_run=not make,
+    )
     plan.aggregate = current if current.key in groups or not groups else plan.groups[-1][0]
     plan.earlier = earlier_codes(state)
     others = sorted(set(plan.earlier) - {current.key})

@@ -97,8 +97,9 @@ def _head_task(cfg: SweepConfig, folder: Path, nodes: int, cpus: int, tag: str) 
         console.print(f"Ray head at {node.address}: {seen}/{nodes} nodes, {cpus} CPUs on the head node")
         with search_lock(cfg):
             slurm_id = os.environ.get("SLURM_JOB_ID", tag)
-            return search.run_search(cfg, console, where={"mode": "slurm", "slurm_id": slurm_id,
-                                                        "ray_address": node.address})  # fmt: skip
+            return search.run_search(
+                cfg, console, where={"mode": "slurm", "slurm_id": slurm_id, "ray_address": node.address}
+            )
     finally:
         (folder / f"done-{tag}").touch()
         search.disconnect()
@@ -142,8 +143,13 @@ def allocation(cfg: SweepConfig, code_dir: Path | None = None, name: str = "") -
     return Submission(name, "search", TuneSearchJob(), args, resources, code_dir=code_dir)
 
 
-def submit_tune_slurm(cfg: SweepConfig, console: Any = None, *, backend: Backend | None = None,
-                      live: Callable[[str], bool | None] = allocation_live) -> dict[str, Any]:  # fmt: skip
+def submit_tune_slurm(
+    cfg: SweepConfig,
+    console: Any = None,
+    *,
+    backend: Backend | None = None,
+    live: Callable[[str], bool | None] = allocation_live,
+) -> dict[str, Any]:
     """Submit the search as ONE allocation (``cfg.slurm``: nodes, CPUs, GPUs, time).
 
     Does nothing when the same search has completed, or its allocation is still queued or running,
@@ -163,9 +169,12 @@ def submit_tune_slurm(cfg: SweepConfig, console: Any = None, *, backend: Backend
         current = read_search(cfg).get("slurm_id")
         alive = live(current) if not held and current else False
         if held or alive is not False:  # True: queued or running; None: cannot tell, so not a second one
-            why = held or (f"allocation {current} is already queued or running" if alive else
-                           f"cannot tell whether allocation {current} is still queued or running (squeue did not "
-                           "answer); not submitting another: run the sweep again later")  # fmt: skip
+            why = held or (
+                f"allocation {current} is already queued or running"
+                if alive
+                else f"cannot tell whether allocation {current} is still queued or running (squeue did not "
+                "answer); not submitting another: run the sweep again later"
+            )
             say(f"search {cfg.name}: {why}")
             return {"state": "submitted", "slurm_id": current, "submitted": False, "held": why}
         search.prepare(cfg, console)  # once, here, rather than racing on the nodes
@@ -173,8 +182,10 @@ def submit_tune_slurm(cfg: SweepConfig, console: Any = None, *, backend: Backend
             code, _ = current_code(cfg, make=True)
         before = read_search(cfg).get("code")
         slurm_id = _submit(cfg, backend, code.path, code.key)
-    say(f"search {cfg.name}: submitted allocation {slurm_id} ({cfg.slurm.nodes} node(s)) on code {code.key}; "
-        "follow it with `fercluster status`")  # fmt: skip
+    say(
+        f"search {cfg.name}: submitted allocation {slurm_id} ({cfg.slurm.nodes} node(s)) on code {code.key}; "
+        "follow it with `fercluster status`"
+    )
     if before and before != code.key:
         say(f"[yellow]note: the search ran code {before} before; its trials now run {code.key}[/]")
     return {"state": "submitted", "slurm_id": slurm_id, "submitted": True, "code": code.key}
@@ -185,8 +196,15 @@ def _submit(cfg: SweepConfig, backend: Backend, code_dir: Path, code_key: str) -
     name = f"fercluster-{cfg.name}-tune-{uuid.uuid4().hex[:8]}"
     write_json(state_dir(cfg) / "search.json", {**read_search(cfg), "pending": {"name": name, "created": time.time()}})
     slurm_id = backend.submit(allocation(cfg, code_dir, name)).id  # fails: the record stays, resolved next time
-    record = {**read_search(cfg), "state": "submitted", "mode": "slurm", "slurm_id": slurm_id,
-              "submitted": time.time(), "fingerprint": fingerprint(cfg), "code": code_key}  # fmt: skip
+    record = {
+        **read_search(cfg),
+        "state": "submitted",
+        "mode": "slurm",
+        "slurm_id": slurm_id,
+        "submitted": time.time(),
+        "fingerprint": fingerprint(cfg),
+        "code": code_key,
+    }
     record.pop("pending", None)
     write_json(state_dir(cfg) / "search.json", record)
     return slurm_id
@@ -207,8 +225,10 @@ def _resolve_pending(cfg: SweepConfig, backend: Backend) -> str:
     try:
         found = backend.find([name]).get(name)
     except SlurmError as exc:
-        return (f"cannot tell whether the allocation {name} submitted {age:.0f} s ago reached SLURM ({exc}); "
-                "not submitting another: run the sweep again later")  # fmt: skip
+        return (
+            f"cannot tell whether the allocation {name} submitted {age:.0f} s ago reached SLURM ({exc}); "
+            "not submitting another: run the sweep again later"
+        )
     if found is None and age < PENDING_BOUND_S:
         return f"the sbatch of {name} began {age:.0f} s ago and may still land; run the sweep again in {PENDING_BOUND_S - age:.0f} s"
     record.pop("pending")

@@ -29,8 +29,21 @@ from fercluster.orchestration.store.records import Reader
 from fercluster.orchestration.store.vocabulary import COMPLETED, FAILED, STOPPED, from_ray
 from fercluster.train.record import read_progress
 
-TRIAL_COLUMNS = ["dataset", "fold", "trial_id", "iteration", "val_acc", "test_acc", "train_loss",
-                 "train_acc", "wall_time", "state", "stopped_by_asha", "job_id", "nodes"]  # fmt: skip
+TRIAL_COLUMNS = [
+    "dataset",
+    "fold",
+    "trial_id",
+    "iteration",
+    "val_acc",
+    "test_acc",
+    "train_loss",
+    "train_acc",
+    "wall_time",
+    "state",
+    "stopped_by_asha",
+    "job_id",
+    "nodes",
+]
 
 
 class StatusCallback(Callback):
@@ -139,8 +152,15 @@ def status_document(dataset: str, rows: list[dict[str, Any]], iterations: int, f
     by_state = dict(Counter(row["state"] for row in rows))
     scored = [r for r in rows if r["best_val_acc"] is not None]
     best = max(scored, key=lambda r: (r["best_val_acc"], r["iteration"]), default=None)
-    return {"dataset": dataset, "iterations": iterations, "updated": time.time(), "finished": finished,
-            "by_state": by_state, "best": best, "trials": rows}  # fmt: skip
+    return {
+        "dataset": dataset,
+        "iterations": iterations,
+        "updated": time.time(),
+        "finished": finished,
+        "by_state": by_state,
+        "best": best,
+        "trials": rows,
+    }
 
 
 def trial_rows(
@@ -170,8 +190,15 @@ def trial_rows(
         nodes = ",".join(trial_nodes(Path(trials_dir) / trial_id))
         for rec in frame.to_dict("records"):
             row = {c: rec[c] for c in TRIAL_COLUMNS if c in rec}
-            row.update(dataset=dataset, trial_id=trial_id, fold=int(result.config["fold"]), state=state,
-                       stopped_by_asha=state == STOPPED, job_id=job_id, nodes=nodes)  # fmt: skip
+            row.update(
+                dataset=dataset,
+                trial_id=trial_id,
+                fold=int(result.config["fold"]),
+                state=state,
+                stopped_by_asha=state == STOPPED,
+                job_id=job_id,
+                nodes=nodes,
+            )
             for p in params:
                 row[p] = float(result.config[p])
             rows.append(row)
@@ -235,10 +262,15 @@ def best_of(rows: list[dict[str, Any]], params: list[str]) -> dict[str, Any] | N
     _, peak, group = max(scores, key=lambda s: s[0])
     config = {p: float(peak[p]) for p in params}
     return {
-        "k": config["k"] if "k" in config else None, "val_acc": float(peak["val_acc"]), "test_acc": fmt.number(peak["test_acc"]),
-        "iteration": int(peak["iteration"]), "trial_id": str(peak["trial_id"]), "fold": int(peak["fold"]),
-        "trained_iterations": int(group["iteration"].max()), "config": config,
-    }  # fmt: skip
+        "k": config["k"] if "k" in config else None,
+        "val_acc": float(peak["val_acc"]),
+        "test_acc": fmt.number(peak["test_acc"]),
+        "iteration": int(peak["iteration"]),
+        "trial_id": str(peak["trial_id"]),
+        "fold": int(peak["fold"]),
+        "trained_iterations": int(group["iteration"].max()),
+        "config": config,
+    }
 
 
 def write_best(path: Path, rows: list[dict[str, Any]], datasets: list[str], params: list[str]) -> dict[str, Any]:

@@ -136,8 +136,16 @@ def run_search(cfg: SweepConfig, console: Any = None, where: dict[str, Any] | No
     # Ray warns on every forced experiment snapshot (one per trial checkpoint here): expected, not news
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no tables of Ray's own
-    record = replace(load_search(cfg), **(where or {}), state="running", started=started, finished=None,
-                     fingerprint=fingerprint(cfg), host=socket.gethostname(), pid=os.getpid())  # fmt: skip
+    record = replace(
+        load_search(cfg),
+        **(where or {}),
+        state="running",
+        started=started,
+        finished=None,
+        fingerprint=fingerprint(cfg),
+        host=socket.gethostname(),
+        pid=os.getpid(),
+    )
     save_search(cfg, record)
     rows: list[dict[str, Any]] = []
     n_trials = 0
@@ -208,6 +216,7 @@ def _run_dataset(cfg: SweepConfig, dataset: str, console: Any) -> tuple[Any, boo
 
 
 def _tuner(cfg: SweepConfig, dataset: str, console: Any) -> tuple[Any, bool]:
+    # Over 50 lines: one Tuner's settings (space, scheduler, resources, restore) read best in one place.
     import ray
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -236,19 +245,31 @@ def _tuner(cfg: SweepConfig, dataset: str, console: Any) -> tuple[Any, bool]:
     space, samples = param_space(cfg, dataset)
     asha_state = asha_path(cfg, dataset)  # a new search: ASHA starts with empty rungs
     asha_state.unlink(missing_ok=True)
-    scheduler = PersistentASHA(asha_state, time_attr="iteration", max_t=iterations,
-                               grace_period=min(t.grace_period, iterations), reduction_factor=t.reduction_factor)  # fmt: skip
+    scheduler = PersistentASHA(
+        asha_state,
+        time_attr="iteration",
+        max_t=iterations,
+        grace_period=min(t.grace_period, iterations),
+        reduction_factor=t.reduction_factor,
+    )
     tune_config = tune.TuneConfig(
-        metric=t.metric, mode="max", scheduler=scheduler, num_samples=samples,
+        metric=t.metric,
+        mode="max",
+        scheduler=scheduler,
+        num_samples=samples,
         search_alg=BasicVariantGenerator(random_state=t.seed, max_concurrent=t.max_concurrent),
-        trial_dirname_creator=_trial_dirname, reuse_actors=True,
-    )  # fmt: skip
+        trial_dirname_creator=_trial_dirname,
+        reuse_actors=True,
+    )
     status = StatusCallback(status_path(cfg, dataset), dataset, iterations, sorted(t.space), printer=console)
     run_config = tune.RunConfig(
-        name=dataset, storage_path=str(storage_dir(cfg)), verbose=0, callbacks=[status],
+        name=dataset,
+        storage_path=str(storage_dir(cfg)),
+        verbose=0,
+        callbacks=[status],
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         failure_config=tune.FailureConfig(max_failures=1),
-    )  # fmt: skip
+    )
     return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config), False
 
 
@@ -304,8 +325,13 @@ def connect(address: str, token: Path) -> None:
     # allocation runs (code.ENV, set by its sbatch script). So the driver connects from the snapshot.
     snapshot = os.environ.get(code.ENV)
     with contextlib.chdir(snapshot) if snapshot else contextlib.nullcontext():
-        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING,
-                 configure_logging=True, include_dashboard=False)  # fmt: skip
+        ray.init(
+            address=address,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+            configure_logging=True,
+            include_dashboard=False,
+        )
 
 
 def disconnect() -> None:

@@ -168,9 +168,17 @@ def tune_status(cfg: SweepConfig) -> dict[str, Any] | None:
             trials.append({**row, "state": key, "dataset": name})
         if doc["best"]:
             best[name] = trial_row(doc["best"])
-    return {"sweep": cfg.name, "state": state, "slurm_id": record.slurm_id, "by_state": by_state,
-            "trials": trials, "best": best, "updated": record.finished or record.started,
-            "best_path": str(results_dir(cfg) / "best.json"), "code": record.code}  # fmt: skip
+    return {
+        "sweep": cfg.name,
+        "state": state,
+        "slurm_id": record.slurm_id,
+        "by_state": by_state,
+        "trials": trials,
+        "best": best,
+        "updated": record.finished or record.started,
+        "best_path": str(results_dir(cfg) / "best.json"),
+        "code": record.code,
+    }
 
 
 # what a trial's row in a status file may leave out (``results.trial_summary`` writes them)
@@ -220,8 +228,11 @@ def status_table(status: dict[str, Any]) -> Any:
     from rich.table import Table
 
     counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(status["by_state"].items())) or "no trials yet"
-    best = "; ".join(f"{d}: k={b['k']:.3g} ({fmt.pct(b['best_val_acc'])} val)"
-                     for d, b in status["best"].items() if b["k"] is not None)  # fmt: skip
+    best = "; ".join(
+        f"{d}: k={b['k']:.3g} ({fmt.pct(b['best_val_acc'])} val)"
+        for d, b in status["best"].items()
+        if b["k"] is not None
+    )
     title = f"search {status['sweep']}: {status['state']}" + (
         f" (SLURM {status['slurm_id']}, code {status['code'] or '-'})" if status["slurm_id"] else ""
     )
@@ -232,7 +243,15 @@ def status_table(status: dict[str, Any]) -> Any:
     for r in rows:
         state = from_ray(r["state"], bool(r["stopped_by_asha"]))
         k = r["k"]
-        table.add_row(r["dataset"], r["trial_id"], "-" if k is None else f"{k:.3g}", state, str(r["iteration"]),
-                      fmt.pct(r["val_acc"]), fmt.pct(r["best_val_acc"]), fmt.pct(r["test_acc"]),
-                      str(r["node"] or ""))  # fmt: skip
+        table.add_row(
+            r["dataset"],
+            r["trial_id"],
+            "-" if k is None else f"{k:.3g}",
+            state,
+            str(r["iteration"]),
+            fmt.pct(r["val_acc"]),
+            fmt.pct(r["best_val_acc"]),
+            fmt.pct(r["test_acc"]),
+            str(r["node"] or ""),
+        )
     return table

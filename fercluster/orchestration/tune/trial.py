@@ -51,8 +51,13 @@ def run_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     restored = _restore_checkpoint(tune.get_checkpoint(), run_dir)
     _record_attempt(run_dir, trial_id, restored, before)
     spec = trial_spec(base, config, run_dir)
-    extra = {"trial_id": trial_id, "dataset": spec.dataset, "fold": spec.fold, "job_id": spec.job_id,
-             "node": node_name()}  # fmt: skip
+    extra = {
+        "trial_id": trial_id,
+        "dataset": spec.dataset,
+        "fold": spec.fold,
+        "job_id": spec.job_id,
+        "node": node_name(),
+    }
     reporter = Reporter(run_dir, spec.train.iterations, extra)
 
     from fercluster.train.job import run_job

@@ -37,5 +37,7 @@ def spent(sweep: str, known: Known, state: SweepState, jobs: int) -> dict[str, A
 
 def cost_line(sweep: str, spent: dict[str, Any]) -> str:
     """``"paper: 70 jobs, 41.2 GPU-hours, 12.0 CPU-hours, 3 requeues"``."""
-    return (f"{sweep}: {spent['jobs']} jobs, {spent['gpu_hours']:.1f} GPU-hours, {spent['cpu_hours']:.1f} CPU-hours, "
-            f"{spent['requeues']} requeues")  # fmt: skip
+    return (
+        f"{sweep}: {spent['jobs']} jobs, {spent['gpu_hours']:.1f} GPU-hours, {spent['cpu_hours']:.1f} CPU-hours, "
+        f"{spent['requeues']} requeues"
+    )

@@ -125,9 +125,20 @@ def _apply_stale(row: JobRow, last: KnownInfo | None, error: str) -> None:
 def _base_row(spec: JobSpec, state: SweepState, index: RunIndex, known: Known | None = None) -> JobRow:
     """The row from the run directory: COMPLETED if ``job.json`` exists, else state "" (ask)."""
     entry = state.jobs.get(spec.job_id) or _NO_ENTRY
-    row = JobRow(spec.job_id, spec.dataset, spec.fold, spec.variant, spec.seed, state="", slurm_id=entry.slurm_id,
-                 iterations=spec.train.iterations or None, retries=entry.retries, submissions=entry.submissions,
-                 run_dir=spec.run_dir, code=entry.code)  # fmt: skip
+    row = JobRow(
+        spec.job_id,
+        spec.dataset,
+        spec.fold,
+        spec.variant,
+        spec.seed,
+        state="",
+        slurm_id=entry.slurm_id,
+        iterations=spec.train.iterations or None,
+        retries=entry.retries,
+        submissions=entry.submissions,
+        run_dir=spec.run_dir,
+        code=entry.code,
+    )
     done = index.entry(spec.job_id, spec.run_dir)
     if done is not None and done.broken:  # a record that does not parse or lacks fields: failed, everywhere
         row.k, row.state, row.reason = _k(spec, None), FAILED, done.broken
