@@ -50,6 +50,8 @@ def test_a_sweep_with_set_on_slurm(workdir: Path, monkeypatch: pytest.MonkeyPatc
     r = fercluster.results(cfg)
     assert r.jobs["iteration"].tolist() == [20, 20] and r.metrics["iteration"].max() == 20
     assert json.loads(report.read_text())["sweep"] == "apislurm" and list(r.kl) == ["ckplus"]
-    again = fercluster_cli(workdir, "sweep", "configs/smoke.yaml")  # no --set: the sweep's own overrides
-    assert again.returncode == 0 and "using the overrides of its last run" in again.stderr, again.stderr
-    assert "skip 2 done" in again.stdout
+    again = fercluster_cli(workdir, "sweep", "configs/smoke.yaml", *[a for s in SETS for a in ("--set", s)])
+    assert again.returncode == 0 and "skip 2 done" in again.stdout, again.stdout + again.stderr
+    # a config path means that file's own sweep (name: smoke), not the renamed one started from it
+    own = fercluster_cli(workdir, "sweep", "configs/smoke.yaml", "--dry-run", "--json")
+    assert own.returncode == 0 and json.loads(own.stdout)["sweep"] == "smoke", own.stdout[-500:] + own.stderr
