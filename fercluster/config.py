@@ -35,8 +35,11 @@ Variant = Literal["none", "D", "A", "AD"]
 
 
 def _check_name(value: str) -> str:
+    """A name that becomes a folder or a flag: never '.', '..' or an option ('-x')."""
     if not NAME_RE.match(value):
         raise ValueError("must be non-empty and use only letters, digits, '.', '_' and '-'")
+    if value in (".", "..") or value.startswith("-"):
+        raise ValueError("must not be '.' or '..' nor start with '-': it names folders (jobs/<name>, results/<name>)")
     return value
 
 
@@ -217,10 +220,17 @@ class Slurm(Strict):
     @model_validator(mode="after")
     def _flags(self) -> "Slurm":
         problems = []
-        managed = sorted(k for k in self.extra if k.lower().replace("_", "-") in MANAGED_FLAGS)
+        managed = {k: why for k in sorted(self.extra) if (why := refused_flag(k))}
         if managed:
-            why = ", ".join(f"{k} ({MANAGED_FLAGS[k.lower().replace('_', '-')]})" for k in managed)
+            why = ", ".join(f"{k} ({w})" for k, w in managed.items())
             problems.append(f"extra: got flags that fercluster manages: {why}; remove them from extra")
+        for key, minutes in (("time_min", self.time_min), ("aggregate.time_min", self.aggregate.time_min)):
+            if self.signal_delay_s >= minutes * 60:
+                problems.append(
+                    f"signal_delay_s ({self.signal_delay_s} s) must be below the time limit: {key} is {minutes} "
+                    f"({minutes * 60} s), so the job would be told to stop as it starts; raise {key} or lower "
+                    "signal_delay_s"
+                )
         if self.mem_gb is not None and self.mem_per_gpu_gb is not None:
             problems.append("mem_gb and mem_per_gpu_gb: give one of them")
         if self.gpus_per_node == 0 and (self.gpu_type or self.mem_per_gpu_gb):
@@ -248,7 +258,31 @@ MANAGED_FLAGS = {
     "qos": "use slurm.qos",
     "constraint": "use slurm.constraint",
     "exclusive": "use slurm.exclusive",
+    # not set by fercluster, but they break what it relies on
+    "no-requeue": "fercluster requeues jobs after pre-emption and time-outs",
+    "hold": "held jobs never start until released by hand",
+    "mem-per-cpu": "use slurm.mem_gb or slurm.mem_per_gpu_gb",
+    "gpus-per-task": "use slurm.gpus_per_node: one task per GPU",
+    "wait": "sbatch would not return until the jobs end",
+    "test-only": "nothing would be submitted",
 }
+
+
+def refused_flag(key: str) -> str | None:
+    """Why ``slurm.extra`` refuses ``key`` (None: it passes). sbatch reads any unique prefix of a
+    long option as that option (``dep`` is ``--dependency``), so a prefix of a refused flag is refused too."""
+    flag = key.lower().replace("_", "-")
+    if flag in MANAGED_FLAGS:
+        return MANAGED_FLAGS[flag]
+    matches = [f for f in MANAGED_FLAGS if f.startswith(flag)]
+    if not matches:
+        return None
+    named = ", ".join(f"--{f}" for f in matches)
+    return (
+        f"sbatch reads it as {named}: {MANAGED_FLAGS[matches[0]]}"
+        if len(matches) == 1
+        else f"a prefix of {named}, which sbatch refuses or takes for one of them"
+    )
 
 
 class SearchParam(Strict):

@@ -262,3 +262,34 @@ def test_guided_mask_defaults_to_relu_and_names_its_choices():
     assert problems(config_with(analysis={"guided_mask": "both"})) == [
         "analysis.guided_mask: got 'both'; Input should be 'none', 'relu' or 'pixel'"
     ]
+
+
+@pytest.mark.parametrize("name", ["..", ".", "-x"])
+def test_names_that_are_not_path_safe_are_rejected(name):
+    rule = "must not be '.' or '..' nor start with '-': it names folders (jobs/<name>, results/<name>)"
+    assert problems(config_with(name=name)) == [f"name: got {name!r}; {rule}"]
+    assert problems(config_with(name="")) == [f"name: got ''; {NAME_RULE}"]
+    assert problems(config_with(name="a/b")) == [f"name: got 'a/b'; {NAME_RULE}"]
+    assert parse_config(config_with(name="a.b-1_c")).name == "a.b-1_c"  # dots and dashes inside stay valid
+
+
+def test_slurm_extra_refuses_abbreviations_and_flags_that_break_requeue():
+    extra = {"dep": "afterok:1", "tim": "5", "no-requeue": "", "hold": "", "mem-per-cpu": "1G", "gpus-per-task": "1"}
+    [line] = problems(config_with(slurm={"extra": {**extra, "mail-type": "END", "exclude": "n1", "time-min": "5"}}))
+    assert "dep (sbatch reads it as --dependency: fercluster sets it" in line
+    assert "tim (sbatch reads it as --time: use slurm.time_min)" in line
+    assert "no-requeue (fercluster requeues jobs after pre-emption" in line and "hold (held jobs never start" in line
+    assert "mem-per-cpu (use slurm.mem_gb or slurm.mem_per_gpu_gb)" in line
+    assert "gpus-per-task (use slurm.gpus_per_node: one task per GPU)" in line
+    for fine in ("mail-type", "exclude", "time-min"):  # not a prefix of a refused flag: passed to sbatch
+        assert f"{fine} (" not in line
+
+
+def test_signal_delay_must_be_below_the_time_limits():
+    assert problems(config_with(slurm={"time_min": 2})) == [
+        "slurm: signal_delay_s (120 s) must be below the time limit: time_min is 2 (120 s), so the job would be "
+        "told to stop as it starts; raise time_min or lower signal_delay_s"
+    ]
+    [line] = problems(config_with(slurm={"time_min": 60, "aggregate": {"time_min": 1}}))
+    assert "aggregate.time_min is 1 (60 s)" in line and "time_min is 60" not in line
+    assert parse_config(config_with(slurm={"time_min": 3})).slurm.signal_delay_s == 120  # 120 s < 180 s: valid
