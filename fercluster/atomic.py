@@ -1,4 +1,5 @@
-"""Atomic writes of files and folders: build under a temporary name beside the target, then rename.
+"""Atomic writes of files and folders: build under a temporary name beside the target, then rename
+(then fsync the folder, so that the rename itself is on disk).
 
 A reader never sees half a file or half a folder; a crash (or a full disk) leaves the old target or
 none, plus at most a stray ``.tmp-*`` (or ``.old-*``) entry that is never mistaken for the real one.
@@ -8,6 +9,7 @@ Modes follow the process umask (as ``open`` and ``mkdir`` would) unless the call
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -60,6 +62,23 @@ def atomic_path(target: str | os.PathLike[str], *, mode: int | None = None) -> I
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    sync_dir(target.parent)
+
+
+def sync_dir(folder: str | os.PathLike[str]) -> None:
+    """fsync a folder, so that a rename into it survives a crash of the machine (the file's own
+    fsync does not cover its name). Skipped where the platform cannot open or sync a folder."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # EINVAL/ENOTSUP: some file systems do not sync folders
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF, errno.EACCES, errno.EROFS):
+            raise
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -82,6 +101,7 @@ def atomic_dir(target: str | os.PathLike[str], *, mode: int | None = None) -> It
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    sync_dir(target.parent)
 
 
 def _swap_in(tmp: Path, target: Path) -> None:

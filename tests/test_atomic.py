@@ -90,3 +90,40 @@ def test_a_failed_swap_puts_the_old_folder_back(tmp_path, monkeypatch):
         with atomic.atomic_dir(target) as tmp:
             (tmp / "new.txt").write_text("new")
     assert sorted(p.name for p in target.iterdir()) == ["old.txt"] and _leftovers(tmp_path) == []
+
+
+def test_the_folder_is_synced_after_the_rename(tmp_path, monkeypatch):
+    """The file's fsync does not cover its new name: the folder is fsynced after os.replace."""
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append("fsync folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        events.append("replace")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    atomic.write_bytes(tmp_path / "state.json", b"{}")
+    assert events == ["fsync file", "replace", "fsync folder"]
+    events.clear()
+    with atomic.atomic_dir(tmp_path / "out") as tmp:
+        (tmp / "a").write_text("x")
+    assert events == ["fsync folder"]
+
+
+def test_a_folder_that_cannot_be_synced_is_skipped(tmp_path, monkeypatch):
+    import errno
+
+    def refuse(fd: int) -> None:
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    real_fsync = os.fsync
+    monkeypatch.setattr(
+        atomic.os, "fsync", lambda fd: refuse(fd) if stat.S_ISDIR(os.fstat(fd).st_mode) else real_fsync(fd)
+    )
+    atomic.write_bytes(tmp_path / "a", b"1")  # a file system that does not sync folders: written all the same
+    assert (tmp_path / "a").read_bytes() == b"1"

@@ -136,3 +136,25 @@ def test_max_array_size_and_helpers() -> None:
     assert elapsed_seconds("1-02:03:04") == 93784
     assert elapsed_seconds("03:04") == 184
     assert failure_reason(SlurmInfo("1", "FAILED", "2:0")) == "exit code 2"
+
+
+def test_oom_exit_code_is_named_as_out_of_memory_not_a_signal() -> None:
+    jobs = parse_sacct(SACCT)
+    for why in (failure_reason(jobs["103_1"]), failure_reason(jobs["104_0"])):
+        assert "out of memory (killed by the OOM killer)" in why and "signal 125" not in why
+        assert why.count("out of memory") == 1  # the state and the exit code say it once
+    failed = failure_reason(SlurmInfo("9", "FAILED", "0:125"))  # the state hides it, the exit code does not
+    assert failed.startswith("out of memory (killed by the OOM killer): raise slurm.mem_gb")
+    assert failure_reason(SlurmInfo("9", "FAILED", "0:9")) == "killed by signal 9 (SIGKILL)"
+
+
+def test_gpu_count_reads_typed_gres_without_counting_twice() -> None:
+    from fercluster.orchestration.slurm.parse import tres_count
+
+    assert tres_count("billing=2,cpu=2,gres/gpu:a100=2,mem=8G,node=1", "gres/gpu") == 2  # typed only
+    assert tres_count("cpu=2,gres/gpu=2,gres/gpu:a100=2,node=1", "gres/gpu") == 2  # both: the total
+    assert tres_count("cpu=2,gres/gpu:a100=1,gres/gpu:v100=1", "gres/gpu") == 2  # two types summed
+    assert tres_count("cpu=2,gres/gpumem=40G,mem=8G", "gres/gpu") == 0  # another GRES: no GPU
+    assert tres_count("", "gres/gpu") is None
+    info = SlurmInfo("7", "COMPLETED", "0:0", alloc_tres="cpu=4,gres/gpu:a100=2,node=1", elapsed_raw=1800)
+    assert (info.gpu_hours, info.cpu_hours) == (1.0, 2.0)

@@ -63,8 +63,11 @@ _SLURM_TO_STATE = {
 }
 UNKNOWN_STATE = PENDING  # a word not above: active, not final (see above)
 
+_OOM = "out of memory (killed by the OOM killer): raise slurm.mem_gb (or slurm.mem_per_gpu_gb)"
+# SLURM reports an OOM kill as ExitCode 0:125: slurm.h's dummy signal SIG_OOM (253) less the 128 flag
+SIG_OOM = 125
 _REASONS = {
-    "OUT_OF_MEMORY": "out of memory (OOM): raise slurm.mem_gb",
+    "OUT_OF_MEMORY": _OOM,
     "NODE_FAIL": "node failure",
     "BOOT_FAIL": "node failed to boot",
     "TIMEOUT": "time limit reached: raise slurm.time_min",
@@ -121,14 +124,23 @@ class SlurmInfo:
 
 def tres_count(tres: str, name: str) -> int | None:
     """How many of ``name`` (``cpu``, ``gres/gpu``) an AllocTRES string holds; 0 when absent from a
-    non-empty string (no GPUs), None for an empty one (not known)."""
+    non-empty string (no GPUs), None for an empty one (not known).
+
+    GRES may come typed (``gres/gpu:a100=2``): the untyped total (``gres/gpu=2``) when SLURM gives
+    it beside them, else the sum of the typed entries (never both: that would count twice).
+    """
     if not tres.strip():
         return None
+    total, typed = None, 0
     for item in tres.split(","):
-        key, _, value = item.partition("=")
-        if key.strip() == name and value.strip().isdigit():
-            return int(value)
-    return 0
+        key, _, value = (part.strip() for part in item.partition("="))
+        if not value.isdigit():
+            continue
+        if key == name:
+            total = int(value)
+        elif key.startswith(name + ":"):
+            typed += int(value)
+    return total if total is not None else typed
 
 
 def _hours(count: int | None, seconds: int | None) -> float | None:
@@ -155,8 +167,10 @@ def failure_reason(info: SlurmInfo) -> str:
     parts = []
     if word in _REASONS:
         parts.append(_REASONS[word])
-    code, _, sig = info.exit_code.partition(":")
-    if sig.isdigit() and int(sig):
+    code, _, sig = info.exit_code.partition(":")  # ExitCode is exit:signal
+    if sig.isdigit() and int(sig) == SIG_OOM:
+        parts += [_OOM] if _OOM not in parts else []
+    elif sig.isdigit() and int(sig):
         parts.append(f"killed by signal {sig} ({_SIGNALS.get(int(sig), 'signal')})")
     elif code.isdigit() and int(code):
         parts.append(f"exit code {code}")
