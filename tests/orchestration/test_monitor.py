@@ -125,3 +125,55 @@ def test_failed_job_of_several_tasks_shows_the_rank_that_failed_first(workdir: P
     assert details.log.endswith("77_1_log.err") and details.log_tail == "log of task 1"
     (folder / "77_1_result.pkl").unlink()  # one task: as before, no task number
     assert failure_details(workdir / "submitit", row).exception == "RuntimeError: Connection closed by peer"
+
+
+def test_failed_logs_are_read_from_their_end_only(workdir: Path, monkeypatch) -> None:
+    """``status --failed`` reads the tail of a log (seeking from its end), never the whole file."""
+    from fercluster.orchestration.watch import monitor
+    from fercluster.orchestration.watch.monitor import JobRow, failure_details
+
+    folder = workdir / "submitit" / "88"
+    folder.mkdir(parents=True)
+    log = folder / "88_0_log.err"
+    with open(log, "w") as f:
+        for i in range(200_000):  # about 3.5 MB
+            f.write(f"step {i} loss 0.25\n")
+    read = []
+    real_open = open
+
+    class Counting:
+        def __init__(self, f) -> None:
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.f.close()
+
+        def seek(self, *args):
+            return self.f.seek(*args)
+
+        def read(self, n: int = -1) -> bytes:
+            data = self.f.read(n)
+            read.append(len(data))
+            return data
+
+    monkeypatch.setattr(monitor, "open", lambda path, mode="r": Counting(real_open(path, mode)), raising=False)
+    monkeypatch.setattr(Path, "read_text", lambda *a, **k: (_ for _ in ()).throw(AssertionError("whole log read")))
+    row = JobRow("j", "ckplus", 0, "none", 0, "FAILED", slurm_id="88")
+    details = failure_details(workdir / "submitit", row, tail_lines=20)
+    assert details.log_tail.splitlines() == [f"step {i} loss 0.25" for i in range(199_980, 200_000)]
+    assert sum(read) <= monitor.TAIL_CHUNK  # 20 short lines: one chunk from the end
+
+
+def test_log_tail_of_long_lines_and_short_files(workdir: Path) -> None:
+    from fercluster.orchestration.watch.monitor import log_tail
+
+    path = workdir / "a.log"
+    path.write_bytes(b"first\nsecond\nthird")  # no newline at the end
+    assert log_tail(path, 2) == ["second", "third"] and log_tail(path, 10) == ["first", "second", "third"]
+    path.write_bytes(b"x" * 100_000 + b"\nlast line\n")  # a line longer than the bound is left out, cut
+    assert log_tail(path, 5, max_bytes=1000) == ["last line"]
+    path.write_bytes(b"")
+    assert log_tail(path, 5) == []

@@ -243,10 +243,31 @@ def failure_details(submitit_folder: Path, row: JobRow, tail_lines: int = 20) ->
         paths = JobPaths(paths.folder.parent / "%j", job_id=row.slurm_id, task_id=task)
     for log in (paths.stderr, paths.stdout):
         if log.exists():
-            text = log.read_text(errors="replace").splitlines()
+            text = log_tail(log, tail_lines)
             if text:
-                return Failure(exception, "\n".join(text[-tail_lines:]), str(log))
+                return Failure(exception, "\n".join(text), str(log))
     return Failure(exception)
+
+
+TAIL_CHUNK = 8192
+TAIL_MAX_BYTES = 256 * 1024  # a log of very long lines: at most this much of its end is read
+
+
+def log_tail(path: Path, lines: int, max_bytes: int = TAIL_MAX_BYTES) -> list[str]:
+    """The last ``lines`` lines of a log, read backwards from its end in chunks (a job's log can
+    be gigabytes: it is never read whole); a line cut at ``max_bytes`` is left out."""
+    with open(path, "rb") as f:
+        end = f.seek(0, os.SEEK_END)
+        start, data = end, b""
+        while start > 0 and end - start < max_bytes and data.count(b"\n") <= lines:
+            step = min(TAIL_CHUNK, start, max_bytes - (end - start))
+            start -= step
+            f.seek(start)
+            data = f.read(step) + data
+    text = data.decode("utf-8", errors="replace").splitlines()
+    if start > 0 and text:  # the first line read began before ``start``: cut, left out
+        text = text[1:]
+    return text[-lines:] if lines > 0 else []
 
 
 def _task_errors(folder: Path, slurm_id: str) -> list[tuple[float, int, str]]:
