@@ -451,3 +451,21 @@ def test_status_sums_the_sweeps_cost_and_requeues(cfg, workdir: Path) -> None:
     before = backend.calls["sacct"]
     again = snapshot(cfg, backend).to_dict()
     assert again["cost"] == snap["cost"] and backend.calls["sacct"] - before == 1
+
+
+# -- cancel takes the sweep's lock: it never interleaves with a `sweep` submitting -----------------
+def test_cancel_waits_for_the_sweep_lock_and_names_its_holder(cfg, workdir: Path) -> None:
+    from fercluster.lock import LockBusy
+    from fercluster.orchestration.store.state import sweep_lock
+    from fercluster.orchestration.watch.status import cancel
+
+    backend = FakeBackend()
+    run_sweep(cfg, backend, **SWEEP_KW)
+    with sweep_lock(cfg.jobs_dir):  # a `sweep` of the same sweep, submitting
+        with pytest.raises(LockBusy) as info:
+            cancel(cfg, backend, lock_timeout_s=0)
+        assert backend.calls["scancel"] == 0
+    message = str(info.value)
+    assert message.startswith(f"cancel: nothing cancelled: sweep {cfg.name}: the lock ")
+    assert f"held by process {os.getpid()}" in message and message.endswith("once it has ended")
+    assert len(cancel(cfg, backend)) == 5 and backend.calls["scancel"] == 1  # the lock is free: 4 tasks + aggregation

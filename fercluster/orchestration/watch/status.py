@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 from fercluster.config import SweepConfig
 from fercluster.errors import SlurmError
+from fercluster.lock import LockBusy
 from fercluster.orchestration.backend import Backend, JobInfo, JobQuery
 from fercluster.orchestration.slurm.parse import array_id
 from fercluster.orchestration.store import many_records
 from fercluster.orchestration.store.index import RunIndex
 from fercluster.orchestration.store.known import load_known, save_known
 from fercluster.orchestration.store.snapshot import StatusSnapshot
-from fercluster.orchestration.store.state import load_state
+from fercluster.orchestration.store.state import load_state, sweep_lock
 from fercluster.orchestration.store.vocabulary import ACTIVE, ENDED_BADLY, FAILED
 from fercluster.orchestration.submit import plan as plan_mod
 from fercluster.orchestration.submit.reconcile import removed_specs
@@ -74,8 +76,30 @@ def watch_interval(requested: float, floor: float, failures: int) -> float:
     return min(base * 2 ** min(failures, 16), max(base, WATCH_MAX_S))
 
 
-def cancel(cfg: SweepConfig, backend: Backend, job: str | None = None) -> list[str]:
-    """scancel the sweep's queued/running jobs (``job``: one fercluster job id or SLURM id)."""
+CANCEL_LOCK_S = 60.0  # how long `cancel` waits for a running `sweep` of the same sweep to finish
+
+
+def cancel(
+    cfg: SweepConfig, backend: Backend, job: str | None = None, lock_timeout_s: float = CANCEL_LOCK_S
+) -> list[str]:
+    """scancel the sweep's queued/running jobs (``job``: one fercluster job id or SLURM id).
+
+    Under the sweep's lock, as ``sweep`` submits: a cancel never interleaves with a submission (the
+    arrays it is sending would escape it). A lock still held after ``lock_timeout_s``: ``LockBusy``
+    naming its holder, nothing cancelled.
+    """
+    if not Path(cfg.jobs_dir).is_dir():  # never submitted: nothing to cancel, no folder made for a lock
+        return []
+    try:
+        with sweep_lock(cfg.jobs_dir, timeout_s=lock_timeout_s):
+            return _cancel(cfg, backend, job)
+    except LockBusy as exc:
+        raise LockBusy(
+            f"cancel: nothing cancelled: {exc}; run `fercluster cancel` again once it has ended", exc.path, exc.holder
+        ) from None
+
+
+def _cancel(cfg: SweepConfig, backend: Backend, job: str | None) -> list[str]:
     specs = plan_mod.expand(cfg)
     state = load_state(cfg.jobs_dir, cfg.name)
     rows = job_rows(list(specs) + removed_specs(specs, state), state, backend)
