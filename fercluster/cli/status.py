@@ -129,6 +129,10 @@ def _render(cfg: SweepConfig, snap: StatusSnapshot, failed: bool, next_s: float 
         parts.append(Text(snap.code["line"]))
         if "warning" in snap.code:
             parts.append(Text(snap.code["warning"], style="yellow"))
+    for record in snap.pending:
+        parts.append(Text(record.line(), style="yellow"))
+    if snap.pending:
+        parts.append(Text(f"warning: --forget-pending: {snap.pending[0].warning}", style="yellow"))
     parts += _failed_parts(snap) if failed else [tables.jobs_table(snap.jobs)]
     return Group(*parts)
 

@@ -169,3 +169,34 @@ def test_retry_skips_a_job_squeue_shows_requeued(cfg, workdir: Path) -> None:
         (first.specs[0].job_id, "not resubmitted: SLURM requeued it, squeue shows it PENDING")
     ]
     assert backend.calls["squeue"] == calls + 1  # one batched ask for both
+
+
+def test_status_lists_pending_records_with_the_command_that_drops_them(cfg, workdir: Path, monkeypatch) -> None:
+    """Deliver 3: an unsettled submission is shown by `status` (and --json): name, age, the jobs it
+    holds, and `sweep --forget-pending NAME` with its warning."""
+    import json
+
+    from fercluster.cli.main import _register, app
+
+    backend = FakeBackend()
+    backend.sbatch_faults = ["timeout"]  # no answer: it may be in SLURM, its record stays
+    run_sweep(cfg, backend, **SWEEP_KW)
+    name = next(iter(load_state(cfg.jobs_dir, cfg.name).pending))
+    cfg_file = workdir / "c.yaml"
+    cfg_file.write_text(cfg.model_dump_json())
+    monkeypatch.setattr("fercluster.cli.tables.backend", lambda cfg: backend)
+    monkeypatch.chdir(workdir)
+    _register()
+    out = CliRunner().invoke(app, ["status", "c.yaml"])
+    assert out.exit_code == 0, out.output
+    text = " ".join(out.output.split())
+    assert f"pending submission {name} (0 min old, holds 4 jobs): its sbatch's outcome is not known" in text
+    assert f"if it stays stuck: fercluster sweep c.yaml --forget-pending {name}" in text
+    assert "warning: --forget-pending: if such a submission did reach SLURM, its jobs now run twice" in text
+    snap = json.loads(CliRunner().invoke(app, ["status", "c.yaml", "--json"]).stdout)
+    [record] = snap["pending"]
+    assert record["name"] == name and record["kind"] == "train" and len(record["jobs"]) == 4
+    assert record["hint"] == f"fercluster sweep c.yaml --forget-pending {name}" and record["age_s"] >= 0
+    assert "run twice" in record["warning"]
+    CliRunner().invoke(app, ["sweep", "c.yaml", "--forget-pending", name])
+    assert json.loads(CliRunner().invoke(app, ["status", "c.yaml", "--json"]).stdout)["pending"] == []

@@ -54,6 +54,37 @@ class Failure:
 
 
 @dataclass(frozen=True, slots=True)
+class PendingRecord:
+    """A submission written to the state before its sbatch whose outcome is not settled yet
+    (``state.pending``): its jobs are held until a ``sweep`` finds it in SLURM or not."""
+
+    name: str  # its SLURM job name
+    kind: str  # train or aggregate
+    age_s: float | None
+    job_ids: tuple[str, ...]
+    hint: str  # the command that drops it by hand
+    warning: str  # what dropping it risks
+
+    def line(self) -> str:
+        age = "age unknown" if self.age_s is None else f"{self.age_s / 60:.0f} min old"
+        held = "the aggregation job" if self.kind == "aggregate" else f"holds {len(self.job_ids)} jobs"
+        return (
+            f"pending submission {self.name} ({age}, {held}): its sbatch's outcome is not known; the next "
+            f"`sweep` looks it up; if it stays stuck: {self.hint}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "age_s": self.age_s,
+            "jobs": list(self.job_ids),
+            "hint": self.hint,
+            "warning": self.warning,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class StatusSnapshot:
     sweep: str
     counts: Mapping[str, int]  # jobs by state, in ``STATES`` order, states with none left out
@@ -67,6 +98,7 @@ class StatusSnapshot:
     removed_from_config: tuple[str, ...] = ()
     code: Mapping[str, Any] | None = None  # snapshots.code_status
     failures: Mapping[str, Failure] = field(default_factory=dict)  # job id -> why (with --failed)
+    pending: tuple[PendingRecord, ...] = ()  # submissions whose sbatch's outcome is not settled
 
     @property
     def total(self) -> int:
@@ -101,5 +133,6 @@ class StatusSnapshot:
             "cost": self.cost,
             "removed_from_config": list(self.removed_from_config),
             "code": self.code,
+            "pending": [p.to_dict() for p in self.pending],
             "jobs": jobs,
         }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -13,11 +15,12 @@ from fercluster.orchestration.slurm.parse import array_id
 from fercluster.orchestration.store import many_records
 from fercluster.orchestration.store.index import RunIndex
 from fercluster.orchestration.store.known import load_known, save_known
-from fercluster.orchestration.store.snapshot import StatusSnapshot
-from fercluster.orchestration.store.state import load_state, sweep_lock
+from fercluster.orchestration.store.snapshot import PendingRecord, StatusSnapshot
+from fercluster.orchestration.store.state import SweepState, load_state, sweep_lock
 from fercluster.orchestration.store.vocabulary import ACTIVE, ENDED_BADLY, FAILED
 from fercluster.orchestration.submit import plan as plan_mod
 from fercluster.orchestration.submit.reconcile import removed_specs
+from fercluster.orchestration.submit.recovery import FORGET_WARNING
 from fercluster.orchestration.submit.snapshots import code_status
 from fercluster.orchestration.watch.cost import spent as _spent
 from fercluster.orchestration.watch.monitor import counts, failure_details, job_rows
@@ -63,6 +66,25 @@ def _snapshot(cfg: SweepConfig, backend: JobQuery, failed: bool) -> StatusSnapsh
         removed_from_config=tuple(s.job_id for s in removed_specs(specs, state)),
         code=code_status(cfg, state, [r.code for r in rows]),
         failures=failures,
+        pending=pending_records(cfg, state),
+    )
+
+
+def pending_records(cfg: SweepConfig, state: SweepState, now: float | None = None) -> tuple[PendingRecord, ...]:
+    """The sweep's unsettled submissions, each with the command that drops it (``--forget-pending``)."""
+    now = time.time() if now is None else now
+    src = os.path.relpath(cfg.source) if cfg.source else "CONFIG"
+    sets = "".join(f" --set {o}" for o in cfg.overrides)
+    return tuple(
+        PendingRecord(
+            name,
+            rec.kind,
+            None if rec.created is None else max(0.0, now - rec.created),
+            rec.job_ids,
+            f"fercluster sweep {src}{sets} --forget-pending {name}",
+            FORGET_WARNING,
+        )
+        for name, rec in sorted(state.pending.items())
     )
 
 
