@@ -195,6 +195,7 @@ class Submission:
             "waiting": [{"job_id": s.job_id, "why": why} for s, why in r.diff.waiting],
             "cancelled": r.cancelled,
             "code": r.code,
+            "cannot_start": [c.to_dict() for c in r.cannot_start],
         }
 
 

@@ -129,6 +129,8 @@ def _render(cfg: SweepConfig, snap: StatusSnapshot, failed: bool, next_s: float 
         parts.append(Text(snap.code["line"]))
         if "warning" in snap.code:
             parts.append(Text(snap.code["warning"], style="yellow"))
+    for stuck in snap.cannot_start:
+        parts.append(Text(stuck.line(), style="yellow"))
     for record in snap.pending:
         parts.append(Text(record.line(), style="yellow"))
     if snap.pending:

@@ -213,6 +213,8 @@ def _print_sweep(cfg: SweepConfig, result: SweepResult, console: Console) -> Non
     _print_submitted(result, console)
     for spec, row in result.diff.failed[:20]:
         console.print(f"[red]failed[/] {spec.job_id} ({spec.dataset} fold {spec.fold} {spec.variant}): {row.reason}")
+    for stuck in result.cannot_start:
+        console.print(stuck.line(), style="yellow", markup=False, highlight=False, soft_wrap=True)
 
 
 def _summary_line(cfg: SweepConfig, result: SweepResult) -> str:

@@ -4,7 +4,8 @@ Ids count up from 1000, states are set by hand (``set_state``), and ``query`` re
 with ``sacct_ok = False``, squeue's) text and parses it, so the parsing cost is real. Faults:
 ``sbatch_faults`` (each sbatch takes the next: ``refuse``, ``timeout`` before or ``lost`` after
 submitting), ``max_submit_jobs`` (a QOS MaxSubmitJobsPerUser over this user's queued and running
-tasks), ``squeue_states`` (what squeue shows where it differs from sacct: a requeue just made).
+tasks), ``squeue_states`` (what squeue shows where it differs from sacct: a requeue just made), ``reasons``
+(SLURM's pending reason of a task).
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class FakeBackend:
         self.sbatch_faults: list[str] = []  # per sbatch, in turn: "refuse", "timeout" (not in), "lost" (in)
         self.max_submit_jobs: int | None = None  # QOS MaxSubmitJobsPerUser: this user's live tasks
         self.squeue_states: dict[str, str] = {}  # squeue's view where it differs from sacct's
+        self.reasons: dict[str, str] = {}  # SLURM's Reason of a pending task (default None)
 
     def max_tasks(self) -> int:
         self.calls["scontrol"] += 1
@@ -172,7 +174,7 @@ class FakeBackend:
             state = self.states.get(s)
             if state is not None and s not in self.lag:
                 node = "localhost" if state != "PENDING" else "None assigned"
-                lines.append(f"{s}|{state}|0:0|00:01:00|{node}|None|{self.tres}|60")
+                lines.append(f"{s}|{state}|0:0|00:01:00|{node}|{self.reasons.get(s, 'None')}|{self.tres}|60")
         infos = slurm_parse.parse_sacct("\n".join(lines))
         missing = [s for s in slurm_ids if s not in infos]
         return {**self._squeue(missing), **infos} if missing else infos
@@ -183,7 +185,7 @@ class FakeBackend:
             self.last_error = "; ".join(e for e in (self.last_error, "squeue failed: rate limit") if e)
             return {}
         view = {**self.states, **self.squeue_states}
-        text = "\n".join(f"{s}|{view[s]}|0:01|localhost|None" for s in slurm_ids if s in view)
+        text = "\n".join(f"{s}|{view[s]}|0:01|localhost|{self.reasons.get(s, 'None')}" for s in slurm_ids if s in view)
         return slurm_parse.parse_squeue(text)
 
     def cancel(self, slurm_ids: Sequence[str]) -> None:

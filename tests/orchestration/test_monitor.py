@@ -177,3 +177,37 @@ def test_log_tail_of_long_lines_and_short_files(workdir: Path) -> None:
     assert log_tail(path, 5, max_bytes=1000) == ["last line"]
     path.write_bytes(b"")
     assert log_tail(path, 5) == []
+
+
+def test_a_job_that_cannot_start_is_said_by_status_and_sweep(cfg, workdir: Path, monkeypatch) -> None:
+    """A pending reason that waiting never clears (PartitionTimeLimit): a warning line in `status`,
+    `status --json` and `sweep`, naming the reason, what to do and the SLURM ids; Priority is not one."""
+    from typer.testing import CliRunner
+
+    from fercluster.cli.main import _register, app
+
+    backend, result, _ = submitted(cfg)
+    base = result.arrays[0]["slurm_id"]
+    backend.reasons = {f"{base}_0": "PartitionTimeLimit", f"{base}_1": "PartitionTimeLimit", f"{base}_2": "Priority"}
+    [stuck] = snapshot(cfg, backend).cannot_start
+    assert stuck.reason == "PartitionTimeLimit" and stuck.slurm_ids == (f"{base}_0", f"{base}_1")
+    again = run_sweep(cfg, backend, **SWEEP_KW)
+    assert [c.job_ids for c in again.cannot_start] == [stuck.job_ids] and again.arrays == []
+    cfg_file = workdir / "c.yaml"
+    cfg_file.write_text(cfg.model_dump_json())
+    monkeypatch.setattr("fercluster.cli.tables.backend", lambda cfg: backend)
+    monkeypatch.setattr("fercluster.orchestration.submit.coordinator.prepare_datasets", lambda cfg, names: None)
+    _register()
+    line = (
+        f"warning: 2 pending jobs cannot start (PartitionTimeLimit): its time limit exceeds its partition's: "
+        f"lower slurm.time_min or change slurm.partition;"
+    )
+    for command in (["status", str(cfg_file)], ["sweep", str(cfg_file)]):
+        out = CliRunner().invoke(app, command)
+        assert out.exit_code == 0, out.output
+        text = " ".join(out.output.split())
+        assert line in text and f"(SLURM {base}_0, {base}_1)" in text and "Priority" not in text
+    snap = json.loads(CliRunner().invoke(app, ["status", str(cfg_file), "--json"]).stdout)
+    assert [c["slurm_ids"] for c in snap["cannot_start"]] == [[f"{base}_0", f"{base}_1"]]
+    backend.reasons = {}
+    assert snapshot(cfg, backend).cannot_start == ()

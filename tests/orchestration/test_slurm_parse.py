@@ -158,3 +158,39 @@ def test_gpu_count_reads_typed_gres_without_counting_twice() -> None:
     assert tres_count("", "gres/gpu") is None
     info = SlurmInfo("7", "COMPLETED", "0:0", alloc_tres="cpu=4,gres/gpu:a100=2,node=1", elapsed_raw=1800)
     assert (info.gpu_hours, info.cpu_hours) == (1.0, 2.0)
+
+
+@pytest.mark.parametrize(
+    ("reason", "starts"),
+    [
+        ("PartitionTimeLimit", False),
+        ("PartitionConfig", False),
+        ("BadConstraints", False),
+        ("InvalidAccount", False),
+        ("InvalidQOS", False),
+        ("QOSMaxGRESPerJob", False),
+        ("QOSMaxWallDurationPerJobLimit", False),
+        ("AssocMaxCpuPerNode", False),
+        ("ReqNodeNotAvail, UnavailableNodes:node[1-2]", False),
+        ("ReqNodeNotAvail, May be reserved for other job", True),  # busy nodes: it waits its turn
+        ("ReqNodeNotAvail, UnavailableNodes:", True),
+        ("Priority", True),
+        ("Resources", True),
+        ("Dependency", True),
+        ("JobArrayTaskLimit", True),
+        ("AssocMaxJobsLimit", True),  # the user's running jobs end, then it starts
+        ("QOSMaxJobsPerUserLimit", True),
+        ("QOSGrpGRES", True),
+        ("None", True),
+        ("", True),
+    ],
+)
+def test_pending_reasons_that_waiting_never_clears(reason: str, starts: bool) -> None:
+    from fercluster.orchestration.slurm.reasons import never_starts
+
+    why = never_starts(reason)
+    assert (why is None) is starts
+    if reason == "PartitionTimeLimit":
+        assert "lower slurm.time_min or change slurm.partition" in why and "--retry-failed" in why
+    if reason.startswith("ReqNodeNotAvail") and not starts:
+        assert "(node[1-2])" in why and "administrator" in why

@@ -54,6 +54,23 @@ class Failure:
 
 
 @dataclass(frozen=True, slots=True)
+class CannotStart:
+    """Pending jobs whose SLURM reason waiting never clears (``slurm.reasons.never_starts``)."""
+
+    reason: str  # SLURM's, e.g. "PartitionTimeLimit"
+    why: str  # in words, with what to do
+    job_ids: tuple[str, ...]
+    slurm_ids: tuple[str, ...]
+
+    def line(self) -> str:
+        ids = ", ".join(self.slurm_ids[:5]) + (", ..." if len(self.slurm_ids) > 5 else "")
+        return f"warning: {len(self.job_ids)} pending jobs cannot start ({self.reason}): {self.why} (SLURM {ids})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reason": self.reason, "why": self.why, "jobs": list(self.job_ids), "slurm_ids": list(self.slurm_ids)}
+
+
+@dataclass(frozen=True, slots=True)
 class PendingRecord:
     """A submission written to the state before its sbatch whose outcome is not settled yet
     (``state.pending``): its jobs are held until a ``sweep`` finds it in SLURM or not."""
@@ -99,6 +116,7 @@ class StatusSnapshot:
     code: Mapping[str, Any] | None = None  # snapshots.code_status
     failures: Mapping[str, Failure] = field(default_factory=dict)  # job id -> why (with --failed)
     pending: tuple[PendingRecord, ...] = ()  # submissions whose sbatch's outcome is not settled
+    cannot_start: tuple[CannotStart, ...] = ()  # pending jobs that waiting will not start, by reason
 
     @property
     def total(self) -> int:
@@ -134,5 +152,6 @@ class StatusSnapshot:
             "removed_from_config": list(self.removed_from_config),
             "code": self.code,
             "pending": [p.to_dict() for p in self.pending],
+            "cannot_start": [c.to_dict() for c in self.cannot_start],
             "jobs": jobs,
         }

@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 from fercluster.config import SweepConfig
 from fercluster.errors import SlurmError
 from fercluster.orchestration.backend import Backend, JobInfo, Resources, Submission, SubmitLimit
+from fercluster.orchestration.store.snapshot import CannotStart
 from fercluster.orchestration.store.state import SweepState, load_state, private_umask, save_state, sweep_lock
 from fercluster.orchestration.store.vocabulary import ACTIVE
 from fercluster.orchestration.submit import jobs as jobs_mod
@@ -24,7 +25,7 @@ from fercluster.orchestration.submit.arrays import submit_arrays
 from fercluster.orchestration.submit.reconcile import Diff, reconcile, removed_specs
 from fercluster.orchestration.submit.recovery import adopt_orphans, hold_live
 from fercluster.orchestration.submit.snapshots import CodePlan, RetryCode, plan_code
-from fercluster.orchestration.watch.monitor import JobRow, job_rows
+from fercluster.orchestration.watch.monitor import JobRow, cannot_start, job_rows
 from fercluster.train.spec import JobSpec
 
 
@@ -43,6 +44,7 @@ class SweepResult:
     timings: dict[str, float] = field(default_factory=dict)
     code: dict[str, Any] | None = None  # CodePlan.summary() of what was (or would be) submitted
     aggregate_info: JobInfo | None = None  # the recorded aggregation job, as SLURM saw it now
+    cannot_start: tuple[CannotStart, ...] = ()  # pending jobs SLURM will not start by waiting, by reason
 
 
 def run_sweep(
@@ -245,6 +247,7 @@ def _diff(
         specs, rows, state, retry_failed=retry_failed, max_retries=cfg.slurm.max_retries, removed_rows=removed_rows
     )
     result = SweepResult(specs=specs, rows=rows, diff=diff, dry_run=dry_run, timings=timings)
+    result.cannot_start = cannot_start(rows)
     result.aggregate_info = infos.get(agg) if agg else None
     return result
 

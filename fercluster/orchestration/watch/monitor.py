@@ -21,10 +21,11 @@ from fercluster.orchestration.backend import JobInfo, JobQuery
 from fercluster.orchestration.local.backend import KEY as LOCAL_KEY
 from fercluster.orchestration.local.backend import LocalBackend
 from fercluster.orchestration.slurm.parse import array_id
+from fercluster.orchestration.slurm.reasons import never_starts
 from fercluster.orchestration.store.entries import JobEntry
 from fercluster.orchestration.store.index import RunIndex
 from fercluster.orchestration.store.known import FinalCost, Known, KnownInfo
-from fercluster.orchestration.store.snapshot import Failure, JobRow
+from fercluster.orchestration.store.snapshot import CannotStart, Failure, JobRow
 from fercluster.orchestration.store.state import SweepState
 from fercluster.orchestration.store.vocabulary import (
     ACTIVE,
@@ -206,6 +207,20 @@ def _apply(row: JobRow, info: JobInfo) -> None:
         row.reason = info.reason
     elif row.state == NOT_SUBMITTED and info.reason and row.iteration:
         row.reason = f"{info.reason} at iteration {row.iteration}; resumes from its checkpoint"
+
+
+def cannot_start(rows: Sequence[JobRow]) -> tuple[CannotStart, ...]:
+    """The pending jobs SLURM will not start however long they wait, grouped by SLURM's reason."""
+    groups: dict[str, list[JobRow]] = {}
+    for row in rows:
+        if row.state == PENDING and row.slurm_id and never_starts(row.reason) is not None:
+            groups.setdefault(row.reason, []).append(row)
+    return tuple(
+        CannotStart(
+            reason, never_starts(reason) or "", tuple(r.job_id for r in group), tuple(r.slurm_id or "" for r in group)
+        )
+        for reason, group in groups.items()
+    )
 
 
 def counts(rows: Sequence[JobRow]) -> dict[str, int]:

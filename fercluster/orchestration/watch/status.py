@@ -23,7 +23,7 @@ from fercluster.orchestration.submit.reconcile import removed_specs
 from fercluster.orchestration.submit.recovery import FORGET_WARNING
 from fercluster.orchestration.submit.snapshots import code_status
 from fercluster.orchestration.watch.cost import spent as _spent
-from fercluster.orchestration.watch.monitor import counts, failure_details, job_rows
+from fercluster.orchestration.watch.monitor import cannot_start, counts, failure_details, job_rows
 
 LOST = "lost: SLURM no longer knows this job"  # the aggregation job, as a training job SLURM lost
 
@@ -67,6 +67,7 @@ def _snapshot(cfg: SweepConfig, backend: JobQuery, failed: bool) -> StatusSnapsh
         code=code_status(cfg, state, [r.code for r in rows]),
         failures=failures,
         pending=pending_records(cfg, state),
+        cannot_start=cannot_start(rows),
     )
 
 
