@@ -3,8 +3,9 @@
 
 The tests put a folder of links to this script first on PATH. It keeps a small cluster in
 ``$FAKESLURM/world.json`` (jobs of this user and of others), injects the faults listed in
-``$FAKESLURM/faults.json`` ({command: "fail" | "timeout" | "ratelimit"}; "lag": ids that sacct
-does not show yet; "sbatch_ok": submissions that go in before the sbatch fault; "max_array") and records every call (argv) in ``$FAKESLURM/calls.jsonl``.
+``$FAKESLURM/faults.json`` ({command: "fail" | "timeout" | "ratelimit"}, sbatch also "busy": the
+controller refuses new jobs, sbatch says so and retries after 30 s; "lag": ids that sacct does not
+show yet; "sbatch_ok": submissions that go in before the sbatch fault; "max_array", "max_jobs") and records every call (argv) in ``$FAKESLURM/calls.jsonl``.
 Only the flags fercluster uses are understood; an unfiltered query prints every user's jobs.
 """
 
@@ -56,6 +57,15 @@ def main() -> int:
         fault = None  # the first sbatch_ok submissions go in; the fault starts after them (a job limit)
     if fault == "timeout":
         time.sleep(30)
+    if fault == "busy":  # the controller refuses new jobs (MaxJobCount): sbatch says so once, then retries
+        print(
+            "sbatch: error: Slurm temporarily unable to accept job, sleeping and retrying", file=sys.stderr, flush=True
+        )
+        time.sleep(30)
+        with CALLS.open("a") as f:
+            f.write(json.dumps(["sbatch-retry"]) + "\n")
+        print("sbatch: error: Batch job submission failed: Resource temporarily unavailable", file=sys.stderr)
+        return 1
     if fault == "fail":
         print(f"{cmd}: error: Unable to contact slurm controller (connect failure)", file=sys.stderr)
         return 1
@@ -68,6 +78,7 @@ def main() -> int:
         return sbatch(world, argv, me)
     if cmd == "scontrol":
         print(f"MaxArraySize            = {faults.get('max_array', 1001)}")
+        print(f"MaxJobCount             = {faults.get('max_jobs', 10000)}")
         return 0
     if cmd == "scancel":
         return 0

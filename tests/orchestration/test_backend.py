@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from fercluster.orchestration.backend import Backend, JobInfo, Resources, Submis
 from fercluster.orchestration.backends import backend_for
 from fercluster.orchestration.fake import FakeBackend
 from fercluster.orchestration.local.backend import LocalBackend
+from fercluster.orchestration.slurm import sbatch_watch
 from fercluster.orchestration.slurm.backend import SlurmBackend
 from fercluster.orchestration.submit.coordinator import run_sweep
 
@@ -75,6 +77,13 @@ def test_a_refused_sbatch_is_a_typed_submit_limit(tmp_path: Path) -> None:
     timed_out.__cause__ = subprocess.CalledProcessError(124, ["timeout"])
     late = backend._sbatch_error("fc-y", timed_out)
     assert isinstance(late, SubmitLimit) and "did not finish within 3 s" in str(late)
+    refused = RuntimeError("sbatch: error: Slurm temporarily unable to accept job, sleeping and retrying")
+    refused.__cause__ = subprocess.CalledProcessError(sbatch_watch.REFUSED, ["sbatch"])
+    backend.config_text = "MaxArraySize = 1001\nMaxJobCount = 10000\n"
+    full = backend._sbatch_error("fc-w", refused)
+    assert isinstance(full, SubmitLimit) and full.definite and "MaxJobCount = 10000" in full.limit
+    refused.__cause__ = subprocess.CalledProcessError(sbatch_watch.REFUSED_UNSURE, ["sbatch"])
+    assert not backend._sbatch_error("fc-w", refused).definite  # stopped late: it may have asked again
     other = backend._sbatch_error("fc-z", RuntimeError("sbatch: error: Invalid partition name specified"))
     assert not isinstance(other, SubmitLimit) and "Invalid partition" in str(other)
 
@@ -82,11 +91,11 @@ def test_a_refused_sbatch_is_a_typed_submit_limit(tmp_path: Path) -> None:
 def test_bounded_executor_wraps_sbatch_and_leaves_submitit_alone(tmp_path: Path) -> None:
     from submitit.slurm.slurm import SlurmExecutor
 
-    from fercluster.orchestration.slurm.executor import BoundedExecutor
+    from fercluster.orchestration.slurm.executor import WATCH, BoundedExecutor
 
     script = tmp_path / "x.sh"
     assert BoundedExecutor(tmp_path, 3, 7.0)._make_submission_command(script) == [
-        "timeout", "-k", "5", "7", "sbatch", str(script)
+        sys.executable, "-I", str(WATCH), "7", "5", "0.5", "sbatch", str(script)
     ]  # fmt: skip
     assert SlurmExecutor(tmp_path)._make_submission_command(script) == ["sbatch", str(script)]
     own = vars(SlurmExecutor)["_make_submission_command"]  # submitit's own function, as it ships

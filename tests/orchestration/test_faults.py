@@ -8,6 +8,7 @@ import getpass
 import json
 import os
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -361,6 +362,9 @@ def test_sbatch_failing_part_way_ends_with_a_summary(workdir: Path, fakeslurm: F
     assert [a["n"] for a in result.arrays] == [2] and len(result.diff.waiting) == 2
     assert result.diff.summary()["submit"] == 2
     assert result.aggregate_id is None and "aggregation job: " in result.submit_error  # refused as well: said
+    assert result.code["lines"] == [  # what went in, not what was planned
+        "code: did run 2 of 4 jobs on live code: each imports the code installed when it starts (slurm.code: live)"
+    ]
     if fault == "timeout":  # the bound holds for the array's sbatch and for the single aggregation job's
         assert result.submit_error.count("did not finish within 1 s") == 2
         assert SlurmExecutor._make_submission_command is original  # through a subclass: submitit untouched
@@ -469,3 +473,57 @@ def test_cancel_waits_for_the_sweep_lock_and_names_its_holder(cfg, workdir: Path
     assert message.startswith(f"cancel: nothing cancelled: sweep {cfg.name}: the lock ")
     assert f"held by process {os.getpid()}" in message and message.endswith("once it has ended")
     assert len(cancel(cfg, backend)) == 5 and backend.calls["scancel"] == 1  # the lock is free: 4 tasks + aggregation
+
+
+# -- the cluster's MaxJobCount: said at sbatch's first "sleeping and retrying", not after the bound ---
+def test_max_job_count_is_said_at_sbatchs_first_message(workdir: Path, fakeslurm: FakeSlurm, monkeypatch) -> None:
+    from fercluster.orchestration.slurm.executor import BoundedExecutor
+
+    # the stand-in sleeps 30 s before its retry where sbatch sleeps 1 s: stopped within half of it, surely before
+    monkeypatch.setattr(BoundedExecutor, "first_retry_sleep_s", 60.0)
+    cfg = _cfg(workdir)
+    backend = SlurmBackend(cfg.jobs_dir / "submitit", timeout_s=5.0, sbatch_timeout_s=20.0)
+    fakeslurm.fault(sbatch="busy", max_jobs=5000)
+    limit = "the cluster's job limit (MaxJobCount = 5000, every user's jobs together)"
+    for _ in range(2):  # every re-run says so at once; none waits out the 20 s bound
+        result = run_sweep(cfg, backend, **SWEEP_KW)
+        assert result.arrays == [] and result.aggregate_id is None and len(result.diff.waiting) == 4
+        assert "SLURM refuses new jobs (Slurm temporarily unable to accept job, sleeping and retrying)" in (
+            result.submit_error
+        )
+        assert f"{limit} is reached; stopped at sbatch's first retry instead of waiting 20 s" in result.submit_error
+        assert result.diff.waiting[0][1].startswith(f"waits: {limit} is reached; a later `sweep` submits it once")
+        assert load_state(cfg.jobs_dir, cfg.name).pending == {}  # sure: nothing went in, no record to look up
+        assert result.code["lines"] == [
+            "code: submitted none of the 4 jobs meant to run on live code: each imports the code installed "
+            "when it starts (slurm.code: live)"
+        ]
+    assert not fakeslurm.calls("sbatch-retry")  # stopped before sbatch asked again
+    # per run: the array of 4, then halves of 2 and 1 (MaxJobCount counts array tasks: a smaller one may
+    # fit), each stopped at once; the aggregation job not tried
+    assert len(fakeslurm.calls("sbatch")) == 6
+
+
+def test_sbatch_watch_passes_sbatchs_answer_through(tmp_path: Path) -> None:
+    """Without a refusal the watcher is transparent: sbatch's stdout, stderr and exit code."""
+    from fercluster.orchestration.slurm import executor, sbatch_watch
+
+    script = "import sys; print('Submitted batch job 42'); print('sbatch: warning: x', file=sys.stderr); sys.exit(3)"
+    proc = subprocess.run(
+        [sys.executable, "-I", str(executor.WATCH), "5", "1", "0.5", sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (3, "Submitted batch job 42\n", "sbatch: warning: x\n")
+    busy = "import sys, time; print('sbatch: error: Slurm job queue full, sleeping and retrying.', file=sys.stderr, flush=True); time.sleep(60)"
+    proc = subprocess.run(
+        [sys.executable, "-I", str(executor.WATCH), "30", "1", "60", sys.executable, "-c", busy],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == sbatch_watch.REFUSED and proc.stderr.splitlines() == [
+        "sbatch: error: Slurm job queue full, sleeping and retrying.",
+        f"{sbatch_watch.MARK} (SLURM refuses new jobs)",
+    ]

@@ -199,8 +199,8 @@ def test_a_job_that_cannot_start_is_said_by_status_and_sweep(cfg, workdir: Path,
     monkeypatch.setattr("fercluster.orchestration.submit.coordinator.prepare_datasets", lambda cfg, names: None)
     _register()
     line = (
-        f"warning: 2 pending jobs cannot start (PartitionTimeLimit): its time limit exceeds its partition's: "
-        f"lower slurm.time_min or change slurm.partition;"
+        "warning: 2 pending jobs cannot start (PartitionTimeLimit): its time limit exceeds its partition's: "
+        "lower slurm.time_min or change slurm.partition;"
     )
     for command in (["status", str(cfg_file)], ["sweep", str(cfg_file)]):
         out = CliRunner().invoke(app, command)

@@ -27,6 +27,7 @@ from fercluster.orchestration.backend import (
     Submitted,
 )
 from fercluster.orchestration.slurm import parse as slurm_parse
+from fercluster.orchestration.slurm import sbatch_watch
 from fercluster.orchestration.slurm.parse import SlurmInfo
 from fercluster.orchestration.slurm.resources import submission_parameters
 from fercluster.orchestration.store.vocabulary import ACTIVE
@@ -48,6 +49,7 @@ class SlurmBackend:
         self.last_source = ""
         self.last_error = ""  # why the last query could not see every id ("" when it could)
         self.user = getpass.getuser()  # lookups and queries are scoped to this user
+        self.config_text = ""  # ``scontrol show config``, once read (``max_tasks``)
 
     # -- commands ----------------------------------------------------------------------------
     def _run(self, argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -70,7 +72,8 @@ class SlurmBackend:
         return proc.stdout
 
     def max_tasks(self) -> int:
-        return slurm_parse.parse_max_array_size(self._run(["scontrol", "show", "config"]).stdout)
+        self.config_text = self._run(["scontrol", "show", "config"]).stdout  # MaxJobCount, for sbatch's refusals
+        return slurm_parse.parse_max_array_size(self.config_text)
 
     def _executor(self, sub: Submission) -> Any:
         from fercluster.orchestration.slurm.executor import BoundedExecutor
@@ -82,7 +85,16 @@ class SlurmBackend:
     def _sbatch_error(self, name: str, exc: Exception) -> SlurmError:
         """A ``SubmitLimit`` when sbatch says (or, by timing out, suggests) a limit; else a ``SlurmError``."""
         text, cause = str(exc).strip()[-500:], exc.__cause__
-        timed_out = isinstance(cause, subprocess.CalledProcessError) and cause.returncode in (124, 137)  # timeout's
+        code = cause.returncode if isinstance(cause, subprocess.CalledProcessError) else None
+        if code in (sbatch_watch.REFUSED, sbatch_watch.REFUSED_UNSURE):  # stopped at its first retry
+            said = next((ln for ln in text.splitlines() if "retrying" in ln or "queue full" in ln), text)
+            limit = slurm_parse.job_count_limit(self.config_text)
+            text = (
+                f"sbatch for {name}: SLURM refuses new jobs ({said.strip().removeprefix('sbatch: error: ')}): "
+                f"{limit} is reached; stopped at sbatch's first retry instead of waiting {self.sbatch_timeout_s:.0f} s"
+            )
+            return SubmitLimit(text, limit, definite=code == sbatch_watch.REFUSED)
+        timed_out = code in (124, 137)  # the bound (timeout(1)'s codes)
         if timed_out:
             text = (
                 f"sbatch for {name} did not finish within {self.sbatch_timeout_s:.0f} s (SLURM kept refusing "

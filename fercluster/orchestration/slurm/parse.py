@@ -308,8 +308,19 @@ def parse_scontrol_jobs(text: str) -> dict[str, SlurmInfo]:
 
 def parse_max_array_size(text: str, default: int = 1001) -> int:
     """``MaxArraySize`` from ``scontrol show config`` (SLURM's default is 1001)."""
-    m = re.search(r"^\s*MaxArraySize\s*=\s*(\d+)", text, re.MULTILINE)
-    return int(m.group(1)) if m else default
+    return config_number(text, "MaxArraySize") or default
+
+
+def config_number(text: str, key: str) -> int | None:
+    """A number of ``scontrol show config`` (``MaxJobCount``, ...); None when it is not there."""
+    m = re.search(rf"^\s*{key}\s*=\s*(\d+)", text, re.MULTILINE)
+    return int(m.group(1)) if m else None
+
+
+def job_count_limit(config_text: str) -> str:
+    """The cluster's MaxJobCount in words, with its value when ``scontrol show config`` gave it."""
+    n = config_number(config_text, "MaxJobCount")
+    return f"the cluster's job limit (MaxJobCount{f' = {n}' if n else ''}, every user's jobs together)"
 
 
 def elapsed_seconds(text: str) -> float | None:
@@ -335,6 +346,8 @@ _SUBMIT_LIMITS = {
     "MaxSubmitJob": "a submit limit (MaxSubmitJobs)",
     "Job violates accounting/QOS policy": "an accounting/QOS policy limit (sacctmgr show qos lists them)",
     "MaxJobCount": "the cluster's job limit (MaxJobCount)",
+    "temporarily unable to accept job": "the cluster's job limit (MaxJobCount)",  # sbatch's words for it
+    "job queue full": "the cluster's job limit (MaxJobCount)",
     "did not finish within": "the cluster refusing jobs while sbatch retried (a job or QOS limit?)",
 }
 

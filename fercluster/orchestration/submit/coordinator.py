@@ -187,11 +187,17 @@ def _submit_work(
                 cfg, state, backend, fn_for, specs, code, retry_ids, requeue_ids, active
             )
         result.submit_error = str(error) if error else ""
+        code.sent = {}
+        for a in result.arrays:  # what went in: the code lines never claim a refused array ran
+            code.sent[a["code"]] = code.sent.get(a["code"], 0) + a["n"]
+        result.code = code.summary()
         if error:
             sent = {j for a in result.arrays for j in state.arrays[a["name"]].job_ids}
             limit = error.limit if isinstance(error, SubmitLimit) else None
             why = (
-                f"waits: {limit} is reached; a later `sweep` submits it once queued jobs of yours end"
+                f"waits: {limit} is reached; a later `sweep` submits it once queued jobs"
+                + ("" if "MaxJobCount" in limit else " of yours")
+                + " end"
                 if limit
                 else f"not submitted: {result.submit_error}; the next `sweep` submits it"
             )

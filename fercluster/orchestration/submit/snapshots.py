@@ -45,6 +45,7 @@ class CodePlan:
     retry_code: RetryCode = "submitted"
     retried: frozenset[str] = frozenset()  # ids of the retried jobs among the groups
     dry_run: bool = False
+    sent: dict[str, int] | None = None  # jobs per code that went in (None: before its sbatch, or a dry run)
 
     def summary(self) -> dict[str, Any]:
         groups = [
@@ -65,13 +66,22 @@ class CodePlan:
         }
 
     def _line(self, choice: CodeChoice, n: int, retried: int) -> str:
-        """What ``sweep`` says about one array's code."""
+        """What ``sweep`` says about one array's code: what went in, never more (an sbatch refused)."""
         verb = "would" if self.dry_run else "did"
+        sent = n if self.sent is None else self.sent.get(choice.key, 0)
+        if sent == 0 and not self.dry_run:
+            return f"code: submitted none of the {n} jobs meant to run on {self._where(choice, 0)}"
+        count = f"{sent} of {n}" if sent < n else f"{n}"
         if choice.key != self.current.key:
             return (
-                f"code: {verb} rerun {n} failed jobs on snapshot {choice.key}, the code they were submitted with "
+                f"code: {verb} rerun {count} failed jobs on snapshot {choice.key}, the code they were submitted with "
                 "(--retry-failed --code current: on the current code)"
             )
+        return f"code: {verb} run {count} jobs on {self._where(choice, retried)}"
+
+    def _where(self, choice: CodeChoice, retried: int) -> str:
+        if choice.key != self.current.key:
+            return f"snapshot {choice.key}, the code they were submitted with"
         if choice.key == LIVE:
             where = "live code: each imports the code installed when it starts (slurm.code: live)"
         else:
@@ -82,7 +92,7 @@ class CodePlan:
             where += f"; {retried} of them failed jobs rerun on the current code (--code current)"
         elif retried:
             where += f"; {retried} of them failed jobs that recorded no snapshot"
-        return f"code: {verb} run {n} jobs on {where}"
+        return where
 
 
 def code_root(cfg: SweepConfig) -> Path:
