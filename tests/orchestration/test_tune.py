@@ -411,19 +411,6 @@ def test_ray_tune_sbatch_runs_a_module_that_exists():
         assert proc.returncode == 2 and f"python -m {module} CONFIG" in proc.stderr, (module, proc.stderr)
 
 
-def test_ports_differ_between_users_and_skip_busy_ones():
-    import socket
-
-    from fercluster.orchestration.tune.ray_cluster import BLOCK, choose_ports
-
-    a, b = choose_ports(uid=1000), choose_ports(uid=1001)
-    assert abs(a.base - b.base) >= BLOCK
-    with socket.socket() as busy:
-        busy.bind(("", a.gcs))
-        busy.listen()
-        assert choose_ports(uid=1000).base != a.base
-
-
 # -- SLURM ----------------------------------------------------------------------------------------
 @pytest.mark.slurm
 @pytest.mark.slow

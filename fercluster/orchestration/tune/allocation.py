@@ -89,7 +89,7 @@ def _head_task(cfg: SweepConfig, folder: Path, nodes: int, cpus: int, tag: str) 
     console = Console(highlight=False, soft_wrap=True)
     search.prepare(cfg, console)  # done already when submitted by `fercluster sweep`; not with sbatch
     token = ray_cluster.auth_token(folder)
-    node = ray_cluster.start_head(cpus, None, folder / f"ray-head-{tag}.log", token, tmp=ray_cluster.temp_dir(tag))
+    node = ray_cluster.start_head(cpus, None, folder / f"ray-head-{tag}.log", token, seed=tag)
     try:
         write_json(folder / f"head-{tag}.json", {"address": node.address, "time": time.time()})
         search.connect(node.address, token)

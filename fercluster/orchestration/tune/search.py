@@ -25,7 +25,6 @@ Ray; ``allocation`` runs it inside a SLURM allocation). Both return the search's
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import socket
 import time
@@ -302,8 +301,8 @@ def run_tune_local(cfg: SweepConfig, console: Any = None) -> dict[str, Any]:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         cpus = len(os.sched_getaffinity(0))
         token = ray_cluster.auth_token(state_dir(cfg))
-        tmp = ray_cluster.temp_dir(hashlib.sha1(str(state_dir(cfg)).encode()).hexdigest()[:8])
-        node = ray_cluster.start_head(cpus, None, state_dir(cfg) / "ray-head.log", token, tmp=tmp, ip="127.0.0.1")
+        log = state_dir(cfg) / "ray-head.log"
+        node = ray_cluster.start_head(cpus, None, log, token, ip="127.0.0.1", seed=f"{state_dir(cfg)}:{os.getpid()}")
         try:
             connect(node.address, token)
             if console is not None:
