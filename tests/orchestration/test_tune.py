@@ -462,6 +462,47 @@ def test_status_of_a_dead_local_driver_is_interrupted(tmp_path):
     assert tune_status(cfg)["state"] == "INTERRUPTED"
 
 
+def test_a_local_driver_is_the_pid_with_its_start_time_on_its_own_host(tmp_path):
+    """A pid the kernel gave to another process is not the driver; another host's pid is not judged here."""
+    import socket
+
+    from fercluster.atomic import write_json
+    from fercluster.lock import process_start
+    from fercluster.orchestration.tune.state import state_dir, tune_status
+
+    cfg = parse_config(tiny_config(tmp_path))
+    alive = os.getpid()  # a live process: the driver's pid, reused (it started at another time)
+
+    def driver(host: str, start: float | None) -> str:
+        write_json(state_dir(cfg) / "search.json", {"state": "running", "mode": "local", "host": host, "pid": alive,
+                                                    "pid_start": start, "started": time.time()})  # fmt: skip
+        return tune_status(cfg)["state"]
+
+    here, started = socket.gethostname(), process_start(alive)
+    assert started is not None
+    assert driver(here, started) == "RUNNING"
+    assert driver(here, started - 3600) == "INTERRUPTED"  # the pid is alive, but it is another process
+    assert driver("another-host", started - 3600) == "RUNNING"  # not this host's process table to judge
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    write_json(state_dir(cfg) / "search.json", {"state": "running", "mode": "local", "host": "another-host",
+                                                "pid": dead.pid, "started": time.time()})  # fmt: skip
+    assert tune_status(cfg)["state"] == "RUNNING"
+
+
+def test_a_running_search_records_its_drivers_start_time(tmp_path, monkeypatch):
+    from fercluster.lock import process_start
+    from fercluster.orchestration.tune import search
+    from fercluster.orchestration.tune.state import load_search
+
+    cfg = parse_config(tiny_config(tmp_path))
+    monkeypatch.setattr(search, "_run_dataset", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        search.run_search(cfg)
+    record = load_search(cfg)
+    assert record.pid == os.getpid() and record.pid_start == process_start(os.getpid())
+
+
 # -- the allocation's submission: never two at once (fake SLURM, no Ray) -------------------------
 @pytest.fixture
 def allocation_env(tmp_path, monkeypatch):

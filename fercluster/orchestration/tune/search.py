@@ -37,6 +37,7 @@ import numpy as np
 from fercluster import code
 from fercluster.config import SearchParam, SweepConfig
 from fercluster.errors import ConfigError, TrainingError
+from fercluster.lock import process_start
 from fercluster.orchestration.store.vocabulary import FAILED
 from fercluster.orchestration.tune import ray_cluster
 from fercluster.orchestration.tune.state import (
@@ -144,6 +145,7 @@ def run_search(cfg: SweepConfig, console: Any = None, where: dict[str, Any] | No
         fingerprint=fingerprint(cfg),
         host=socket.gethostname(),
         pid=os.getpid(),
+        pid_start=process_start(os.getpid()),
     )
     save_search(cfg, record)
     rows: list[dict[str, Any]] = []
