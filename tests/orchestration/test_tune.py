@@ -385,7 +385,7 @@ def test_interrupted_search_exits_non_zero_with_a_message(tmp_path):
         f"""
         import sys
         import fercluster.orchestration.tune.search as search
-        search.run_tune_local = lambda cfg, console=None: {{"state": "interrupted", "sweep": cfg.name}}
+        search.run_tune_local = lambda cfg, console=None, retry_failed=False: {{"state": "interrupted", "sweep": cfg.name}}
         sys.argv = ["fercluster", "sweep", {str(path)!r}, "--local"]
         from fercluster.cli.main import main
         main()

@@ -83,6 +83,8 @@ class SearchRecord:
     finished: float | None = None
     summary: Mapping[str, Any] | None = None  # the driver's summary when it ended (trials, errors, ...)
     pending: Mapping[str, Any] | None = None  # an allocation sbatch begun, not yet recorded: {name, created}
+    retries: int = 0  # --retry-failed rounds begun (``retry``), at most slurm.max_retries
+    retry_errored: tuple[str, ...] = ()  # data sets whose next restore resumes their errored trials
     schema: int = SEARCH_SCHEMA
 
     def to_dict(self) -> dict[str, Any]:
@@ -113,6 +115,8 @@ def completed(cfg: SweepConfig) -> dict[str, Any] | None:
     record = load_search(cfg)
     best = results_dir(cfg) / "best.json"
     if record.state != "completed" or record.fingerprint != fingerprint(cfg) or not best.exists():
+        return None
+    if record.retry_errored:  # a --retry-failed round to run: not done yet
         return None
     return {**(record.summary or {}), "state": "completed", "best": json.loads(best.read_text()), "skipped": True}
 
