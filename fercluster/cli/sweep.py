@@ -50,9 +50,13 @@ def sweep_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and what would be done; touch nothing."),
     local: bool = typer.Option(False, "--local", help="Run the jobs here, one at a time (GPU or CPU), then aggregate."),
     retry_failed: bool = typer.Option(
-        False, "--retry-failed", help="Resubmit failed jobs (at most slurm.max_retries each)."
+        False,
+        "--retry-failed",
+        help="Resubmit failed jobs (at most slurm.max_retries each); on a Ray Tune search, resume its failed trials.",
     ),
-    prune: bool = typer.Option(False, "--prune", help="Cancel jobs no longer in the config."),
+    prune: bool = typer.Option(
+        False, "--prune", help="Cancel jobs no longer in the config (refused on a Ray Tune search)."
+    ),
     code: Optional[str] = typer.Option(
         None,
         "--code",
@@ -86,7 +90,8 @@ def sweep_cmd(
     if dry_run:
         _warn_data(cfg)
     if cfg.tune is not None:
-        _tune(cfg, dry_run, local, console)
+        _check_tune(prune, code)
+        _tune(cfg, dry_run, local, retry_failed, console)
     elif local:
         _local(cfg, dry_run or prune or retry_failed, console)
     else:
@@ -143,16 +148,34 @@ def _warn_data(cfg: SweepConfig) -> None:
         tables.console(stderr=True).print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
 
 
-def _tune(cfg: SweepConfig, dry_run: bool, local: bool, console: Console) -> None:
+def _check_tune(prune: bool, code: str | None) -> None:
+    """The grid's options that a Ray Tune search cannot honour: refused, never ignored."""
+    if prune:
+        raise ConfigError(
+            "--prune: a Ray Tune search has no trials outside its search space (the space is fixed once the search "
+            "starts, and a changed one is refused); to search a new space, give the sweep a new name"
+        )
+    if code == "submitted":
+        raise ConfigError(
+            "--code submitted: a Ray Tune search runs all its trials on one code, the current code's when it is "
+            "submitted; drop --code (or give --code current)"
+        )
+
+
+def _tune(cfg: SweepConfig, dry_run: bool, local: bool, retry_failed: bool, console: Console) -> None:
     """A Ray Tune search: its settings (dry run), or the search run here or submitted."""
     from fercluster import api
 
     if dry_run:
         console.print(f"[bold]{cfg.name}[/]: a Ray Tune search (dry run, nothing started):")
         console.print(cfg.tune.model_dump(mode="json"))
+        if retry_failed:
+            from fercluster.orchestration.tune.retry import begin
+
+            console.print(begin(cfg, write=False).line(cfg.name), markup=False, highlight=False, soft_wrap=True)
         return
     api.record_last(cfg)  # a grid sweep's submit and run_local record it themselves
-    _search(cfg, local, console)
+    _search(cfg, local, retry_failed, console)
 
 
 def _local(cfg: SweepConfig, other_flags: bool, console: Console) -> None:
@@ -176,16 +199,16 @@ def _print_change(change: OverrideChange | None, console: Console, dry_run: bool
             console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
-def _search(cfg: SweepConfig, local: bool, console: Console) -> None:
+def _search(cfg: SweepConfig, local: bool, retry_failed: bool, console: Console) -> None:
     """Run the Ray Tune search here (then aggregate) or submit its allocation."""
     if local:
         from fercluster.orchestration.tune.search import run_tune_local
 
-        result = run_tune_local(cfg, console)
+        result = run_tune_local(cfg, console, retry_failed=retry_failed)
     else:
         from fercluster.orchestration.tune.allocation import submit_tune_slurm
 
-        result = submit_tune_slurm(cfg, console)
+        result = submit_tune_slurm(cfg, console, retry_failed=retry_failed)
     if result.get("state") == "interrupted":
         tables.console(stderr=True).print(
             f"[red]interrupted[/]: search {cfg.name} stopped before its end; run the same command again to restore it"
@@ -194,6 +217,8 @@ def _search(cfg: SweepConfig, local: bool, console: Console) -> None:
     best = result.get("best") or {}
     if best:
         console.print(f"[bold]{cfg.name}[/]: best k = {best.get('k')} (val acc {best.get('val_acc')})")
+    if result.get("errors") and not retry_failed:
+        console.print(f"{result['errors']} trial(s) failed: `fercluster sweep --retry-failed` runs them again")
     if local:
         from fercluster.analysis.report import aggregate
 

@@ -385,7 +385,7 @@ def test_interrupted_search_exits_non_zero_with_a_message(tmp_path):
         f"""
         import sys
         import fercluster.orchestration.tune.search as search
-        search.run_tune_local = lambda cfg, console=None: {{"state": "interrupted", "sweep": cfg.name}}
+        search.run_tune_local = lambda cfg, console=None, retry_failed=False: {{"state": "interrupted", "sweep": cfg.name}}
         sys.argv = ["fercluster", "sweep", {str(path)!r}, "--local"]
         from fercluster.cli.main import main
         main()
@@ -409,19 +409,6 @@ def test_ray_tune_sbatch_runs_a_module_that_exists():
     for module in modules:
         proc = subprocess.run([sys.executable, "-m", module], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2 and f"python -m {module} CONFIG" in proc.stderr, (module, proc.stderr)
-
-
-def test_ports_differ_between_users_and_skip_busy_ones():
-    import socket
-
-    from fercluster.orchestration.tune.ray_cluster import BLOCK, choose_ports
-
-    a, b = choose_ports(uid=1000), choose_ports(uid=1001)
-    assert abs(a.base - b.base) >= BLOCK
-    with socket.socket() as busy:
-        busy.bind(("", a.gcs))
-        busy.listen()
-        assert choose_ports(uid=1000).base != a.base
 
 
 # -- SLURM ----------------------------------------------------------------------------------------
@@ -473,6 +460,47 @@ def test_status_of_a_dead_local_driver_is_interrupted(tmp_path):
     write_json(state_dir(cfg) / "search.json", {"state": "running", "mode": "local", "host": socket.gethostname(),
                                                 "pid": dead.pid, "started": time.time()})  # fmt: skip
     assert tune_status(cfg)["state"] == "INTERRUPTED"
+
+
+def test_a_local_driver_is_the_pid_with_its_start_time_on_its_own_host(tmp_path):
+    """A pid the kernel gave to another process is not the driver; another host's pid is not judged here."""
+    import socket
+
+    from fercluster.atomic import write_json
+    from fercluster.lock import process_start
+    from fercluster.orchestration.tune.state import state_dir, tune_status
+
+    cfg = parse_config(tiny_config(tmp_path))
+    alive = os.getpid()  # a live process: the driver's pid, reused (it started at another time)
+
+    def driver(host: str, start: float | None) -> str:
+        write_json(state_dir(cfg) / "search.json", {"state": "running", "mode": "local", "host": host, "pid": alive,
+                                                    "pid_start": start, "started": time.time()})  # fmt: skip
+        return tune_status(cfg)["state"]
+
+    here, started = socket.gethostname(), process_start(alive)
+    assert started is not None
+    assert driver(here, started) == "RUNNING"
+    assert driver(here, started - 3600) == "INTERRUPTED"  # the pid is alive, but it is another process
+    assert driver("another-host", started - 3600) == "RUNNING"  # not this host's process table to judge
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    write_json(state_dir(cfg) / "search.json", {"state": "running", "mode": "local", "host": "another-host",
+                                                "pid": dead.pid, "started": time.time()})  # fmt: skip
+    assert tune_status(cfg)["state"] == "RUNNING"
+
+
+def test_a_running_search_records_its_drivers_start_time(tmp_path, monkeypatch):
+    from fercluster.lock import process_start
+    from fercluster.orchestration.tune import search
+    from fercluster.orchestration.tune.state import load_search
+
+    cfg = parse_config(tiny_config(tmp_path))
+    monkeypatch.setattr(search, "_run_dataset", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        search.run_search(cfg)
+    record = load_search(cfg)
+    assert record.pid == os.getpid() and record.pid_start == process_start(os.getpid())
 
 
 # -- the allocation's submission: never two at once (fake SLURM, no Ray) -------------------------

@@ -36,7 +36,7 @@ from fercluster.orchestration.backends import SBATCH_TIMEOUT_S, backend_for
 from fercluster.orchestration.slurm.backend import allocation_live
 from fercluster.orchestration.store.state import ensure_dir, private_umask
 from fercluster.orchestration.submit.snapshots import current_code
-from fercluster.orchestration.tune import ray_cluster, search
+from fercluster.orchestration.tune import ray_cluster, retry, search
 from fercluster.orchestration.tune.state import (
     check_fingerprint,
     completed,
@@ -89,7 +89,7 @@ def _head_task(cfg: SweepConfig, folder: Path, nodes: int, cpus: int, tag: str) 
     console = Console(highlight=False, soft_wrap=True)
     search.prepare(cfg, console)  # done already when submitted by `fercluster sweep`; not with sbatch
     token = ray_cluster.auth_token(folder)
-    node = ray_cluster.start_head(cpus, None, folder / f"ray-head-{tag}.log", token, tmp=ray_cluster.temp_dir(tag))
+    node = ray_cluster.start_head(cpus, None, folder / f"ray-head-{tag}.log", token, seed=tag)
     try:
         write_json(folder / f"head-{tag}.json", {"address": node.address, "time": time.time()})
         search.connect(node.address, token)
@@ -147,6 +147,7 @@ def submit_tune_slurm(
     cfg: SweepConfig,
     console: Any = None,
     *,
+    retry_failed: bool = False,
     backend: Backend | None = None,
     live: Callable[[str], bool | None] = allocation_live,
 ) -> dict[str, Any]:
@@ -155,28 +156,31 @@ def submit_tune_slurm(
     Does nothing when the same search has completed, or its allocation is still queued or running,
     or when that cannot be told (``live`` answers None: squeue failed), or when an earlier sbatch
     may have reached SLURM (its pending record is unresolved): never two allocations at once.
-    ``backend``/``live``: SLURM's (the tests give a fake).
+    ``retry_failed``: the allocation also runs again the trials that ended in error (``retry``),
+    begun only once no allocation of the search can be live. ``backend``/``live``: SLURM's (the
+    tests give a fake).
     """
     search.require_tune(cfg)
+    say = console.print if console is not None else (lambda text: None)
     done = completed(cfg)
-    if done is not None:
+    if done is not None and not (retry_failed and retry.begin(cfg, write=False).round):
+        if retry_failed:
+            say(retry.begin(cfg, write=False).line(cfg.name))
         return {**done, "submitted": False}
     check_fingerprint(cfg)
-    say = console.print if console is not None else (lambda text: None)
     with search_lock(cfg):
         backend = backend or backend_for(cfg, folder=ensure_dir(state_dir(cfg) / "submitit"))
-        held = _resolve_pending(cfg, backend)
-        current = read_search(cfg).get("slurm_id")
-        alive = live(current) if not held and current else False
-        if held or alive is not False:  # True: queued or running; None: cannot tell, so not a second one
-            why = held or (
-                f"allocation {current} is already queued or running"
-                if alive
-                else f"cannot tell whether allocation {current} is still queued or running (squeue did not "
-                "answer); not submitting another: run the sweep again later"
-            )
-            say(f"search {cfg.name}: {why}")
-            return {"state": "submitted", "slurm_id": current, "submitted": False, "held": why}
+        held = _held(cfg, backend, live)
+        if held:
+            say(f"search {cfg.name}: {held}")
+            return {
+                "state": "submitted",
+                "slurm_id": read_search(cfg).get("slurm_id"),
+                "submitted": False,
+                "held": held,
+            }
+        if retry_failed:
+            say(retry.begin(cfg).line(cfg.name))
         search.prepare(cfg, console)  # once, here, rather than racing on the nodes
         with private_umask():
             code, _ = current_code(cfg, make=True)
@@ -189,6 +193,22 @@ def submit_tune_slurm(
     if before and before != code.key:
         say(f"[yellow]note: the search ran code {before} before; its trials now run {code.key}[/]")
     return {"state": "submitted", "slurm_id": slurm_id, "submitted": True, "code": code.key}
+
+
+def _held(cfg: SweepConfig, backend: Backend, live: Callable[[str], bool | None]) -> str:
+    """Why no allocation may be submitted now ("" when one may): an unresolved pending record, or
+    the last allocation queued or running, or squeue not answering about it."""
+    held = _resolve_pending(cfg, backend)
+    current = read_search(cfg).get("slurm_id")
+    alive = live(current) if not held and current else False
+    if held or alive is False:  # True: queued or running; None: cannot tell, so not a second one
+        return held
+    if alive:
+        return f"allocation {current} is already queued or running"
+    return (
+        f"cannot tell whether allocation {current} is still queued or running (squeue did not "
+        "answer); not submitting another: run the sweep again later"
+    )
 
 
 def _submit(cfg: SweepConfig, backend: Backend, code_dir: Path, code_key: str) -> str:

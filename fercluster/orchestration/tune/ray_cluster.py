@@ -1,62 +1,87 @@
 """A private Ray cluster for one search: ports, temp dir, head and worker processes.
 
-Ray's defaults collide when two users (or two searches) share a node: a fixed dashboard-agent port
-(52365), a fixed head port (6379) and one ``/tmp/ray`` owned by whoever came first. Here every
-port a Ray node listens on comes from one block of ``BLOCK`` consecutive ports, chosen from the
-user id and probed free, and the temp dir is per user. The head and workers run as
-``ray start --block`` child processes, so stopping them stops exactly this cluster (``ray stop``
-would kill every Ray process of the user on the node).
+Ray's defaults collide when two users (or two searches) share a node: a fixed head port (6379), a
+fixed dashboard-agent port (52365), one range of worker ports and one predictable ``/tmp/ray``.
+Here Ray binds every port itself at 0 (``SELF_BOUND``): the kernel picks a free port at the bind,
+so nothing can take it between a check and the bind, and Ray reports the port it got; the head's
+address is read from its own temp dir once it is up. The one port Ray cannot bind at 0 is the Ray
+client server's (started on the head only where ``ray[client]`` is installed; the search never
+uses it): it is drawn from ``CLIENT_PORTS`` in an order seeded by the job, and a head that stops
+because that port was taken meanwhile is started again on the next one. Every node's temp dir is
+in a folder of ``mkdtemp``'s (mode 0700, a random name, under ``$TMPDIR`` when short enough),
+removed when the node stops. The head and workers run as ``ray start --block`` child processes, so stopping them
+stops exactly this cluster (``ray stop`` would kill every Ray process of the user on the node).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import random
+import re
 import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from fercluster.atomic import write_text
 from fercluster.errors import FerclusterError
 
-BLOCK = 200  # ports per Ray node: 10 named services, the rest for worker processes
-FIRST = 20_000  # blocks are taken from [FIRST, FIRST + SLOTS * BLOCK)
-SLOTS = 200
 START_TIMEOUT_S = 120
+START_TRIES = 5  # heads started before giving up, each on another client port
+SELF_BOUND = (  # every port of a Ray node but the GCS's (``--port=0``, head only): Ray binds them at 0
+    "--node-manager-port=0",
+    "--object-manager-port=0",
+    "--dashboard-agent-listen-port=0",
+    "--dashboard-agent-grpc-port=0",
+    "--runtime-env-agent-port=0",
+    "--metrics-export-port=0",
+    "--min-worker-port=0",  # 0 and 0: each worker binds a port of the kernel's choosing
+    "--max-worker-port=0",
+)
+CLIENT_PORTS = range(20_000, 60_000)  # the Ray client server's port, where ray[client] is installed
+ADDRESS_FILE = "ray_current_cluster"  # what `ray start` writes in its temp dir once the node is up
+# Ray's sockets lie at <temp dir>/session_<date 26>_<pid 7>/sockets/plasma_store.N (67 characters)
+# and a socket path has at most 107: the temp dir gets the rest, 40.
+TEMP_MAX = 40
+RAY_DIR = "r"  # Ray's temp dir inside the private folder: Ray makes its own temp dir mode 0777
+_PORT_TAKEN = re.compile(r"address already in use|eaddrinuse|failed to bind|ray_client_server", re.IGNORECASE)
 
 
 class RayStartError(FerclusterError):
     """A Ray head or worker that does not come up."""
 
 
-@dataclass(frozen=True)
-class Ports:
-    """The ports of one Ray node, all inside ``[base, base + BLOCK)``."""
+def private_temp_dir() -> Path:
+    """A new folder for one Ray node's temp dir (``RAY_DIR`` inside it): ``mkdtemp`` (mode 0700, a
+    random name), under ``$TMPDIR`` (SLURM's per-job folder at many sites) when the path stays short
+    enough, else under ``/tmp``.
 
-    base: int
+    Private so that no other user can reach the node's sockets and logs (Ray opens its own temp
+    dir to all, this folder above it stays closed) or create the folder first; new at every start
+    so that Ray's "current cluster" file of one node never points another at the wrong cluster.
+    Removed by ``RayNode.stop``.
+    """
+    base = os.path.abspath(os.environ.get("TMPDIR") or "/tmp")
+    if len(base) + len(f"/ray-XXXXXXXX/{RAY_DIR}") > TEMP_MAX or not os.path.isdir(base):
+        base = "/tmp"
+    return Path(tempfile.mkdtemp(prefix="ray-", dir=base))
 
-    @property
-    def gcs(self) -> int:
-        return self.base
 
-    def flags(self) -> list[str]:
-        """``ray start`` flags for every port the node listens on (GCS only on the head)."""
-        b = self.base
-        return [
-            f"--node-manager-port={b + 1}",
-            f"--object-manager-port={b + 2}",
-            f"--dashboard-agent-listen-port={b + 3}",
-            f"--dashboard-agent-grpc-port={b + 4}",
-            f"--runtime-env-agent-port={b + 5}",
-            f"--metrics-export-port={b + 6}",
-            f"--min-worker-port={b + 20}",
-            f"--max-worker-port={b + BLOCK - 1}",
-        ]
+def client_ports(seed: str) -> Iterator[int]:
+    """The Ray client server's ports to try: all of ``CLIENT_PORTS`` in an order of this user and
+    ``seed`` (the job), the ones that are busy now left out (a port may still be taken before Ray
+    binds it: ``start_head`` then tries the next)."""
+    ports = list(CLIENT_PORTS)
+    random.Random(f"{os.getuid()}:{seed}").shuffle(ports)
+    return (port for port in ports if _port_free(port))
 
 
 def _port_free(port: int, host: str = "") -> bool:
@@ -68,34 +93,13 @@ def _port_free(port: int, host: str = "") -> bool:
     return True
 
 
-def choose_ports(uid: int | None = None, salt: int = 0) -> Ports:
-    """A block of free ports: the user's own slot first (from the uid), then the next ones.
-
-    Two users start from different slots, so they do not collide even when both probe at once;
-    a second search of the same user on the same node finds the first one's block busy and moves on.
-    """
-    uid = os.getuid() if uid is None else uid
-    first = (uid * 7919 + salt) % SLOTS
-    for step in range(SLOTS):
-        base = FIRST + ((first + step) % SLOTS) * BLOCK
-        probe = [base, base + 1, base + 2, base + 3, base + 4, base + 5, base + 6, base + 20]
-        if all(_port_free(p) for p in probe):
-            return Ports(base)
-    raise RayStartError(
-        f"no free block of {BLOCK} ports in {FIRST}-{FIRST + SLOTS * BLOCK}; "
-        "free some ports or stop stale Ray processes of yours (`ray stop`)"
-    )
+def _client_flags(ports: Iterator[int] | None) -> list[str]:
+    """``--ray-client-server-port`` where ray[client] is installed (Ray starts it, on 10001 unless told)."""
+    return [] if ports is None else [f"--ray-client-server-port={next(ports)}"]
 
 
-def temp_dir(tag: str = "") -> Path:
-    """A Ray temp dir of this user (and search): ``/tmp/ray-<uid>[-<tag>]``.
-
-    Per user so that a second user does not find the first one's ``/tmp/ray``; per search so that
-    Ray's "current cluster" file of one search never points another at the wrong cluster. Short:
-    Ray's socket paths below it must stay under 107 characters.
-    """
-    name = f"ray-{os.getuid()}" + (f"-{tag}" if tag else "")
-    return Path("/tmp") / name
+def _has_ray_client() -> bool:
+    return importlib.util.find_spec("grpc") is not None  # what Ray itself checks for the client server
 
 
 def node_ip() -> str:
@@ -148,21 +152,24 @@ def _env(token: Path) -> dict[str, str]:
 
 @dataclass
 class RayNode:
-    """A ``ray start --block`` child process; ``stop()`` ends it and every Ray process it started."""
+    """A ``ray start --block`` child process; ``stop()`` ends it and every Ray process it started,
+    then removes its temp dir."""
 
     process: subprocess.Popen
     address: str  # "ip:port" of the head's GCS
     log: Path
+    tmp: Path | None = None  # the private folder of its temp dir (``private_temp_dir``)
 
     def stop(self, grace_s: float = 20) -> None:
-        if self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -199,32 +206,44 @@ def _spawn(args: list[str], log: Path, token: Path) -> subprocess.Popen:
 
 
 def start_head(
-    num_cpus: int, num_gpus: int | None, log: Path, token: Path, tmp: Path | None = None, ip: str | None = None
+    num_cpus: int, num_gpus: int | None, log: Path, token: Path, ip: str | None = None, seed: str = ""
 ) -> RayNode:
     """Start a Ray head on this node and wait until a driver can connect to it.
 
     ``num_gpus=None`` lets Ray count the GPUs it sees (``CUDA_VISIBLE_DEVICES`` under SLURM).
+    ``seed`` (the job) orders the client server's ports. A head that stops because a port it was
+    given was taken meanwhile is started again (``START_TRIES`` in all); any other failure raises.
     """
     ip = ip or node_ip()
-    ports = choose_ports()
-    tmp = tmp or temp_dir()
-    args = [
-        _ray_executable(),
-        "start",
-        "--head",
-        "--block",
-        "--disable-usage-stats",
-        f"--node-ip-address={ip}",
-        f"--port={ports.gcs}",
-        f"--temp-dir={tmp}",
-        f"--num-cpus={num_cpus}",
-        "--include-dashboard=false",
-        *_gpu_flag(num_gpus),
-        *ports.flags(),
-    ]
-    node = RayNode(_spawn(args, log, token), f"{ip}:{ports.gcs}", log)
-    _wait_listening(node, ip, ports.gcs)
-    return node
+    ports = client_ports(seed) if _has_ray_client() else None
+    attempt = 0
+    while True:
+        attempt += 1
+        tmp = private_temp_dir()
+        args = [
+            _ray_executable(),
+            "start",
+            "--head",
+            "--block",
+            "--disable-usage-stats",
+            f"--node-ip-address={ip}",
+            "--port=0",
+            f"--temp-dir={tmp / RAY_DIR}",
+            f"--num-cpus={num_cpus}",
+            "--include-dashboard=false",
+            *_gpu_flag(num_gpus),
+            *SELF_BOUND,
+            *_client_flags(ports),
+        ]
+        start = log.stat().st_size if log.exists() else 0
+        node = RayNode(_spawn(args, log, token), "", log, tmp)
+        try:
+            node.address = f"{ip}:{_wait_ready(node, start)}"
+            return node
+        except RayStartError:
+            node.stop()
+            if attempt == START_TRIES or not _PORT_TAKEN.search(_log_since(log, start)):
+                raise
 
 
 def start_worker(
@@ -232,7 +251,7 @@ def start_worker(
 ) -> RayNode:
     """Join this node to the head at ``address`` (the call returns once the process runs)."""
     ip = ip or node_ip()
-    ports = choose_ports(salt=1)
+    tmp = private_temp_dir()
     args = [
         _ray_executable(),
         "start",
@@ -240,33 +259,43 @@ def start_worker(
         "--disable-usage-stats",
         f"--address={address}",
         f"--node-ip-address={ip}",
+        f"--temp-dir={tmp / RAY_DIR}",
         f"--num-cpus={num_cpus}",
         *_gpu_flag(num_gpus),
-        *ports.flags(),
+        *SELF_BOUND,
     ]
-    return RayNode(_spawn(args, log, token), address, log)
+    return RayNode(_spawn(args, log, token), address, log, tmp)
 
 
 def _gpu_flag(num_gpus: int | None) -> list[str]:
     return [] if num_gpus is None else [f"--num-gpus={num_gpus}"]
 
 
-def _wait_listening(node: RayNode, ip: str, port: int) -> None:
+def _wait_ready(node: RayNode, start: int) -> int:
+    """The port of the head's GCS, once ``ray start`` wrote its address in the node's own temp dir
+    (a node that answers on a port could be another's; this file is this node's alone)."""
+    assert node.tmp is not None
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
+        port = _address_port(node.tmp / RAY_DIR / ADDRESS_FILE)
+        if port is not None:
+            return port
         if not node.alive():
             raise RayStartError(
-                f"ray head exited with code {node.process.returncode}; see {node.log}:\n{_tail(node.log)}"
+                f"ray head exited with code {node.process.returncode}; see {node.log}:\n{_tail(node.log, start)}"
             )
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.settimeout(1)
-            if sock.connect_ex((ip, port)) == 0:
-                return
         time.sleep(0.5)
-    node.stop()
-    raise RayStartError(
-        f"ray head at {ip}:{port} not listening after {START_TIMEOUT_S} s; see {node.log}:\n{_tail(node.log)}"
-    )
+    raise RayStartError(f"ray head not up after {START_TIMEOUT_S} s; see {node.log}:\n{_tail(node.log, start)}")
+
+
+def _address_port(path: Path) -> int | None:
+    """The port of ``host:port`` in ``path``; None while it is missing or half written."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    port = text.rpartition(":")[2]
+    return int(port) if port.isdigit() else None
 
 
 def wait_for_nodes(count: int, timeout_s: float = START_TIMEOUT_S) -> int:
@@ -283,8 +312,14 @@ def wait_for_nodes(count: int, timeout_s: float = START_TIMEOUT_S) -> int:
     return alive
 
 
-def _tail(path: Path, lines: int = 20) -> str:
+def _log_since(path: Path, start: int) -> str:
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        with open(path, "rb") as f:
+            f.seek(start)
+            return f.read().decode(errors="replace")
     except OSError:
-        return "(no log)"
+        return ""
+
+
+def _tail(path: Path, start: int = 0, lines: int = 20) -> str:
+    return "\n".join(_log_since(path, start).splitlines()[-lines:]) or "(no log)"

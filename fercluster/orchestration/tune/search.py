@@ -9,8 +9,8 @@ after the other on the same Ray cluster.
 Where things go (``<sweep>`` is the config's ``name``):
 
 - ``jobs/<sweep>/ray/<data set>/``: Ray's experiment (trial state, Ray checkpoints); an
-  interrupted search is restored from here (``Tuner.restore``, errored trials resumed), finished
-  trials are not run again.
+  interrupted search is restored from here (``Tuner.restore``), finished trials are not run again,
+  errored ones only by ``sweep --retry-failed`` (``retry``).
 - ``jobs/<sweep>/tune/``: ``search.json`` (the search's state, host, pid or SLURM id, and the
   fingerprint of the settings it ran with), ``status/<data set>.json`` (live, for ``status``),
   ``asha/<data set>.json`` (ASHA's rungs, see ``scheduler``), Ray logs, the submitit folder.
@@ -25,7 +25,6 @@ Ray; ``allocation`` runs it inside a SLURM allocation). Both return the search's
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import socket
 import time
@@ -38,10 +37,10 @@ import numpy as np
 from fercluster import code
 from fercluster.config import SearchParam, SweepConfig
 from fercluster.errors import ConfigError, TrainingError
+from fercluster.lock import process_start
 from fercluster.orchestration.store.vocabulary import FAILED
-from fercluster.orchestration.tune import ray_cluster
+from fercluster.orchestration.tune import ray_cluster, retry
 from fercluster.orchestration.tune.state import (
-    SearchRecord,
     asha_path,
     check_fingerprint,
     completed,
@@ -145,6 +144,7 @@ def run_search(cfg: SweepConfig, console: Any = None, where: dict[str, Any] | No
         fingerprint=fingerprint(cfg),
         host=socket.gethostname(),
         pid=os.getpid(),
+        pid_start=process_start(os.getpid()),
     )
     save_search(cfg, record)
     rows: list[dict[str, Any]] = []
@@ -160,14 +160,12 @@ def run_search(cfg: SweepConfig, console: Any = None, where: dict[str, Any] | No
             if interrupted:
                 break
     except BaseException:
-        save_search(cfg, replace(record, state="failed", finished=time.time()))
+        save_search(cfg, replace(load_search(cfg), state="failed", finished=time.time()))
         raise
-    return _finish(cfg, record, rows, n_trials, interrupted, started)
+    return _finish(cfg, rows, n_trials, interrupted, started)
 
 
-def _finish(
-    cfg: SweepConfig, record: SearchRecord, rows: list[dict], n_trials: int, interrupted: bool, started: float
-) -> dict[str, Any]:
+def _finish(cfg: SweepConfig, rows: list[dict], n_trials: int, interrupted: bool, started: float) -> dict[str, Any]:
     from fercluster.orchestration.tune import results as tune_results
 
     t = cfg.tune
@@ -186,7 +184,8 @@ def _finish(
     summary["iterations_run"] = int(sum(r["iteration"] for r in per_trial.values()))
     state = "interrupted" if interrupted else "completed"
     kept = {k: v for k, v in summary.items() if k != "best"}
-    save_search(cfg, replace(record, state=state, finished=time.time(), summary=kept))
+    # read again: a restore took its data set off a retry round meanwhile (``retry.take``)
+    save_search(cfg, replace(load_search(cfg), state=state, finished=time.time(), summary=kept))
     summary["state"] = state
     if interrupted:
         return summary
@@ -236,7 +235,10 @@ def _tuner(cfg: SweepConfig, dataset: str, console: Any) -> tuple[Any, bool]:
     )
     path = storage_dir(cfg) / dataset
     if tune.Tuner.can_restore(str(path)):
-        tuner = tune.Tuner.restore(str(path), trainable, resume_errored=True)
+        resume_errored = retry.pending(cfg, dataset)  # only in a --retry-failed round
+        tuner = tune.Tuner.restore(str(path), trainable, resume_errored=resume_errored)
+        if resume_errored:
+            retry.take(cfg, dataset)
         for callback in _callbacks(tuner):  # restored from the pickle, without a printer
             if isinstance(callback, StatusCallback):
                 callback.printer = console
@@ -285,13 +287,17 @@ def _callbacks(tuner: Any) -> list[Any]:
 
 
 # -- local ---------------------------------------------------------------------------------------
-def run_tune_local(cfg: SweepConfig, console: Any = None) -> dict[str, Any]:
+def run_tune_local(cfg: SweepConfig, console: Any = None, retry_failed: bool = False) -> dict[str, Any]:
     """Run the search on this machine with a private Ray (its own ports and temp dir).
 
     Restores an interrupted search, and returns at once (no Ray) when the same search has completed.
+    ``retry_failed``: its trials that ended in error run again (``retry``), from their last checkpoint.
     """
     require_tune(cfg)
     with search_lock(cfg):
+        plan = retry.begin(cfg) if retry_failed else None
+        if plan is not None and console is not None:
+            console.print(plan.line(cfg.name), markup=False, highlight=False)
         done = completed(cfg)
         if done is not None:
             if console is not None:
@@ -302,8 +308,8 @@ def run_tune_local(cfg: SweepConfig, console: Any = None) -> dict[str, Any]:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         cpus = len(os.sched_getaffinity(0))
         token = ray_cluster.auth_token(state_dir(cfg))
-        tmp = ray_cluster.temp_dir(hashlib.sha1(str(state_dir(cfg)).encode()).hexdigest()[:8])
-        node = ray_cluster.start_head(cpus, None, state_dir(cfg) / "ray-head.log", token, tmp=tmp, ip="127.0.0.1")
+        log = state_dir(cfg) / "ray-head.log"
+        node = ray_cluster.start_head(cpus, None, log, token, ip="127.0.0.1", seed=f"{state_dir(cfg)}:{os.getpid()}")
         try:
             connect(node.address, token)
             if console is not None:

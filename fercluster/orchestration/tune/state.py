@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from fercluster import fmt
 from fercluster.atomic import write_json
 from fercluster.config import SweepConfig
 from fercluster.errors import ConfigError
-from fercluster.lock import file_lock
+from fercluster.lock import file_lock, same_process
 from fercluster.orchestration.slurm.backend import allocation_live
 from fercluster.orchestration.store.records import Reader
 from fercluster.orchestration.store.vocabulary import ACTIVE, INTERRUPTED, from_ray, from_search
@@ -72,8 +71,9 @@ class SearchRecord:
 
     state: str = "not_started"  # not_started, submitted, running, completed, interrupted, failed (``from_search``)
     mode: str | None = None  # "slurm" (an allocation) or "local" (a driver on this or another host)
-    host: str | None = None  # the driver's host and pid
-    pid: int | None = None
+    host: str | None = None  # the driver's host, pid and start time (epoch s, ``lock.process_start``):
+    pid: int | None = None  # together they name one process, a pid the kernel reused is another
+    pid_start: float | None = None
     slurm_id: str | None = None  # the allocation
     ray_address: str | None = None
     code: str | None = None  # the code snapshot the allocation runs
@@ -83,6 +83,8 @@ class SearchRecord:
     finished: float | None = None
     summary: Mapping[str, Any] | None = None  # the driver's summary when it ended (trials, errors, ...)
     pending: Mapping[str, Any] | None = None  # an allocation sbatch begun, not yet recorded: {name, created}
+    retries: int = 0  # --retry-failed rounds begun (``retry``), at most slurm.max_retries
+    retry_errored: tuple[str, ...] = ()  # data sets whose next restore resumes their errored trials
     schema: int = SEARCH_SCHEMA
 
     def to_dict(self) -> dict[str, Any]:
@@ -113,6 +115,8 @@ def completed(cfg: SweepConfig) -> dict[str, Any] | None:
     record = load_search(cfg)
     best = results_dir(cfg) / "best.json"
     if record.state != "completed" or record.fingerprint != fingerprint(cfg) or not best.exists():
+        return None
+    if record.retry_errored:  # a --retry-failed round to run: not done yet
         return None
     return {**(record.summary or {}), "state": "completed", "best": json.loads(best.read_text()), "skipped": True}
 
@@ -205,15 +209,11 @@ def _alive(record: SearchRecord) -> bool:
 
 
 def _driver_alive(record: SearchRecord) -> bool:
+    """Whether the driver still runs: its pid is alive here and started when the record says (a
+    record without a start time, from an earlier version, is judged by the pid alone)."""
     if record.host != socket.gethostname():
-        return True  # another machine's driver: cannot tell, trust the record
-    try:
-        os.kill(int(record.pid if record.pid is not None else -1), 0)
-    except (ProcessLookupError, ValueError, TypeError):
-        return False
-    except PermissionError:
-        return True
-    return True
+        return True  # another machine's driver: this host's process table says nothing of it; trust the record
+    return record.pid is not None and same_process(int(record.pid), record.pid_start)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
