@@ -62,6 +62,9 @@ _SLURM_TO_STATE = {
     "SPECIAL_EXIT": FAILED,  # SE
 }
 UNKNOWN_STATE = PENDING  # a word not above: active, not final (see above)
+# Ends after which SLURM may requeue the job itself (JobRequeue=1, PreemptMode=REQUEUE): for a few
+# seconds accounting still says how the run ended while squeue already shows it PENDING again.
+REQUEUED_AFTER = frozenset({"NODE_FAIL", "BOOT_FAIL", "PREEMPTED"})
 
 _REASONS = {
     "OUT_OF_MEMORY": "out of memory (OOM): raise slurm.mem_gb",
