@@ -195,7 +195,7 @@ def test_status_answers_from_the_queue_while_slurmdbd_is_stopped(
     workdir: Path, shared_data: Path, faults: list[str]
 ) -> None:
     cfg, backend, result = _sweep(workdir, "dbd-down", shared_data, fn_for=paced_training, iterations=400)
-    sid = result.specs and result.arrays[0]["slurm_id"]
+    sid = result.arrays[0]["slurm_id"]
     wait_for(cfg, backend, reached(3), 120, "job running")
     before = _cli("status", "dbd-down.yaml", "--json", cwd=workdir)  # accounting answers: states remembered
     assert before.returncode == 0 and json.loads(before.stdout)["stale"] is None, before.stdout + before.stderr
