@@ -5,6 +5,8 @@
 #   bash slurm/cluster.sh start    # install the packages if missing, start everything, wait for the nodes
 #   bash slurm/cluster.sh status   # which daemons run and which nodes answer (exit 0 only if all), then sinfo
 #   bash slurm/cluster.sh stop     # end the daemons by the pids in their pid files
+#   bash slurm/cluster.sh stop-daemon NAME   # end one (slurmctld, slurmdbd, slurmd@NODE, ...): a fault
+#                                  # for the tests; `start` starts again whatever is not running
 #
 # Runs as root, without systemd (Debian 12, SLURM 22.05). See ../shared/spec/slurm-test-cluster.md.
 # Everything the cluster writes (configs, munge key, MariaDB data, spool, logs, pid files) lives
@@ -567,12 +569,25 @@ cmd_status() {
     return $all
 }
 
+# One daemon, by its pid file (tests inject a fault with it; `start` brings it back).
+cmd_stop_daemon() {
+    local name=${1:-} d
+    for d in "${DAEMONS[@]}"; do
+        if [[ $d == "$name" ]]; then
+            stop_daemon "$d"
+            return 0
+        fi
+    done
+    die "stop-daemon: got '$name'; valid: ${DAEMONS[*]}"
+}
+
 case ${1:-} in
     start) cmd_start ;;
     stop) cmd_stop ;;
     status) cmd_status ;;
+    stop-daemon) cmd_stop_daemon "${2:-}" ;;
     *)
-        echo "usage: bash slurm/cluster.sh start|stop|status" >&2
+        echo "usage: bash slurm/cluster.sh start|stop|status|stop-daemon NAME" >&2
         exit 2
         ;;
 esac

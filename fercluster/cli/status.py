@@ -115,7 +115,8 @@ def _render(cfg: SweepConfig, snap: StatusSnapshot, failed: bool, next_s: float 
     if snap.stale:
         parts.append(
             Text(
-                f"stale: SLURM could not be asked about every job ({snap.stale}); their last known states are shown",
+                f"stale: a SLURM query failed ({snap.stale}); jobs no other query answered for show their last "
+                "known state, marked stale",
                 style="yellow",
             )
         )

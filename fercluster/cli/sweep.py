@@ -283,14 +283,17 @@ def _print_submitted(result: SweepResult, console: Console) -> None:
         )
     if result.aggregate_id:
         console.print(f"submitted aggregation job {result.aggregate_id} (afterany the training jobs)")
-    if result.submit_error:
+    if result.submit_error:  # one line, on stderr; the waiting jobs' reason only where it adds to it
         s = result.diff.summary()
-        console.print(
-            f"[red]sbatch failed part-way[/]: {result.submit_error}; {len(result.arrays)} arrays "
+        why = result.diff.waiting[0][1] if result.diff.waiting else ""
+        tables.console(stderr=True).print(
+            f"error: sbatch failed part-way: {result.submit_error}; {len(result.arrays)} arrays "
             f"({s['submit'] + s['retry'] + s['requeue']} jobs) went in before it, {s.get('waiting', 0)} jobs wait: "
             "run the same `sweep` again to submit them"
-            + (f" ({result.diff.waiting[0][1]})" if result.diff.waiting else ""),
+            + (f" ({why})" if why and result.submit_error not in why else ""),
             soft_wrap=True,
+            markup=False,
+            highlight=False,
         )
     if result.cancelled:
         console.print(f"cancelled {len(result.cancelled)} jobs no longer in the config")

@@ -8,6 +8,8 @@ load against the job it claims to belong to.
 SIGTERM and SIGUSR2 (SLURM's warning before the time limit, submitit's preemption signal) only set
 a flag; the loop checkpoints at the next step boundary, then hands the signal on to the handler
 that was installed before (submitit's, which requeues) or, without one, raises ``JobInterrupted``.
+In a job of several ranks (DDP) the ranks first agree on the signal and stop at the same step;
+only rank 0 requeues, and the others wait for it before they exit (see ``StopSignals.hand_on``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import io
 import signal
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -96,12 +98,33 @@ class StopSignals:
             signal.signal(sig, handler)
         self._previous = {}
 
-    def hand_on(self, job_id: str, iteration: int, path: Path) -> None:
-        """After the checkpoint: call the earlier handler (submitit requeues and exits), else raise."""
+    def agree(self, signum: int) -> None:
+        """The signal the job's ranks agreed on (the largest any rank received): a rank that got
+        none, or got it a step later, stops at the same step as the others and hands on the same."""
+        self.received = signum
+
+    def hand_on(
+        self, job_id: str, iteration: int, path: Path, rank: int = 0, settle: Callable[[], None] | None = None
+    ) -> None:
+        """After the checkpoint: call the earlier handler (submitit's: rank 0 requeues and exits;
+        on other ranks it returns), else raise ``JobInterrupted``.
+
+        ``settle`` (DDP: a barrier of every rank) runs after that handler, also when it exits or
+        raises: no rank ends before rank 0 has requeued. A rank that ended first with an error
+        would have ``srun --kill-on-bad-exit`` kill rank 0 before its ``scontrol requeue``, and
+        the job would end FAILED instead of resuming. After it, a rank other than 0 under such a
+        handler exits cleanly (status 0): the requeue starts it again, rank 0 reports the outcome.
+        """
         signum = self.received
         assert signum is not None
         previous = self._previous.get(signum)
         self.restore()
-        if callable(previous):
-            previous(signum, None)
+        try:
+            if callable(previous):
+                previous(signum, None)
+        finally:
+            if settle is not None:
+                settle()
+        if rank != 0 and callable(previous):
+            raise SystemExit(0)
         raise JobInterrupted(job_id, iteration, signum, path)

@@ -292,10 +292,15 @@ def local_batch(global_batch: int, info: DistInfo) -> int:
 
 def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
     """True on every rank when ``flag`` is true on at least one (a host sync: call rarely)."""
+    return max_over_ranks(int(flag), info, device) > 0
+
+
+def max_over_ranks(value: int, info: DistInfo, device: torch.device) -> int:
+    """The largest of every rank's ``value`` (small, >= 0), on every rank (a host sync: call rarely)."""
     if not info.enabled:
-        return flag
+        return value
     import torch.distributed as dist
 
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    t = torch.tensor([float(value)], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
+    return int(t.item())

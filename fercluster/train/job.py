@@ -174,8 +174,9 @@ class _Run:
                     self._checkpoint()
                 if self._stop_requested(stop, it):
                     if not self._saved_at(it):
-                        self._checkpoint()
-                    stop.hand_on(self.spec.job_id, it, self.ckpt_path)
+                        self._checkpoint()  # every rank takes part (a collective), at the same step
+                    settle = (lambda: distributed.barrier(self.info)) if self.info.enabled else None
+                    stop.hand_on(self.spec.job_id, it, self.ckpt_path, self.info.rank, settle)
         return self._finish()
 
     def wall_time(self) -> float:
@@ -189,11 +190,15 @@ class _Run:
         return getattr(self, "_last_saved", None) == it
 
     def _stop_requested(self, stop: StopSignals, it: int) -> bool:
+        """Whether to stop after step ``it``; with several ranks, all agree on it and on the signal."""
         if not self.info.enabled:
             return stop.received is not None
         if it % STOP_CHECK_EVERY_DDP:
             return False
-        return distributed.any_rank(stop.received is not None, self.info, self.device)
+        signum = distributed.max_over_ranks(stop.received or 0, self.info, self.device)
+        if signum:
+            stop.agree(signum)
+        return bool(signum)
 
     def _evaluate(self) -> None:
         t0 = time.time()

@@ -113,3 +113,60 @@ def requeued(sid: str) -> int:
         if token.startswith("Restarts="):
             return int(token.split("=")[1])
     return 0
+
+
+def paced_training(attempts: Path | None = None) -> Any:
+    """The real training callable (requeue included), slowed to 0.2 s a step so that a test can act
+    on the job while it runs. With ``attempts``, each process appends "<restart> <rank> <first
+    iteration it trained>" there when it starts training (``attempts_of``): a line with restart > 0
+    and an iteration > 1 is a start from a checkpoint. Built inside a function so that submitit's
+    cloudpickle sends the class by value; the log path is a class attribute, so the copy that
+    ``checkpoint`` makes for the requeue (``type(self)()``) keeps it."""
+    from fercluster.orchestration.slurm.requeue import JobCheckpointable
+
+    log = str(attempts or "")
+
+    class Paced(JobCheckpointable):
+        attempts_log = log
+
+        def __call__(self, spec: Any, **kwargs: Any) -> dict:
+            import os
+            import time
+
+            from fercluster.train.job import run_job
+
+            started: list[int] = []
+
+            def progress(iteration: int, total: int) -> None:
+                if self.attempts_log and not started:
+                    started.append(iteration)
+                    restart, rank = os.environ.get("SLURM_RESTART_COUNT", "0"), os.environ.get("SLURM_PROCID", "0")
+                    with open(self.attempts_log, "a") as f:
+                        f.write(f"{restart} {rank} {iteration}\n")
+                time.sleep(0.2)
+
+            return run_job(spec, progress=progress)
+
+    return Paced()
+
+
+def attempts_of(path: Path) -> list[tuple[int, int, int]]:
+    """``paced_training``'s log: (restart count, rank, first iteration trained) per process start, sorted."""
+    lines = path.read_text().split("\n") if path.exists() else []
+    return sorted((int(a), int(b), int(c)) for a, b, c in (ln.split() for ln in lines if ln.strip()))
+
+
+def sacct_states(sid: str, timeout_s: float = 60) -> list[str]:
+    """How each run of job ``sid`` ended, oldest first (``sacct -D``: a requeued job's earlier runs
+    too), once SLURM has ended its last run (a job that wrote job.json may still be exiting)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        out = subprocess.run(
+            ["sacct", "-D", "-X", "-n", "-P", "-j", sid, "-o", "State"], capture_output=True, text=True, check=True
+        ).stdout
+        states = [line.split()[0] for line in out.splitlines() if line.strip()]
+        if states and states[-1] not in ("PENDING", "RUNNING", "COMPLETING", "REQUEUED"):
+            return states
+        if time.monotonic() > deadline:
+            pytest.fail(f"job {sid} not ended after {timeout_s:.0f} s: sacct says {states}")
+        time.sleep(1.0)

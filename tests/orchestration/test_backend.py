@@ -69,6 +69,27 @@ def test_queries_answer_job_info_records_with_cost_as_fields(workdir: Path) -> N
     assert type(here) is JobInfo and here.state == "NOT_SUBMITTED" and here.gpu_hours is None
 
 
+def test_a_job_sacct_says_node_fail_but_the_queue_has_again_is_pending(tmp_path: Path, monkeypatch) -> None:
+    """Seen on the test cluster (tests/orchestration/test_cluster_faults.py): for seconds after a
+    node failure sacct says NODE_FAIL while SLURM has already requeued the job. One squeue, for the
+    ids in such states only, decides; a job the queue does not have again stays FAILED."""
+    backend = SlurmBackend(tmp_path)
+    answers = {
+        "sacct": "7_0|NODE_FAIL|0:0|00:01:00|vm|None|cpu=1|60\n7_1|NODE_FAIL|0:0|00:01:00|vm|None|cpu=1|60\n"
+        "7_2|FAILED|1:0|00:01:00|vm|None|cpu=1|60\n",
+        "squeue": "7_0|PENDING|0:00||BeginTime\n7_1|NODE_FAIL|1:00|vm|NodeDown\n7_2|FAILED|1:00|vm|None\n",
+    }
+    asked: list[list[str]] = []
+    monkeypatch.setattr(backend, "_ask", lambda argv: asked.append(list(argv)) or answers[argv[0]])
+    infos = backend.query(["7_0", "7_1", "7_2"])
+    assert [infos[s].state for s in ("7_0", "7_1", "7_2")] == ["PENDING", "FAILED", "FAILED"]
+    assert [a[0] for a in asked] == ["sacct", "squeue"] and asked[1][asked[1].index("-j") + 1] == "7"
+    assert backend.last_error == ""
+    asked.clear()
+    answers["sacct"] = "7_2|FAILED|1:0|00:01:00|vm|None|cpu=1|60\n"
+    assert backend.query(["7_2"])["7_2"].state == "FAILED" and [a[0] for a in asked] == ["sacct"]
+
+
 def test_a_refused_sbatch_is_a_typed_submit_limit(tmp_path: Path) -> None:
     backend = SlurmBackend(tmp_path, sbatch_timeout_s=3)
     qos = backend._sbatch_error("fc-x", RuntimeError("sbatch: error: QOSMaxSubmitJobPerUserLimit"))

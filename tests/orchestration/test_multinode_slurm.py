@@ -3,6 +3,9 @@
 - DDP over 2 nodes x 1 task (gloo) agrees with the 1-process run, and its ranks ran on two nodes;
 - 2 tasks on one node (the fake GPUs) checkpoint, are requeued by ``scontrol requeue`` and resume
   exactly (metrics equal to an uninterrupted 2-task run);
+- the same job told its time is up (USR2 to every task, as ``--signal=USR2@N`` does) stops every
+  rank at one step, rank 0 requeues it (rank 1 does not end first with an error that would have
+  srun kill rank 0), and it resumes from that checkpoint exactly;
 - a rank that dies fails the whole job within a minute (srun --kill-on-bad-exit), with the
   rank's error in ``fercluster status --failed``;
 - a Ray Tune search whose allocation spans both nodes runs its trials on both, each as ONE
@@ -24,7 +27,19 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
-from slurm_helpers import all_in, fercluster, learnable_set, reached, requeued, small_config, smoke_data, wait_for
+from slurm_helpers import (
+    all_in,
+    attempts_of,
+    fercluster,
+    learnable_set,
+    paced_training,
+    reached,
+    requeued,
+    sacct_states,
+    small_config,
+    smoke_data,
+    wait_for,
+)
 
 from fercluster.config import load_config
 from fercluster.orchestration.slurm.backend import SlurmBackend
@@ -96,6 +111,44 @@ def test_two_task_job_requeued_by_scontrol_resumes_exactly(workdir: Path, shared
     wait_for(cfg, backend, all_in(("COMPLETED",)), 240, "requeued 2-task job COMPLETED")
     wait_for(ref_cfg, ref_backend, all_in(("COMPLETED",)), 120, "uninterrupted 2-task job COMPLETED")
     assert requeued(sid) >= 1
+    run, ref_run = Path(result.specs[0].run_dir), Path(ref.specs[0].run_dir)
+    a, b = (pd.read_parquet(d / "metrics.parquet").drop(columns=["wall_time"]) for d in (run, ref_run))
+    pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
+    ja, jb = (json.loads((d / "job.json").read_text()) for d in (run, ref_run))
+    assert ja["world_size"] == jb["world_size"] == 2
+    assert (ja["val_acc"], ja["test_acc"], ja["selected_iteration"]) == (
+        jb["val_acc"],
+        jb["test_acc"],
+        jb["selected_iteration"],
+    )
+
+
+def test_usr2_to_every_task_of_a_two_task_job_requeues_it_and_it_resumes_exactly(
+    workdir: Path, shared_data: Path, slurm_cluster
+) -> None:
+    """``scancel --signal=USR2 JOB`` signals every task of the job's steps and not the batch shell,
+    as SLURM's time-limit warning (``--signal=USR2@N``, submitit's ``signal_delay_s``) does, and as
+    submitit's own ``SlurmJob._interrupt(timeout=True)`` sends it."""
+    train = {"iterations": 80, "eval_every": 20, "checkpoint_every": 10}
+    two_tasks = {"gpus_per_node": 2, "cpus_per_task": 1, "mem_gb": 1}
+    log = workdir / "attempts.txt"
+    ref_cfg, ref_backend, ref = _sweep(workdir, "uninterrupted", shared_data, two_tasks, **train)
+    cfg, backend, result = _sweep(workdir, "usr2", shared_data, two_tasks, fn_for=lambda: paced_training(log), **train)
+    sid = result.arrays[0]["slurm_id"]
+    wait_for(cfg, backend, reached(12), 150, "2-task job running past its first checkpoint")
+    subprocess.run(["scancel", "--signal=USR2", sid], check=True)
+    wait_for(cfg, backend, all_in(("COMPLETED",)), 240, "2-task job COMPLETED after USR2")
+    wait_for(ref_cfg, ref_backend, all_in(("COMPLETED",)), 120, "uninterrupted 2-task job COMPLETED")
+    assert requeued(sid) == 1 and sacct_states(sid) == ["REQUEUED", "COMPLETED"], sacct_states(sid)
+    # no rank ended with an error on the signal (one that did made srun end rank 0, maybe before its
+    # requeue); the logs of both runs, appended, are in each task's log
+    logs = {p.name: p.read_text() for p in (cfg.jobs_dir / "submitit" / sid).glob(f"{sid}_*_log.err")}
+    assert len(logs) == 2 and not [name for name, text in logs.items() if "Traceback" in text], logs
+    starts = attempts_of(log)  # (restart, rank, first iteration trained)
+    assert starts[:2] == [(0, 0, 1), (0, 1, 1)], starts
+    # both ranks stopped at the same agreed step (a multiple of 20 before the end) and resumed there
+    assert len(starts) == 4 and starts[2][:2] == (1, 0) and starts[3][:2] == (1, 1), starts
+    assert starts[2][2] == starts[3][2] and (starts[2][2] - 1) % 20 == 0 and 1 < starts[2][2] < 80, starts
     run, ref_run = Path(result.specs[0].run_dir), Path(ref.specs[0].run_dir)
     a, b = (pd.read_parquet(d / "metrics.parquet").drop(columns=["wall_time"]) for d in (run, ref_run))
     pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))

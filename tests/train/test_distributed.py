@@ -233,6 +233,38 @@ def test_two_process_job_agrees_with_one_process(two_process_run):
     assert sorted(p.name for p in (tmp / "two").iterdir()) == sorted(p.name for p in (tmp / "one").iterdir())
 
 
+def test_a_stop_signal_to_rank_0_stops_every_rank_at_one_step_and_rank_1_waits_for_the_requeue(make_spec, tmp_path):
+    """SLURM's USR2 reaching one rank: the ranks agree at step 20, save one checkpoint there, rank 0's
+    handler (as submitit's) requeues and exits 255; rank 1 leaves only after that, with status 0 (an
+    error there would have srun --kill-on-bad-exit end rank 0 before its requeue)."""
+    spec = replace(make_spec("none", iterations=40, eval_every=10, checkpoint_every=100), processes=2)
+    (tmp_path / "spec.json").write_text(json.dumps(spec.to_dict()))
+    port = str(_free_port())
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(WORKER), "stop", str(tmp_path / "spec.json"), str(tmp_path)],
+            env={
+                **os.environ,
+                "WORLD_SIZE": "2",
+                "RANK": str(r),
+                "LOCAL_RANK": str(r),
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": port,
+                "OMP_NUM_THREADS": "1",
+            },
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for r in range(2)
+    ]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [255, 0], errors[1][-3000:] or errors[0][-3000:]
+    assert (tmp_path / "requeued").read_text() == "SIGUSR2"
+    assert (tmp_path / "rank1").read_text() == "after requeue"
+    assert torch.load(Path(spec.run_dir) / "checkpoint.pt", weights_only=True)["iteration"] == 20
+    assert not (Path(spec.run_dir) / "job.json").exists()
+
+
 @pytest.mark.slurm
 def test_job_under_srun_with_two_tasks(make_spec, slurm_cluster):
     """2 SLURM tasks (SLURM_NTASKS/SLURM_PROCID, rendezvous from the node list and job id) train one

@@ -10,7 +10,9 @@ whether one allocation (a Ray Tune search) is still queued or running.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+import io
 import shutil
 import subprocess
 from collections import Counter
@@ -28,7 +30,7 @@ from fercluster.orchestration.backend import (
 )
 from fercluster.orchestration.slurm import parse as slurm_parse
 from fercluster.orchestration.slurm import sbatch_watch
-from fercluster.orchestration.slurm.parse import SlurmInfo
+from fercluster.orchestration.slurm.parse import REQUEUED_AFTER, SlurmInfo
 from fercluster.orchestration.slurm.resources import submission_parameters
 from fercluster.orchestration.store.vocabulary import ACTIVE
 
@@ -61,14 +63,18 @@ class SlurmBackend:
         except subprocess.TimeoutExpired:
             raise SlurmError(f"{' '.join(argv[:3])} ... did not answer within {self.timeout_s:.0f} s") from None
         if check and proc.returncode != 0:
-            raise SlurmError(f"{' '.join(argv[:3])} ... failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
+            raise SlurmError(
+                f"{' '.join(argv[:3])} ... failed (exit {proc.returncode}): {_last_line(proc.stderr, 500)}"
+            )
         return proc
 
     def _ask(self, argv: Sequence[str]) -> str:
         """A query's stdout; ``SlurmError`` when it fails or times out (never an empty answer)."""
         proc = self._run(argv, check=False)
         if proc.returncode != 0:
-            raise SlurmError(f"{' '.join(argv[:3])} ... failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}")
+            raise SlurmError(
+                f"{' '.join(argv[:3])} ... failed (exit {proc.returncode}): {_last_line(proc.stderr, 300)}"
+            )
         return proc.stdout
 
     def max_tasks(self) -> int:
@@ -102,6 +108,8 @@ class SlurmBackend:
             )
         else:
             text = f"sbatch failed for {name}: {text}"
+            if "Unable to contact slurm controller" in text:
+                text += " (slurmctld is down or unreachable; `scontrol ping` says when it answers)"
         # sbatch exited with its error: nothing went in; a time-out or a lost reply ("timed out"): unknown
         definite = isinstance(cause, subprocess.CalledProcessError) and not timed_out and "timed out" not in text
         limit = slurm_parse.submit_limit(text)
@@ -114,10 +122,12 @@ class SlurmBackend:
         ex = self._executor(submission)
         self.calls["sbatch"] += 1
         try:
-            if submission.kind == "train":
-                ids = [job.job_id for job in ex.map_array(submission.fn, list(submission.args))]
-            else:
-                ids = [ex.submit(submission.fn, *submission.args).job_id]
+            # submitit also prints a failed sbatch's stderr; its error carries it, said once by the caller
+            with contextlib.redirect_stderr(io.StringIO()):
+                if submission.kind == "train":
+                    ids = [job.job_id for job in ex.map_array(submission.fn, list(submission.args))]
+                else:
+                    ids = [ex.submit(submission.fn, *submission.args).job_id]
         except Exception as exc:  # submitit wraps sbatch's failure in its own error types
             raise self._sbatch_error(submission.name, exc) from None
         return Submitted(slurm_parse.array_id(ids[0]), tuple(ids))
@@ -197,6 +207,9 @@ class SlurmBackend:
         for their arrays; when sacct fails (an error, a time-out, a rate limit) that squeue is the
         only fallback, and ``last_error`` says why: ids neither answers are left out, and the
         monitor shows their last known state, marked stale. Nothing cluster-wide is ever run.
+        Ids sacct says ended in a way SLURM may requeue (``parse.REQUEUED_AFTER``: a node failure)
+        ride in that squeue too: when the queue has them again, its state wins (sacct lags it by
+        seconds, and a requeued job is not FAILED).
         """
         return {sid: info.job_info() for sid, info in self._infos(slurm_ids).items()}
 
@@ -215,8 +228,13 @@ class SlurmBackend:
             return self._queue(bases)
         self.last_source = "sacct"
         infos = slurm_parse.parse_sacct(text)
-        missing = slurm_parse.arrays_of([s for s in slurm_ids if s not in infos])
-        return {**self._queue(missing), **infos} if missing else infos
+        missing = [s for s in slurm_ids if s not in infos]
+        recheck = [s for s in slurm_ids if s in infos and slurm_parse.state_word(infos[s].raw_state) in REQUEUED_AFTER]
+        if not missing and not recheck:
+            return infos
+        queued = self._queue(slurm_parse.arrays_of(missing + recheck))
+        requeued = {s: queued[s] for s in recheck if s in queued and queued[s].state in ACTIVE}
+        return {**queued, **infos, **requeued}
 
     def _queue(self, bases: Sequence[str]) -> dict[str, SlurmInfo]:
         """``squeue --me -j <bases>``: this user's given jobs only ({} when squeue fails too)."""
@@ -232,6 +250,13 @@ class SlurmBackend:
     def cancel(self, slurm_ids: Sequence[str]) -> None:
         if slurm_ids:
             self._run(["scancel", *slurm_ids])
+
+
+def _last_line(stderr: str, limit: int) -> str:
+    """A SLURM command's error, on one line: its last line says what went wrong (sacct without
+    slurmdbd: "sacct: error: Problem talking to the database: Connection refused")."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    return lines[-1][-limit:] if lines else "(no message)"
 
 
 def _newest(found: dict[str, str], text: str, names: set[str], user: str) -> None:

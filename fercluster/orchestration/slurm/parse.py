@@ -62,6 +62,9 @@ _SLURM_TO_STATE = {
     "SPECIAL_EXIT": FAILED,  # SE
 }
 UNKNOWN_STATE = PENDING  # a word not above: active, not final (see above)
+# Ends after which SLURM may requeue the job itself (JobRequeue=1, PreemptMode=REQUEUE): for a few
+# seconds accounting still says how the run ended while squeue already shows it PENDING again.
+REQUEUED_AFTER = frozenset({"NODE_FAIL", "BOOT_FAIL", "PREEMPTED"})
 
 _OOM = "out of memory (killed by the OOM killer): raise slurm.mem_gb (or slurm.mem_per_gpu_gb)"
 # SLURM reports an OOM kill as ExitCode 0:125: slurm.h's dummy signal SIG_OOM (253) less the 128 flag
