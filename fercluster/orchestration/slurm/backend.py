@@ -221,6 +221,12 @@ class SlurmBackend:
         if slurm_ids:
             self._run(["scancel", *slurm_ids])
 
+    def requeue(self, slurm_ids: Sequence[str]) -> None:
+        """ONE ``scontrol requeue`` of these jobs (array tasks by their own ids): SLURM ends each run
+        (SIGTERM, then SIGKILL) and queues it again under the same id."""
+        if slurm_ids:
+            self._run(["scontrol", "requeue", ",".join(slurm_ids)])
+
 
 def _newest(found: dict[str, str], text: str, names: set[str], user: str) -> None:
     """Lines ``id|name|user``: per name, the highest (newest) array id of ``user``."""

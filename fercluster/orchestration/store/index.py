@@ -12,6 +12,7 @@ A cache, never a second truth: everything in it comes from the run folders. A mi
 that does not parse, or one of another schema is rebuilt from them (the first, cold read). SLURM's
 accounting of a job is not in the run folders, so it is not here but in ``known.json``.
 ``unreadable``: whether ``results`` could read the job's Parquet files, None until it looked.
+``attempts``: the job's ``history.jsonl`` (``train.attempts``), read with its job.json.
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ import orjson
 
 from fercluster.atomic import umask
 from fercluster.orchestration.store.records import Reader
+from fercluster.train.attempts import Attempt, read_history
 from fercluster.train.record import FILE as JOB_FILE
 from fercluster.train.record import JobRecord, read_job_record
 
 FILE = "index.json"
-SCHEMA = 1
+SCHEMA = 2  # 1: without attempts
 
 
 @dataclass(frozen=True)  # no slots: records.Reader builds it
@@ -56,11 +58,17 @@ class RunEntry:
     node: str = ""
     elapsed_s: float | None = None
     code: str | None = None  # the code snapshot hash it ran
+    attempts: tuple[tuple[Any, ...], ...] = ()  # its history.jsonl as read with job.json (``Attempt`` rows)
 
     @classmethod
-    def of(cls, job_id: str, signature: tuple[int, int], record: JobRecord | None, broken: str) -> RunEntry:
+    def of(
+        cls, job_id: str, signature: tuple[int, int], record: JobRecord | None, broken: str, run_dir: str = ""
+    ) -> RunEntry:
+        """The entry of a job.json just read; its run directory's attempts are read with it (a
+        complete job's history changes no more), so ``status --json`` and ``results`` need not."""
+        attempts = tuple(tuple(a.to_row()) for a in read_history(run_dir)) if run_dir else ()
         if record is None:
-            return cls(job_id, signature, broken or "job.json does not read")
+            return cls(job_id, signature, broken or "job.json does not read", attempts=attempts)
         spec = {**_SPEC, **record.spec}  # what a spec leaves out takes these
         return cls(
             job_id,
@@ -81,7 +89,12 @@ class RunEntry:
             record.node,
             record.elapsed_s,
             record.code_hash,
+            attempts,
         )
+
+    @property
+    def history(self) -> tuple[Attempt, ...]:
+        return tuple(Attempt.from_row(a) for a in self.attempts)
 
     def to_row(self) -> list[Any]:
         return list(_FIELDS(self))
@@ -89,6 +102,8 @@ class RunEntry:
     @classmethod
     def from_row(cls, row: list[Any]) -> RunEntry:
         row[1] = tuple(row[1])  # JSON has no tuples
+        if len(row) == len(_RUN.names):
+            row[-1] = tuple(tuple(a) for a in row[-1])
         return _RUN.row(row)
 
 
@@ -136,7 +151,7 @@ class RunIndex:
         record, broken = read_job_record(run_dir)
         if record is None and not broken:  # removed between the stat and the read
             return None
-        new = RunEntry.of(job_id, sig, record, broken)
+        new = RunEntry.of(job_id, sig, record, broken, run_dir)
         self.entries[job_id] = new
         self.read_now.append(job_id)
         self.dirty = True

@@ -8,32 +8,36 @@ from fercluster.config import SweepConfig
 from fercluster.errors import SlurmError
 from fercluster.orchestration.backend import Backend, JobInfo, JobQuery
 from fercluster.orchestration.slurm.parse import array_id
-from fercluster.orchestration.store import many_records
+from fercluster.orchestration.store import many_records, read_history
 from fercluster.orchestration.store.index import RunIndex
 from fercluster.orchestration.store.known import load_known, save_known
 from fercluster.orchestration.store.snapshot import StatusSnapshot
 from fercluster.orchestration.store.state import load_state
-from fercluster.orchestration.store.vocabulary import ACTIVE, ENDED_BADLY, FAILED
+from fercluster.orchestration.store.vocabulary import ACTIVE, COMPLETED, ENDED_BADLY, FAILED
 from fercluster.orchestration.submit import plan as plan_mod
 from fercluster.orchestration.submit.reconcile import removed_specs
 from fercluster.orchestration.submit.snapshots import code_status
+from fercluster.orchestration.watch import stall
+from fercluster.orchestration.watch.attempts import job_attempts
 from fercluster.orchestration.watch.cost import spent as _spent
 from fercluster.orchestration.watch.monitor import counts, failure_details, job_rows
 
 LOST = "lost: SLURM no longer knows this job"  # the aggregation job, as a training job SLURM lost
 
 
-def snapshot(cfg: SweepConfig, backend: JobQuery, failed: bool = False) -> StatusSnapshot:
+def snapshot(cfg: SweepConfig, backend: JobQuery, failed: bool = False, attempts: bool = False) -> StatusSnapshot:
     """Counts by state, one row per planned job, the aggregation job, the code (``snapshots.code_status``);
     ONE SLURM query. A complete job's files are read once (the run index, ``store.index``).
+    RUNNING jobs whose progress has not moved for ``slurm.stall_min`` are marked stalled (``stall``).
 
     ``failed``: add each failed job's exception (submitit's result pickle) and log tail.
+    ``attempts``: add each job's attempts (``watch.attempts``; ``status --json``).
     """
     with many_records():
-        return _snapshot(cfg, backend, failed)
+        return _snapshot(cfg, backend, failed, attempts)
 
 
-def _snapshot(cfg: SweepConfig, backend: JobQuery, failed: bool) -> StatusSnapshot:
+def _snapshot(cfg: SweepConfig, backend: JobQuery, failed: bool, attempts: bool = False) -> StatusSnapshot:
     specs = plan_mod.expand(cfg)
     state = load_state(cfg.jobs_dir, cfg.name)
     agg = state.aggregate
@@ -44,9 +48,16 @@ def _snapshot(cfg: SweepConfig, backend: JobQuery, failed: bool) -> StatusSnapsh
     rows = job_rows(specs, state, backend, extra_ids=extra, infos_out=infos, known=known, index=index)
     save_known(known)
     index.save()
+    stall.mark(rows, specs, cfg.slurm)
     failures = {}
     if failed:
         failures = {r.job_id: failure_details(cfg.jobs_dir / "submitit", r) for r in rows if r.state in ENDED_BADLY}
+    histories = {}
+    if attempts:  # a complete job's from the run index; the others' from their run directories
+        for r in rows:
+            done = index.entries.get(r.job_id) if r.state == COMPLETED else None
+            history = done.history if done is not None else read_history(r.run_dir)
+            histories[r.job_id] = job_attempts(history, state.jobs.get(r.job_id), known, r.state, r.reason, r.iteration)
     info = infos.get(extra[0]) if extra else None
     return StatusSnapshot(
         sweep=cfg.name,
@@ -61,6 +72,7 @@ def _snapshot(cfg: SweepConfig, backend: JobQuery, failed: bool) -> StatusSnapsh
         removed_from_config=tuple(s.job_id for s in removed_specs(specs, state)),
         code=code_status(cfg, state, [r.code for r in rows]),
         failures=failures,
+        attempts=histories,
     )
 
 
