@@ -186,8 +186,8 @@ def _attempts_section(cfg: SweepConfig, col: Collection, shown: int = 50) -> tup
     from fercluster.orchestration.watch.attempts import sweep_attempts
 
     done = {r.job_id for r in col.results}
-    jobs = ((p.job_id, str(p.run_dir), None, "COMPLETED" if p.job_id in done else "") for p in col.planned)
-    found = sweep_attempts(cfg.jobs_dir, cfg.name, jobs)
+    jobs = ((p.job_id, str(p.run_dir), "COMPLETED" if p.job_id in done else "") for p in col.planned)
+    found = sweep_attempts(cfg.jobs_dir, cfg.name, cfg.results_dir, jobs)
     endings = Counter(a.ended or "running or not known" for atts in found.values() for a in atts)
     counts = {"attempts": sum(endings.values()), "jobs": sum(1 for a in found.values() if a), **endings}
     s = Section("Attempts")

@@ -124,9 +124,8 @@ class Results:
         from fercluster.orchestration.watch.attempts import sweep_attempts
 
         states = self.jobs.set_index("job_id")["state"]
-        found = sweep_attempts(
-            self.jobs_dir, self.sweep, ((j.job_id, str(j.run_path), j.entry, states[j.job_id]) for j in self._jobs)
-        )
+        jobs = ((j.job_id, str(j.run_path), states[j.job_id]) for j in self._jobs)
+        found = sweep_attempts(self.jobs_dir, self.sweep, self.results_dir, jobs)
         keys = {j.job_id: _keys(j) for j in self._jobs}
         rows = [(*keys[job_id], *a.to_row()[:-1]) for job_id, atts in found.items() for a in atts]
         frame = pd.DataFrame(rows, columns=[*JOB_KEYS, *ATTEMPT_COLUMNS])

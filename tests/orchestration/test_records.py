@@ -68,7 +68,9 @@ def test_a_run_entry_row_round_trips() -> None:
         (tuple(Attempt(1, "5_0", "node1", "h", 1.0, 2.0, "completed", "job", 0, 1000, "", "ab").to_row()),),
     )
     assert RunEntry.from_row(json.loads(json.dumps(entry.to_row()))) == entry
-    assert entry.history[0].ended == "completed" and entry.history[0].iteration == 1000
+    assert (
+        RunEntry.from_row(json.loads(json.dumps(dataclasses.replace(entry, attempts=None).to_row()))).attempts is None
+    )
     with pytest.raises(TypeError, match="2 values for 19 fields"):
         RunEntry.from_row(["abc", [1, 2]])
 

@@ -12,7 +12,7 @@ A cache, never a second truth: everything in it comes from the run folders. A mi
 that does not parse, or one of another schema is rebuilt from them (the first, cold read). SLURM's
 accounting of a job is not in the run folders, so it is not here but in ``known.json``.
 ``unreadable``: whether ``results`` could read the job's Parquet files, None until it looked.
-``attempts``: the job's ``history.jsonl`` (``train.attempts``), read with its job.json.
+``attempts``: the job's ``history.jsonl`` (``train.attempts``), read the first time it is asked for.
 """
 
 from __future__ import annotations
@@ -58,17 +58,13 @@ class RunEntry:
     node: str = ""
     elapsed_s: float | None = None
     code: str | None = None  # the code snapshot hash it ran
-    attempts: tuple[tuple[Any, ...], ...] = ()  # its history.jsonl as read with job.json (``Attempt`` rows)
+    # its history.jsonl (``Attempt`` rows), read on first request (``RunIndex.history``); None: not yet
+    attempts: tuple[tuple[Any, ...], ...] | None = None
 
     @classmethod
-    def of(
-        cls, job_id: str, signature: tuple[int, int], record: JobRecord | None, broken: str, run_dir: str = ""
-    ) -> RunEntry:
-        """The entry of a job.json just read; its run directory's attempts are read with it (a
-        complete job's history changes no more), so ``status --json`` and ``results`` need not."""
-        attempts = tuple(tuple(a.to_row()) for a in read_history(run_dir)) if run_dir else ()
+    def of(cls, job_id: str, signature: tuple[int, int], record: JobRecord | None, broken: str) -> RunEntry:
         if record is None:
-            return cls(job_id, signature, broken or "job.json does not read", attempts=attempts)
+            return cls(job_id, signature, broken or "job.json does not read")
         spec = {**_SPEC, **record.spec}  # what a spec leaves out takes these
         return cls(
             job_id,
@@ -89,12 +85,7 @@ class RunEntry:
             record.node,
             record.elapsed_s,
             record.code_hash,
-            attempts,
         )
-
-    @property
-    def history(self) -> tuple[Attempt, ...]:
-        return tuple(Attempt.from_row(a) for a in self.attempts)
 
     def to_row(self) -> list[Any]:
         return list(_FIELDS(self))
@@ -102,7 +93,7 @@ class RunEntry:
     @classmethod
     def from_row(cls, row: list[Any]) -> RunEntry:
         row[1] = tuple(row[1])  # JSON has no tuples
-        if len(row) == len(_RUN.names):
+        if len(row) == len(_RUN.names) and row[-1] is not None:
             row[-1] = tuple(tuple(a) for a in row[-1])
         return _RUN.row(row)
 
@@ -129,6 +120,7 @@ class RunIndex:
         self.entries: dict[str, RunEntry] = {}
         self.dirty = False
         self.read_now: list[str] = []  # job ids whose job.json the last refresh read
+        self.seen: set[str] = set()  # job ids whose job.json this index has checked (``entry``)
         try:
             with open(self.path, "rb") as f:
                 data = orjson.loads(f.read())
@@ -141,6 +133,7 @@ class RunIndex:
         """The job's entry when it is complete (its job.json exists, readable or not), else None."""
         sig = signature(run_dir)
         old = self.entries.get(job_id)
+        self.seen.add(job_id)
         if sig is None:
             if old is not None:
                 del self.entries[job_id]
@@ -151,11 +144,23 @@ class RunIndex:
         record, broken = read_job_record(run_dir)
         if record is None and not broken:  # removed between the stat and the read
             return None
-        new = RunEntry.of(job_id, sig, record, broken, run_dir)
+        new = RunEntry.of(job_id, sig, record, broken)
         self.entries[job_id] = new
         self.read_now.append(job_id)
         self.dirty = True
         return new
+
+    def history(self, job_id: str, run_dir: str) -> tuple[Attempt, ...]:
+        """The job's attempts (its ``history.jsonl``): a complete job's are read once and kept (its
+        history changes no more); read on request only, so that a plain ``status`` never reads them."""
+        entry = self.entries.get(job_id) if job_id in self.seen else self.entry(job_id, run_dir)
+        if entry is None:
+            return read_history(run_dir)
+        if entry.attempts is None:
+            rows = tuple(tuple(a.to_row()) for a in read_history(run_dir))
+            entry = self.entries[job_id] = replace(entry, attempts=rows)
+            self.dirty = True
+        return tuple(Attempt.from_row(a) for a in entry.attempts or ())
 
     def refresh(self, runs: Iterable[tuple[str, str]]) -> dict[str, RunEntry | None]:
         """``{job id: entry or None}`` for ``(job id, run dir)`` pairs, in their order."""

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Sequence
 
 from fercluster.errors import StoreError
 from fercluster.orchestration.store.entries import JobEntry
-from fercluster.orchestration.store.index import RunEntry
+from fercluster.orchestration.store.index import RunIndex
 from fercluster.orchestration.store.known import Known, load_known
 from fercluster.orchestration.store.snapshot import JobRow
 from fercluster.orchestration.store.state import load_state
@@ -62,20 +62,20 @@ def job_attempts(
 ) -> tuple[Attempt, ...]:
     """The job's attempts, numbered in submission order (see the module doc). ``state``, ``reason``
     and ``iteration``: the job's now (its status row; "" when not known, as for ``results``)."""
-    submitted = list(entry.slurm_ids) if entry is not None else []
+    submitted = entry.slurm_ids if entry is not None else ()
     seen = {a.slurm_id for a in history}
-    rank = {sid: i for i, sid in enumerate(submitted)}
     found = [*history, *(Attempt(0, slurm_id=sid) for sid in submitted if sid not in seen)]
-    order = sorted(range(len(found)), key=lambda i: (rank.get(found[i].slurm_id, len(rank)), i))
-    out = [found[i] for i in order]
-    for i, att in enumerate(out):
-        later = out[i + 1 :]
+    if len(found) > len(history) or len(submitted) > 1:  # in submission order (a sort is rarely needed)
+        rank = {sid: i for i, sid in enumerate(submitted)}
+        found = [found[i] for i in sorted(range(len(found)), key=lambda i: (rank.get(found[i].slurm_id, len(rank)), i))]
+    for i, att in enumerate(found):
+        later = found[i + 1 :]
         if not att.ended:
             att = _ended(att, later, known, state, reason)
         if att.iteration is None and att.start is not None:
             att = replace(att, iteration=later[0].from_iteration if later else iteration)
-        out[i] = replace(att, number=i + 1)
-    return tuple(out)
+        found[i] = att if att.number == i + 1 else replace(att, number=i + 1)
+    return tuple(found)
 
 
 def _ended(att: Attempt, later: list[Attempt], known: Known | None, state: str, reason: str) -> Attempt:
@@ -86,17 +86,17 @@ def _ended(att: Attempt, later: list[Attempt], known: Known | None, state: str, 
         last = known.last(att.slurm_id) if known is not None and att.slurm_id else None
         word = ending(last.state, last.failure) if last is not None else ""
         return replace(att, ended=word, ended_by=a_.BY_SLURM if word else "")
-    if state in ACTIVE or not ending(state, reason):
+    word = "" if state in ACTIVE else ending(state, reason)
+    if not word:
         return att  # running (or queued again): not ended yet, or nothing says how it ended
-    by = a_.INFERRED if state == COMPLETED else a_.BY_SLURM
-    return replace(att, ended=ending(state, reason), ended_by=by)
+    return replace(att, ended=word, ended_by=a_.INFERRED if state == COMPLETED else a_.BY_SLURM)
 
 
 def sweep_attempts(
-    jobs_dir: Path | None, sweep: str, jobs: Iterable[tuple[str, str, RunEntry | None, str]]
+    jobs_dir: Path | None, sweep: str, results_dir: Path, jobs: Iterable[tuple[str, str, str]]
 ) -> dict[str, tuple[Attempt, ...]]:
-    """Attempts of ``(job id, run dir, its run-index entry or None, its state)`` jobs: for
-    ``results`` and the report, with the sweep's ``state.json`` and ``known.json`` when
+    """Attempts of ``(job id, run dir, its state)`` jobs, for ``results`` and the report: complete
+    jobs' through the run index, with the sweep's ``state.json`` and ``known.json`` when
     ``jobs_dir`` is given (no SLURM query: SLURM's word is what the last ``status`` heard)."""
     entries: dict[str, JobEntry] = {}
     known = None
@@ -106,10 +106,12 @@ def sweep_attempts(
             entries, known = {**state.removed, **state.jobs}, load_known(Path(jobs_dir))
         except StoreError:  # the job side's history alone
             pass
-    out = {}
-    for job_id, run_dir, index_entry, job_state in jobs:
-        history = index_entry.history if index_entry is not None else read_history(run_dir)
-        out[job_id] = job_attempts(history, entries.get(job_id), known, job_state)
+    index = RunIndex(results_dir)
+    out = {
+        job_id: job_attempts(index.history(job_id, run_dir), entries.get(job_id), known, job_state)
+        for job_id, run_dir, job_state in jobs
+    }
+    index.save()
     return out
 
 

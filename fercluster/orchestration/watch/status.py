@@ -8,12 +8,12 @@ from fercluster.config import SweepConfig
 from fercluster.errors import SlurmError
 from fercluster.orchestration.backend import Backend, JobInfo, JobQuery
 from fercluster.orchestration.slurm.parse import array_id
-from fercluster.orchestration.store import many_records, read_history
+from fercluster.orchestration.store import many_records
 from fercluster.orchestration.store.index import RunIndex
 from fercluster.orchestration.store.known import load_known, save_known
 from fercluster.orchestration.store.snapshot import StatusSnapshot
 from fercluster.orchestration.store.state import load_state
-from fercluster.orchestration.store.vocabulary import ACTIVE, COMPLETED, ENDED_BADLY, FAILED
+from fercluster.orchestration.store.vocabulary import ACTIVE, ENDED_BADLY, FAILED
 from fercluster.orchestration.submit import plan as plan_mod
 from fercluster.orchestration.submit.reconcile import removed_specs
 from fercluster.orchestration.submit.snapshots import code_status
@@ -47,17 +47,16 @@ def _snapshot(cfg: SweepConfig, backend: JobQuery, failed: bool, attempts: bool 
     index = RunIndex(cfg.results_dir)
     rows = job_rows(specs, state, backend, extra_ids=extra, infos_out=infos, known=known, index=index)
     save_known(known)
-    index.save()
     stall.mark(rows, specs, cfg.slurm)
     failures = {}
     if failed:
         failures = {r.job_id: failure_details(cfg.jobs_dir / "submitit", r) for r in rows if r.state in ENDED_BADLY}
     histories = {}
-    if attempts:  # a complete job's from the run index; the others' from their run directories
+    if attempts:  # a complete job's kept in the run index; the others' from their run directories
         for r in rows:
-            done = index.entries.get(r.job_id) if r.state == COMPLETED else None
-            history = done.history if done is not None else read_history(r.run_dir)
+            history = index.history(r.job_id, r.run_dir)
             histories[r.job_id] = job_attempts(history, state.jobs.get(r.job_id), known, r.state, r.reason, r.iteration)
+    index.save()
     info = infos.get(extra[0]) if extra else None
     return StatusSnapshot(
         sweep=cfg.name,
