@@ -3,9 +3,9 @@
 Every run of a job (the first start, a requeue, a retry, a local run resumed) is an attempt. The
 job appends ``start`` as it begins (SLURM id, node, host, pid, the time on its node's clock),
 ``resumed`` once it has restored its checkpoint (the iteration it starts from) and ``end`` when
-it ends in a way it can see: ``completed``; ``failed`` (an exception); ``requeue`` (SIGUSR2:
-SLURM's warning before the time limit, or submitit's pre-emption signal; submitit requeues the
-job); ``pre-emption`` (SIGTERM); ``cancelled`` (Ctrl-C of a local run). A job killed outright (a
+it ends in a way it can see: ``completed``; ``failed`` (an exception); ``time-out`` (SIGUSR2,
+SLURM's warning before the time limit) or ``requeue`` (another SIGUSR2: submitit requeues the job
+either way; ``signal_ending``); ``pre-emption`` (SIGTERM); ``cancelled`` (Ctrl-C of a local run). A job killed outright (a
 node failure, a hang) writes no end: ``sweep --requeue-stalled`` writes ``stalled`` for the
 attempt it requeues (``by: coordinator``, which wins over what the job writes after), and the
 store's readers infer the rest from SLURM's record (``orchestration.watch.attempts``).
@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import socket
 import time
 from dataclasses import dataclass, fields, replace
@@ -159,6 +160,22 @@ def slurm_job_id(env: Mapping[str, str] | None = None) -> str:
     if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
         return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
     return env.get("SLURM_JOB_ID", "")
+
+
+TIME_LIMIT_WARNING_S = 15 * 60  # SIGUSR2 this close to the job's end time is SLURM's time-limit warning
+
+
+def signal_ending(signum: int, now: float | None = None, env: Mapping[str, str] | None = None) -> str:
+    """How an attempt stopped by ``signum`` ended: SIGUSR2 within ``TIME_LIMIT_WARNING_S`` of the
+    job's end time (``SLURM_JOB_END_TIME``, set by SLURM 23.02 and later) is a time-out, another
+    SIGUSR2 a requeue (a pre-emption notice; submitit requeues the job either way), SIGTERM a
+    pre-emption."""
+    env = os.environ if env is None else env
+    if signum != signal.SIGUSR2:
+        return PREEMPTION
+    end = env.get("SLURM_JOB_END_TIME", "")
+    now = time.time() if now is None else now
+    return TIME_OUT if end.isdigit() and now >= int(end) - TIME_LIMIT_WARNING_S else REQUEUE
 
 
 class Recorder:

@@ -196,9 +196,8 @@ class _Run:
                 if self._stop_requested(stop, it):
                     if not self._saved_at(it):
                         self._checkpoint()
-                    # SIGUSR2: submitit requeues it; SIGTERM: pre-empted
-                    ended = attempts.REQUEUE if stop.received == signal.SIGUSR2 else attempts.PREEMPTION
-                    self.attempt.end(ended, signal.Signals(stop.received or signal.SIGTERM).name)
+                    signum = stop.received or signal.SIGTERM  # SIGUSR2: submitit requeues it
+                    self.attempt.end(attempts.signal_ending(signum), signal.Signals(signum).name)
                     stop.hand_on(self.spec.job_id, it, self.ckpt_path)
         return self._finish()
 

@@ -18,7 +18,7 @@ from fercluster.orchestration.store import read_history
 from fercluster.orchestration.store.entries import JobEntry
 from fercluster.orchestration.store.known import Known
 from fercluster.orchestration.watch.attempts import job_attempts
-from fercluster.train.attempts import END, RESUMED, START, HistoryLine, append
+from fercluster.train.attempts import END, RESUMED, START, HistoryLine, append, signal_ending
 
 _register()
 runner = CliRunner()
@@ -50,6 +50,14 @@ def test_the_reader_merges_an_attempts_lines_and_skips_a_cut_one(tmp_path: Path)
     )
     assert (b.number, b.node, b.start, b.end) == (2, "n2", 20.0, None)
     assert read_history(tmp_path / "none") == ()
+
+
+def test_a_signal_ends_an_attempt_as_a_time_out_a_requeue_or_a_pre_emption() -> None:
+    end = {"SLURM_JOB_END_TIME": "100000"}
+    assert signal_ending(signal.SIGUSR2, now=100000 - 120, env=end) == "time-out"  # the warning before the limit
+    assert signal_ending(signal.SIGUSR2, now=50000, env=end) == "requeue"  # long before it
+    assert signal_ending(signal.SIGUSR2, now=50000, env={}) == "requeue"  # SLURM before 23.02: no end time
+    assert signal_ending(signal.SIGTERM, now=100000, env=end) == "pre-emption"
 
 
 def test_what_the_job_did_not_write_is_filled_in_from_the_coordinator_and_slurm(tmp_path: Path) -> None:
