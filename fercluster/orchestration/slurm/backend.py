@@ -3,7 +3,8 @@
 ``SlurmBackend`` submits (a ``train`` submission as one array, through ``executor.BoundedExecutor``:
 sbatch bounded in time), finds this user's arrays by job name after a crash and adopts them
 (writing submitit's pickles they miss), answers one batched state query for the sweep's ids (never a
-cluster-wide one), and cancels; ``calls`` counts the commands it ran. Build it with
+cluster-wide one), cancels and requeues (``scontrol requeue``: ``sweep --requeue-stalled``); ``calls``
+counts the commands it ran. Build it with
 ``orchestration.backends.backend_for(cfg)``. ``allocation_live`` asks
 whether one allocation (a Ray Tune search) is still queued or running.
 """

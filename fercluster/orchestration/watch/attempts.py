@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from fercluster.errors import StoreError
 from fercluster.orchestration.store.entries import JobEntry
@@ -113,11 +113,6 @@ def sweep_attempts(
     }
     index.save()
     return out
-
-
-def attempt_rows(attempts: dict[str, tuple[Attempt, ...]]) -> list[dict[str, Any]]:
-    """One dict per attempt (``job_id`` first), for tables."""
-    return [{"job_id": job_id, **att.to_dict()} for job_id, atts in attempts.items() for att in atts]
 
 
 def end_stalled(row: JobRow, now: float | None = None) -> None:
