@@ -216,6 +216,24 @@ class Slurm(Strict):
     # a submission whose sbatch gave no clear answer (a time-out), with accounting off: once this old
     # and not shown by squeue (this user's queued, running and recently ended jobs), never submitted
     pending_bound_s: float = Field(600.0, ge=0)
+    # a RUNNING job whose progress.json has not moved for this long shows as stalled in `status`
+    # (`sweep --requeue-stalled` requeues it); None: derived per job from its evaluation interval
+    # (``stall_after_s``)
+    stall_min: int | None = Field(None, ge=1)
+
+    STALL_INTERVALS: ClassVar[int] = 3  # evaluation intervals without a progress write
+    STALL_FLOOR_MIN: ClassVar[int] = 10  # never sooner (a slow flush, clock skew between hosts)
+
+    def stall_after_s(self, eval_every: int, sec_per_iter: float | None) -> float | None:
+        """Seconds without progress after which a running job is stalled: ``stall_min`` when set,
+        else ``STALL_INTERVALS`` evaluation intervals (``eval_every`` x the measured seconds per
+        iteration; a job writes progress.json once per interval) and at least ``STALL_FLOOR_MIN``
+        minutes; None (not judged) when no time per iteration is known yet."""
+        if self.stall_min is not None:
+            return 60.0 * self.stall_min
+        if sec_per_iter is None or sec_per_iter <= 0:
+            return None
+        return max(60.0 * self.STALL_FLOOR_MIN, self.STALL_INTERVALS * eval_every * sec_per_iter)
 
     @model_validator(mode="after")
     def _flags(self) -> "Slurm":

@@ -64,9 +64,10 @@ def aggregate(cfg: SweepConfig, console: Any = None) -> dict[str, Any]:
     if tune is not None:
         sections.append(tune)
     spent = _cost(cfg)
-    sections += [_missing_section(col, skipped), _provenance_section(cfg, col, time.time() - start, spent)]
+    attempts, attempt_counts = _attempts_section(cfg, col)
+    sections += [_missing_section(col, skipped), attempts, _provenance_section(cfg, col, time.time() - start, spent)]
     summary = _summary(cfg, acc, analyses, col, skipped)
-    summary["cost"] = spent
+    summary["cost"], summary["attempts"] = spent, attempt_counts
     title = f"fercluster report: sweep {cfg.name}"
     write_text(out / "report.md", to_markdown(title, sections, out))
     write_text(out / "report.html", to_html(title, sections))
@@ -177,6 +178,54 @@ def _missing_section(col: Collection, skipped: list[dict]) -> Section:
             + (" ..." if len(col.extra) > 20 else "")
         )
     return s
+
+
+def _attempts_section(cfg: SweepConfig, col: Collection, shown: int = 50) -> tuple[Section, dict[str, Any]]:
+    """Every job's attempts (``orchestration.watch.attempts``): how they ended, counted, and the
+    attempts of the jobs that ran more than once or did not complete at the first go."""
+    from fercluster.orchestration.watch.attempts import sweep_attempts
+
+    done = {r.job_id for r in col.results}
+    jobs = ((p.job_id, str(p.run_dir), "COMPLETED" if p.job_id in done else "") for p in col.planned)
+    found = sweep_attempts(cfg.jobs_dir, cfg.name, cfg.results_dir, jobs)
+    endings = Counter(a.ended or "running or not known" for atts in found.values() for a in atts)
+    counts = {"attempts": sum(endings.values()), "jobs": sum(1 for a in found.values() if a), **endings}
+    s = Section("Attempts")
+    s.text(
+        f"{counts['attempts']} attempts of {counts['jobs']} jobs (each start of a job on SLURM or here); how they "
+        "ended: " + (", ".join(f"{n} {word}" for word, n in endings.most_common()) or "none recorded") + "."
+    )
+    rows = [
+        _attempt_row(job_id, a)
+        for job_id, atts in found.items()
+        if len(atts) > 1 or any(a.ended not in ("", "completed") for a in atts)
+        for a in atts
+    ]
+    if rows:
+        more = f" (the first {shown} attempts of {len(rows)})" if len(rows) > shown else ""
+        s.table(rows[:shown], f"Jobs that ran more than once or did not complete at the first go{more}.")
+    return s, counts
+
+
+def _attempt_row(job_id: str, a: Any) -> dict[str, Any]:
+    def it(value: int | None) -> str:
+        return "-" if value is None else str(value)
+
+    return {
+        "job": job_id,
+        "attempt": a.number,
+        "SLURM id": a.slurm_id or "-",
+        "node": a.node or "-",
+        "start": _when(a.start),
+        "end": _when(a.end),
+        "ended": a.ended or "-",
+        "by": a.ended_by or "-",
+        "iterations": f"{it(a.from_iteration)} -> {it(a.iteration)}",
+    }
+
+
+def _when(t: float | None) -> str:
+    return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
 def _cost(cfg: SweepConfig) -> dict[str, Any]:

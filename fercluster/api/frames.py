@@ -26,8 +26,11 @@ PREFIX = "params."
 TEXT = ("job_id", "dataset", "variant", "state", "run_dir", "action")
 COLUMN_TYPES: dict[str, str] = {
     **{name: "str" for name in TEXT},
-    **{name: "Int64" for name in ("fold", "seed", "iteration", "iterations", "selected_iteration")},
+    **{name: "Int64" for name in ("fold", "seed", "iteration", "iterations", "selected_iteration", "from_iteration")},
     **{name: "float64" for name in ("k", "val_acc", "test_acc", "elapsed", "gpu_hours", "cpu_hours")},
+    **{
+        name: "float64" for name in ("progress_at", "sec_per_iter", "since_progress_s", "stall_after_s", "start", "end")
+    },
 }
 
 

@@ -34,6 +34,8 @@ from fercluster.train.record import ProgressRecord, read_job_record, read_progre
 JOB_KEYS = ["job_id", "dataset", "fold", "variant", "seed", "k"]  # every frame's job columns
 JOB_COLUMNS = [*JOB_KEYS, "state", "iteration", "val_acc", "test_acc", "selected_iteration"]
 PREDICTION_COLUMNS = ["image_id", "label", "prediction", "probs"]
+ATTEMPT_COLUMNS = ["attempt", "slurm_id", "node", "host", "start", "end", "ended", "ended_by", "from_iteration",
+                   "iteration", "detail"]  # fmt: skip
 
 
 @dataclass
@@ -68,8 +70,16 @@ class Results:
     ``accuracy``, the report's table, which is in percent. Build it with ``fercluster.results``; it is
     a snapshot (each frame is read once, on first use): call ``results`` again for newer ones."""
 
-    def __init__(self, results_dir: Path, jobs: list[_Job], kinds: dict[str, tuple[str, int]], sweep: str):
+    def __init__(
+        self,
+        results_dir: Path,
+        jobs: list[_Job],
+        kinds: dict[str, tuple[str, int]],
+        sweep: str,
+        jobs_dir: Path | None = None,
+    ):
         self.results_dir = Path(results_dir)
+        self.jobs_dir = jobs_dir  # the coordinator's folder (state.json, known.json): None for a results folder
         self.sweep = sweep
         self._jobs = jobs
         self._by_id = {j.job_id: j for j in jobs}
@@ -102,6 +112,24 @@ class Results:
                 rows.append((*_keys(j), UNREADABLE if j.broken else from_progress(None), None, None, None, None))
         frame = typed(pd.DataFrame(rows, columns=JOB_COLUMNS))
         return with_params(frame, (param_row(j.train, j.keys["k"]) for j in self._jobs))
+
+    @cached_property
+    def attempts(self) -> pd.DataFrame:
+        """Every attempt of every job (long format): the job columns, then attempt (1, 2, ...),
+        slurm_id, node, host, start and end (epoch seconds), ended (completed, node failure,
+        requeue, pre-emption, time-out, stalled, failed, cancelled; "" while it runs or when
+        nothing says), ended_by (job, coordinator, slurm, inferred), from_iteration, iteration
+        (reached) and detail. From each job's history.jsonl (a complete job's: the run index) with
+        the sweep's submissions and SLURM's last known word (``orchestration.watch.attempts``)."""
+        from fercluster.orchestration.watch.attempts import sweep_attempts
+
+        states = self.jobs.set_index("job_id")["state"]
+        jobs = ((j.job_id, str(j.run_path), states[j.job_id]) for j in self._jobs)
+        found = sweep_attempts(self.jobs_dir, self.sweep, self.results_dir, jobs)
+        keys = {j.job_id: _keys(j) for j in self._jobs}
+        rows = [(*keys[job_id], *a.to_row()[:-1]) for job_id, atts in found.items() for a in atts]
+        frame = pd.DataFrame(rows, columns=[*JOB_KEYS, *ATTEMPT_COLUMNS])
+        return typed(frame).astype({"attempt": "int64"})
 
     @cached_property
     def metrics(self) -> pd.DataFrame:
@@ -203,7 +231,7 @@ def _from_config(cfg: SweepConfig) -> Results:
         jobs.append(job)
     _check_files(index, jobs)
     kinds = {name: (d.kind, d.classes) for name, d in cfg.datasets.items()}
-    return Results(cfg.results_dir, jobs, kinds, cfg.name)
+    return Results(cfg.results_dir, jobs, kinds, cfg.name, cfg.jobs_dir)
 
 
 def _from_folder(folder: Path) -> Results:

@@ -194,6 +194,12 @@ class Submission:
             "submit_error": r.submit_error,
             "waiting": [{"job_id": s.job_id, "why": why} for s, why in r.diff.waiting],
             "cancelled": r.cancelled,
+            "stalled": [
+                {"job_id": row.job_id, "slurm_id": row.slurm_id, "since_progress_s": row.since_progress_s}
+                for row in r.stalled
+            ],
+            "requeued": r.requeued,
+            "requeue_error": r.requeue_error,
             "code": r.code,
             "cannot_start": [c.to_dict() for c in r.cannot_start],
         }
@@ -207,6 +213,7 @@ def submit(
     prune: bool = False,
     retry_code: str = "submitted",
     backend: Backend | None = None,
+    requeue_stalled: bool = False,
 ) -> Submission:
     """Bring the sweep on SLURM in line with ``config``: submit missing jobs as job arrays and the
     aggregation job after them; skip what is done, leave what is queued or running.
@@ -214,6 +221,8 @@ def submit(
     ``dry_run``: touch nothing, say what would be done. ``retry_failed``: resubmit failed jobs (at
     most ``slurm.max_retries`` each), on the code snapshot each ran with (``retry_code="submitted"``)
     or on the current code (``"current"``). ``prune``: cancel jobs no longer in the config.
+    ``requeue_stalled``: requeue running jobs whose progress has not moved for ``slurm.stall_min``
+    (they resume from their checkpoint; counted as requeues, not retries).
     ``backend``: default SLURM through submitit (``jobs/<sweep>/submitit``).
     """
     from fercluster.orchestration.submit.coordinator import run_sweep
@@ -223,7 +232,15 @@ def submit(
     backend = backend or slurm_backend(config)
     before = load_state(config.jobs_dir, config.name)  # the jobs known before this run: renamed_jobs
     change = _override_change(config) if dry_run else _record_config(config)
-    result = run_sweep(config, backend, dry_run=dry_run, retry_failed=retry_failed, prune=prune, retry_code=retry_code)
+    result = run_sweep(
+        config,
+        backend,
+        dry_run=dry_run,
+        retry_failed=retry_failed,
+        prune=prune,
+        retry_code=retry_code,
+        requeue_stalled=requeue_stalled,
+    )
     return Submission(config, result, change, tuple(renamed_jobs(result.specs, before)))
 
 
@@ -251,14 +268,15 @@ def status(config: SweepConfig | str | Path, *, failed: bool = False, backend: A
     """One row per planned job with its state (run directories and ONE SLURM query).
 
     Columns: those of ``status --json``'s jobs (job_id, dataset, fold, variant, seed, state,
-    slurm_id, iteration, iterations, k, val_acc, test_acc, elapsed, node, reason, ...; with
-    ``failed``, also exception, log_tail and log of the jobs that ended badly). ``attrs`` holds
+    slurm_id, iteration, iterations, k, val_acc, test_acc, elapsed, node, reason, ..., stalled,
+    attempts (a list of dicts: ``Results.attempts`` has them as a frame); with ``failed``, also
+    exception, log_tail and log of the jobs that ended badly). ``attrs`` holds
     the rest of ``status --json``: sweep, counts, total, source, aggregate, removed_from_config.
     """
     from fercluster.orchestration.watch.status import snapshot
 
     config = _grid_only(config, "status")
-    snap = snapshot(config, backend or slurm_backend(config), failed=failed).to_dict()
+    snap = snapshot(config, backend or slurm_backend(config), failed=failed, attempts=True).to_dict()
     jobs = snap.pop("jobs")
     extra = [c for job in jobs for c in job if c not in STATUS_COLUMNS]
     frame = typed(pd.DataFrame(jobs, columns=STATUS_COLUMNS + list(dict.fromkeys(extra))))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -59,7 +60,7 @@ def status_cmd(
     never_submitted(cfg)
     backend = tables.backend(cfg)
     if as_json:
-        print(json.dumps(snapshot(cfg, backend, failed=failed).to_dict(), default=str))
+        print(json.dumps(snapshot(cfg, backend, failed=failed, attempts=True).to_dict(), default=str))
         return
     console = tables.console()
     if not watch:
@@ -120,6 +121,8 @@ def _render(cfg: SweepConfig, snap: StatusSnapshot, failed: bool, next_s: float 
                 style="yellow",
             )
         )
+    if snap.stalled:
+        parts.append(_stalled_text(cfg, snap))
     if next_s is not None:
         parts.append(Text(f"next refresh in {next_s:g} s" + (" (backing off)" if snap.stale else "")))
     if snap.cost:
@@ -138,6 +141,22 @@ def _render(cfg: SweepConfig, snap: StatusSnapshot, failed: bool, next_s: float 
         parts.append(Text(f"warning: --forget-pending: {snap.pending[0].warning}", style="yellow"))
     parts += _failed_parts(snap) if failed else [tables.jobs_table(snap.jobs)]
     return Group(*parts)
+
+
+def _stalled_text(cfg: SweepConfig, snap: StatusSnapshot, shown: int = 5) -> RenderableType:
+    """How many RUNNING jobs are stalled, the first few with their time without progress, and the fix."""
+    from rich.text import Text
+
+    from fercluster.orchestration.watch.stall import stall_line
+
+    rows = snap.stalled
+    lines = [
+        f"{len(rows)} running job{'s' if len(rows) != 1 else ''} stalled: no progress for longer than "
+        f"slurm.stall_min; `fercluster sweep {os.path.relpath(cfg.source) if cfg.source else 'CONFIG'} "
+        "--requeue-stalled` requeues them"
+    ]
+    lines += [f"  {r.job_id} (SLURM {r.slurm_id or '-'}, node {r.node or '-'}): {stall_line(r)}" for r in rows[:shown]]
+    return Text("\n".join(lines), style="red")
 
 
 def _failed_parts(snap: StatusSnapshot) -> list[RenderableType]:

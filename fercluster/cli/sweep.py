@@ -71,6 +71,12 @@ def sweep_cmd(
         False, "--no-overrides", help="Drop the overrides of the sweep's last run: the config file alone."
     ),
     forget_pending: Optional[str] = _FORGET,
+    requeue_stalled: bool = typer.Option(
+        False,
+        "--requeue-stalled",
+        help="Requeue running jobs whose progress has not moved for slurm.stall_min (`status` marks them "
+        "stalled); they resume from their checkpoint, counted as requeues, not retries.",
+    ),
 ) -> None:
     """Submit a sweep's missing jobs to SLURM as job arrays (or run them here with --local).
 
@@ -93,7 +99,7 @@ def sweep_cmd(
         _check_tune(prune, code)
         _tune(cfg, dry_run, local, retry_failed, console)
     elif local:
-        _local(cfg, dry_run or prune or retry_failed, console)
+        _local(cfg, dry_run or prune or retry_failed or requeue_stalled, console)
     else:
         sub = api.submit(
             cfg,
@@ -102,8 +108,9 @@ def sweep_cmd(
             prune=prune,
             retry_code=code or "submitted",
             backend=tables.backend(cfg),
+            requeue_stalled=requeue_stalled,
         )
-        _print_submission(sub, console, dry_run, as_json)
+        _print_submission(sub, console, dry_run, as_json, requeue_stalled)
 
 
 def _forget(cfg: SweepConfig, which: str, console: Console) -> None:
@@ -122,7 +129,9 @@ def _forget(cfg: SweepConfig, which: str, console: Console) -> None:
     )
 
 
-def _print_submission(submission: Submission, console: Console, dry_run: bool, as_json: bool) -> None:
+def _print_submission(
+    submission: Submission, console: Console, dry_run: bool, as_json: bool, requeue_stalled: bool = False
+) -> None:
     """What ``submit`` did (or would do), as JSON or as lines; exit code 1 when an sbatch failed."""
     if as_json:
         print(json.dumps(submission.to_dict(), default=str))
@@ -130,8 +139,8 @@ def _print_submission(submission: Submission, console: Console, dry_run: bool, a
         _print_change(submission.change, console, dry_run=dry_run)
         if submission.renamed_line():
             console.print(submission.renamed_line(), style="yellow", markup=False, highlight=False, soft_wrap=True)
-        _print_sweep(submission.config, submission.result, console)
-    if submission.result.submit_error:  # the summary is out: what went in stands, the rest waits
+        _print_sweep(submission.config, submission.result, console, requeue_stalled)
+    if submission.result.submit_error or submission.result.requeue_error:  # what went in stands
         raise typer.Exit(1)
 
 
@@ -183,7 +192,10 @@ def _local(cfg: SweepConfig, other_flags: bool, console: Console) -> None:
     from fercluster import api
 
     if other_flags:
-        raise ConfigError("--local runs the plan here; it does not combine with --dry-run, --prune or --retry-failed")
+        raise ConfigError(
+            "--local runs the plan here; it does not combine with --dry-run, --prune, --retry-failed or "
+            "--requeue-stalled (a local run is no queued job: stop it with Ctrl-C and run it again to resume it)"
+        )
     summary = api.run_local(cfg, console=console)  # it says first what changed overrides add and leave
     console.print(
         f"[bold]{cfg.name}[/]: ran {summary.ran}, skipped {summary.skipped} done, "
@@ -225,7 +237,7 @@ def _search(cfg: SweepConfig, local: bool, retry_failed: bool, console: Console)
         aggregate(cfg, console)
 
 
-def _print_sweep(cfg: SweepConfig, result: SweepResult, console: Console) -> None:
+def _print_sweep(cfg: SweepConfig, result: SweepResult, console: Console, requeue_stalled: bool = False) -> None:
     """The plan (dry run), the summary line, then what was recovered, submitted, cancelled or failed."""
     if result.dry_run:
         from fercluster.api.sweeps import actions
@@ -236,6 +248,8 @@ def _print_sweep(cfg: SweepConfig, result: SweepResult, console: Console) -> Non
     _print_recovery(result, console)
     _print_code(result, console)
     _print_submitted(result, console)
+    if requeue_stalled:
+        _print_stalled(result, console)
     for spec, row in result.diff.failed[:20]:
         console.print(f"[red]failed[/] {spec.job_id} ({spec.dataset} fold {spec.fold} {spec.variant}): {row.reason}")
     for stuck in result.cannot_start:
@@ -297,3 +311,18 @@ def _print_submitted(result: SweepResult, console: Console) -> None:
         )
     if result.cancelled:
         console.print(f"cancelled {len(result.cancelled)} jobs no longer in the config")
+
+
+def _print_stalled(result: SweepResult, console: Console) -> None:
+    """``--requeue-stalled``: the stalled jobs requeued (or that a dry run would requeue), or why not."""
+    from fercluster.orchestration.watch.stall import stall_line
+
+    verb = "would requeue" if result.dry_run else "requeued"
+    done = set(result.requeued) if not result.dry_run else {r.job_id for r in result.stalled}
+    for row in result.stalled:
+        if row.job_id in done:
+            console.print(f"{verb} stalled job {row.job_id} (SLURM {row.slurm_id}): {stall_line(row)}", markup=False)
+    if result.requeue_error:
+        console.print(f"[red]requeue failed[/]: {result.requeue_error}; nothing was requeued", soft_wrap=True)
+    elif not result.stalled:
+        console.print("no stalled job: every running job has made progress within slurm.stall_min")

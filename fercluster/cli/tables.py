@@ -78,7 +78,7 @@ def _cells(row: JobRow) -> list[str]:
         row.variant,
         str(row.seed),
         "-" if row.k is None else f"{row.k:.3f}",
-        f"[{style}]{row.state}[/]",
+        f"[{style}]{row.state}[/]" + (f" [red]stalled {fmt.duration(row.since_progress_s)}[/]" if row.stalled else ""),
         f"{'-' if row.iteration is None else row.iteration}/{row.iterations or '?'}",
         fmt.acc(row.val_acc),
         fmt.acc(row.test_acc),

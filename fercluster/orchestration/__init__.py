@@ -10,7 +10,8 @@ the module you need. Its folders, by what they do (each ``__init__`` lists its m
   ``last`` (CONFIG of ``status`` when none is given).
 - ``watch/``: ``status.snapshot(cfg, backend)`` (what ``status --json`` prints), ``cancel``,
   ``monitor.job_rows`` (one row per job from run directories and ONE query), ``cost``
-  (GPU-hours, CPU-hours, requeues), ``progress`` (the progress bar of a training job).
+  (GPU-hours, CPU-hours, requeues), ``progress`` (the progress bar of a training job), ``stall``
+  (hung jobs), ``attempts`` (each job's history of attempts).
 - ``local/``: ``run.run_local(cfg, console)`` (``sweep --local``) and ``backend.LocalBackend``
   (its runs seen through the query side of ``Backend``).
 - ``preflight/``: ``doctor`` (``fercluster doctor``) and ``folders`` (the jobs and results

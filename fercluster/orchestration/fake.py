@@ -188,6 +188,13 @@ class FakeBackend:
         text = "\n".join(f"{s}|{view[s]}|0:01|localhost|{self.reasons.get(s, 'None')}" for s in slurm_ids if s in view)
         return slurm_parse.parse_squeue(text)
 
+    def requeue(self, slurm_ids: Sequence[str]) -> None:
+        """As ``scontrol requeue``: each running id is queued again under the same id."""
+        self.calls["scontrol"] += 1
+        for sid in slurm_ids:
+            if self.states.get(sid) == "RUNNING":
+                self.states[sid] = "PENDING"
+
     def cancel(self, slurm_ids: Sequence[str]) -> None:
         self.calls["scancel"] += 1
         for sid in slurm_ids:

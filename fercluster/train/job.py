@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import socket
 import time
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ import torch
 
 from fercluster import code
 from fercluster.errors import TrainingError
-from fercluster.train import distributed, outputs
+from fercluster.train import attempts, distributed, outputs
 from fercluster.train.checkpoint import StopSignals, load_checkpoint, save_checkpoint
 from fercluster.train.dataset import load_job_data
 from fercluster.train.model import model_config
@@ -95,12 +96,29 @@ def run_job(spec: JobSpec | dict, reporter: Reporter | None = None, progress: Pr
     code.check_imported_snapshot()  # on SLURM: the job runs the code its sweep was submitted with
     k = resolve_k(spec)
     info = distributed.detect(spec.processes)
+    history = attempts.Recorder(run_dir, enabled=info.is_main)
+    if info.is_main:  # before the rendezvous: a job that hangs in it has started, and shows stalled
+        history.start()
+        outputs.progress_started(run_dir, spec.job_id, spec.train.iterations)
+    try:
+        record = _attempt(spec, k, info, reporter, progress, history)
+    except KeyboardInterrupt:
+        history.end(attempts.CANCELLED, "KeyboardInterrupt")
+        raise
+    except Exception as exc:  # a signal's end was written before (end is once per attempt)
+        history.end(attempts.FAILED, f"{type(exc).__name__}: {exc}".splitlines()[0])
+        raise
+    history.end(attempts.COMPLETED)  # after job.json: an end cut off here is inferred from it
+    return record
+
+
+def _attempt(spec: JobSpec, k: float, info, reporter, progress, history: attempts.Recorder) -> dict:
     device = resolve_device(spec.train.device, info.local_rank)
     set_tf32(spec.train.tf32)
     _limit_threads(device)
-    distributed.setup(device, info, run_dir)
+    distributed.setup(device, info, Path(spec.run_dir))
     try:
-        record = _Run(spec, k, device, info, reporter, progress).run()
+        record = _Run(spec, k, device, info, reporter, progress, history).run()
         distributed.barrier(info)  # rank 0 writes the outputs meanwhile; the others wait for it
         return record
     finally:
@@ -125,9 +143,10 @@ def _limit_threads(device: torch.device) -> None:
 class _Run:
     """The state of one run of ``run_job`` on one rank."""
 
-    def __init__(self, spec: JobSpec, k: float, device, info, reporter, progress):
+    def __init__(self, spec: JobSpec, k: float, device, info, reporter, progress, history=None):
         self.spec, self.k, self.device, self.info = spec, k, device, info
         self.reporter, self.progress = reporter, progress
+        self.attempt = history or attempts.Recorder(spec.run_dir, enabled=False)  # this attempt's lines
         self.run_dir = Path(spec.run_dir)
         self.ckpt_path = self.run_dir / "checkpoint.pt"
         t = spec.train
@@ -156,6 +175,7 @@ class _Run:
         self.nodes = distributed.all_nodes(self.info)  # where each rank runs (job.json's "nodes")
         if self.ckpt_path.exists():
             self._resume()
+        self.attempt.resumed(self.trainer.iteration)
         self.timings["load_s"] += time.time() - self.start
         self.window_start = (time.time(), self.trainer.iteration)
         if self.info.is_main:
@@ -166,6 +186,7 @@ class _Run:
             while self.trainer.iteration < self.iterations:
                 self.trainer.step()
                 it = self.trainer.iteration
+                self.attempt.reached(it)
                 if self.progress is not None:
                     self.progress(it, self.iterations)
                 if self._due_eval(it):
@@ -175,6 +196,8 @@ class _Run:
                 if self._stop_requested(stop, it):
                     if not self._saved_at(it):
                         self._checkpoint()  # every rank takes part (a collective), at the same step
+                    signum = stop.received or signal.SIGTERM  # SIGUSR2: submitit requeues it
+                    self.attempt.end(attempts.signal_ending(signum), signal.Signals(signum).name)
                     settle = (lambda: distributed.barrier(self.info)) if self.info.enabled else None
                     stop.hand_on(self.spec.job_id, it, self.ckpt_path, self.info.rank, settle)
         return self._finish()

@@ -6,6 +6,7 @@ import io
 import platform
 import subprocess
 import time
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,19 @@ def write_model(run_dir: Path, state_dict: dict, model_config: dict, job_id: str
 def write_progress(run_dir: Path, **fields: Any) -> None:
     """``progress.json`` through its one writer (``train.record``), stamped with the time."""
     record.write_progress(run_dir, record.ProgressRecord(**fields, updated=time.time()))
+
+
+def progress_started(run_dir: Path, job_id: str, iterations: int) -> None:
+    """An attempt starts: ``progress.json`` restamped (``updated``: now), so that ``status`` measures
+    the time without progress from this start, not from the last evaluation of an earlier attempt.
+    What the earlier attempt wrote (iteration, accuracies, its time per iteration) is kept."""
+    old = record.read_progress(run_dir)
+    if old is not None and old.job_id == job_id:
+        new = replace(old, state="running", error=None, updated=time.time())
+    else:
+        new = record.ProgressRecord(job_id=job_id, state="running", iterations=iterations, updated=time.time())
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    record.write_progress(run_dir, new)
 
 
 def code_version() -> str:

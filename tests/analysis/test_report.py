@@ -24,6 +24,7 @@ SECTIONS = [
     "FAU rankings by KL divergence",
     "Agreement with the planted AU regions",
     "What is missing",
+    "Attempts",
     "How the run was made",
 ]
 
@@ -37,7 +38,28 @@ def sweep(tmp_path_factory):
     specs = expand(cfg)
     for spec in specs[:-1]:
         fab.write_run(spec, prep)
+    _histories(specs)
     return cfg, specs, aggregate(cfg)
+
+
+def _histories(specs) -> None:
+    """Job 0 killed on node n1 and started again by SLURM, then complete; the last job stalled."""
+    from fercluster.train.attempts import END, START, HistoryLine, append
+
+    append(specs[0].run_dir, HistoryLine(START, "a", 1.0e9, slurm_id="7_0", node="n1"))
+    append(specs[0].run_dir, HistoryLine(START, "b", 1.0e9 + 600, slurm_id="7_0", node="n2"))
+    append(specs[0].run_dir, HistoryLine(END, "b", 1.0e9 + 900, iteration=40, ended="completed"))
+    append(specs[-1].run_dir, HistoryLine(START, "c", 1.0e9, slurm_id="7_5", node="n1"))
+    append(specs[-1].run_dir, HistoryLine(END, "c", 1.0e9 + 5000, iteration=20, ended="stalled", by="coordinator"))
+
+
+def test_report_counts_every_attempt_and_lists_the_jobs_that_ran_again(sweep):
+    cfg, specs, summary = sweep
+    assert summary["attempts"] == {"attempts": 3, "jobs": 2, "completed": 1, "node failure": 1, "stalled": 1}
+    md = (cfg.results_dir / "report" / "report.md").read_text()
+    assert "3 attempts of 2 jobs" in md and "1 node failure" in md
+    assert f"| {specs[0].job_id} | 1 | 7_0 | n1 |" in md and "| node failure | inferred |" in md
+    assert f"| {specs[-1].job_id} | 1 | 7_5 | n1 |" in md and "| stalled | coordinator | - -> 20 |" in md
 
 
 def _png_ok(path: Path) -> None:

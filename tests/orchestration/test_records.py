@@ -12,6 +12,7 @@ import pytest
 
 from fercluster.errors import StoreError
 from fercluster.orchestration.backend import JobInfo
+from fercluster.orchestration.store import Attempt
 from fercluster.orchestration.store.entries import ArrayEntry, JobEntry
 from fercluster.orchestration.store.index import RunEntry
 from fercluster.orchestration.store.known import RESTAMP_S, FinalCost, load_known, save_known
@@ -64,9 +65,13 @@ def test_a_run_entry_row_round_trips() -> None:
         "node1",
         60.0,
         "deadbeef",
+        (tuple(Attempt(1, "5_0", "node1", "h", 1.0, 2.0, "completed", "job", 0, 1000, "", "ab").to_row()),),
     )
     assert RunEntry.from_row(json.loads(json.dumps(entry.to_row()))) == entry
-    with pytest.raises(TypeError, match="2 values for 18 fields"):
+    assert (
+        RunEntry.from_row(json.loads(json.dumps(dataclasses.replace(entry, attempts=None).to_row()))).attempts is None
+    )
+    with pytest.raises(TypeError, match="2 values for 19 fields"):
         RunEntry.from_row(["abc", [1, 2]])
 
 

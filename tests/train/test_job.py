@@ -1,6 +1,7 @@
 import json
 import os
 import signal
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 
 from fercluster import code
 from fercluster.errors import CheckpointError, ConfigError, DataError, TrainingError
+from fercluster.train.attempts import read_history
 from fercluster.train.checkpoint import JobInterrupted
 from fercluster.train.job import run_job
 from fercluster.train.model import build_model
@@ -92,6 +94,13 @@ def test_interrupted_and_resumed_equals_uninterrupted(make_spec, tmp_path):
     assert torch.load(Path(spec.run_dir) / "checkpoint.pt", weights_only=True)["iteration"] == 21
     run_job(spec)
     _same_results(tmp_path / "straight", tmp_path / "resumed")
+    # its history: three attempts, each with where it started from, how it ended and where
+    first, second, third = read_history(spec.run_dir)
+    assert [(a.number, a.from_iteration, a.iteration, a.ended, a.ended_by) for a in (first, second, third)] == [
+        (1, 0, 13, "requeue", "job"), (2, 13, 23, "failed", "job"), (3, 21, 30, "completed", "job")]  # fmt: skip
+    assert first.detail == "SIGUSR2" and second.detail == "RuntimeError: node lost"
+    assert first.node == socket.gethostname() and first.slurm_id == "" and first.start <= first.end <= second.start
+    assert [a.number for a in read_history(tmp_path / "straight")] == [1]
 
 
 def test_signal_is_handed_on_to_the_previous_handler(make_spec):

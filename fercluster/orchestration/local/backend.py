@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from typing import Any, Mapping, Sequence
 
+from fercluster.errors import SlurmError
 from fercluster.lock import process_start, same_process
 from fercluster.orchestration.backend import JobInfo
 from fercluster.orchestration.store.vocabulary import NOT_SUBMITTED, RUNNING
@@ -51,6 +52,13 @@ class LocalBackend:
         self.calls: Counter[str] = Counter()
         self.last_source = ""
         self.last_error = ""  # local records always answer
+
+    def requeue(self, ids: Sequence[str]) -> None:
+        """Refused: a local run is no queued job. Stop ``sweep --local`` (Ctrl-C) and run it again."""
+        raise SlurmError(
+            "a local run cannot be requeued: stop `fercluster sweep --local` (Ctrl-C) and run it again; "
+            "the job resumes from its checkpoint"
+        )
 
     def query(self, ids: Sequence[str]) -> dict[str, JobInfo]:
         """An answer for every id: RUNNING (alive here) or NOT_SUBMITTED (reason set if a run stopped)."""

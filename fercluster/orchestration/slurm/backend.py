@@ -3,7 +3,8 @@
 ``SlurmBackend`` submits (a ``train`` submission as one array, through ``executor.BoundedExecutor``:
 sbatch bounded in time), finds this user's arrays by job name after a crash and adopts them
 (writing submitit's pickles they miss), answers one batched state query for the sweep's ids (never a
-cluster-wide one), and cancels; ``calls`` counts the commands it ran. Build it with
+cluster-wide one), cancels and requeues (``scontrol requeue``: ``sweep --requeue-stalled``); ``calls``
+counts the commands it ran. Build it with
 ``orchestration.backends.backend_for(cfg)``. ``allocation_live`` asks
 whether one allocation (a Ray Tune search) is still queued or running.
 """
@@ -250,6 +251,12 @@ class SlurmBackend:
     def cancel(self, slurm_ids: Sequence[str]) -> None:
         if slurm_ids:
             self._run(["scancel", *slurm_ids])
+
+    def requeue(self, slurm_ids: Sequence[str]) -> None:
+        """ONE ``scontrol requeue`` of these jobs (array tasks by their own ids): SLURM ends each run
+        (SIGTERM, then SIGKILL) and queues it again under the same id."""
+        if slurm_ids:
+            self._run(["scontrol", "requeue", ",".join(slurm_ids)])
 
 
 def _last_line(stderr: str, limit: int) -> str:

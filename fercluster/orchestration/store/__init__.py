@@ -14,25 +14,37 @@
     ├── index.json        RunIndex         status and results: complete runs, read once (a cache)
     ├── runs/<job id>/
     │   ├── job.json      JobRecord        the job, last: present = complete (train/record.py)
-    │   ├── progress.json ProgressRecord   the job, at each evaluation (train/record.py)
+    │   ├── progress.json ProgressRecord   the job, at its start and each evaluation (train/record.py)
+    │   ├── history.jsonl Attempt          the job, appended at each start and end of an attempt; the
+    │   │                                  coordinator, a stalled requeue (train/attempts.py)
     │   ├── metrics.parquet, predictions.parquet, activations.parquet, model.pt, checkpoint
     └── report/                            the aggregation job
 
 Every record is a frozen dataclass with one reader and one writer and a schema number; files of
 earlier versions are read and migrated by the reader. A file that does not read is a
 ``StoreError`` naming the file and the fix (``known.json`` and ``index.json`` are caches: they are
-rebuilt instead). The job side (``fercluster.train``) writes ``job.json`` and ``progress.json``
-and never imports this package, so their types live in ``fercluster.train.record`` and are
-re-exported here. Job states: ``vocabulary``.
+rebuilt instead). The job side (``fercluster.train``) writes ``job.json``, ``progress.json`` and
+``history.jsonl`` and never imports this package, so their types live in ``fercluster.train.record``
+and ``fercluster.train.attempts`` and are re-exported here. Job states: ``vocabulary``.
 """
 
 import contextlib
 import gc
 from typing import Iterator
 
+from fercluster.train.attempts import Attempt, read_history
 from fercluster.train.record import JobRecord, ProgressRecord, Selection, read_job_record, read_progress
 
-__all__ = ["JobRecord", "ProgressRecord", "Selection", "many_records", "read_job_record", "read_progress"]
+__all__ = [
+    "Attempt",
+    "JobRecord",
+    "ProgressRecord",
+    "Selection",
+    "many_records",
+    "read_history",
+    "read_job_record",
+    "read_progress",
+]
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ A cache, never a second truth: everything in it comes from the run folders. A mi
 that does not parse, or one of another schema is rebuilt from them (the first, cold read). SLURM's
 accounting of a job is not in the run folders, so it is not here but in ``known.json``.
 ``unreadable``: whether ``results`` could read the job's Parquet files, None until it looked.
+``attempts``: the job's ``history.jsonl`` (``train.attempts``), read the first time it is asked for.
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ import orjson
 
 from fercluster.atomic import umask
 from fercluster.orchestration.store.records import Reader
+from fercluster.train.attempts import Attempt, read_history
 from fercluster.train.record import FILE as JOB_FILE
 from fercluster.train.record import JobRecord, read_job_record
 
 FILE = "index.json"
-SCHEMA = 1
+SCHEMA = 2  # 1: without attempts
 
 
 @dataclass(frozen=True)  # no slots: records.Reader builds it
@@ -56,6 +58,8 @@ class RunEntry:
     node: str = ""
     elapsed_s: float | None = None
     code: str | None = None  # the code snapshot hash it ran
+    # its history.jsonl (``Attempt`` rows), read on first request (``RunIndex.history``); None: not yet
+    attempts: tuple[tuple[Any, ...], ...] | None = None
 
     @classmethod
     def of(cls, job_id: str, signature: tuple[int, int], record: JobRecord | None, broken: str) -> RunEntry:
@@ -89,6 +93,8 @@ class RunEntry:
     @classmethod
     def from_row(cls, row: list[Any]) -> RunEntry:
         row[1] = tuple(row[1])  # JSON has no tuples
+        if len(row) == len(_RUN.names) and row[-1] is not None:
+            row[-1] = tuple(tuple(a) for a in row[-1])
         return _RUN.row(row)
 
 
@@ -114,6 +120,7 @@ class RunIndex:
         self.entries: dict[str, RunEntry] = {}
         self.dirty = False
         self.read_now: list[str] = []  # job ids whose job.json the last refresh read
+        self.seen: set[str] = set()  # job ids whose job.json this index has checked (``entry``)
         try:
             with open(self.path, "rb") as f:
                 data = orjson.loads(f.read())
@@ -126,6 +133,7 @@ class RunIndex:
         """The job's entry when it is complete (its job.json exists, readable or not), else None."""
         sig = signature(run_dir)
         old = self.entries.get(job_id)
+        self.seen.add(job_id)
         if sig is None:
             if old is not None:
                 del self.entries[job_id]
@@ -141,6 +149,18 @@ class RunIndex:
         self.read_now.append(job_id)
         self.dirty = True
         return new
+
+    def history(self, job_id: str, run_dir: str) -> tuple[Attempt, ...]:
+        """The job's attempts (its ``history.jsonl``): a complete job's are read once and kept (its
+        history changes no more); read on request only, so that a plain ``status`` never reads them."""
+        entry = self.entries.get(job_id) if job_id in self.seen else self.entry(job_id, run_dir)
+        if entry is None:
+            return read_history(run_dir)
+        if entry.attempts is None:
+            rows = tuple(tuple(a.to_row()) for a in read_history(run_dir))
+            entry = self.entries[job_id] = replace(entry, attempts=rows)
+            self.dirty = True
+        return tuple(Attempt.from_row(a) for a in entry.attempts or ())
 
     def refresh(self, runs: Iterable[tuple[str, str]]) -> dict[str, RunEntry | None]:
         """``{job id: entry or None}`` for ``(job id, run dir)`` pairs, in their order."""

@@ -1,6 +1,7 @@
 """A sweep's status, typed: one ``JobRow`` per job and the ``StatusSnapshot`` of a refresh.
 
-``status --json`` prints ``StatusSnapshot.to_dict()``; the CLI renders the snapshot itself.
+``status --json`` prints ``StatusSnapshot.to_dict()`` (with each job's attempts); the CLI renders
+the snapshot itself.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 from fercluster.orchestration.store.entries import AggregateEntry
+from fercluster.train.attempts import Attempt
 
 
 @dataclass(slots=True)
@@ -36,6 +38,12 @@ class JobRow:
     code: str | None = None  # the code it ran (job.json) or its latest submission runs: a snapshot hash or "live"
     gpu_hours: float | None = None  # its latest run's cost (sacct's AllocTRES x ElapsedRaw)
     cpu_hours: float | None = None
+    requeues: int = 0  # resubmissions and requeues after a pre-emption or a stall (no retry used)
+    progress_at: float | None = None  # when it last wrote progress.json (epoch seconds, the job's clock)
+    sec_per_iter: float | None = None  # as the job measured it between its last two progress writes
+    since_progress_s: float | None = None  # RUNNING: seconds without progress (``watch.stall``)
+    stall_after_s: float | None = None  # RUNNING: the threshold it is judged by (None: not judged)
+    stalled: bool = False  # RUNNING, and no progress for longer than ``stall_after_s``
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _ROW_FIELDS}  # flat: asdict's deep copy is slow
@@ -117,10 +125,16 @@ class StatusSnapshot:
     failures: Mapping[str, Failure] = field(default_factory=dict)  # job id -> why (with --failed)
     pending: tuple[PendingRecord, ...] = ()  # submissions whose sbatch's outcome is not settled
     cannot_start: tuple[CannotStart, ...] = ()  # pending jobs that waiting will not start, by reason
+    attempts: Mapping[str, tuple[Attempt, ...]] = field(default_factory=dict)  # job id -> its attempts (--json)
 
     @property
     def total(self) -> int:
         return len(self.jobs)
+
+    @property
+    def stalled(self) -> list[JobRow]:
+        """RUNNING jobs whose progress has not moved for ``slurm.stall_min`` (``watch.stall``)."""
+        return [r for r in self.jobs if r.stalled]
 
     def aggregate_dict(self) -> dict[str, Any] | None:
         if self.aggregate is None:
@@ -140,10 +154,13 @@ class StatusSnapshot:
             why = self.failures.get(row.job_id)
             if why is not None:
                 job.update(exception=why.exception, log_tail=why.log_tail, log=why.log)
+            if row.job_id in self.attempts:
+                job["attempts"] = [a.to_dict() for a in self.attempts[row.job_id]]
             jobs.append(job)
         return {
             "sweep": self.sweep,
             "counts": dict(self.counts),
+            "stalled": len(self.stalled),
             "total": self.total,
             "source": self.source,
             "stale": self.stale,

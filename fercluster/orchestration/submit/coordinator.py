@@ -25,6 +25,8 @@ from fercluster.orchestration.submit.arrays import submit_arrays
 from fercluster.orchestration.submit.reconcile import Diff, reconcile, removed_specs
 from fercluster.orchestration.submit.recovery import adopt_orphans, hold_live
 from fercluster.orchestration.submit.snapshots import CodePlan, RetryCode, plan_code
+from fercluster.orchestration.watch import stall
+from fercluster.orchestration.watch.attempts import end_stalled
 from fercluster.orchestration.watch.monitor import JobRow, cannot_start, job_rows
 from fercluster.train.spec import JobSpec
 
@@ -45,6 +47,9 @@ class SweepResult:
     code: dict[str, Any] | None = None  # CodePlan.summary() of what was (or would be) submitted
     aggregate_info: JobInfo | None = None  # the recorded aggregation job, as SLURM saw it now
     cannot_start: tuple[CannotStart, ...] = ()  # pending jobs SLURM will not start by waiting, by reason
+    stalled: list[JobRow] = field(default_factory=list)  # --requeue-stalled: the stalled jobs found
+    requeued: list[str] = field(default_factory=list)  # job ids requeued because they stalled
+    requeue_error: str = ""  # scontrol requeue failed: nothing was requeued
 
 
 def run_sweep(
@@ -58,10 +63,13 @@ def run_sweep(
     aggregate_fn: Callable[..., Any] | None = None,
     prepare: bool = True,
     retry_code: RetryCode = "submitted",
+    requeue_stalled: bool = False,
 ) -> SweepResult:
     """Bring the sweep on SLURM in line with the config. ``fn_for()`` builds the submitted callable.
 
     ``retry_code``: the code retried jobs run, their own snapshot (``submitted``) or the current one.
+    ``requeue_stalled``: requeue the RUNNING jobs whose progress has not moved for ``slurm.stall_min``
+    (``watch.stall``) under their own SLURM ids; counted as requeues, not retries.
     """
     t0 = time.perf_counter()
     fn_for = fn_for or jobs_mod.training_callable
@@ -69,11 +77,15 @@ def run_sweep(
     specs = _planned(cfg)
     timings = {"plan_s": time.perf_counter() - t0}
     if dry_run:
-        return _dry_run(cfg, specs, backend, retry_failed, timings, retry_code)
+        result = _dry_run(cfg, specs, backend, retry_failed, timings, retry_code)
+        result.stalled = stall.mark(result.rows, specs, cfg.slurm) if requeue_stalled else []
+        return result
     with sweep_lock(cfg.jobs_dir) as lease:
         backend = _Fenced(backend, lease)  # every sbatch first checks that the lock is still ours
         state = load_state(cfg.jobs_dir, cfg.name)
         result = _recover_and_diff(cfg, specs, state, backend, retry_failed, timings, fn_for)
+        if requeue_stalled:
+            _requeue_stalled(cfg, specs, state, backend, result)
         t1 = time.perf_counter()
         _submit_work(cfg, state, backend, result, fn_for, aggregate_fn, specs, prepare, retry_code)
         if prune:
@@ -98,6 +110,33 @@ class _Fenced:
         if self._lease is not None:
             self._lease.check()
         return self._backend.submit(submission)
+
+    def requeue(self, ids: Sequence[str]) -> None:
+        if self._lease is not None:
+            self._lease.check()
+        self._backend.requeue(ids)
+
+
+def _requeue_stalled(
+    cfg: SweepConfig, specs: list[JobSpec], state: SweepState, backend: Backend, result: SweepResult
+) -> None:
+    """``scontrol requeue`` the stalled jobs (one call), count a requeue each, and end their current
+    attempt as ``stalled`` in their history (the job, hung, cannot). What is requeued runs again
+    under its id: it stays active, and the aggregation job still waits for it."""
+    result.stalled = [r for r in stall.mark(result.rows, specs, cfg.slurm) if r.slurm_id]
+    if not result.stalled:
+        return
+    try:
+        backend.requeue([r.slurm_id for r in result.stalled if r.slurm_id])
+    except SlurmError as exc:
+        result.requeue_error = str(exc)
+        return
+    for row in result.stalled:
+        entry = state.jobs[row.job_id]
+        state.jobs[row.job_id] = replace(entry, requeues=entry.requeues + 1)
+        result.requeued.append(row.job_id)
+        end_stalled(row)
+    save_state(cfg.jobs_dir, state)
 
 
 def _planned(cfg: SweepConfig) -> list[JobSpec]:

@@ -6,4 +6,7 @@
   ``watch_interval``.
 - ``cost``: ``sweep_cost`` (GPU-hours, CPU-hours, requeues of a sweep: ``status``, the report).
 - ``progress``: ``job_progress`` (the progress bar of a training job).
+- ``stall``: ``mark`` (RUNNING jobs whose progress has not moved for ``slurm.stall_min``).
+- ``attempts``: ``job_attempts`` (a job's history of attempts with what the coordinator knows),
+  ``end_stalled`` (``sweep --requeue-stalled``'s end of the attempt it requeues).
 """

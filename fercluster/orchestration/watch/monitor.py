@@ -136,6 +136,7 @@ def _base_row(spec: JobSpec, state: SweepState, index: RunIndex, known: Known | 
         slurm_id=entry.slurm_id,
         iterations=spec.train.iterations or None,
         retries=entry.retries,
+        requeues=entry.requeues,
         submissions=entry.submissions,
         run_dir=spec.run_dir,
         code=entry.code,
@@ -156,6 +157,7 @@ def _base_row(spec: JobSpec, state: SweepState, index: RunIndex, known: Known | 
         if progress is not None:
             row.iteration, row.val_acc, row.test_acc = progress.iteration, progress.shown_val, progress.shown_test
             row.reason = progress.failure
+            row.progress_at, row.sec_per_iter = progress.updated, progress.sec_per_iter
     return row
 
 

@@ -22,23 +22,27 @@ from fercluster.orchestration.submit import plan as plan_mod
 from fercluster.orchestration.submit.reconcile import removed_specs
 from fercluster.orchestration.submit.recovery import FORGET_WARNING
 from fercluster.orchestration.submit.snapshots import code_status
+from fercluster.orchestration.watch import stall
+from fercluster.orchestration.watch.attempts import job_attempts
 from fercluster.orchestration.watch.cost import spent as _spent
 from fercluster.orchestration.watch.monitor import cannot_start, counts, failure_details, job_rows
 
 LOST = "lost: SLURM no longer knows this job"  # the aggregation job, as a training job SLURM lost
 
 
-def snapshot(cfg: SweepConfig, backend: JobQuery, failed: bool = False) -> StatusSnapshot:
+def snapshot(cfg: SweepConfig, backend: JobQuery, failed: bool = False, attempts: bool = False) -> StatusSnapshot:
     """Counts by state, one row per planned job, the aggregation job, the code (``snapshots.code_status``);
     ONE SLURM query. A complete job's files are read once (the run index, ``store.index``).
+    RUNNING jobs whose progress has not moved for ``slurm.stall_min`` are marked stalled (``stall``).
 
     ``failed``: add each failed job's exception (submitit's result pickle) and log tail.
+    ``attempts``: add each job's attempts (``watch.attempts``; ``status --json``).
     """
     with many_records():
-        return _snapshot(cfg, backend, failed)
+        return _snapshot(cfg, backend, failed, attempts)
 
 
-def _snapshot(cfg: SweepConfig, backend: JobQuery, failed: bool) -> StatusSnapshot:
+def _snapshot(cfg: SweepConfig, backend: JobQuery, failed: bool, attempts: bool = False) -> StatusSnapshot:
     specs = plan_mod.expand(cfg)
     state = load_state(cfg.jobs_dir, cfg.name)
     agg = state.aggregate
@@ -48,10 +52,16 @@ def _snapshot(cfg: SweepConfig, backend: JobQuery, failed: bool) -> StatusSnapsh
     index = RunIndex(cfg.results_dir)
     rows = job_rows(specs, state, backend, extra_ids=extra, infos_out=infos, known=known, index=index)
     save_known(known)
-    index.save()
+    stall.mark(rows, specs, cfg.slurm)
     failures = {}
     if failed:
         failures = {r.job_id: failure_details(cfg.jobs_dir / "submitit", r) for r in rows if r.state in ENDED_BADLY}
+    histories = {}
+    if attempts:  # a complete job's kept in the run index; the others' from their run directories
+        for r in rows:
+            history = index.history(r.job_id, r.run_dir)
+            histories[r.job_id] = job_attempts(history, state.jobs.get(r.job_id), known, r.state, r.reason, r.iteration)
+    index.save()
     info = infos.get(extra[0]) if extra else None
     return StatusSnapshot(
         sweep=cfg.name,
@@ -68,6 +78,7 @@ def _snapshot(cfg: SweepConfig, backend: JobQuery, failed: bool) -> StatusSnapsh
         failures=failures,
         pending=pending_records(cfg, state),
         cannot_start=cannot_start(rows),
+        attempts=histories,
     )
 
 
