@@ -29,8 +29,9 @@ import torch
 from fercluster.atomic import write_json
 from fercluster.errors import TrainingError
 
-# Rendezvous ports: hashes of the job id into 10000-19999, below the blocks Ray's nodes take (20000
-# and up, fercluster.orchestration.tune.ray_cluster) and Linux's ephemeral ports (32768-60999).
+# Rendezvous ports: hashes of the job id into 10000-19999, below the Ray client server's range (20000
+# and up, fercluster.orchestration.tune.ray_cluster; Ray's other ports are the kernel's) and Linux's
+# ephemeral ports (32768-60999).
 PORT_BASE = 10_000
 PORT_RANGE = 10_000
 PORT_TRIES = 8  # rank 0 tries these in turn until one binds

@@ -106,10 +106,10 @@ def test_rendezvous_ports_come_from_the_whole_job_id():
 
 
 def test_master_port_stays_clear_of_ray_and_ephemeral_ports():
-    from fercluster.orchestration.tune.ray_cluster import FIRST
+    from fercluster.orchestration.tune.ray_cluster import CLIENT_PORTS
 
     ports = {p for j in range(0, 200_000, 7) for p in port_candidates(str(j), 2)}
-    assert min(ports) >= 1024 and max(ports) < FIRST and max(ports) < 32768
+    assert min(ports) >= 1024 and max(ports) < CLIENT_PORTS.start and max(ports) < 32768
 
 
 def test_rank_0_skips_a_busy_port_and_the_others_find_the_one_it_bound(tmp_path):
