@@ -357,8 +357,8 @@ def _record_config(config: SweepConfig) -> OverrideChange | None:
     """Record the config file and overrides in the sweep's state and as the last sweep started here;
     the change from the sweep's last run."""
     record_last(config)
-    with sweep_lock(config.jobs_dir):
-        state = load_state(config.jobs_dir, config.name)
+    with sweep_lock(config.jobs_dir) as lease:
+        state = load_state(config.jobs_dir, config.name, lease)
         change = _override_change(config, state)
         state.config = ConfigEntry(config.source, tuple(config.overrides))
         save_state(config.jobs_dir, state)

@@ -232,4 +232,33 @@ def test_a_sweep_that_lost_its_lock_stops_before_sbatch(workdir, monkeypatch):
     with pytest.raises(LockLost, match="taken over"):
         run_sweep(cfg, backend, **SWEEP_KW)
     assert backend.calls["sbatch"] == 0 and backend.submitted == []
-    assert len(load_state(cfg.jobs_dir, cfg.name).pending) == 1  # written before sbatch: recovery decides
+    assert not state_path(cfg.jobs_dir).exists()  # not even the pending record: the state is the new holder's
+
+
+def test_a_sweep_whose_claim_is_taken_over_during_sbatch_writes_nothing_over_the_new_holder(workdir):
+    """Fenced writes (issue 18, fenced-overwrite): another host takes the claim over while this
+    holder's first sbatch runs and records its own work; this holder stops with ``LockLost`` and
+    its state (the array's id, the aggregation job's record) never overwrites the new holder's."""
+    from fercluster.lock import LockLost
+    from fercluster.orchestration.store.entries import TRAIN, PendingEntry
+    from fercluster.orchestration.store.state import SweepState, save_state
+
+    cfg = make_config(workdir)
+    claim = cfg.jobs_dir / ".claim"
+
+    class TakenOver(FakeBackend):
+        def submit(self, submission):
+            sent = super().submit(submission)
+            if self.calls["sbatch"] == 1:  # the new holder takes the claim and writes its state
+                claim.unlink()
+                claim.write_text(json.dumps({"pid": 4242, "host": "login2", "token": "theirs", "beat": 0}))
+                save_state(cfg.jobs_dir, SweepState("t", pending={"fc-t-theirs": PendingEntry(("j",), TRAIN, 1.0)}))
+            return sent
+
+    backend = TakenOver()
+    with pytest.raises(LockLost, match="another's"):
+        run_sweep(cfg, backend, **SWEEP_KW)
+    state = load_state(cfg.jobs_dir, cfg.name)
+    assert list(state.pending) == ["fc-t-theirs"] and state.arrays == {} and state.jobs == {}
+    assert state.aggregate is None and backend.calls["sbatch"] == 1  # no aggregation job either
+    assert json.loads(claim.read_text())["token"] == "theirs"  # its claim is left alone

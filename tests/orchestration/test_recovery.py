@@ -108,6 +108,40 @@ def test_an_aggregation_job_is_submitted_after_its_sbatch_failed_once(cfg, workd
     assert third.aggregate_id is None and backend.calls["scancel"] == 0
 
 
+def test_a_sweep_whose_jobs_all_ended_without_an_aggregation_job_submits_one(cfg, workdir: Path) -> None:
+    """report-missed: the aggregation sbatch was refused and the jobs ended before the next run;
+    that run submits one, with no dependency, once; not while it is queued, nor once it COMPLETED."""
+    backend = FakeBackend()
+    backend.sbatch_faults = ["", "refuse"]
+    first = run_sweep(cfg, backend, **SWEEP_KW)
+    assert first.aggregate_id is None
+    for spec in first.specs:
+        finish(spec)
+    backend.set_state(list(backend.submitted[0].ids), "COMPLETED")
+    again = run_sweep(cfg, backend, **SWEEP_KW)
+    sent = backend.submitted[-1]
+    assert again.arrays == [] and again.aggregate_id == sent.ids[0] and again.submit_error == ""
+    assert sent.submission.kind == "aggregate" and sent.submission.after == () and "dependency" not in sent.params
+    assert load_state(cfg.jobs_dir, cfg.name).aggregate.slurm_id == again.aggregate_id
+    queued = run_sweep(cfg, backend, **SWEEP_KW)  # it waits in the queue: not again
+    backend.set_state([again.aggregate_id], "COMPLETED")
+    done = run_sweep(cfg, backend, **SWEEP_KW)  # it ran after every array: not again
+    assert queued.aggregate_id is None and done.aggregate_id is None and backend.calls["sbatch"] == 3
+
+
+def test_an_aggregation_job_that_failed_after_every_job_ended_is_submitted_again(cfg, workdir: Path) -> None:
+    backend = FakeBackend()
+    first = run_sweep(cfg, backend, **SWEEP_KW)
+    for spec in first.specs:
+        finish(spec)
+    backend.set_state(list(backend.submitted[0].ids), "COMPLETED")
+    backend.set_state([first.aggregate_id], "COMPLETED")
+    assert run_sweep(cfg, backend, **SWEEP_KW).aggregate_id is None  # it ran after them all
+    backend.set_state([first.aggregate_id], "FAILED")
+    again = run_sweep(cfg, backend, **SWEEP_KW)
+    assert again.aggregate_id and backend.submitted[-1].submission.after == ()
+
+
 def test_a_new_aggregation_job_goes_in_before_the_old_one_is_cancelled(cfg, workdir: Path) -> None:
     backend = FakeBackend()
     first = run_sweep(cfg, backend, **SWEEP_KW)

@@ -50,8 +50,8 @@ def run_local(
     specs = plan_mod.expand(cfg)
     summary: dict[str, Any] = {"jobs": len(specs), "ran": 0, "skipped": 0, "left_to_slurm": 0, "failed": 0}
     t0 = time.perf_counter()
-    with sweep_lock(cfg.jobs_dir):
-        state = load_state(cfg.jobs_dir, cfg.name)
+    with sweep_lock(cfg.jobs_dir) as lease:
+        state = load_state(cfg.jobs_dir, cfg.name, lease)
         rows = _rows(cfg, specs, state, slurm_backend, console)
         todo = []
         for spec, row in zip(specs, rows, strict=True):

@@ -42,6 +42,8 @@ class SweepState:
     aggregate: AggregateEntry | None = None
     removed: dict[str, JobEntry] = field(default_factory=dict)
     config: ConfigEntry | None = None  # the last run's config file and --set overrides
+    # the sweep lock's lease this state was loaded under (never written): ``save_state`` checks it first
+    lease: Lease | None = field(default=None, repr=False, compare=False)
 
     # -- queries -----------------------------------------------------------------------------
     def slurm_id(self, job_id: str) -> str | None:
@@ -160,16 +162,17 @@ def state_path(jobs_dir: Path) -> Path:
     return Path(jobs_dir) / "state.json"
 
 
-def load_state(jobs_dir: Path, sweep: str) -> SweepState:
+def load_state(jobs_dir: Path, sweep: str, lease: Lease | None = None) -> SweepState:
     """The sweep's ``state.json`` (an empty state when there is none); ``StoreError`` when it
-    does not parse, belongs to another sweep, or was written by a newer fercluster."""
+    does not parse, belongs to another sweep, or was written by a newer fercluster. ``lease``:
+    the ``sweep_lock`` it is loaded under; every ``save_state`` of it is fenced by that lease."""
     path = state_path(jobs_dir)
     fix = "it is only written atomically, so it was edited by hand: fix it, or move it away (jobs are found again by name)"
     try:
         with open(path, "rb") as f:
             data = orjson.loads(f.read())
     except FileNotFoundError:
-        return SweepState(sweep=sweep)
+        return SweepState(sweep=sweep, lease=lease)
     except (OSError, orjson.JSONDecodeError) as exc:
         raise StoreError(f"{path} is not valid JSON ({exc}); {fix}") from None
     header = {**_EMPTY, **data} if isinstance(data, dict) else {"sweep": None, "version": VERSION}
@@ -180,12 +183,17 @@ def load_state(jobs_dir: Path, sweep: str) -> SweepState:
     if int(header["version"]) > VERSION:
         raise StoreError(f"{path} has version {header['version']}, newer than this fercluster's {VERSION}: upgrade it")
     try:
-        return SweepState.from_dict(data)
+        return replace(SweepState.from_dict(data), lease=lease)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise StoreError(f"{path} has an entry that does not read ({type(exc).__name__}: {exc}); {fix}") from None
 
 
 def save_state(jobs_dir: Path, state: SweepState) -> None:
+    """Write ``state.json`` atomically. Loaded under the sweep lock, only while the claim is still
+    this process's (``state.lease.check()``): a holder whose claim was taken over raises
+    ``LockLost`` and writes nothing over the new holder's records (else its jobs run twice)."""
+    if state.lease is not None:
+        state.lease.check()
     ensure_dir(Path(jobs_dir))
     # compact: with 10,000 jobs the state is written twice per array and must stay fast
     write_bytes(state_path(jobs_dir), orjson.dumps(state.to_dict()) + b"\n")

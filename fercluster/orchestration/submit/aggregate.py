@@ -3,7 +3,9 @@
 Each ``sweep`` run checks it, with or without new training work: when the recorded aggregation job
 is not queued (ended, cancelled, never submitted because its sbatch failed) or does not wait for
 every live training submission, a new one is submitted after them (``afterany``), on
-``slurm.aggregate``'s resources; the old one is cancelled only once the new one is in.
+``slurm.aggregate``'s resources; the old one is cancelled only once the new one is in. Once every
+job has ended, a sweep that finds no aggregation job that ran after them all (``missed``: its sbatch
+failed while they ran) submits one with no dependency, so the report is built after all.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from typing import Any, Callable, Sequence
 from fercluster.config import SweepConfig
 from fercluster.errors import SlurmError
 from fercluster.orchestration.backend import Backend, JobInfo, Resources, Submission, refused
-from fercluster.orchestration.store.entries import AGGREGATE, AggregateEntry, PendingEntry
+from fercluster.orchestration.store.entries import AGGREGATE, AggregateEntry, ArrayEntry, PendingEntry
 from fercluster.orchestration.store.state import SweepState, array_name, private_umask, save_state
-from fercluster.orchestration.store.vocabulary import ACTIVE
+from fercluster.orchestration.store.vocabulary import ACTIVE, COMPLETED
 from fercluster.orchestration.submit.snapshots import CodeChoice
 
 
@@ -30,6 +32,33 @@ def needed_after(state: SweepState, backend: Backend, live_ids: Sequence[str], i
     old = state.aggregate
     queued = old is not None and old.slurm_id and info is not None and info.state in ACTIVE
     return [] if queued and set(deps) <= set(old.after) else deps
+
+
+def missed(state: SweepState, info: JobInfo | None) -> bool:
+    """Whether a sweep whose jobs have all ended lacks an aggregation job that ran after every
+    training array: none recorded (its sbatch failed, its reply was lost), the recorded one ended
+    other than COMPLETED, or it was submitted before the latest array. False while the recorded
+    one is queued or running, or a pending record may be in SLURM (recovery settles it first)."""
+    if not state.arrays or state.pending:
+        return False
+    old = state.aggregate
+    if old is None or not old.slurm_id:
+        return True
+    if info is not None and info.state in ACTIVE:
+        return False
+    ran_after = all(_after(old, a) for a in state.arrays.values())
+    return not ran_after or (info is not None and info.state != COMPLETED)
+
+
+def _after(agg: AggregateEntry, array: ArrayEntry) -> bool:
+    """Whether ``agg`` ran after ``array``: it waited for it, or was submitted later (SLURM ids
+    count up; ids that are not numbers: by the times recorded)."""
+    if array.slurm_id in agg.after:
+        return True
+    try:
+        return int(agg.slurm_id or "") > int(array.slurm_id.split("_")[0])
+    except ValueError:
+        return (agg.submitted or 0.0) >= (array.submitted or 0.0)
 
 
 def submit_aggregate(

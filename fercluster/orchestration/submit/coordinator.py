@@ -17,10 +17,10 @@ from fercluster.errors import SlurmError
 from fercluster.orchestration.backend import Backend, JobInfo, Resources, Submission, SubmitLimit
 from fercluster.orchestration.store.snapshot import CannotStart
 from fercluster.orchestration.store.state import SweepState, load_state, private_umask, save_state, sweep_lock
-from fercluster.orchestration.store.vocabulary import ACTIVE
+from fercluster.orchestration.store.vocabulary import ACTIVE, NOT_SUBMITTED
 from fercluster.orchestration.submit import jobs as jobs_mod
 from fercluster.orchestration.submit import plan as plan_mod
-from fercluster.orchestration.submit.aggregate import needed_after, submit_aggregate
+from fercluster.orchestration.submit.aggregate import missed, needed_after, submit_aggregate
 from fercluster.orchestration.submit.arrays import submit_arrays
 from fercluster.orchestration.submit.reconcile import Diff, reconcile, removed_specs
 from fercluster.orchestration.submit.recovery import adopt_orphans, hold_live
@@ -82,7 +82,7 @@ def run_sweep(
         return result
     with sweep_lock(cfg.jobs_dir) as lease:
         backend = _Fenced(backend, lease)  # every sbatch first checks that the lock is still ours
-        state = load_state(cfg.jobs_dir, cfg.name)
+        state = load_state(cfg.jobs_dir, cfg.name, lease)  # and so does every write of the state
         result = _recover_and_diff(cfg, specs, state, backend, retry_failed, timings, fn_for)
         if requeue_stalled:
             _requeue_stalled(cfg, specs, state, backend, result)
@@ -254,11 +254,14 @@ def _aggregate_after(
     retry_code: RetryCode,
 ) -> None:
     """The aggregation job, after every queued or running training job of the sweep, whenever the
-    recorded one is not queued after all of them (``aggregate.needed_after``)."""
+    recorded one is not queued after all of them (``aggregate.needed_after``); with every job
+    ended, one with no dependency when none ran after them all (``aggregate.missed``)."""
     live = [r.slurm_id for r in result.rows if r.state in ACTIVE and r.slurm_id]
     deps = needed_after(state, backend, [a["slurm_id"] for a in result.arrays] + live, result.aggregate_info)
+    ended = not (live or result.arrays or result.diff.waiting) and all(r.state != NOT_SUBMITTED for r in result.rows)
+    late = not deps and ended and missed(state, result.aggregate_info)
     # nothing submitted because sbatch fails: an aggregation job now would fail as well
-    if not deps or (result.submit_error and not result.arrays):
+    if not (deps or late) or (result.submit_error and not result.arrays):
         return
     if code is None:
         with private_umask():

@@ -121,8 +121,8 @@ FORGET_WARNING = (
 
 def forget(jobs_dir: Path, sweep: str, which: str) -> list[str]:
     """``forget_pending`` on the sweep's state, under its lock (``sweep --forget-pending``)."""
-    with sweep_lock(jobs_dir):
-        state = load_state(jobs_dir, sweep)
+    with sweep_lock(jobs_dir) as lease:
+        state = load_state(jobs_dir, sweep, lease)
         lines = forget_pending(state, which)
         save_state(jobs_dir, state)
     return lines
