@@ -176,8 +176,7 @@ class FakeBackend:
                 node = "localhost" if state != "PENDING" else "None assigned"
                 lines.append(f"{s}|{state}|0:0|00:01:00|{node}|{self.reasons.get(s, 'None')}|{self.tres}|60")
         infos = slurm_parse.parse_sacct("\n".join(lines))
-        missing = [s for s in slurm_ids if s not in infos]
-        return {**self._squeue(missing), **infos} if missing else infos
+        return slurm_parse.with_queue(slurm_ids, infos, self._squeue)
 
     def _squeue(self, slurm_ids: Sequence[str]) -> dict[str, SlurmInfo]:
         self.calls["squeue"] += 1

@@ -186,8 +186,7 @@ class SimSlurm(FakeBackend):
                 lines.append(f"{t.sid}|{self.states[t.sid]}|{t.exit_code}|{hms}|{t.node or 'None assigned'}|None|"
                              f"{self.tres}|{secs}")  # fmt: skip
         infos = slurm_parse.parse_sacct("\n".join(lines))
-        missing = [s for s in slurm_ids if s not in infos]
-        return {**self._squeue(missing), **infos} if missing else infos
+        return slurm_parse.with_queue(slurm_ids, infos, self._squeue)
 
     def _squeue(self, slurm_ids: Sequence[str]) -> dict[str, SlurmInfo]:
         if not slurm_ids:

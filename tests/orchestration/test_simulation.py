@@ -87,14 +87,6 @@ KNOWN_GAPS = frozenset({
     # is taken as never submitted; its runs are not recorded (a failed job then reruns, no retry counted)
     "unknown-forever",  # no accounting: a job that ended badly and left squeue before a sweep saw it is
     # "unknown" to sweep for ever (never retried); status shows its last known state, or unknown
-    "cancel-requeued",  # cancel trusts sacct: a job SLURM requeued seconds ago (squeue PENDING, sacct
-    # NODE_FAIL/PREEMPTED), alone in its array, is not cancelled
-    "aggregate-requeued",  # the aggregation job's dependencies come from sacct: a job SLURM requeued seconds
-    # ago is left out, and when a new aggregation job replaces the old one nothing waits for that job
-    "fenced-overwrite",  # a holder whose claim was taken over stops before sbatch (fencing) but has already
-    # written state.json (its pending record) over the new holder's records: their jobs are submitted again
-    "report-missed",  # an aggregation job is only submitted while training jobs are live: after its sbatch
-    # failed, a lost sbatch reply or a crash, arrays that end before the next sweep never get one (no report)
 })  # fmt: skip
 STEPS = 25  # steps per program
 CI_PROGRAMS = 60
@@ -648,24 +640,20 @@ def test_gap_unknown_forever_without_accounting_a_failed_job_that_left_squeue_is
                 run("advance", seconds=900.0), RETRY)  # fmt: skip
 
 
-@gap("cancel-requeued")
-def test_gap_cancel_requeued_cancel_leaves_a_job_slurm_just_requeued() -> None:
+def test_repro_cancel_requeued_cancel_reaches_a_job_slurm_just_requeued() -> None:
     play_strict(Site(preempt_requeue=True, max_array=2), SWEEP, run("advance", seconds=10.0), run("cancel", job=0),
                 run("end_run", i=0, end="preempt"), run("cancel", job=None))  # fmt: skip
 
 
-@gap("aggregate-requeued")
-def test_gap_aggregate_requeued_a_new_aggregation_job_does_not_wait_for_a_job_slurm_just_requeued() -> None:
+def test_repro_aggregate_requeued_a_new_aggregation_job_waits_for_a_job_slurm_just_requeued() -> None:
     play_strict(Site(max_array=2), SWEEP, run("advance", seconds=10.0), run("node_fail", node="n2"),
                 run("edit_grid", grid="more"), SWEEP)  # fmt: skip
 
 
-@gap("fenced-overwrite")
-def test_gap_fenced_overwrite_a_fenced_holder_overwrites_the_new_holders_records() -> None:
+def test_repro_fenced_overwrite_a_fenced_holder_writes_nothing_over_the_new_holders_records() -> None:
     play_strict(Site(), SWEEP, run("advance", seconds=10.0), run("edit_grid", grid="more"),
                 run("frozen_holder", skew_s=0.0))  # fmt: skip
 
 
-@gap("report-missed")
-def test_gap_report_missed_no_aggregation_job_after_arrays_that_ended_before_the_next_sweep() -> None:
+def test_repro_report_missed_an_aggregation_job_after_arrays_that_ended_before_the_next_sweep() -> None:
     play_strict(Site(), run("sbatch_fault", fault="refuse", skip=1), SWEEP, run("advance", seconds=900.0), SWEEP)

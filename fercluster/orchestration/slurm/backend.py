@@ -31,7 +31,7 @@ from fercluster.orchestration.backend import (
 )
 from fercluster.orchestration.slurm import parse as slurm_parse
 from fercluster.orchestration.slurm import sbatch_watch
-from fercluster.orchestration.slurm.parse import REQUEUED_AFTER, SlurmInfo
+from fercluster.orchestration.slurm.parse import SlurmInfo
 from fercluster.orchestration.slurm.resources import submission_parameters
 from fercluster.orchestration.store.vocabulary import ACTIVE
 
@@ -229,13 +229,7 @@ class SlurmBackend:
             return self._queue(bases)
         self.last_source = "sacct"
         infos = slurm_parse.parse_sacct(text)
-        missing = [s for s in slurm_ids if s not in infos]
-        recheck = [s for s in slurm_ids if s in infos and slurm_parse.state_word(infos[s].raw_state) in REQUEUED_AFTER]
-        if not missing and not recheck:
-            return infos
-        queued = self._queue(slurm_parse.arrays_of(missing + recheck))
-        requeued = {s: queued[s] for s in recheck if s in queued and queued[s].state in ACTIVE}
-        return {**queued, **infos, **requeued}
+        return slurm_parse.with_queue(slurm_ids, infos, lambda ids: self._queue(slurm_parse.arrays_of(ids)))
 
     def _queue(self, bases: Sequence[str]) -> dict[str, SlurmInfo]:
         """``squeue --me -j <bases>``: this user's given jobs only ({} when squeue fails too)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 from fercluster.orchestration.backend import JobInfo
 from fercluster.orchestration.store.vocabulary import (
@@ -65,6 +65,23 @@ UNKNOWN_STATE = PENDING  # a word not above: active, not final (see above)
 # Ends after which SLURM may requeue the job itself (JobRequeue=1, PreemptMode=REQUEUE): for a few
 # seconds accounting still says how the run ended while squeue already shows it PENDING again.
 REQUEUED_AFTER = frozenset({"NODE_FAIL", "BOOT_FAIL", "PREEMPTED"})
+
+
+def with_queue(
+    slurm_ids: Sequence[str], infos: dict[str, SlurmInfo], queue: Callable[[list[str]], dict[str, SlurmInfo]]
+) -> dict[str, SlurmInfo]:
+    """sacct's ``infos`` completed by the queue, in ONE ``queue`` call: for the ids accounting lacks
+    (it lags) and for those it says ended in a way SLURM may requeue (``REQUEUED_AFTER``), which the
+    queue, where it shows them queued or running again, overrules. ``SlurmBackend`` and the fakes
+    share it, so the simulation runs the same rule."""
+    missing = [s for s in slurm_ids if s not in infos]
+    recheck = [s for s in slurm_ids if s in infos and state_word(infos[s].raw_state) in REQUEUED_AFTER]
+    if not missing and not recheck:
+        return infos
+    queued = queue(missing + recheck)
+    requeued = {s: queued[s] for s in recheck if s in queued and queued[s].state in ACTIVE}
+    return {**queued, **infos, **requeued}
+
 
 _OOM = "out of memory (killed by the OOM killer): raise slurm.mem_gb (or slurm.mem_per_gpu_gb)"
 # SLURM reports an OOM kill as ExitCode 0:125: slurm.h's dummy signal SIG_OOM (253) less the 128 flag
