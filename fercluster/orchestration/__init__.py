@@ -27,5 +27,7 @@ And at the top, what every folder shares:
   ``slurm.backend.SlurmBackend``, ``fake.FakeBackend``, ``local.backend.LocalBackend``.
 - ``backends``: ``backend_for(cfg)``, the one way to build the SLURM backend from a config.
 - ``fake``: ``FakeBackend``, an in-memory SLURM for the tests and the benchmark.
+- ``simulate`` and ``scheduler_model``: ``SimSlurm``, the fake run by a scheduler on a virtual clock
+  (jobs start, run, fail, are requeued; sacct, squeue and sbatch fail), for the simulation test.
 - ``bench``: ``run_bench`` (``fercluster bench orchestration``).
 """

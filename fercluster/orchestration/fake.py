@@ -6,6 +6,7 @@ with ``sacct_ok = False``, squeue's) text and parses it, so the parsing cost is 
 submitting), ``max_submit_jobs`` (a QOS MaxSubmitJobsPerUser over this user's queued and running
 tasks), ``squeue_states`` (what squeue shows where it differs from sacct: a requeue just made), ``reasons``
 (SLURM's pending reason of a task).
+``simulate.SimSlurm`` is this fake driven by a scheduler on a virtual clock (the simulation test).
 """
 
 from __future__ import annotations

@@ -14,8 +14,9 @@ accounting has not caught up with). What it models:
   ``preempt`` (``PreemptMode=CANCEL``: PREEMPTED; ``REQUEUE``: pending again, sacct showing
   PREEMPTED a while), ``node_fail`` (the node is DOWN for a while; its tasks end NODE_FAIL or,
   with ``JobRequeue``, are requeued: squeue shows PENDING while sacct says NODE_FAIL for
-  ``Site.requeue_lag_s``), ``launch`` (a start that shows ``CONFIGURING``, ``POWER_UP_NODE`` or
-  ``LAUNCH_FAILED`` until the next tick: then it runs, or SLURM requeues it).
+  ``Site.requeue_lag_s``), ``launch`` (a start that shows ``CONFIGURING`` or ``POWER_UP_NODE``
+  while its node boots, ``Site.boot_s``, then runs; or ``LAUNCH_FAILED`` for a few seconds, then
+  SLURM requeues it).
 - Accounting: a new task is in sacct only ``acct_lag_s`` after its submission.
 - ``twice``: every submission of a job while another task of the same job (same user) was queued
   or running: what the coordinator must never do.
@@ -45,6 +46,7 @@ class Site:
     slots_per_node: int = 2
     run_s: float = 100.0  # how long one run of a task takes
     requeue_lag_s: float = 5.0  # sacct shows how a requeued run ended this long after squeue shows it PENDING
+    boot_s: float = 60.0  # a task started on a powered-down node shows CONFIGURING or POWER_UP_NODE this long
     max_timeout_requeues: int = 3  # submitit requeues a job that reached its time limit this often
 
 
@@ -214,12 +216,13 @@ class Scheduler:
                 self._end(t, "NODE_FAIL", "0:0")
 
     def launch(self, t: Task, word: str) -> None:
-        """``t`` gets a node now and shows ``word`` until the next tick: CONFIGURING or POWER_UP_NODE
-        (then it runs), LAUNCH_FAILED (then SLURM requeues it)."""
+        """``t`` gets a node now and shows ``word``: CONFIGURING or POWER_UP_NODE while the node boots
+        (then it runs), LAUNCH_FAILED for ``requeue_lag_s`` (then SLURM requeues it)."""
         node = self._node_for(t)
         if node and t.phase == "pending":
             t.node, t.started = node, self.now
-            self._set(t, word, "starting", ends=self.now)
+            wait = self.site.requeue_lag_s if word == "LAUNCH_FAILED" else self.site.boot_s
+            self._set(t, word, "starting", ends=self.now + wait)
 
     def _requeue(self, t: Task, acct_word: str) -> None:
         """SLURM puts ``t`` back in the queue; sacct shows ``acct_word`` (how the run ended) a while."""
