@@ -504,25 +504,21 @@ def test_max_job_count_is_said_at_sbatchs_first_message(workdir: Path, fakeslurm
     assert len(fakeslurm.calls("sbatch")) == 6
 
 
+def _watch(watch: Path, bounds: tuple[str, str, str], script: str) -> subprocess.CompletedProcess[str]:
+    """``sbatch_watch`` (BOUND_S KILL_AFTER_S SURE_S) around a Python stand-in for sbatch."""
+    cmd = [sys.executable, "-I", str(watch), *bounds, sys.executable, "-c", script]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
 def test_sbatch_watch_passes_sbatchs_answer_through(tmp_path: Path) -> None:
     """Without a refusal the watcher is transparent: sbatch's stdout, stderr and exit code."""
     from fercluster.orchestration.slurm import executor, sbatch_watch
 
     script = "import sys; print('Submitted batch job 42'); print('sbatch: warning: x', file=sys.stderr); sys.exit(3)"
-    proc = subprocess.run(
-        [sys.executable, "-I", str(executor.WATCH), "5", "1", "0.5", sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = _watch(executor.WATCH, ("5", "1", "0.5"), script)
     assert (proc.returncode, proc.stdout, proc.stderr) == (3, "Submitted batch job 42\n", "sbatch: warning: x\n")
     busy = "import sys, time; print('sbatch: error: Slurm job queue full, sleeping and retrying.', file=sys.stderr, flush=True); time.sleep(60)"
-    proc = subprocess.run(
-        [sys.executable, "-I", str(executor.WATCH), "30", "1", "60", sys.executable, "-c", busy],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = _watch(executor.WATCH, ("30", "1", "60"), busy)
     assert proc.returncode == sbatch_watch.REFUSED and proc.stderr.splitlines() == [
         "sbatch: error: Slurm job queue full, sleeping and retrying.",
         f"{sbatch_watch.MARK} (SLURM refuses new jobs)",

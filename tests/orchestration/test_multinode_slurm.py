@@ -111,16 +111,7 @@ def test_two_task_job_requeued_by_scontrol_resumes_exactly(workdir: Path, shared
     wait_for(cfg, backend, all_in(("COMPLETED",)), 240, "requeued 2-task job COMPLETED")
     wait_for(ref_cfg, ref_backend, all_in(("COMPLETED",)), 120, "uninterrupted 2-task job COMPLETED")
     assert requeued(sid) >= 1
-    run, ref_run = Path(result.specs[0].run_dir), Path(ref.specs[0].run_dir)
-    a, b = (pd.read_parquet(d / "metrics.parquet").drop(columns=["wall_time"]) for d in (run, ref_run))
-    pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
-    ja, jb = (json.loads((d / "job.json").read_text()) for d in (run, ref_run))
-    assert ja["world_size"] == jb["world_size"] == 2
-    assert (ja["val_acc"], ja["test_acc"], ja["selected_iteration"]) == (
-        jb["val_acc"],
-        jb["test_acc"],
-        jb["selected_iteration"],
-    )
+    _assert_same_two_task_run(result, ref)
 
 
 def test_usr2_to_every_task_of_a_two_task_job_requeues_it_and_it_resumes_exactly(
@@ -149,16 +140,7 @@ def test_usr2_to_every_task_of_a_two_task_job_requeues_it_and_it_resumes_exactly
     # both ranks stopped at the same agreed step (a multiple of 20 before the end) and resumed there
     assert len(starts) == 4 and starts[2][:2] == (1, 0) and starts[3][:2] == (1, 1), starts
     assert starts[2][2] == starts[3][2] and (starts[2][2] - 1) % 20 == 0 and 1 < starts[2][2] < 80, starts
-    run, ref_run = Path(result.specs[0].run_dir), Path(ref.specs[0].run_dir)
-    a, b = (pd.read_parquet(d / "metrics.parquet").drop(columns=["wall_time"]) for d in (run, ref_run))
-    pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
-    ja, jb = (json.loads((d / "job.json").read_text()) for d in (run, ref_run))
-    assert ja["world_size"] == jb["world_size"] == 2
-    assert (ja["val_acc"], ja["test_acc"], ja["selected_iteration"]) == (
-        jb["val_acc"],
-        jb["test_acc"],
-        jb["selected_iteration"],
-    )
+    _assert_same_two_task_run(result, ref)
 
 
 def _rank_one_dies() -> Any:
@@ -251,3 +233,17 @@ def test_tune_search_over_two_nodes_runs_single_process_trials_on_both(
     assert set(frame["nodes"]) == nodes  # the node of each trial is surfaced in trials.parquet
     text = fercluster("status", path.name, cwd=workdir).stdout
     assert all(n in text for n in nodes)
+
+
+def _assert_same_two_task_run(result, ref) -> None:
+    """The interrupted 2-task job's metrics and record equal the uninterrupted one's."""
+    run, ref_run = Path(result.specs[0].run_dir), Path(ref.specs[0].run_dir)
+    a, b = (pd.read_parquet(d / "metrics.parquet").drop(columns=["wall_time"]) for d in (run, ref_run))
+    pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
+    ja, jb = (json.loads((d / "job.json").read_text()) for d in (run, ref_run))
+    assert ja["world_size"] == jb["world_size"] == 2
+    assert (ja["val_acc"], ja["test_acc"], ja["selected_iteration"]) == (
+        jb["val_acc"],
+        jb["test_acc"],
+        jb["selected_iteration"],
+    )
