@@ -9,7 +9,8 @@ accounting has not caught up with). What it models:
   ended, its array has fewer than ``%K`` (``throttle``) tasks running, and a slot is free on a
   node that is up (``NODES``, ``Site.slots_per_node``; other users' jobs take slots too).
 - Ending: a run lasts ``Site.run_s`` and completes, writing the ``job.json`` its ``JobSpec`` (or
-  its dict form) names, as the job would. Events end it now instead: ``finish``, ``fail``,
+  its dict form) names, as the job would (an aggregation job: the sweep's ``aggregated.json``,
+  ``submit.aggregate.record_aggregated``). Events end it now instead: ``finish``, ``fail``,
   ``time_out`` (submitit requeues it ``Site.max_timeout_requeues`` times, then TIMEOUT),
   ``preempt`` (``PreemptMode=CANCEL``: PREEMPTED; ``REQUEUE``: pending again, sacct showing
   PREEMPTED a while), ``node_fail`` (the node is DOWN for a while; its tasks end NODE_FAIL or,
@@ -28,6 +29,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from fercluster.orchestration.submit.aggregate import record_aggregated
 
 NODES = ("n1", "n2", "n3")
 EPOCH = 1_800_000_000.0  # the virtual clock's wall time at 0 (2027): fixed, so every run is the same
@@ -99,7 +102,7 @@ class Scheduler:
                 after: tuple[str, ...], throttle: int | None) -> None:  # fmt: skip
         """A submission's tasks join the queue (``args``: one per task of a ``train`` array)."""
         for i, sid in enumerate(ids):
-            job_id, run_dir = _job_of(args[i]) if kind == "train" else ("", "")
+            job_id, run_dir = _job_of(args[i]) if kind == "train" else ("", _jobs_dir_of(args, kind))
             live = [o.sid for o in self.tasks.values() if job_id and o.job_id == job_id and o.user == user and o.active]
             if live:
                 self.twice.append(f"job {job_id} submitted as {sid} while {live[0]} is {self.tasks[live[0]].word}")
@@ -178,8 +181,11 @@ class Scheduler:
 
     # -- events ------------------------------------------------------------------------------
     def finish(self, t: Task) -> None:
-        """``t``'s run ends now, complete: the job wrote its ``job.json`` before it exited."""
-        if t.run_dir:
+        """``t``'s run ends now, complete: the job wrote its ``job.json`` before it exited (an
+        aggregation job: ``aggregated.json``)."""
+        if t.kind == "aggregate" and t.run_dir:
+            record_aggregated(Path(t.run_dir), t.sid)
+        elif t.run_dir:
             run = Path(t.run_dir)
             run.mkdir(parents=True, exist_ok=True)
             record = {"job_id": t.job_id, "status": "completed", "val_acc": 0.5, "test_acc": 0.6}
@@ -244,6 +250,13 @@ class Scheduler:
         if self._acct.get(t.sid, (0.0, "-"))[1]:  # in accounting (a lag of a requeue ends): sacct sees it now
             self._acct.pop(t.sid, None)
             self.states[t.sid] = word
+
+
+def _jobs_dir_of(args: tuple[Any, ...], kind: str) -> str:
+    """The sweep's jobs folder, from an aggregation job's config (a dict); "" for other jobs."""
+    cfg = args[0] if kind == "aggregate" and args and isinstance(args[0], dict) else {}
+    jobs = cfg.get("paths", {}).get("jobs")
+    return str(Path(jobs) / cfg["name"]) if jobs and cfg.get("name") else ""
 
 
 def _job_of(arg: Any) -> tuple[str, str]:

@@ -24,7 +24,7 @@ line as the coordinator meets it (``tests/orchestration/test_simulation.py`` dri
   SLURM would have refused (scancel of another user's job) and what ``guard`` objected to.
 
 Not modelled: the submitted callables (nothing is unpickled or run: a completed task writes the
-job's ``job.json``, nothing else), a job's own requeue on USR2 beyond time-outs, accounting
+job's ``job.json``, a completed aggregation job ``aggregated.json``, nothing else), a job's own requeue on USR2 beyond time-outs, accounting
 records that disappear (an array task cancelled while pending keeps its CANCELLED record),
 partitions and priorities (tasks start in submission order).
 """

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from fercluster.orchestration.fake import FakeBackend
 from fercluster.orchestration.store.entries import PendingEntry
 from fercluster.orchestration.store.state import load_state, save_state
+from fercluster.orchestration.submit.aggregate import built_by, record_aggregated
 from fercluster.orchestration.submit.coordinator import run_sweep
 
 
@@ -140,6 +141,44 @@ def test_an_aggregation_job_that_failed_after_every_job_ended_is_submitted_again
     backend.set_state([first.aggregate_id], "FAILED")
     again = run_sweep(cfg, backend, **SWEEP_KW)
     assert again.aggregate_id and backend.submitted[-1].submission.after == ()
+
+
+def test_without_accounting_a_forgotten_aggregation_job_counts_as_run_only_if_it_wrote_aggregated_json(
+    cfg, workdir: Path
+) -> None:
+    """No accounting, and the aggregation job left squeue: SLURM cannot say how it ended. It built
+    the report only if ``aggregated.json`` names it (the job writes it as it ends complete)."""
+    backend = FakeBackend()
+    backend.sacct_ok = False
+    first = run_sweep(cfg, backend, **SWEEP_KW)
+    for spec in first.specs:
+        finish(spec)
+    for sid in [*backend.submitted[0].ids, first.aggregate_id]:
+        backend.states.pop(sid)  # ended, then gone from squeue (MinJobAge)
+    record_aggregated(cfg.jobs_dir, "999")  # an earlier aggregation job's evidence: not this one's
+    again = run_sweep(cfg, backend, **SWEEP_KW)
+    assert again.aggregate_id and backend.submitted[-1].submission.after == ()  # it failed: one more
+    backend.states.pop(again.aggregate_id)
+    record_aggregated(cfg.jobs_dir, again.aggregate_id)
+    assert built_by(cfg.jobs_dir) == again.aggregate_id
+    assert run_sweep(cfg, backend, **SWEEP_KW).aggregate_id is None  # it completed: the report is built
+
+
+def test_an_aggregation_job_found_after_a_lost_reply_cancels_the_one_it_replaced(cfg, workdir: Path) -> None:
+    """aggregate-orphan: the retry's aggregation sbatch lost its reply; the next run adopts the job
+    by name, records what it waits for, and cancels the one it replaced (as a clean sbatch would)."""
+    backend = FakeBackend()
+    first = run_sweep(cfg, backend, **SWEEP_KW)
+    backend.set_state([f"{first.arrays[0]['slurm_id']}_0"], "FAILED")
+    backend.sbatch_faults = ["", "lost"]  # the retry array goes in, the aggregation job's reply is lost
+    retried = run_sweep(cfg, backend, retry_failed=True, **SWEEP_KW)
+    assert retried.aggregate_id is None and backend.states[first.aggregate_id] == "PENDING"
+    lost = backend.submitted[-1]
+    run_sweep(cfg, backend, **SWEEP_KW)
+    state = load_state(cfg.jobs_dir, cfg.name)
+    assert state.pending == {} and state.aggregate.slurm_id == lost.ids[0]
+    assert state.aggregate.after == lost.submission.after and len(lost.submission.after) == 2
+    assert backend.states[first.aggregate_id] == "CANCELLED" and backend.states[lost.ids[0]] == "PENDING"
 
 
 def test_a_new_aggregation_job_goes_in_before_the_old_one_is_cancelled(cfg, workdir: Path) -> None:

@@ -686,3 +686,18 @@ def test_repro_fenced_overwrite_a_fenced_holder_writes_nothing_over_the_new_hold
 
 def test_repro_report_missed_an_aggregation_job_after_arrays_that_ended_before_the_next_sweep() -> None:
     play_strict(Site(), run("sbatch_fault", fault="refuse", skip=1), SWEEP, run("advance", seconds=900.0), SWEEP)
+
+
+def test_repro_aggregate_orphan_an_adopted_aggregation_job_cancels_the_one_it_replaced() -> None:
+    """An aggregation job's sbatch reply was lost; the next run finds it by name and records it:
+    the one it replaced is cancelled (before: both waited, and ``cancel`` left the old one queued)."""
+    play_strict(Site(accounting=False), RETRY, run("rate_limit", queries=1), run("sbatch_fault", fault="lost"), RETRY,
+                RETRY, run("cancel", job=None))  # fmt: skip
+
+
+def test_repro_aggregate_failed_unseen_without_accounting_a_failed_aggregation_job_is_replaced() -> None:
+    """Found by the slow run: no accounting, and the aggregation job (after a lock takeover) failed
+    and left squeue before a sweep saw it. SLURM cannot say how it ended; ``aggregated.json`` does
+    not name it, so the next sweep submits another (before: no report, ever)."""
+    play(Site(accounting=False), RETRY, run("frozen_holder", skew_s=-700.0), run("end_run", i=0, end="fail"),
+         run("takeover_race"))  # fmt: skip

@@ -20,6 +20,7 @@ from slurm_helpers import all_in, fercluster, reached, requeued, small_config, s
 
 from fercluster.config import load_config, parse_config
 from fercluster.orchestration.slurm.backend import SlurmBackend
+from fercluster.orchestration.submit.aggregate import built_by
 from fercluster.orchestration.submit.coordinator import run_sweep
 from fercluster.orchestration.watch.status import snapshot
 
@@ -63,6 +64,7 @@ def test_smoke_sweep_completes_then_rerun_submits_nothing(workdir: Path, shared_
         cfg, backend, lambda s: s["aggregate"]["state"] not in ("PENDING", "RUNNING"), 180, "aggregation job ended"
     )["aggregate"]
     assert agg["state"] == "COMPLETED", agg
+    assert built_by(cfg.jobs_dir) == agg["slurm_id"]  # its evidence, for when SLURM forgets it (no accounting)
 
 
 def test_scancel_shows_cancelled_and_retry_resubmits_only_it(workdir: Path, shared_data: Path) -> None:

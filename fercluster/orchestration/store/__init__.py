@@ -6,6 +6,8 @@
     ├── state.json        SweepState       sweep, under the lock: jobs, arrays, pending, aggregate,
     │                                      removed, config (entries.py; "version": 1)
     ├── known.json        Known            status: SLURM's last answers, final costs ("schema": 2)
+    ├── aggregated.json                    the aggregation job, as it ends complete: its SLURM id
+    │                                      (submit/aggregate.py: evidence once SLURM forgets it)
     ├── .lock, .claim                      sweep's lock (this host, every host)
     ├── submitit/<slurm id>_*              submitit: pickles, logs, result pickles (slurm/ only)
     ├── code/<hash>/                       code snapshots the jobs import (submit/snapshots.py)

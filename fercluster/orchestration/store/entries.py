@@ -92,6 +92,7 @@ class PendingEntry:
     retry: tuple[str, ...] = ()
     requeue: tuple[str, ...] = ()
     code: str | None = None
+    after: tuple[str, ...] = ()  # AGGREGATE: the submissions it waits for
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -101,6 +102,7 @@ class PendingEntry:
             "retry": list(self.retry),
             "requeue": list(self.requeue),
             "code": self.code,
+            "after": list(self.after),
         }
 
     @classmethod

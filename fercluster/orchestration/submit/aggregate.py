@@ -6,13 +6,24 @@ every live training submission, a new one is submitted after them (``afterany``)
 ``slurm.aggregate``'s resources; the old one is cancelled only once the new one is in. Once every
 job has ended, a sweep that finds no aggregation job that ran after them all (``missed``: its sbatch
 failed while they ran) submits one with no dependency, so the report is built after all.
+
+How the recorded one ended is SLURM's word while SLURM has it; once it does not (no accounting, and
+the job left squeue), the evidence is ``jobs/<sweep>/aggregated.json``, which the aggregation job
+writes as it ends complete (``record_aggregated``): the SLURM id of the last one that built the
+report. An aggregation job found by name after a lost reply replaces the recorded one the same
+way: the one it replaced is cancelled (``recovery.adopt_orphans``).
 """
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import orjson
+
+from fercluster.atomic import write_json
 from fercluster.config import SweepConfig
 from fercluster.errors import SlurmError
 from fercluster.orchestration.backend import Backend, JobInfo, Resources, Submission, refused
@@ -34,11 +45,13 @@ def needed_after(state: SweepState, backend: Backend, live_ids: Sequence[str], i
     return [] if queued and set(deps) <= set(old.after) else deps
 
 
-def missed(state: SweepState, info: JobInfo | None) -> bool:
+def missed(state: SweepState, info: JobInfo | None, built_by: str | None = None) -> bool:
     """Whether a sweep whose jobs have all ended lacks an aggregation job that ran after every
     training array: none recorded (its sbatch failed, its reply was lost), the recorded one ended
     other than COMPLETED, or it was submitted before the latest array. False while the recorded
-    one is queued or running, or a pending record may be in SLURM (recovery settles it first)."""
+    one is queued or running, or a pending record may be in SLURM (recovery settles it first).
+    ``info`` None (SLURM no longer has the job): it completed only if it is ``built_by``, the id
+    ``aggregated.json`` names."""
     if not state.arrays or state.pending:
         return False
     old = state.aggregate
@@ -47,7 +60,28 @@ def missed(state: SweepState, info: JobInfo | None) -> bool:
     if info is not None and info.state in ACTIVE:
         return False
     ran_after = all(_after(old, a) for a in state.arrays.values())
-    return not ran_after or (info is not None and info.state != COMPLETED)
+    completed = info.state == COMPLETED if info is not None else built_by == old.slurm_id
+    return not ran_after or not completed
+
+
+def aggregated_path(jobs_dir: Path) -> Path:
+    return Path(jobs_dir) / "aggregated.json"
+
+
+def record_aggregated(jobs_dir: Path, slurm_id: str | None = None) -> None:
+    """Written by the aggregation job once the report is built: its SLURM id (``SLURM_JOB_ID``)."""
+    sid = slurm_id if slurm_id is not None else os.environ.get("SLURM_JOB_ID")
+    write_json(aggregated_path(jobs_dir), {"slurm_id": sid, "finished": time.time()})
+
+
+def built_by(jobs_dir: Path) -> str | None:
+    """The SLURM id of the last aggregation job that built the report (None: none recorded, or
+    the file does not read: then SLURM's word is all there is, and a missing word means missed)."""
+    try:
+        sid = orjson.loads(aggregated_path(jobs_dir).read_bytes()).get("slurm_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(sid) if sid else None
 
 
 def _after(agg: AggregateEntry, array: ArrayEntry) -> bool:
@@ -74,7 +108,7 @@ def submit_aggregate(
     still waits, it would run before the new arrays end). A refused sbatch drops its record."""
     old = state.aggregate
     name = array_name(cfg.name + "-aggregate", deps)
-    state.pending[name] = PendingEntry((AGGREGATE,), AGGREGATE, time.time(), code=code.key)
+    state.pending[name] = PendingEntry((AGGREGATE,), AGGREGATE, time.time(), code=code.key, after=tuple(deps))
     save_state(cfg.jobs_dir, state)
     sub = Submission(
         name,

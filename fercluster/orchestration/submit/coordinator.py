@@ -20,7 +20,7 @@ from fercluster.orchestration.store.state import SweepState, load_state, private
 from fercluster.orchestration.store.vocabulary import ACTIVE, NOT_SUBMITTED
 from fercluster.orchestration.submit import jobs as jobs_mod
 from fercluster.orchestration.submit import plan as plan_mod
-from fercluster.orchestration.submit.aggregate import missed, needed_after, submit_aggregate
+from fercluster.orchestration.submit.aggregate import built_by, missed, needed_after, submit_aggregate
 from fercluster.orchestration.submit.arrays import submit_arrays
 from fercluster.orchestration.submit.reconcile import Diff, reconcile, removed_specs
 from fercluster.orchestration.submit.recovery import adopt_orphans, hold_live
@@ -259,7 +259,7 @@ def _aggregate_after(
     live = [r.slurm_id for r in result.rows if r.state in ACTIVE and r.slurm_id]
     deps = needed_after(state, backend, [a["slurm_id"] for a in result.arrays] + live, result.aggregate_info)
     ended = not (live or result.arrays or result.diff.waiting) and all(r.state != NOT_SUBMITTED for r in result.rows)
-    late = not deps and ended and missed(state, result.aggregate_info)
+    late = not deps and ended and missed(state, result.aggregate_info, built_by(cfg.jobs_dir))
     # nothing submitted because sbatch fails: an aggregation job now would fail as well
     if not (deps or late) or (result.submit_error and not result.arrays):
         return

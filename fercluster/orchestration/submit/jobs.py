@@ -31,7 +31,12 @@ def aggregate_job(config: dict[str, Any] | SweepConfig, console: Any = None) -> 
     """The aggregation: submitted after the training arrays (``afterany``) with the config as a
     plain dict, or called by local mode with the parsed config and its console."""
     from fercluster.analysis.report import aggregate
+    from fercluster.orchestration.submit.aggregate import record_aggregated
 
     check_imported_snapshot()  # submitted: runs the code snapshot of the sweep's submission
-    cfg = config if isinstance(config, SweepConfig) else parse_config(config, source="aggregation job")
-    return aggregate(cfg, console=console)
+    submitted = not isinstance(config, SweepConfig)
+    cfg = parse_config(config, source="aggregation job") if submitted else config
+    summary = aggregate(cfg, console=console)
+    if submitted:  # the evidence that it completed, once SLURM forgets it (no accounting)
+        record_aggregated(cfg.jobs_dir)
+    return summary

@@ -79,9 +79,15 @@ def _adopt(
     sid: str,
 ) -> None:
     rec = state.pending[name]
-    if rec.kind == AGGREGATE:
-        state.aggregate = AggregateEntry(name, sid, rec.created, code=rec.code)
+    if rec.kind == AGGREGATE:  # it replaced the recorded one, as submit_aggregate would have
+        old = state.aggregate
+        state.aggregate = AggregateEntry(name, sid, rec.created, rec.after, rec.code)
         state.pending.pop(name)
+        if old is not None and old.slurm_id and old.slurm_id != sid:
+            try:
+                backend.cancel([old.slurm_id])
+            except SlurmError:
+                pass  # ended already, or scancel did not answer: it then waits beside the new one
         return
     job_ids = list(rec.job_ids)
     state.record_array(
