@@ -183,6 +183,9 @@ class JobQuery(Protocol):
     calls: Counter[str]  # commands run, by name (sbatch, sacct, squeue, ...)
     last_source: str  # what answered the last query (sacct, squeue, local)
     last_error: str  # why the last query could not see every id (the monitor shows them stale); "" if it could
+    # the queue (squeue) answered the last query: an id it did not show is not queued or running, even
+    # where accounting did not answer (the monitor: ended, unseen; not stale)
+    last_queue_ok: bool
 
     def query(self, ids: Sequence[str]) -> Mapping[str, JobInfo]: ...
 

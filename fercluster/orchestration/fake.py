@@ -62,6 +62,7 @@ class FakeBackend:
         self.submitted: list[Sent] = []  # one entry per sbatch
         self.adopted: list[tuple[str, str]] = []  # (name, id) of each submission adopted after a crash
         self.sacct_ok = True  # False: accounting is off (every sacct fails)
+        self.last_queue_ok = False
         self.failing: set[str] = set()  # commands that fail now ("sacct", "squeue"): an outage
         self.lag: set[str] = set()  # ids sacct does not show yet (accounting lags behind)
         self.last_error = ""
@@ -161,7 +162,7 @@ class FakeBackend:
         return {sid: info.job_info() for sid, info in self._sacct(slurm_ids).items()}
 
     def _sacct(self, slurm_ids: Sequence[str]) -> dict[str, SlurmInfo]:
-        self.last_error = ""
+        self.last_error, self.last_queue_ok = "", False
         if not slurm_ids:
             return {}
         self.calls["sacct"] += 1
@@ -184,6 +185,7 @@ class FakeBackend:
         if "squeue" in self.failing:
             self.last_error = "; ".join(e for e in (self.last_error, "squeue failed: rate limit") if e)
             return {}
+        self.last_queue_ok = True
         view = {**self.states, **self.squeue_states}
         text = "\n".join(f"{s}|{view[s]}|0:01|localhost|{self.reasons.get(s, 'None')}" for s in slurm_ids if s in view)
         return slurm_parse.parse_squeue(text)

@@ -168,7 +168,7 @@ class SimSlurm(FakeBackend):
         return {sid: info.job_info() for sid, info in infos.items()}
 
     def _sacct(self, slurm_ids: Sequence[str]) -> dict[str, SlurmInfo]:
-        self.last_error = ""
+        self.last_error, self.last_queue_ok = "", False
         if not slurm_ids:
             return {}
         self.calls["sacct"] += 1
@@ -196,6 +196,7 @@ class SimSlurm(FakeBackend):
         if not self._answers("squeue"):
             self.last_error = "; ".join(e for e in (self.last_error, "squeue failed: Socket timed out") if e)
             return {}
+        self.last_queue_ok = True
         rows = [t for t in self._named(slurm_ids) if self.sched.in_queue(t)]
         text = "\n".join(f"{t.sid}|{self.sched.queue_word(t)}|0:01|{t.node}|None" for t in rows)
         return slurm_parse.parse_squeue(text)

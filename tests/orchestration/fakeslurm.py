@@ -85,6 +85,7 @@ def main() -> int:
     mine = [j for j in world["jobs"] if j["user"] == me]
     if cmd == "squeue":
         jobs = mine if ("--me" in argv or option(argv, "-u")) else world["jobs"]
+        jobs = [j for j in jobs if not j.get("gone")]  # ended longer than MinJobAge ago: left the queue
         names = option(argv, "--name")
         if names:
             jobs = [j for j in jobs if j["name"] in names.split(",")]

@@ -19,7 +19,10 @@ from fercluster.orchestration.fake import FakeBackend
 from fercluster.orchestration.slurm.backend import SlurmBackend
 from fercluster.orchestration.store.state import load_state
 from fercluster.orchestration.submit.coordinator import run_sweep
+from fercluster.orchestration.submit.plan import expand
 from fercluster.orchestration.watch.status import snapshot, watch_interval
+from fercluster.train.attempts import END, START, HistoryLine, append
+from fercluster.train.attempts import FAILED as FAILED_END
 
 COMMANDS = ("sbatch", "squeue", "sacct", "scontrol", "scancel")
 
@@ -45,6 +48,13 @@ class FakeSlurm:
                               "states": {str(i): state for i in range(n)}})  # fmt: skip
         (self.home / "world.json").write_text(json.dumps(world))
         return jid
+
+    def leave_queue(self) -> None:
+        """Every job ends and leaves squeue (MinJobAge); sacct still has them (unless it fails)."""
+        world = self.world()
+        for job in world["jobs"]:
+            job["gone"] = True
+        (self.home / "world.json").write_text(json.dumps(world))
 
     def set_states(self, state: str) -> None:
         world = self.world()
@@ -225,6 +235,34 @@ def test_sacct_down_squeue_answers_for_the_ids(workdir: Path, fakeslurm: FakeSlu
     assert snap["counts"] == {"RUNNING": 4} and "rate limit" in snap["stale"]
     assert snap["source"] == "squeue"
     _scoped(fakeslurm)
+
+
+def test_without_accounting_a_job_that_left_the_queue_unseen_is_failed_not_stale_and_retried(
+    workdir: Path, fakeslurm: FakeSlurm
+) -> None:
+    """sacct fails (no accounting), squeue answers and no longer shows the jobs, no job.json: they
+    ended unseen. Failed, with what their history says, and retried; never "stale" for ever."""
+    cfg, backend = _submitted(workdir, fakeslurm)
+    fakeslurm.set_states("RUNNING")
+    assert snapshot(cfg, backend).to_dict()["counts"] == {"RUNNING": 4}  # remembered in known.json
+    specs = expand(cfg)
+    token = "a1"
+    sid = next(j["slurm_id"] for j in snapshot(cfg, backend).to_dict()["jobs"] if j["job_id"] == specs[0].job_id)
+    append(specs[0].run_dir, HistoryLine(START, token, 1.0, slurm_id=sid))
+    append(specs[0].run_dir, HistoryLine(END, token, 2.0, slurm_id=sid, ended=FAILED_END, detail="ValueError: nan"))
+    fakeslurm.fault(sacct="fail")
+    fakeslurm.leave_queue()
+    snap = snapshot(cfg, backend).to_dict()
+    assert snap["counts"] == {"FAILED": 4} and all("ended unseen" in j["reason"] for j in snap["jobs"])
+    reasons = {j["job_id"]: j["reason"] for j in snap["jobs"]}
+    assert "its history says: failed (ValueError: nan)" in reasons[specs[0].job_id]
+    plain = run_sweep(cfg, backend, **SWEEP_KW)
+    assert plain.arrays == [] and len(plain.diff.active) == 0  # not held as "unknown"
+    retried = run_sweep(cfg, backend, retry_failed=True, **SWEEP_KW)
+    assert [a["n"] for a in retried.arrays] == [4]
+    fakeslurm.fault(sacct="fail", squeue="fail")  # neither answers: stale, never taken for ended
+    snap = snapshot(cfg, backend).to_dict()
+    assert snap["stale"] and "FAILED" not in snap["counts"]
 
 
 def test_completed_jobs_files_are_read_once(cfg, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -444,12 +482,12 @@ def test_status_sums_the_sweeps_cost_and_requeues(cfg, workdir: Path) -> None:
         finish(spec)
     run_sweep(cfg, backend, **SWEEP_KW)  # requeues the pre-empted job
     snap = snapshot(cfg, backend).to_dict()
-    # the runs status has seen: 3 completed tasks, the requeued run, the aggregation job (the pre-empted
-    # run ended before any status asked about it: not counted)
-    assert snap["cost"]["runs"] == 5
-    assert snap["cost"]["requeues"] == 1 and snap["cost"]["gpu_hours"] == round(5 * 60 / 3600, 2)
+    # the runs the sweeps and status heard of: the pre-empted run and the first aggregation job (the
+    # second sweep saw them), 3 completed tasks, the requeued run, the aggregation job after it
+    assert snap["cost"]["runs"] == 7
+    assert snap["cost"]["requeues"] == 1 and snap["cost"]["gpu_hours"] == round(7 * 60 / 3600, 2)
     assert (
-        snap["cost"]["line"] == f"t: 4 jobs, {5 * 60 / 3600:.1f} GPU-hours, {5 * 60 / 3600:.1f} CPU-hours, 1 requeues"
+        snap["cost"]["line"] == f"t: 4 jobs, {7 * 60 / 3600:.1f} GPU-hours, {7 * 60 / 3600:.1f} CPU-hours, 1 requeues"
     )
     assert [j["gpu_hours"] for j in snap["jobs"][1:]] == [60 / 3600] * 3  # completed: their final cost, cached
     before = backend.calls["sacct"]

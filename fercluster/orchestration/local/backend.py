@@ -52,6 +52,7 @@ class LocalBackend:
         self.calls: Counter[str] = Counter()
         self.last_source = ""
         self.last_error = ""  # local records always answer
+        self.last_queue_ok = True
 
     def requeue(self, ids: Sequence[str]) -> None:
         """Refused: a local run is no queued job. Stop ``sweep --local`` (Ctrl-C) and run it again."""

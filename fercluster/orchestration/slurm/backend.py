@@ -51,6 +51,7 @@ class SlurmBackend:
         self.calls: Counter[str] = Counter()
         self.last_source = ""
         self.last_error = ""  # why the last query could not see every id ("" when it could)
+        self.last_queue_ok = False  # squeue answered the last query (JobQuery)
         self.user = getpass.getuser()  # lookups and queries are scoped to this user
         self.config_text = ""  # ``scontrol show config``, once read (``max_tasks``)
 
@@ -215,7 +216,7 @@ class SlurmBackend:
         return {sid: info.job_info() for sid, info in self._infos(slurm_ids).items()}
 
     def _infos(self, slurm_ids: Sequence[str]) -> dict[str, SlurmInfo]:
-        self.last_error = ""
+        self.last_error, self.last_queue_ok = "", False
         if not slurm_ids:
             return {}
         bases = slurm_parse.arrays_of(slurm_ids)
@@ -235,12 +236,15 @@ class SlurmBackend:
         """``squeue --me -j <bases>``: this user's given jobs only ({} when squeue fails too)."""
         argv = ["squeue", "--me", "-h", "-r", "-t", "all", "-j", ",".join(bases), "-o", slurm_parse.SQUEUE_FORMAT]
         try:
-            return slurm_parse.parse_squeue(self._ask(argv))
+            infos = slurm_parse.parse_squeue(self._ask(argv))
         except SlurmError as exc:
             if "Invalid job id" in str(exc):  # every id has left slurmctld: it knows none of them
+                self.last_queue_ok = True
                 return {}
             self.last_error = f"{self.last_error}; {exc}" if self.last_error else str(exc)
             return {}
+        self.last_queue_ok = True
+        return infos
 
     def cancel(self, slurm_ids: Sequence[str]) -> None:
         if slurm_ids:

@@ -45,14 +45,18 @@ def needed_after(state: SweepState, backend: Backend, live_ids: Sequence[str], i
     return [] if queued and set(deps) <= set(old.after) else deps
 
 
-def missed(state: SweepState, info: JobInfo | None, built_by: str | None = None) -> bool:
+def missed(
+    state: SweepState, info: JobInfo | None, built_by: str | None = None, completed: bool = False, silent: bool = False
+) -> bool:
     """Whether a sweep whose jobs have all ended lacks an aggregation job that ran after every
     training array: none recorded (its sbatch failed, its reply was lost), the recorded one ended
     other than COMPLETED, or it was submitted before the latest array. False while the recorded
     one is queued or running, or a pending record may be in SLURM (recovery settles it first).
-    ``info`` None (SLURM no longer has the job): it completed only if it is ``built_by``, the id
-    ``aggregated.json`` names."""
-    if not state.arrays or state.pending:
+    ``info`` None where accounting was ``silent`` (none, or down) and the queue no longer shows it:
+    it completed only if it is ``built_by``, the id ``aggregated.json`` names (accounting that
+    answered without it: purged long ago, taken as run). With no array recorded, ``completed`` (a job wrote its job.json: an
+    array whose lost reply was never found, without accounting) needs one too."""
+    if state.pending or not (state.arrays or completed):
         return False
     old = state.aggregate
     if old is None or not old.slurm_id:
@@ -60,7 +64,10 @@ def missed(state: SweepState, info: JobInfo | None, built_by: str | None = None)
     if info is not None and info.state in ACTIVE:
         return False
     ran_after = all(_after(old, a) for a in state.arrays.values())
-    completed = info.state == COMPLETED if info is not None else built_by == old.slurm_id
+    if info is not None:
+        completed = info.state == COMPLETED
+    else:
+        completed = built_by == old.slurm_id or not silent
     return not ran_after or not completed
 
 

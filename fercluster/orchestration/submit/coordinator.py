@@ -15,9 +15,10 @@ from typing import Any, Callable, Sequence
 from fercluster.config import SweepConfig
 from fercluster.errors import SlurmError
 from fercluster.orchestration.backend import Backend, JobInfo, Resources, Submission, SubmitLimit
+from fercluster.orchestration.store.known import load_known, save_known
 from fercluster.orchestration.store.snapshot import CannotStart
 from fercluster.orchestration.store.state import SweepState, load_state, private_umask, save_state, sweep_lock
-from fercluster.orchestration.store.vocabulary import ACTIVE, NOT_SUBMITTED
+from fercluster.orchestration.store.vocabulary import ACTIVE, COMPLETED, NOT_SUBMITTED
 from fercluster.orchestration.submit import jobs as jobs_mod
 from fercluster.orchestration.submit import plan as plan_mod
 from fercluster.orchestration.submit.aggregate import built_by, missed, needed_after, submit_aggregate
@@ -46,6 +47,7 @@ class SweepResult:
     timings: dict[str, float] = field(default_factory=dict)
     code: dict[str, Any] | None = None  # CodePlan.summary() of what was (or would be) submitted
     aggregate_info: JobInfo | None = None  # the recorded aggregation job, as SLURM saw it now
+    accounting_silent: bool = False  # accounting did not answer the refresh (a site without it, an outage)
     cannot_start: tuple[CannotStart, ...] = ()  # pending jobs SLURM will not start by waiting, by reason
     stalled: list[JobRow] = field(default_factory=list)  # --requeue-stalled: the stalled jobs found
     requeued: list[str] = field(default_factory=list)  # job ids requeued because they stalled
@@ -259,7 +261,11 @@ def _aggregate_after(
     live = [r.slurm_id for r in result.rows if r.state in ACTIVE and r.slurm_id]
     deps = needed_after(state, backend, [a["slurm_id"] for a in result.arrays] + live, result.aggregate_info)
     ended = not (live or result.arrays or result.diff.waiting) and all(r.state != NOT_SUBMITTED for r in result.rows)
-    late = not deps and ended and missed(state, result.aggregate_info, built_by(cfg.jobs_dir))
+    # a job complete with no run of it recorded: an array whose lost reply was never found ran it
+    done = any(r.state == COMPLETED and r.job_id not in state.jobs for r in result.rows)
+    silent = result.accounting_silent
+    evidence = built_by(cfg.jobs_dir) if silent else None
+    late = not deps and ended and missed(state, result.aggregate_info, evidence, done, silent)
     # nothing submitted because sbatch fails: an aggregation job now would fail as well
     if not (deps or late) or (result.submit_error and not result.arrays):
         return
@@ -288,7 +294,12 @@ def _diff(
     extra = removed_specs(specs, state)
     agg = state.aggregate.slurm_id if state.aggregate is not None and state.aggregate.slurm_id else None
     infos: dict[str, Any] = {}
-    rows = job_rows(list(specs) + extra, state, backend, extra_ids=[agg] if agg else (), infos_out=infos)
+    # what status or an earlier sweep heard: a job SLURM no longer shows (accounting silent) ended as
+    # SLURM last said (pre-empted: requeued), as status shows it; the sweep remembers what it hears
+    known = load_known(cfg.jobs_dir)
+    rows = job_rows(list(specs) + extra, state, backend, extra_ids=[agg] if agg else (), infos_out=infos, known=known)
+    if not dry_run:
+        save_known(known)
     rows, removed_rows = rows[: len(specs)], rows[len(specs) :]
     timings["status_s"] = time.perf_counter() - t
     diff = reconcile(
@@ -297,6 +308,7 @@ def _diff(
     result = SweepResult(specs=specs, rows=rows, diff=diff, dry_run=dry_run, timings=timings)
     result.cannot_start = cannot_start(rows)
     result.aggregate_info = infos.get(agg) if agg else None
+    result.accounting_silent = bool(backend.last_error)
     return result
 
 

@@ -6,7 +6,11 @@ SLURM id gets SLURM's state (a requeued job is PENDING or RUNNING); any other jo
 ``LocalBackend`` (alive local run: RUNNING; otherwise NOT_SUBMITTED). A job SLURM calls COMPLETED
 without ``job.json`` is FAILED; a job SLURM no longer knows is FAILED ('lost'), never RUNNING
 forever; a job SLURM could not be asked about (``backend.last_error``) shows its last known state
-(``known``), marked stale, and is never taken for lost.
+(``known``), marked stale, and is never taken for lost. But where only accounting failed (a site
+without it, slurmdbd down) and the queue answered (``backend.last_queue_ok``), a job the queue
+does not show is not queued or running: with no ``job.json`` and no ended state known, it ended
+unseen (it left squeue before anyone looked) and is FAILED, with what its ``history.jsonl`` says
+of that run; ``sweep --retry-failed`` reruns it. Otherwise such a job would wait for ever.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from fercluster.orchestration.store.vocabulary import (
     PENDING,
     STATES,
 )
+from fercluster.train.attempts import read_history
 from fercluster.train.record import read_progress
 from fercluster.train.seeds import resolve_k
 from fercluster.train.spec import JobSpec
@@ -72,12 +77,14 @@ def job_rows(
     ask = [r.slurm_id for r in open_rows + costless if r.slurm_id] + list(extra_ids)
     infos: Mapping[str, JobInfo] = backend.query(ask) if (ask and backend is not None) else {}
     error = backend.last_error if (ask and backend is not None) else ""
+    queue_ok = bool(ask and backend is not None and getattr(backend, "last_queue_ok", False))
     if known is not None:
         known.remember(infos)
     if infos_out is not None:
         infos_out.update({i: infos[i] for i in extra_ids if i in infos})
-        if error and known is not None:
-            infos_out.update({i: last for i in extra_ids if i not in infos and (last := known.last(i)) is not None})
+        if error and known is not None:  # the last known state, unless the queue shows it has ended since
+            infos_out.update({i: last for i in extra_ids if i not in infos and (last := known.last(i)) is not None
+                              and not (queue_ok and last.state in ACTIVE)})  # fmt: skip
     for row in costless:
         _final_cost(row, infos.get(row.slurm_id or ""), known)
     locals_ = {r.job_id: {LOCAL_KEY: e.local} for r in open_rows if (e := state.jobs.get(r.job_id)) and e.local}
@@ -85,7 +92,11 @@ def job_rows(
     known_arrays = {array_id(sid) for sid in infos if array_id(sid) != sid}  # arrays with a task seen
     for row in open_rows:
         if row.slurm_id and error and row.slurm_id not in infos:
-            _apply_stale(row, known.last(row.slurm_id) if known else None, error)
+            last = known.last(row.slurm_id) if known else None
+            if queue_ok and (last is None or last.state in ACTIVE):
+                _apply_unseen(row, error)
+            else:
+                _apply_stale(row, last, error)
         elif row.slurm_id:
             _apply_slurm(row, infos.get(row.slurm_id), backend is not None, known_arrays)
         else:
@@ -121,6 +132,19 @@ def _apply_stale(row: JobRow, last: KnownInfo | None, error: str) -> None:
     _apply(row, last)
     when = time.strftime("%H:%M:%S", time.localtime(last.at))
     row.reason = f"stale (last known {when}; {error})" + (f"; {row.reason}" if row.reason else "")
+
+
+def _apply_unseen(row: JobRow, error: str) -> None:
+    """Not in the queue (it answered), no ``job.json``, accounting silent: it ended unseen, badly."""
+    runs = [a for a in read_history(row.run_dir) if a.slurm_id == row.slurm_id] if row.run_dir else []
+    said = f"; its history says: {runs[-1].ended}" + (f" ({runs[-1].detail})" if runs[-1].detail else "") if (
+        runs and runs[-1].ended) else ""  # fmt: skip
+    row.state = FAILED
+    row.reason = (
+        f"ended unseen: squeue no longer shows it, it wrote no job.json, and accounting did not answer ({error}), "
+        f"so how it ended is not known{said}; `sweep --retry-failed` reruns it"
+        + (f"; {row.reason}" if row.reason else "")
+    )
 
 
 def _base_row(spec: JobSpec, state: SweepState, index: RunIndex, known: Known | None = None) -> JobRow:
