@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from fercluster.orchestration.submit.aggregate import record_aggregated
+from fercluster.train.record import ProgressRecord, write_progress
 
 NODES = ("n1", "n2", "n3")
 EPOCH = 1_800_000_000.0  # the virtual clock's wall time at 0 (2027): fixed, so every run is the same
@@ -76,6 +77,8 @@ class Task:
     ended: float | None = None
     restarts: int = 0  # requeued by SLURM (node failure, pre-emption, time-out, failed launch)
     timeouts: int = 0
+    hung: bool = False  # its run makes no progress (a DDP collective that never returns): it never ends by itself
+    stall_requeues: int = 0  # ``scontrol requeue`` of it while it ran (``sweep --requeue-stalled``)
 
     @property
     def active(self) -> bool:
@@ -154,12 +157,20 @@ class Scheduler:
                 elif t.word == "LAUNCH_FAILED":
                     self._requeue(t, "")
                 else:
-                    self._set(t, "RUNNING", "running", ends=self.now + self.site.run_s)
+                    self._run(t)
         for t in self.ready():
             node = self._node_for(t)
             if node:  # the tasks started before it may have taken the slot
                 t.node, t.started = node, self.now
-                self._set(t, "RUNNING", "running", ends=self.now + self.site.run_s)
+                self._run(t)
+
+    def _run(self, t: Task) -> None:
+        """``t`` runs now: a training job writes its ``progress.json`` as it starts (as the job does)."""
+        self._set(t, "RUNNING", "running", ends=self.now + self.site.run_s)
+        if t.kind == "train" and t.run_dir:
+            rec = ProgressRecord(t.job_id, "running", 0, 100, sec_per_iter=1.0, updated=self.time())
+            Path(t.run_dir).mkdir(parents=True, exist_ok=True)
+            write_progress(t.run_dir, rec)
 
     def ready(self) -> list[Task]:
         """The pending tasks that could start now (dependencies ended, throttle and a slot free)."""
@@ -191,6 +202,22 @@ class Scheduler:
             record = {"job_id": t.job_id, "status": "completed", "val_acc": 0.5, "test_acc": 0.6}
             (run / "job.json").write_text(json.dumps(record))
         self._end(t, "COMPLETED", "0:0")
+
+    def hang(self, t: Task) -> None:
+        """``t``'s run stops making progress: it writes nothing more and never ends by itself."""
+        t.hung, t.ends = True, None
+
+    def unhang(self, t: Task) -> None:
+        """``t``'s run moves again (and ends, complete, ``run_s`` later)."""
+        if t.hung and t.phase == "running":
+            t.hung, t.ends = False, self.now + self.site.run_s
+
+    def requeue(self, t: Task) -> None:
+        """``scontrol requeue``: a running ``t`` is queued again under its id (it restarts from its checkpoint)."""
+        if t.phase in ("starting", "running"):
+            t.stall_requeues += 1
+            t.hung = False
+            self._requeue(t, "")
 
     def fail(self, t: Task) -> None:
         self._end(t, "FAILED", "1:0")

@@ -182,9 +182,8 @@ class SimSlurm(FakeBackend):
         for t in self._named(slurm_ids):
             if self.sched.in_accounting(t):
                 secs = int((t.ended or self.sched.now) - t.started) if t.started is not None else 0
-                hms = f"{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}"
-                lines.append(f"{t.sid}|{self.states[t.sid]}|{t.exit_code}|{hms}|{t.node or 'None assigned'}|None|"
-                             f"{self.tres}|{secs}")  # fmt: skip
+                lines.append(f"{t.sid}|{self.states[t.sid]}|{t.exit_code}|{self._elapsed(t)}|"
+                             f"{t.node or 'None assigned'}|None|{self.tres}|{secs}")  # fmt: skip
         infos = slurm_parse.parse_sacct("\n".join(lines))
         return slurm_parse.with_queue(slurm_ids, infos, self._squeue)
 
@@ -198,7 +197,7 @@ class SimSlurm(FakeBackend):
             return {}
         self.last_queue_ok = True
         rows = [t for t in self._named(slurm_ids) if self.sched.in_queue(t)]
-        text = "\n".join(f"{t.sid}|{self.sched.queue_word(t)}|0:01|{t.node}|None" for t in rows)
+        text = "\n".join(f"{t.sid}|{self.sched.queue_word(t)}|{self._elapsed(t)}|{t.node}|None" for t in rows)
         return slurm_parse.parse_squeue(text)
 
     def _named(self, ids: Sequence[str]) -> list[Task]:
@@ -225,6 +224,21 @@ class SimSlurm(FakeBackend):
             hook()
 
     # -- scancel -----------------------------------------------------------------------------
+    def _elapsed(self, t: Task) -> str:
+        """The run's time so far (or its length, ended), as sacct's Elapsed and squeue's %M print it."""
+        secs = int((t.ended or self.sched.now) - t.started) if t.started is not None else 0
+        return f"{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}"
+
+    def requeue(self, slurm_ids: Sequence[str]) -> None:
+        """``scontrol requeue``: each running task of ours among ``slurm_ids`` is queued again, same id."""
+        self.calls["scontrol"] += 1
+        self._note("scontrol", tuple(slurm_ids))
+        if "scontrol" in self._failing():
+            raise SlurmError("scontrol requeue failed: Unable to contact slurm controller")
+        wanted = set(slurm_ids)
+        for t in [t for t in self.sched.tasks.values() if t.sid in wanted and t.user == self.user]:
+            self.sched.requeue(t)
+
     def cancel(self, slurm_ids: Sequence[str]) -> None:
         self.calls["scancel"] += 1
         self._note("scancel", tuple(slurm_ids))

@@ -27,6 +27,7 @@ WALL_CLOCK_READERS = (
     "fercluster.orchestration.submit.aggregate",
     "fercluster.orchestration.store.state",
     "fercluster.orchestration.store.known",
+    "fercluster.orchestration.watch.stall",
 )
 HOST_TIMEOUT_S = {"login1": 600.0}  # the lock wait of each login node's sweep (others: 300 s, past STALE_S)
 POLL_S = 5.0  # a lock waiter's poll (0.2 s in fercluster.lock): coarser here, each poll steps the model

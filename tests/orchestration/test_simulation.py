@@ -79,6 +79,7 @@ SITES = st.builds(
 )
 AGGREGATE = {"partition": "cpu", "qos": "short", "time_min": 20}  # slurm.aggregate of the simulated sweep
 HEAL_ROUNDS = 8
+STALL_MIN = 10  # slurm.stall_min of the simulated sweep (a healthy run lasts Site.run_s, 100 s)
 # What the simulation found that is not fixed yet: each is excused where it shows (``SweepMachine.gaps``),
 # and has a test_gap_* reproduction below, marked xfail(strict): once it is fixed, remove it from here.
 KNOWN_GAPS = frozenset({
@@ -132,7 +133,7 @@ class SweepMachine(RuleBasedStateMachine):
         self.hosts = Hosts(self.model)
         self._stack.enter_context(self.hosts.patched())
         self.slurm = {"array_parallelism": parallelism, "max_retries": max_retries, "code": "live", "partition": "gpu",
-                      "aggregate": AGGREGATE}  # fmt: skip
+                      "aggregate": AGGREGATE, "stall_min": STALL_MIN}  # fmt: skip
         self.cfg = make_config(self.root, grid=GRIDS["base"], slurm=self.slurm)
         self.model.add_foreign(2)  # a busy cluster: two other users' jobs take slots
         self.ok = True
@@ -155,6 +156,22 @@ class SweepMachine(RuleBasedStateMachine):
     @step
     def retry_failed(self) -> None:
         self._sweep("--retry-failed")
+
+    @rule()
+    @step
+    def requeue_stalled(self) -> None:
+        """``sweep --requeue-stalled``: what has made no progress for ``slurm.stall_min`` is requeued
+        (same SLURM id, a requeue counted), and nothing else is."""
+        hung = {t.sid for t in self.model.mine() if t.hung and t.phase == "running"}
+        stalled = {t.sid for t in self.model.mine() if t.hung and t.phase == "running"
+                   and self.model.sched.now - (t.started or 0.0) > 60 * STALL_MIN + 1}  # fmt: skip
+        before = {t.sid: t.stall_requeues for t in self.model.mine()}
+        calm = not self.model.failing and not self.model.refuse_queries  # SLURM answers every query
+        result = self._sweep("--requeue-stalled")
+        requeued = {t.sid for t in self.model.mine() if t.stall_requeues > before.get(t.sid, 0)}
+        assert requeued <= hung, f"requeued {sorted(requeued - hung)}: not stalled"
+        if calm and result is not None and not result.requeue_error:
+            assert requeued >= stalled, f"stalled and not requeued: {sorted(stalled - requeued)}"
 
     @rule(flags=st.sampled_from(["--prune", "--retry-failed --prune"]))
     @step
@@ -293,6 +310,14 @@ class SweepMachine(RuleBasedStateMachine):
 
     @rule(i=st.integers(0, 7))
     @step
+    def hang(self, i: int) -> None:
+        """Our ``i``-th running training task stops making progress (it never ends by itself)."""
+        running = [t for t in self.model.sched.running(self.model.user) if t.kind == "train"]
+        if running:
+            self.model.sched.hang(running[i % len(running)])
+
+    @rule(i=st.integers(0, 7))
+    @step
     def node_fail(self, i: int) -> None:
         """The node of our ``i``-th running task fails (every task on it: requeued or NODE_FAIL)."""
         running = self.model.sched.running(self.model.user)
@@ -344,7 +369,8 @@ class SweepMachine(RuleBasedStateMachine):
 
     # -- helpers -----------------------------------------------------------------------------
     def _sweep(self, flags: str) -> SweepResult | None:
-        kw = {"retry_failed": "--retry-failed" in flags, "prune": "--prune" in flags}
+        kw = {"retry_failed": "--retry-failed" in flags, "prune": "--prune" in flags,
+              "requeue_stalled": "--requeue-stalled" in flags}  # fmt: skip
         self.clean, self.error = False, None
         lagging = set(self.model.squeue_states)
         try:
@@ -421,7 +447,8 @@ class SweepMachine(RuleBasedStateMachine):
             assert recorded == ids, f"job {job_id}: the state records {recorded}, SLURM ran it as {ids}"
             if entry is not None:
                 got = (entry.retries, entry.requeues, entry.submissions)
-                want = (labels.count("retry"), labels.count("requeue"), len(ids))
+                stalls = sum(t.stall_requeues for t in tasks)  # requeued under the same id: no new task
+                want = (labels.count("retry"), labels.count("requeue") + stalls, len(ids))
                 if self._unseen_preemptions():  # (the gap) a requeue may be counted as a retry
                     shift = want[1] - got[1]
                     want = (want[0] + shift, got[1], len(ids)) if 0 <= shift <= labels.count("requeue") else want
@@ -446,7 +473,7 @@ class SweepMachine(RuleBasedStateMachine):
         mine = {t.sid for t in self.model.mine()} | {t.base for t in self.model.mine()}
         calls = self.model.log[self.checked_calls :]
         for call in calls:
-            if call.command in ("sacct", "squeue", "scancel"):
+            if call.command in ("sacct", "squeue", "scancel") or (call.command == "scontrol" and call.named):
                 assert call.named and set(call.named) <= mine, call
             if call.command == "find":
                 assert call.named and all(n.startswith(f"fc-{self.cfg.name}-") for n in call.named), call
@@ -463,6 +490,8 @@ class SweepMachine(RuleBasedStateMachine):
         m.sbatch_faults.clear()
         m.crash_after_sbatch, m.refuse_queries, m.sched.acct_lag_s = False, 0, 0.0
         m.failing.clear()
+        for t in m.mine():  # hung runs move again
+            m.sched.unhang(t)
         for _ in range(HEAL_ROUNDS):
             if self._settled():
                 break
@@ -725,3 +754,12 @@ def test_repro_report_after_an_unseen_array_without_accounting_the_jobs_it_compl
     left squeue before the next sweep (the gap unseen-run: never recorded). Its jobs wrote job.json;
     with no array recorded, no aggregation job was ever submitted (before: no report)."""
     play(Site(accounting=False), run("sbatch_fault", fault="lost"), RETRY, run("takeover_race"))
+
+
+def test_repro_stalled_a_hung_run_is_requeued_under_its_id_and_counted_as_a_requeue() -> None:
+    """Deliver 5 in the simulation: a run hangs; before slurm.stall_min nothing is requeued, after
+    it `sweep --requeue-stalled` requeues it (same SLURM id, one requeue counted: checked by the
+    invariants), and the job completes once healed."""
+    machine = play(Site(), SWEEP, run("advance", seconds=10.0), run("hang", i=0), run("requeue_stalled"),
+                   run("advance", seconds=900.0), run("requeue_stalled"))  # fmt: skip
+    assert sum(t.stall_requeues for t in machine.model.mine()) == 1
