@@ -17,7 +17,9 @@ accounting has not caught up with). What it models:
   with ``JobRequeue``, are requeued: squeue shows PENDING while sacct says NODE_FAIL for
   ``Site.requeue_lag_s``), ``launch`` (a start that shows ``CONFIGURING`` or ``POWER_UP_NODE``
   while its node boots, ``Site.boot_s``, then runs; or ``LAUNCH_FAILED`` for a few seconds, then
-  SLURM requeues it).
+  SLURM requeues it). A training run writes its ``progress.json`` as it starts; ``hang`` stops it
+  (no more progress, no end of its own) until ``unhang`` or ``requeue`` (``scontrol requeue``: queued
+  again under its id, counted in ``Task.stall_requeues``).
 - Accounting: a new task is in sacct only ``acct_lag_s`` after its submission.
 - ``twice``: every submission of a job while another task of the same job (same user) was queued
   or running: what the coordinator must never do.

@@ -15,6 +15,7 @@ line as the coordinator meets it (``tests/orchestration/test_simulation.py`` dri
 - squeue (``--me``): this user's tasks, an ended one for ``Site.min_job_age_s``; down with
   ``squeue``; ``find`` is squeue then ``sacct -u`` (other users' jobs of the same name, from
   ``add_twin``, are never found).
+- scontrol requeue (``sweep --requeue-stalled``): a running task is queued again under its id.
 - a slurmctld outage (``failing``: ``slurmctld``): sbatch (refused: it cannot connect), squeue,
   scontrol and scancel fail; ``refuse_queries``: the next n queries fail (a rate limit).
 - ``on_call``: a hook run once as a command starts (a second coordinator on another login node,

@@ -3,17 +3,21 @@
 ``SweepMachine`` is a Hypothesis ``RuleBasedStateMachine``. A program is a site
 (``scheduler_model.Site``: accounting or not, MaxArraySize, MaxSubmitJobsPerUser, requeue on node
 failure, PreemptMode; and the sweep's ``array_parallelism`` and ``max_retries``) and a sequence of
-steps: user actions (``sweep``, ``retry_failed`` and ``prune``: ``sweep`` with those flags;
+steps: user actions (``sweep``, ``retry_failed``, ``prune`` and ``requeue_stalled``: ``sweep`` with those flags;
 ``status``, ``cancel``, ``edit_grid``; a second login node's sweep, one that takes the lock over
 from a frozen holder, two racing for a claim a crashed login node left), scheduler events (``advance`` the clock, ``end_run``
-with finish/fail/time-out/pre-emption, ``node_fail``, ``launch`` showing odd state words) and faults
+with finish/fail/time-out/pre-emption, ``node_fail``, ``launch`` showing odd state words, ``hang``: a
+run that stops making progress) and faults
 (``sbatch_fault``, ``outage`` of slurmdbd, slurmctld or squeue, ``rate_limit``, ``accounting_lag``,
 ``twin``: another user's job of one of our names). After every step (``invariants``):
 
 - no job is ever queued or running in two submissions at once (checked at each sbatch);
 - retries and requeues are counted exactly: each job's recorded SLURM ids are the model's tasks of
   that job, in order, and its retries and requeues are those of them that followed a failure and a
-  pre-emption (so a retry always runs something new, and no completed job is submitted again);
+  pre-emption, plus the ``scontrol requeue`` of its stalled runs (so a retry always runs something
+  new, and no completed job is submitted again);
+- ``sweep --requeue-stalled`` requeues only hung runs, and every run hung past ``slurm.stall_min``
+  when SLURM answers;
 - after a sweep that submitted all it meant to, every queued or running training job of the sweep
   has an aggregation job waiting after it (afterany), on ``slurm.aggregate``'s resources;
 - no cluster-wide query: every sacct, squeue and scancel names this user's ids, every lookup by
