@@ -161,13 +161,18 @@ class SubmitLimit(SlurmError):
         self.definite = definite
 
 
+NO_ACCOUNTING = "accounting storage is disabled"  # sacct's error on a site without accounting (lower case)
+
+
 class PartialLookup(SlurmError):
     """``find`` could ask the queue but not the accounting: ``found`` is what the queue (which
-    shows this user's queued, running and recently ended jobs) showed; the other names are unknown."""
+    shows this user's queued, running and recently ended jobs) showed; the other names are unknown.
+    ``disabled``: the site has no accounting at all (sacct said so), not an outage that passes."""
 
     def __init__(self, message: str, found: dict[str, str]) -> None:
         super().__init__(message)
         self.found = found
+        self.disabled = NO_ACCOUNTING in message.lower()
 
 
 def refused(exc: BaseException) -> bool:

@@ -134,7 +134,13 @@ class FakeBackend:
         if len(queued) == len(names):
             return queued
         self.calls["sacct"] += 1
-        raise PartialLookup("sacct failed: slurmdbd not reachable", queued)
+        raise PartialLookup(self._sacct_error(), queued)
+
+    def _sacct_error(self) -> str:
+        """sacct's error: on a site without accounting (``sacct_ok`` False), or slurmdbd down."""
+        if not self.sacct_ok:
+            return "sacct failed: sacct: error: Slurm accounting storage is disabled"
+        return "sacct failed: slurmdbd not reachable"
 
     def _in_queue(self, sid: str, base: str) -> bool:
         return slurm_parse.array_id(sid) == base and slurm_parse.map_state(self.states[sid]) in ACTIVE
@@ -167,7 +173,7 @@ class FakeBackend:
             return {}
         self.calls["sacct"] += 1
         if not self.sacct_ok or "sacct" in self.failing:
-            self.last_error = "sacct failed: slurmdbd not reachable"
+            self.last_error = self._sacct_error()
             self.last_source = "squeue"
             return self._squeue(slurm_ids)
         self.last_source = "sacct"

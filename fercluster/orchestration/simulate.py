@@ -158,7 +158,7 @@ class SimSlurm(FakeBackend):
             return queued
         self.calls["sacct"] += 1
         if not self._answers("sacct"):
-            raise PartialLookup("sacct failed: slurmdbd not reachable", queued)
+            raise PartialLookup(self._sacct_error(), queued)
         return {**_newest(t for t in mine if self.sched.in_accounting(t)), **queued}
 
     def live(self, ids: Sequence[str]) -> dict[str, JobInfo]:
@@ -175,7 +175,7 @@ class SimSlurm(FakeBackend):
         self.calls["sacct"] += 1
         self._note("sacct", tuple(slurm_ids))
         if not self._answers("sacct"):
-            self.last_error = "sacct failed: slurmdbd not reachable"
+            self.last_error = self._sacct_error()
             self.last_source = "squeue"
             return self._squeue(slurm_ids)
         self.last_source = "sacct"

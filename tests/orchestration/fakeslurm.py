@@ -69,6 +69,9 @@ def main() -> int:
     if fault == "fail":
         print(f"{cmd}: error: Unable to contact slurm controller (connect failure)", file=sys.stderr)
         return 1
+    if fault == "disabled":  # a site without accounting (AccountingStorageType none)
+        print(f"{cmd}: error: Slurm accounting storage is disabled", file=sys.stderr)
+        return 1
     if fault == "ratelimit":
         print(f"{cmd}: error: RPC rate limit exceeded, try again later", file=sys.stderr)
         return 1

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from orch_helpers import SWEEP_KW, finish, make_config
 
+from fercluster.orchestration.backend import PartialLookup
 from fercluster.orchestration.fake import FakeBackend
 from fercluster.orchestration.slurm.backend import SlurmBackend
 from fercluster.orchestration.store.state import load_state
@@ -263,6 +264,19 @@ def test_without_accounting_a_job_that_left_the_queue_unseen_is_failed_not_stale
     fakeslurm.fault(sacct="fail", squeue="fail")  # neither answers: stale, never taken for ended
     snap = snapshot(cfg, backend).to_dict()
     assert snap["stale"] and "FAILED" not in snap["counts"]
+
+
+@pytest.mark.parametrize("fault", ["disabled", "fail"])
+def test_a_lookup_says_whether_the_site_has_no_accounting_or_an_outage(
+    workdir: Path, fakeslurm: FakeSlurm, fault: str
+) -> None:
+    """Only a site without accounting lets a pending record squeue does not show go after the bound;
+    in an outage (slurmdbd down) the submission may have run and ended: the record waits."""
+    backend = SlurmBackend(workdir / "submitit", timeout_s=1.0)
+    fakeslurm.fault(sacct=fault)
+    with pytest.raises(PartialLookup) as lookup:
+        backend.find(["fc-t-abc-123"])
+    assert lookup.value.found == {} and lookup.value.disabled == (fault == "disabled")
 
 
 def test_completed_jobs_files_are_read_once(cfg, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

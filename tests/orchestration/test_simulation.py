@@ -123,6 +123,7 @@ class SweepMachine(RuleBasedStateMachine):
         self.ok = False
         self.checked_calls = 0
         self.clean = False  # the last sweep submitted all it meant to: the aggregation job must be in place
+        self.clean_planned: set[str] = set()  # the jobs that sweep saw in the config
         self.epoch: dict[str, int] = {}  # job id -> the first submission id of its current life (after a prune)
         self.cancelled_at = 0  # the first submission id after the user's last `cancel` of the whole sweep
         self.gaps = KNOWN_GAPS
@@ -383,6 +384,7 @@ class SweepMachine(RuleBasedStateMachine):
             self.error = exc
             return None
         self.clean = not result.submit_error and not result.recovery_error
+        self.clean_planned = set(self._planned())
         if self.clean and "aggregate-requeued" in self.gaps:
             self.requeued_unseen |= lagging
         return result
@@ -459,8 +461,9 @@ class SweepMachine(RuleBasedStateMachine):
                 assert got == want, f"job {job_id} ({ids}): (retries, requeues, submissions) {got}, expected {want}"
 
     def _check_aggregate(self) -> None:
-        """Every queued or running training job of the sweep has an aggregation job waiting after it."""
-        planned = set(self._planned())
+        """Every queued or running training job of the sweep (as the last sweep saw its config: a job
+        edited out of it is in no report) has an aggregation job waiting after it."""
+        planned = self.clean_planned
         live = [t for t in self.model.mine() if t.kind == "train" and t.active and t.job_id in planned]
         waiting = [t for t in self.model.mine() if t.kind == "aggregate" and t.phase == "pending"]
         for t in [t for t in live if t.sid not in self.requeued_unseen]:
@@ -767,3 +770,21 @@ def test_repro_stalled_a_hung_run_is_requeued_under_its_id_and_counted_as_a_requ
     machine = play(Site(), SWEEP, run("advance", seconds=10.0), run("hang", i=0), run("requeue_stalled"),
                    run("advance", seconds=900.0), run("requeue_stalled"))  # fmt: skip
     assert sum(t.stall_requeues for t in machine.model.mine()) == 1
+
+
+def test_repro_outage_in_an_accounting_outage_a_lost_submission_is_held_not_dropped() -> None:
+    """Found by the slow run: slurmdbd is down (the site has accounting), a retry's sbatch lost its
+    reply, and the array ran and left squeue. The bound for sites without accounting dropped its
+    record, so the job ran again; now the record waits until sacct answers, then is adopted."""
+    play(Site(accounting=True), SWEEP, run("advance", seconds=10.0), run("end_run", i=0, end="fail"),
+         run("outage", service="slurmdbd", down=True), run("sbatch_fault", fault="lost"), RETRY,
+         run("advance", seconds=900.0), RETRY, RETRY)  # fmt: skip
+
+
+def test_repro_unseen_jobs_an_array_run_unseen_after_the_report_gets_another_aggregation_job() -> None:
+    """Found by the slow run: no accounting; the report of a first array was built, then a second
+    array's reply was lost and it ran unseen (gap unseen-run). Its jobs' job.json, which no recorded
+    run explains, call for an aggregation job; then they are recorded (before: never reported)."""
+    play(Site(accounting=False, max_array=2, max_submit_jobs=3, preempt_requeue=True),
+         run("sbatch_fault", fault="refuse", skip=2), SWEEP, run("sbatch_fault", fault="lost"),
+         run("takeover_race"), run("takeover_race"))  # fmt: skip

@@ -46,7 +46,7 @@ def needed_after(state: SweepState, backend: Backend, live_ids: Sequence[str], i
 
 
 def missed(
-    state: SweepState, info: JobInfo | None, built_by: str | None = None, completed: bool = False, silent: bool = False
+    state: SweepState, info: JobInfo | None, built_by: str | None = None, unseen: bool = False, silent: bool = False
 ) -> bool:
     """Whether a sweep whose jobs have all ended lacks an aggregation job that ran after every
     training array: none recorded (its sbatch failed, its reply was lost), the recorded one ended
@@ -54,15 +54,16 @@ def missed(
     one is queued or running, or a pending record may be in SLURM (recovery settles it first).
     ``info`` None where accounting was ``silent`` (none, or down) and the queue no longer shows it:
     it completed only if it is ``built_by``, the id ``aggregated.json`` names (accounting that
-    answered without it: purged long ago, taken as run). With no array recorded, ``completed`` (a job wrote its job.json: an
-    array whose lost reply was never found, without accounting) needs one too."""
-    if state.pending or not (state.arrays or completed):
-        return False
+    answered without it: purged long ago, taken as run). ``unseen``: jobs complete that no
+    recorded run explains (an array whose lost reply was never found, without accounting, ran
+    them): one is due."""
     old = state.aggregate
+    if state.pending or (old is not None and old.slurm_id and info is not None and info.state in ACTIVE):
+        return False
+    if unseen or not state.arrays:
+        return unseen
     if old is None or not old.slurm_id:
         return True
-    if info is not None and info.state in ACTIVE:
-        return False
     ran_after = all(_after(old, a) for a in state.arrays.values())
     if info is not None:
         completed = info.state == COMPLETED

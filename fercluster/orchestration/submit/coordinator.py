@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 from fercluster.config import SweepConfig
 from fercluster.errors import SlurmError
 from fercluster.orchestration.backend import Backend, JobInfo, Resources, Submission, SubmitLimit
+from fercluster.orchestration.store.entries import JobEntry
 from fercluster.orchestration.store.known import load_known, save_known
 from fercluster.orchestration.store.snapshot import CannotStart
 from fercluster.orchestration.store.state import SweepState, load_state, private_umask, save_state, sweep_lock
@@ -24,7 +25,7 @@ from fercluster.orchestration.submit import plan as plan_mod
 from fercluster.orchestration.submit.aggregate import built_by, missed, needed_after, submit_aggregate
 from fercluster.orchestration.submit.arrays import submit_arrays
 from fercluster.orchestration.submit.reconcile import Diff, reconcile, removed_specs
-from fercluster.orchestration.submit.recovery import adopt_orphans, hold_live
+from fercluster.orchestration.submit.recovery import adopt_orphans, hold_live, summaries
 from fercluster.orchestration.submit.snapshots import CodePlan, RetryCode, plan_code
 from fercluster.orchestration.watch import stall
 from fercluster.orchestration.watch.attempts import end_stalled
@@ -261,11 +262,14 @@ def _aggregate_after(
     live = [r.slurm_id for r in result.rows if r.state in ACTIVE and r.slurm_id]
     deps = needed_after(state, backend, [a["slurm_id"] for a in result.arrays] + live, result.aggregate_info)
     ended = not (live or result.arrays or result.diff.waiting) and all(r.state != NOT_SUBMITTED for r in result.rows)
-    # a job complete with no run of it recorded: an array whose lost reply was never found ran it
-    done = any(r.state == COMPLETED and r.job_id not in state.jobs for r in result.rows)
+    # jobs complete with no run of theirs recorded: an array whose lost reply was never found (no
+    # accounting) ran them; once an aggregation job is queued after them, they are recorded
+    unseen = [r.job_id for r in result.rows if r.state == COMPLETED and r.job_id not in state.jobs]
     silent = result.accounting_silent
     evidence = built_by(cfg.jobs_dir) if silent else None
-    late = not deps and ended and missed(state, result.aggregate_info, evidence, done, silent)
+    late = not deps and ended and missed(state, result.aggregate_info, evidence, bool(unseen), silent)
+    if unseen and not (deps or late) and result.aggregate_info and result.aggregate_info.state in ACTIVE:
+        _record_unseen(cfg, state, result.specs, unseen)  # the queued aggregation job runs after them
     # nothing submitted because sbatch fails: an aggregation job now would fail as well
     if not (deps or late) or (result.submit_error and not result.arrays):
         return
@@ -279,6 +283,17 @@ def _aggregate_after(
         )
     except SlurmError as exc:
         result.submit_error = "; ".join(e for e in (result.submit_error, f"aggregation job: {exc}") if e)
+        return
+    if unseen:
+        _record_unseen(cfg, state, result.specs, unseen)
+
+
+def _record_unseen(cfg: SweepConfig, state: SweepState, specs: Sequence[JobSpec], job_ids: list[str]) -> None:
+    """Record jobs that completed in a run the state never knew of (no SLURM id, no submission)."""
+    rows = summaries({s.job_id: s for s in specs}, job_ids)
+    for job_id in job_ids:
+        state.jobs[job_id] = JobEntry(**rows.get(job_id, {}))
+    save_state(cfg.jobs_dir, state)
 
 
 def _diff(

@@ -3,9 +3,11 @@
 Each submission's job name carries a nonce of its own (``store.state.array_name``), so a lookup by
 name finds that submission and no other. ``adopt_orphans`` settles the records a crash, a time-out
 or a lost reply left: found, the submission is recorded (adopted); not found, it never went in and
-the record goes (its jobs are submitted again). When only the queue could answer (accounting off),
-a record that squeue does not show is dropped once older than ``slurm.pending_bound_s`` (squeue
-shows this user's queued, running and recently ended jobs); younger, its jobs are held.
+the record goes (its jobs are submitted again). When only the queue could answer because the site
+has no accounting (sacct: "accounting storage is disabled"), a record that squeue does not show is
+dropped once older than ``slurm.pending_bound_s`` (squeue shows this user's queued, running and
+recently ended jobs); younger, its jobs are held. In an outage of accounting (slurmdbd down) it
+stays, and its jobs are held, until accounting answers: the submission may have run and ended.
 ``forget_pending`` drops records by hand (``sweep --forget-pending``); ``pending_lines`` shows them.
 
 Before a job is resubmitted (a retry, a requeue), ``hold_live`` asks the queue whether it is live:
@@ -45,23 +47,24 @@ def adopt_orphans(
     does not know are dropped (sbatch never ran); their jobs are submitted again by the caller.
     A lookup that FAILED drops nothing: the records stay, their jobs are held (``Diff.hold``) and
     the next run tries again; "could not ask" is never "not found". When only the queue answered
-    (``PartialLookup``), records it does not show are dropped once older than ``bound_s``.
+    (``PartialLookup``) because the site has no accounting, records it does not show are dropped
+    once older than ``bound_s``; in an accounting outage they stay until accounting answers.
     An adopted array gets any submitted pickles it is missing (``Backend.adopt``).
     """
     if not state.pending:
         return [], ""
-    error, unsure = "", False
+    error, unsure, disabled = "", False, False
     try:
         found = backend.find(sorted(state.pending))
     except PartialLookup as exc:
-        found, error, unsure = exc.found, str(exc), True
+        found, error, unsure, disabled = exc.found, str(exc), True, exc.disabled
     except SlurmError as exc:
         return [], str(exc)
     adopted, now = [], time.time()
     for name, rec in list(state.pending.items()):
         sid = found.get(name)
         if sid is None:
-            if not unsure or now - (rec.created or 0.0) >= bound_s:
+            if not unsure or (disabled and now - (rec.created or 0.0) >= bound_s):
                 state.pending.pop(name)
             continue
         _adopt(state, backend, fn_for, specs_by_id, resources, name, sid)
