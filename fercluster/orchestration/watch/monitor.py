@@ -81,10 +81,7 @@ def job_rows(
     if known is not None:
         known.remember(infos)
     if infos_out is not None:
-        infos_out.update({i: infos[i] for i in extra_ids if i in infos})
-        if error and known is not None:  # the last known state, unless the queue shows it has ended since
-            infos_out.update({i: last for i in extra_ids if i not in infos and (last := known.last(i)) is not None
-                              and not (queue_ok and last.state in ACTIVE)})  # fmt: skip
+        infos_out.update(_extra_infos(extra_ids, infos, known if error else None, queue_ok))
     for row in costless:
         _final_cost(row, infos.get(row.slurm_id or ""), known)
     locals_ = {r.job_id: {LOCAL_KEY: e.local} for r in open_rows if (e := state.jobs.get(r.job_id)) and e.local}
@@ -92,16 +89,25 @@ def job_rows(
     known_arrays = {array_id(sid) for sid in infos if array_id(sid) != sid}  # arrays with a task seen
     for row in open_rows:
         if row.slurm_id and error and row.slurm_id not in infos:
-            last = known.last(row.slurm_id) if known else None
-            if queue_ok and (last is None or last.state in ACTIVE):
-                _apply_unseen(row, error)
-            else:
-                _apply_stale(row, last, error)
+            _apply_unanswered(row, known.last(row.slurm_id) if known else None, error, queue_ok)
         elif row.slurm_id:
             _apply_slurm(row, infos.get(row.slurm_id), backend is not None, known_arrays)
         else:
             _apply(row, here[row.job_id])
     return rows
+
+
+def _extra_infos(
+    ids: Sequence[str], infos: Mapping[str, JobInfo], known: Known | None, queue_ok: bool
+) -> dict[str, Any]:
+    """The answers for ``ids``; where the query could not see one (``known`` given), its last known
+    state, unless the queue answered and shows it has ended since (it was queued or running)."""
+    out: dict[str, Any] = {i: infos[i] for i in ids if i in infos}
+    for i in ids:
+        last = known.last(i) if known is not None and i not in infos else None
+        if last is not None and not (queue_ok and last.state in ACTIVE):
+            out[i] = last
+    return out
 
 
 def results_dir_of(specs: Sequence[JobSpec]) -> str:
@@ -132,6 +138,15 @@ def _apply_stale(row: JobRow, last: KnownInfo | None, error: str) -> None:
     _apply(row, last)
     when = time.strftime("%H:%M:%S", time.localtime(last.at))
     row.reason = f"stale (last known {when}; {error})" + (f"; {row.reason}" if row.reason else "")
+
+
+def _apply_unanswered(row: JobRow, last: KnownInfo | None, error: str, queue_ok: bool) -> None:
+    """A job the query did not answer for: ended unseen where the queue answered without it (and
+    nothing says it ended otherwise), else its last known state, stale."""
+    if queue_ok and (last is None or last.state in ACTIVE):
+        _apply_unseen(row, error)
+    else:
+        _apply_stale(row, last, error)
 
 
 def _apply_unseen(row: JobRow, error: str) -> None:
