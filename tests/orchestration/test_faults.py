@@ -413,12 +413,14 @@ def test_sbatch_failing_part_way_ends_with_a_summary(workdir: Path, fakeslurm: F
     result = run_sweep(cfg, backend, **SWEEP_KW)
     assert [a["n"] for a in result.arrays] == [2] and len(result.diff.waiting) == 2
     assert result.diff.summary()["submit"] == 2
-    assert result.aggregate_id is None and "aggregation job: " in result.submit_error  # refused as well: said
+    assert result.aggregate_id is None
+    # refused as well: said; after a time-out (that array may be in) it waits for the next sweep
+    assert ("aggregation job: " in result.submit_error) == (fault == "fail")
     assert result.code["lines"] == [  # what went in, not what was planned
         "code: did run 2 of 4 jobs on live code: each imports the code installed when it starts (slurm.code: live)"
     ]
-    if fault == "timeout":  # the bound holds for the array's sbatch and for the single aggregation job's
-        assert result.submit_error.count("did not finish within 1 s") == 2
+    if fault == "timeout":  # the bound holds for the array's sbatch
+        assert result.submit_error.count("did not finish within 1 s") == 1
         assert SlurmExecutor._make_submission_command is original  # through a subclass: submitit untouched
     else:
         assert "Unable to contact slurm controller" in result.submit_error

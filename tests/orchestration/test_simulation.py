@@ -788,3 +788,11 @@ def test_repro_unseen_jobs_an_array_run_unseen_after_the_report_gets_another_agg
     play(Site(accounting=False, max_array=2, max_submit_jobs=3, preempt_requeue=True),
          run("sbatch_fault", fault="refuse", skip=2), SWEEP, run("sbatch_fault", fault="lost"),
          run("takeover_race"), run("takeover_race"))  # fmt: skip
+
+
+def test_repro_aggregate_pending_no_aggregation_job_beside_an_unsettled_submission() -> None:
+    """Found by the slow run: squeue down, an array's reply lost (its record held), a sweep submitted
+    an aggregation job after the live arrays only; the held array ran after it, never reported. Now
+    no aggregation job goes in while a record is unsettled: the next sweep, once it is, submits one."""
+    play(Site(accounting=False, max_submit_jobs=3), run("requeue_stalled"), run("outage", service="squeue", down=True),
+         run("sbatch_fault", fault="lost"), run("frozen_holder", skew_s=-700.0), run("requeue_stalled"))  # fmt: skip

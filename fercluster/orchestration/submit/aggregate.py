@@ -35,10 +35,11 @@ from fercluster.orchestration.submit.snapshots import CodeChoice
 
 def needed_after(state: SweepState, backend: Backend, live_ids: Sequence[str], info: JobInfo | None) -> list[str]:
     """The training submissions a new aggregation job must wait for; [] when none is needed (no
-    training job is live, the recorded one is queued after all of them, or one may be in SLURM
-    already: a pending aggregation record, settled by the next run's recovery)."""
+    training job is live, the recorded one is queued after all of them, or a pending record may be
+    in SLURM: an aggregation job, or an array it could not wait for, its id unknown; the next run's
+    recovery settles it, then the aggregation job follows)."""
     deps = backend.submissions_of(list(live_ids))
-    if not deps or any(rec.kind == AGGREGATE for rec in state.pending.values()):
+    if not deps or state.pending:
         return []
     old = state.aggregate
     queued = old is not None and old.slurm_id and info is not None and info.state in ACTIVE
