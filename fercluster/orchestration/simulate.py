@@ -182,9 +182,8 @@ class SimSlurm(FakeBackend):
         lines = []
         for t in self._named(slurm_ids):
             if self.sched.in_accounting(t):
-                secs = int((t.ended or self.sched.now) - t.started) if t.started is not None else 0
                 lines.append(f"{t.sid}|{self.states[t.sid]}|{t.exit_code}|{self._elapsed(t)}|"
-                             f"{t.node or 'None assigned'}|None|{self.tres}|{secs}")  # fmt: skip
+                             f"{t.node or 'None assigned'}|None|{self.tres}|{self._secs(t)}")  # fmt: skip
         infos = slurm_parse.parse_sacct("\n".join(lines))
         return slurm_parse.with_queue(slurm_ids, infos, self._squeue)
 
@@ -224,27 +223,32 @@ class SimSlurm(FakeBackend):
         if hook is not None:
             hook()
 
-    # -- scancel -----------------------------------------------------------------------------
+    def _secs(self, t: Task) -> int:
+        """The run's time so far (or its length, ended), in seconds."""
+        return int((t.ended or self.sched.now) - t.started) if t.started is not None else 0
+
     def _elapsed(self, t: Task) -> str:
-        """The run's time so far (or its length, ended), as sacct's Elapsed and squeue's %M print it."""
-        secs = int((t.ended or self.sched.now) - t.started) if t.started is not None else 0
+        """``_secs`` as sacct's Elapsed and squeue's %M print it."""
+        secs = self._secs(t)
         return f"{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}"
+
+    # -- scontrol requeue, scancel -----------------------------------------------------------
+    def _control(self, command: str, slurm_ids: Sequence[str], what: str) -> None:
+        """Count and log a controller command; ``SlurmError`` in a slurmctld outage."""
+        self.calls[command] += 1
+        self._note(command, tuple(slurm_ids))
+        if command in self._failing():
+            raise SlurmError(f"{what} failed: Unable to contact slurm controller")
 
     def requeue(self, slurm_ids: Sequence[str]) -> None:
         """``scontrol requeue``: each running task of ours among ``slurm_ids`` is queued again, same id."""
-        self.calls["scontrol"] += 1
-        self._note("scontrol", tuple(slurm_ids))
-        if "scontrol" in self._failing():
-            raise SlurmError("scontrol requeue failed: Unable to contact slurm controller")
+        self._control("scontrol", slurm_ids, "scontrol requeue")
         wanted = set(slurm_ids)
         for t in [t for t in self.sched.tasks.values() if t.sid in wanted and t.user == self.user]:
             self.sched.requeue(t)
 
     def cancel(self, slurm_ids: Sequence[str]) -> None:
-        self.calls["scancel"] += 1
-        self._note("scancel", tuple(slurm_ids))
-        if "scancel" in self._failing():
-            raise SlurmError("scancel failed: Unable to contact slurm controller")
+        self._control("scancel", slurm_ids, "scancel")
         wanted = set(slurm_ids)
         for t in list(self.sched.tasks.values()):
             if t.active and (t.sid in wanted or t.base in wanted):
